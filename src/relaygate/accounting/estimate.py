@@ -1,0 +1,65 @@
+"""Token estimates made before the upstream answers.
+
+``prompt_token_bound`` is an upper bound used for the credit reservation: a BPE token is at
+least one byte, and the JSON body holds every byte of text plus syntax that costs more than the
+chat template's per-message overhead, so the body's length minus its image URLs, plus a per-image
+allowance, bounds the prompt tokens. ``prompt_token_guess`` (about four bytes a token) is the
+realistic figure used for tokens-per-minute limits and by the simulator.
+"""
+
+from __future__ import annotations
+
+from relaygate.protocol.types import (
+    AssistantMessage,
+    ChatRequest,
+    ImagePart,
+    TextPart,
+)
+
+_BYTES_PER_TOKEN = 4
+_MESSAGE_OVERHEAD = 4
+
+
+def _text_bytes(request: ChatRequest) -> int:
+    total = 0
+    for message in request.messages:
+        content = message.content
+        if isinstance(content, str):
+            total += len(content.encode())
+        elif content is not None:
+            for part in content:
+                if isinstance(part, TextPart):
+                    total += len(part.text.encode())
+        if isinstance(message, AssistantMessage) and message.tool_calls:
+            total += len(str(message.tool_calls).encode())
+    return total
+
+
+def image_parts(request: ChatRequest) -> list[ImagePart]:
+    return [
+        part
+        for message in request.messages
+        if isinstance(message.content, list)
+        for part in message.content
+        if isinstance(part, ImagePart)
+    ]
+
+
+def prompt_token_bound(request: ChatRequest, body_size: int, image_tokens: int) -> int:
+    """An upper bound of the prompt tokens (see the module docstring)."""
+    images = image_parts(request)
+    url_bytes = sum(len(part.image_url.url) for part in images)
+    return max(1, body_size - url_bytes) + len(images) * image_tokens
+
+
+def prompt_token_guess(request: ChatRequest, image_tokens: int = 0) -> int:
+    """A realistic estimate of the prompt tokens (about four bytes a token)."""
+    text = _text_bytes(request)
+    overhead = _MESSAGE_OVERHEAD * len(request.messages) + 3
+    return text // _BYTES_PER_TOKEN + overhead + len(image_parts(request)) * image_tokens
+
+
+def output_token_bound(request: ChatRequest, model_max: int) -> int:
+    """The most output tokens the request can produce."""
+    asked = request.max_completion_tokens or request.max_tokens or model_max
+    return min(asked, model_max) * (request.n or 1)

@@ -1,0 +1,72 @@
+"""Prices and costs in integer money: costs in micro-USD, prices in pico-USD per token."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+
+from relaygate.providers.base import TokenUsage
+from relaygate.settings import Pricing
+
+MICROS_PER_USD = 1_000_000
+_PICO_PER_MICRO = 1_000_000
+
+
+def usd_to_micros(usd: Decimal) -> int:
+    """Exact conversion; more than six decimal places is an error, never a rounding."""
+    micros = usd * MICROS_PER_USD
+    if micros != micros.to_integral_value():
+        raise ValueError(f"{usd} USD is finer than one micro-dollar")
+    return int(micros)
+
+
+def micros_to_usd(micros: int) -> Decimal:
+    return Decimal(micros).scaleb(-6)
+
+
+def _ceil_div(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+@dataclass(frozen=True, slots=True)
+class Price:
+    """A model's prices in pico-USD per token (USD per 1M tokens times 10^6)."""
+
+    input: int
+    cached_input: int
+    output: int
+
+    @classmethod
+    def from_settings(cls, pricing: Pricing) -> Price:
+        cached = pricing.cached_input if pricing.cached_input is not None else pricing.input
+        return cls(
+            input=usd_to_micros(pricing.input),
+            cached_input=usd_to_micros(cached),
+            output=usd_to_micros(pricing.output),
+        )
+
+    def cost(self, usage: TokenUsage) -> int:
+        """What ``usage`` costs in micro-USD, rounded up to the micro-dollar.
+
+        Cached input is charged at its price; reasoning tokens are part of the completion
+        tokens and charged as output.
+        """
+        cached = min(usage.cached_tokens, usage.prompt_tokens)
+        pico = (
+            (usage.prompt_tokens - cached) * self.input
+            + cached * self.cached_input
+            + usage.completion_tokens * self.output
+        )
+        return _ceil_div(pico, _PICO_PER_MICRO)
+
+    def worst_case(self, prompt_tokens: int, output_tokens: int) -> int:
+        """The most a request with these bounds can cost, in micro-USD."""
+        pico = prompt_tokens * self.input + output_tokens * self.output
+        return _ceil_div(pico, _PICO_PER_MICRO)
+
+    def affordable_output_tokens(self, available_micros: int, prompt_tokens: int) -> int:
+        """How many output tokens ``available_micros`` covers after the prompt."""
+        left = available_micros * _PICO_PER_MICRO - prompt_tokens * self.input
+        if left <= 0:
+            return 0
+        return left // self.output if self.output else 1 << 62

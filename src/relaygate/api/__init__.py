@@ -1,0 +1,1 @@
+"""ASGI routes: chat completions, models, credits, health, metrics."""

@@ -1,0 +1,110 @@
+"""``POST /v1/chat/completions``: authenticate, validate, admit, route, answer, settle.
+
+Every 4xx is decided here before any upstream call; upstream failures arrive as
+:class:`relaygate.errors.UpstreamError` from the router or the providers.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+from relaygate.api.http import Receive, Scope, Send, header, read_body, send_bytes
+from relaygate.api.stream import stream_answer
+from relaygate.errors import InvalidRequest, UpstreamError
+from relaygate.protocol.assemble import Collected
+from relaygate.protocol.ids import completion_id
+from relaygate.protocol.render import encoder
+from relaygate.protocol.types import ChatRequest
+from relaygate.protocol.validate import decode_chat_request, images_of
+from relaygate.providers.base import ProviderRequest
+from relaygate.routing.catalog import CatalogModel
+from relaygate.routing.router import Opened, no_upstream, open_upstream
+
+if TYPE_CHECKING:
+    from relaygate.accounting.admission import Ticket
+    from relaygate.app import Gateway
+
+
+def check_for_model(request: ChatRequest, model: CatalogModel) -> None:
+    """Checks that depend on the model: images, output length."""
+    images = images_of(request)
+    if images and not model.settings.vision:
+        m, p, _ = images[0]
+        raise InvalidRequest(
+            f"Model {model.name!r} does not accept images (image_url parts); use a vision model",
+            param=f"messages[{m}].content[{p}]",
+        )
+    limit = model.settings.max_output_tokens
+    for field in ("max_tokens", "max_completion_tokens"):
+        asked = getattr(request, field)
+        if asked is not None and asked > limit:
+            raise InvalidRequest(
+                f"{field} is too large: {asked} (model {model.name!r} allows at most {limit})",
+                param=field,
+            )
+
+
+async def chat_completions(gw: Gateway, scope: Scope, receive: Receive, send: Send) -> None:
+    key = gw.keys.authenticate(header(scope, b"authorization"))
+    body = await read_body(scope, receive, gw.settings.max_request_bytes)
+    request, raw = decode_chat_request(body)
+    model = gw.catalog.resolve(request.model, key)
+    check_for_model(request, model)
+    if not model.upstreams:
+        raise no_upstream(model)
+    request_id = completion_id()
+    ticket = gw.admissions.admit(key, model, request, len(body), request_id)
+    call = ProviderRequest(
+        request=request,
+        raw=raw,
+        upstream_model=model.name,
+        stream=request.stream,
+        request_id=request_id,
+    )
+    try:
+        opened = await open_upstream(model, call)
+    except BaseException as exc:
+        upstream = exc.upstream if isinstance(exc, UpstreamError) else ""
+        gw.admissions.settle(ticket, None, "upstream_error", upstream, call.upstream_model)
+        raise
+    gw.metrics.upstream_answered(model.name, opened.provider.label)
+    if request.stream:
+        await stream_answer(
+            gw.admissions,
+            ticket,
+            opened,
+            request,
+            send,
+            receive,
+            gw.settings.stream_keepalive_seconds,
+            gw.settings.disconnect_drain_seconds,
+        )
+    else:
+        await _complete_answer(gw, ticket, opened, send)
+
+
+async def _complete_answer(gw: Gateway, ticket: Ticket, opened: Opened, send: Send) -> None:
+    collected = Collected()
+    status = "cancelled"
+    try:
+        async for event in opened.events:
+            collected.add(event)
+        status = "ok"
+    except UpstreamError:
+        status = "upstream_error"
+        raise
+    finally:
+        usage = collected.usage_or_estimate(ticket.prompt_guess) if status == "ok" else None
+        gw.admissions.settle(ticket, usage, status, opened.provider.label, opened.upstream_model)
+    assert usage is not None
+    answer = collected.completion(ticket.request_id, ticket.model.name, int(time.time()), usage)
+    await send_bytes(
+        send,
+        200,
+        encoder.encode(answer),
+        headers=[
+            (b"x-request-id", ticket.request_id.encode()),
+            (b"x-relaygate-upstream", opened.provider.label.encode()),
+        ],
+    )

@@ -1,0 +1,58 @@
+"""The small endpoints: models, credits, health, metrics."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+from relaygate.accounting.prices import micros_to_usd
+from relaygate.api.http import Receive, Scope, Send, header, send_bytes
+from relaygate.metrics import CONTENT_TYPE
+from relaygate.protocol.render import encoder
+
+if TYPE_CHECKING:
+    from relaygate.app import Gateway
+
+
+async def list_models(gw: Gateway, scope: Scope, receive: Receive, send: Send) -> None:
+    key = gw.keys.authenticate(header(scope, b"authorization"))
+    data = [
+        {"id": name, "object": "model", "created": gw.started_at, "owned_by": "relaygate"}
+        for name in gw.catalog.allowed(key)
+    ]
+    await send_bytes(send, 200, encoder.encode({"object": "list", "data": data}))
+
+
+async def credits(gw: Gateway, scope: Scope, receive: Receive, send: Send) -> None:
+    key = gw.keys.authenticate(header(scope, b"authorization"))
+    account = gw.credits.balance(key.id)
+    granted = account.granted if account else key.granted_micros
+    used = account.used if account else key.used_micros
+    unlimited = account.unlimited if account else key.unlimited
+    body = {
+        "object": "credits",
+        "remaining_credits": micros_to_usd(0 if unlimited else max(0, granted - used)),
+        "used_credits": micros_to_usd(used),
+        "unlimited_credits": unlimited,
+    }
+    await send_bytes(send, 200, encoder.encode(body))
+
+
+async def health(gw: Gateway, scope: Scope, receive: Receive, send: Send) -> None:
+    body = {
+        "status": "ok",
+        "uptime_seconds": int(time.time()) - gw.started_at,
+        "store": gw.store.describe(),
+        "limiter": "in-process",
+        "ledger_pending": len(gw.ledger.pending),
+        "models": {
+            name: [p.label for p in model.upstreams] for name, model in gw.catalog.models.items()
+        },
+    }
+    await send_bytes(send, 200, encoder.encode(body))
+
+
+async def metrics(gw: Gateway, scope: Scope, receive: Receive, send: Send) -> None:
+    gw.metrics.ledger_pending.set(len(gw.ledger.pending))
+    gw.metrics.shortfall.set(gw.credits.shortfall_micros)
+    await send_bytes(send, 200, gw.metrics.render(), content_type=CONTENT_TYPE)

@@ -1,0 +1,146 @@
+"""The ASGI application: one :class:`Gateway` holding the app's parts, a route table, and a
+lifespan that opens and drains them."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+import aiohttp
+
+from relaygate.accounting.admission import Admissions
+from relaygate.accounting.credits import MemoryCreditBook
+from relaygate.accounting.ledger import LedgerWriter
+from relaygate.api import chat, info
+from relaygate.api.http import Receive, Scope, Send, send_error
+from relaygate.errors import ApiError, InternalError, NotFound
+from relaygate.keys.cache import KeyCache
+from relaygate.limits.memory import MemoryLimiter
+from relaygate.metrics import Metrics
+from relaygate.providers.registry import check_providers
+from relaygate.routing.catalog import Catalog
+from relaygate.settings import Settings
+from relaygate.store.records import KeyRecord
+from relaygate.store.sql import SqlStore
+
+log = logging.getLogger("relaygate")
+
+Handler = Callable[["Gateway", Scope, Receive, Send], Awaitable[None]]
+
+ROUTES: dict[str, dict[str, Handler]] = {
+    "/v1/chat/completions": {"POST": chat.chat_completions},
+    "/v1/models": {"GET": info.list_models},
+    "/v1/credits": {"GET": info.credits},
+    "/health": {"GET": info.health},
+    "/metrics": {"GET": info.metrics},
+}
+
+
+class Gateway:
+    """Everything one worker needs to serve; built by :func:`create_app`, opened in the
+    lifespan."""
+
+    catalog: Catalog
+    session: aiohttp.ClientSession
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.store = SqlStore(settings.database_url)
+        self.metrics = Metrics()
+        self.credits = MemoryCreditBook()
+        self.limiter = MemoryLimiter()
+        self.ledger = LedgerWriter(
+            self.store, settings.ledger_flush_seconds, settings.ledger_batch_size
+        )
+        self.admissions = Admissions(self.credits, self.limiter, self.ledger)
+        self.keys = KeyCache(self.store, settings.key_refresh_seconds)
+        self.keys.listeners.append(self._on_key)
+        self.started_at = int(time.time())
+        self.ready = False
+
+    def _on_key(self, record: KeyRecord) -> None:
+        self.credits.load(record.id, record.granted_micros, record.used_micros, record.unlimited)
+
+    async def open(self) -> None:
+        await self.store.upgrade()
+        await self.keys.refresh()
+        connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, enable_cleanup_closed=True)
+        self.session = aiohttp.ClientSession(
+            connector=connector, auto_decompress=True, trust_env=False
+        )
+        self.catalog = Catalog(self.settings, self.session)
+        self.ledger.start()
+        self.keys.start()
+        gc.collect()
+        gc.freeze()
+        self.ready = True
+
+    async def close(self) -> None:
+        self.ready = False
+        await self.keys.close()
+        await self.ledger.close()
+        await self.session.close()
+        await self.store.close()
+
+
+class App:
+    """The pure-ASGI application."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            await self._http(scope, receive, send)
+        elif kind == "lifespan":
+            await self._lifespan(receive, send)
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        gw = self.gateway
+        path = scope["path"].rstrip("/") or "/"
+        methods = ROUTES.get(path)
+        try:
+            if methods is None:
+                raise NotFound(f"Unknown route: {scope['method']} {scope['path']}")
+            handler = methods.get(scope["method"])
+            if handler is None:
+                allowed = ", ".join(methods)
+                raise NotFound(f"Method {scope['method']} is not allowed on {path} (use {allowed})")
+            await handler(gw, scope, receive, send)
+            gw.metrics.responded(200)
+        except ApiError as exc:
+            gw.metrics.responded(exc.status, exc.type)
+            await send_error(send, exc)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("unhandled error on %s %s", scope["method"], path)
+            error = InternalError("Internal server error")
+            gw.metrics.responded(error.status, error.type)
+            await send_error(send, error)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await self.gateway.open()
+                except Exception as exc:
+                    log.exception("start-up failed")
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.gateway.close()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+
+def create_app(settings: Settings, source: str = "(settings)") -> App:
+    """The ASGI app for ``settings``."""
+    check_providers(settings, source)
+    return App(Gateway(settings))

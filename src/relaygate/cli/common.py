@@ -1,0 +1,67 @@
+"""What every command shares: the --config option, loading settings, opening the store."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Awaitable, Callable
+from decimal import Decimal, InvalidOperation
+from typing import Any, TypeVar
+
+import click
+
+from relaygate.errors import ConfigError
+from relaygate.settings import Settings, load_settings
+from relaygate.store.sql import SqlStore
+
+T = TypeVar("T")
+
+config_option = click.option(
+    "--config",
+    "config",
+    envvar="RELAYGATE_CONFIG",
+    default=None,
+    metavar="FILE",
+    help="YAML (or JSON) config file; also read from RELAYGATE_CONFIG.",
+)
+
+
+def fail(message: str) -> None:
+    click.echo(f"relaygate: {message}", err=True)
+    sys.exit(2)
+
+
+def settings_or_exit(config: str | None) -> Settings:
+    try:
+        return load_settings(config)
+    except ConfigError as exc:
+        fail(f"config error: {exc}")
+        raise  # unreachable
+
+
+def with_store(settings: Settings, work: Callable[[SqlStore], Awaitable[T]]) -> T:
+    async def run() -> T:
+        store = SqlStore(settings.database_url)
+        try:
+            await store.upgrade()
+            return await work(store)
+        finally:
+            await store.close()
+
+    return asyncio.run(run())
+
+
+def parse_usd(value: str) -> Decimal:
+    try:
+        amount = Decimal(value)
+    except InvalidOperation:
+        raise click.BadParameter(f"{value!r} is not an amount in USD") from None
+    if not amount.is_finite() or amount < 0:
+        raise click.BadParameter("the amount must be zero or more")
+    if amount != amount.quantize(Decimal("0.000001")):
+        raise click.BadParameter("the amount must not be finer than a micro-dollar (6 places)")
+    return amount
+
+
+def usd_type(ctx: Any, param: Any, value: str | None) -> Decimal | None:
+    return None if value is None else parse_usd(value)

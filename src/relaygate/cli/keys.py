@@ -1,0 +1,156 @@
+"""``relaygate keys create|list|revoke``."""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import UTC, datetime
+from decimal import Decimal
+
+import click
+
+from relaygate.accounting.prices import micros_to_usd, usd_to_micros
+from relaygate.cli.common import config_option, fail, settings_or_exit, usd_type, with_store
+from relaygate.keys.tokens import display_prefix, hash_key, new_key, new_key_id
+from relaygate.store.records import KeyRecord
+from relaygate.store.sql import SqlStore
+
+
+def _parse_expiry(value: str | None) -> int | None:
+    if value is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not an ISO 8601 date-time") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return int(moment.timestamp())
+
+
+def _iso(seconds: int | None) -> str | None:
+    return None if seconds is None else datetime.fromtimestamp(seconds, UTC).isoformat()
+
+
+def key_view(record: KeyRecord) -> dict[str, object]:
+    """A key as the CLI shows it (never the key itself, which is not stored)."""
+    return {
+        "id": record.id,
+        "name": record.name,
+        "prefix": record.prefix,
+        "models": list(record.models) if record.models is not None else None,
+        "credits": str(micros_to_usd(record.granted_micros)),
+        "used": str(micros_to_usd(record.used_micros)),
+        "unlimited": record.unlimited,
+        "rpm": record.rpm,
+        "tpm": record.tpm,
+        "max_concurrency": record.max_concurrency,
+        "created_at": _iso(record.created_at),
+        "expires_at": _iso(record.expires_at),
+        "revoked_at": _iso(record.revoked_at),
+    }
+
+
+@click.group()
+def keys() -> None:
+    """Create, list and revoke API keys."""
+
+
+@keys.command("create")
+@config_option
+@click.option("--name", default="", help="A label for the key.")
+@click.option(
+    "--credits",
+    "credits_usd",
+    callback=usd_type,
+    default=None,
+    metavar="USD",
+    help="Credits in USD (default 0).",
+)
+@click.option("--unlimited", is_flag=True, help="No credit limit (usage is still recorded).")
+@click.option(
+    "--models", default=None, metavar="a,b", help="Models the key may use (default: every model)."
+)
+@click.option("--rpm", type=click.IntRange(min=1), default=None, help="Requests per minute.")
+@click.option("--tpm", type=click.IntRange(min=1), default=None, help="Tokens per minute.")
+@click.option(
+    "--concurrency", type=click.IntRange(min=1), default=None, help="Concurrent requests."
+)
+@click.option("--expires-at", default=None, metavar="ISO8601", help="When the key stops working.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def create(
+    config: str | None,
+    name: str,
+    credits_usd: Decimal | None,
+    unlimited: bool,
+    models: str | None,
+    rpm: int | None,
+    tpm: int | None,
+    concurrency: int | None,
+    expires_at: str | None,
+    as_json: bool,
+) -> None:
+    """Create a key and print it once: it is stored only as a hash."""
+    settings = settings_or_exit(config)
+    model_list = None
+    if models is not None:
+        model_list = tuple(m.strip() for m in models.split(",") if m.strip())
+        unknown = [m for m in model_list if m not in settings.models]
+        if unknown:
+            fail(f"unknown model(s) {', '.join(unknown)} (known: {', '.join(settings.models)})")
+    key = new_key()
+    record = KeyRecord(
+        id=new_key_id(),
+        name=name,
+        key_hash=hash_key(key),
+        prefix=display_prefix(key),
+        created_at=int(time.time()),
+        granted_micros=usd_to_micros(credits_usd or Decimal(0)),
+        unlimited=unlimited,
+        models=model_list,
+        rpm=rpm,
+        tpm=tpm,
+        max_concurrency=concurrency,
+        expires_at=_parse_expiry(expires_at),
+    )
+
+    async def work(store: SqlStore) -> KeyRecord:
+        return await store.create_key(record)
+
+    created = with_store(settings, work)
+    if as_json:
+        click.echo(json.dumps({**key_view(created), "key": key}))
+    else:
+        click.echo(f"Created {created.id} ({created.name or 'unnamed'}). The key, shown once:")
+        click.echo(key)
+
+
+@keys.command("list")
+@config_option
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON array.")
+def list_keys(config: str | None, as_json: bool) -> None:
+    """List keys (their prefixes, never the keys)."""
+    settings = settings_or_exit(config)
+    records = with_store(settings, lambda store: store.list_keys())
+    views = [key_view(r) for r in records]
+    if as_json:
+        click.echo(json.dumps(views))
+        return
+    for v in views:
+        state = "revoked" if v["revoked_at"] else "active"
+        click.echo(
+            f"{v['id']}  {v['prefix']}...  {state:8}  credits ${v['credits']}"
+            f"  used ${v['used']}  {v['name']}"
+        )
+
+
+@keys.command("revoke")
+@config_option
+@click.argument("key_id")
+def revoke(config: str | None, key_id: str) -> None:
+    """Revoke a key: it stops working within a second."""
+    settings = settings_or_exit(config)
+    record = with_store(settings, lambda store: store.revoke_key(key_id, int(time.time())))
+    if record is None:
+        fail(f"no key with id {key_id}")
+    click.echo(f"Revoked {key_id}")

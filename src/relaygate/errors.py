@@ -1,0 +1,185 @@
+"""The one error hierarchy of relaygate.
+
+Every error a client can see carries the contract's HTTP status and ``type``; it is rendered to
+``{"error": {...}}`` in exactly one place (:mod:`relaygate.protocol.render`).
+
+    RelaygateError
+    ├── ConfigError                      start-up only: a bad config file or setting
+    └── ApiError                         anything a client can receive
+        ├── InvalidRequest               400 invalid_request_error
+        ├── AuthenticationFailed         401 authentication_error
+        ├── InsufficientQuota            402 insufficient_quota_error
+        ├── PermissionDenied             403 permission_error
+        ├── NotFound                     404 not_found_error
+        ├── RequestTooLarge              413 request_too_large_error
+        ├── RateLimited                  429 rate_limit_error (+ Retry-After)
+        ├── InternalError                500 internal_server_error
+        ├── UpstreamError                502 upstream_error
+        │   ├── UpstreamUnreachable      connect error or time-out (retryable)
+        │   ├── UpstreamStatus           the upstream answered an error status
+        │   └── UpstreamProtocolError    the upstream answered something we cannot read
+        └── ServiceUnavailable           503 service_unavailable_error
+
+Upstream failures are mapped to :class:`UpstreamError` where the upstream is called (including
+while a stream is read); their messages never contain the upstream's key or raw body.
+"""
+
+from __future__ import annotations
+
+import math
+
+
+class RelaygateError(Exception):
+    """Base of every error relaygate raises on purpose."""
+
+
+class ConfigError(RelaygateError):
+    """A configuration problem found at start-up; the message names the file, key and problem."""
+
+
+class ApiError(RelaygateError):
+    """An error with the contract's status, ``type`` and optional ``param``."""
+
+    status: int = 500
+    type: str = "internal_server_error"
+    default_suggestion: str | None = None
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        param: str | None = None,
+        fallback_suggestion: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        self.fallback_suggestion = fallback_suggestion or self.default_suggestion
+
+    def headers(self) -> list[tuple[bytes, bytes]]:
+        """Extra response headers this error carries."""
+        return []
+
+
+class InvalidRequest(ApiError):
+    status = 400
+    type = "invalid_request_error"
+
+
+class AuthenticationFailed(ApiError):
+    status = 401
+    type = "authentication_error"
+
+
+class InsufficientQuota(ApiError):
+    status = 402
+    type = "insufficient_quota_error"
+    default_suggestion = "add credits to this key (relaygate credits add KEY_ID USD)"
+
+
+class PermissionDenied(ApiError):
+    status = 403
+    type = "permission_error"
+
+
+class NotFound(ApiError):
+    status = 404
+    type = "not_found_error"
+
+
+class RequestTooLarge(ApiError):
+    status = 413
+    type = "request_too_large_error"
+
+
+class RateLimited(ApiError):
+    status = 429
+    type = "rate_limit_error"
+
+    def __init__(self, message: str, *, retry_after: float) -> None:
+        self.retry_after = max(1, math.ceil(retry_after))
+        super().__init__(message, fallback_suggestion=f"retry after {self.retry_after} seconds")
+
+    def headers(self) -> list[tuple[bytes, bytes]]:
+        return [(b"retry-after", str(self.retry_after).encode())]
+
+
+class InternalError(ApiError):
+    status = 500
+    type = "internal_server_error"
+    default_suggestion = "try again later"
+
+
+class UpstreamError(ApiError):
+    """The upstream failed; ``retryable`` says whether another attempt may succeed."""
+
+    status = 502
+    type = "upstream_error"
+    default_suggestion = "try different model"
+    retryable: bool = True
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        upstream: str = "",
+        retryable: bool | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.upstream = upstream
+        if retryable is not None:
+            self.retryable = retryable
+        self.retry_after = retry_after
+
+
+class UpstreamUnreachable(UpstreamError):
+    """Connecting to the upstream failed or it did not answer in time."""
+
+
+class UpstreamStatus(UpstreamError):
+    """The upstream answered with an error status."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        upstream: str,
+        upstream_status: int,
+        retry_after: float | None = None,
+    ) -> None:
+        retryable = upstream_status == 429 or upstream_status >= 500
+        super().__init__(message, upstream=upstream, retryable=retryable, retry_after=retry_after)
+        self.upstream_status = upstream_status
+
+
+class UpstreamProtocolError(UpstreamError):
+    """The upstream's answer could not be read (bad JSON, a stream cut short)."""
+
+    retryable = False
+
+
+class ServiceUnavailable(ApiError):
+    status = 503
+    type = "service_unavailable_error"
+    default_suggestion = "retry after 30 seconds"
+
+
+__all__ = [
+    "ApiError",
+    "AuthenticationFailed",
+    "ConfigError",
+    "InsufficientQuota",
+    "InternalError",
+    "InvalidRequest",
+    "NotFound",
+    "PermissionDenied",
+    "RateLimited",
+    "RelaygateError",
+    "RequestTooLarge",
+    "ServiceUnavailable",
+    "UpstreamError",
+    "UpstreamProtocolError",
+    "UpstreamStatus",
+    "UpstreamUnreachable",
+]

@@ -1,0 +1,96 @@
+"""The in-memory key cache: authentication without a database round trip.
+
+Every key is loaded at start-up and changes are picked up every ``key_refresh_seconds`` by
+revision (created, revoked, re-credited keys), so a revocation or a credit change made by the
+CLI applies within a second.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import logging
+import time
+from collections.abc import Callable
+
+from relaygate.errors import AuthenticationFailed
+from relaygate.keys.tokens import hash_key
+from relaygate.store.records import KeyRecord
+from relaygate.store.sql import SqlStore
+
+log = logging.getLogger("relaygate.keys")
+
+KeyListener = Callable[[KeyRecord], None]
+
+
+def bearer_token(authorization: bytes | None) -> str:
+    """The token of an ``Authorization: Bearer ...`` header, or raise 401."""
+    if not authorization:
+        raise AuthenticationFailed(
+            "Missing API key: send it as 'Authorization: Bearer YOUR_API_KEY'"
+        )
+    scheme, _, token = authorization.decode("latin-1").partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        raise AuthenticationFailed(
+            "Malformed Authorization header: expected 'Authorization: Bearer YOUR_API_KEY'"
+        )
+    return token
+
+
+class KeyCache:
+    """Keys by hash, kept in step with the store."""
+
+    def __init__(self, store: SqlStore, refresh_seconds: float) -> None:
+        self.store = store
+        self.refresh_seconds = refresh_seconds
+        self.by_hash: dict[str, KeyRecord] = {}
+        self.by_id: dict[str, KeyRecord] = {}
+        self.revision = 0
+        self.listeners: list[KeyListener] = []
+        self._task: asyncio.Task[None] | None = None
+
+    async def refresh(self) -> int:
+        """Apply every change since the last refresh; returns how many keys changed."""
+        changed = await self.store.keys_since(self.revision)
+        for record in changed:
+            old = self.by_id.get(record.id)
+            if old is not None and old.key_hash != record.key_hash:
+                self.by_hash.pop(old.key_hash, None)
+            self.by_id[record.id] = record
+            self.by_hash[record.key_hash] = record
+            self.revision = max(self.revision, record.revision)
+            for listener in self.listeners:
+                listener(record)
+        return len(changed)
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="key-refresh")
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self.refresh_seconds)
+            try:
+                await self.refresh()
+            except Exception:
+                log.exception("key refresh failed; serving from the cache")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    def authenticate(self, authorization: bytes | None, now: float | None = None) -> KeyRecord:
+        """The key behind the header, or raise :class:`AuthenticationFailed` (401)."""
+        digest = hash_key(bearer_token(authorization))
+        record = self.by_hash.get(digest)
+        if record is None or not hmac.compare_digest(record.key_hash, digest):
+            raise AuthenticationFailed("Invalid or expired token: this API key is not known")
+        if record.revoked_at is not None:
+            raise AuthenticationFailed("Invalid or expired token: this API key has been revoked")
+        now = time.time() if now is None else now
+        if record.expires_at is not None and record.expires_at <= now:
+            raise AuthenticationFailed("Invalid or expired token: this API key has expired")
+        return record

@@ -1,0 +1,108 @@
+"""Per-key rate limits held in this process: requests per minute, tokens per minute and
+concurrent requests."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from relaygate.errors import RateLimited
+from relaygate.limits.gcra import Gcra
+from relaygate.store.records import KeyRecord
+
+
+@dataclass(slots=True)
+class _KeyState:
+    rpm: Gcra | None = None
+    tpm: Gcra | None = None
+    inflight: int = 0
+    limits: tuple[int | None, int | None] = (None, None)
+
+
+@dataclass(slots=True)
+class Permit:
+    """What one admitted request holds until it is settled."""
+
+    key_id: str
+    tokens: int
+    rpm_tat: float | None = None
+    tpm_tat: float | None = None
+    previous: tuple[float, float] = field(default=(0.0, 0.0))
+    released: bool = False
+
+
+class MemoryLimiter:
+    """GCRA for RPM and TPM, a counter for concurrency; decisions are synchronous and so
+    atomic within the event loop."""
+
+    def __init__(self) -> None:
+        self._keys: dict[str, _KeyState] = {}
+
+    def _state(self, key: KeyRecord) -> _KeyState:
+        state = self._keys.get(key.id)
+        if state is None:
+            state = self._keys[key.id] = _KeyState()
+        if state.limits != (key.rpm, key.tpm):
+            state.rpm = Gcra(key.rpm) if key.rpm else None
+            state.tpm = Gcra(key.tpm) if key.tpm else None
+            state.limits = (key.rpm, key.tpm)
+        return state
+
+    def acquire(self, key: KeyRecord, tokens: int, now: float | None = None) -> Permit:
+        """Admit one request expected to use ``tokens``, or raise :class:`RateLimited`."""
+        now = time.monotonic() if now is None else now
+        state = self._state(key)
+        if key.max_concurrency is not None and state.inflight >= key.max_concurrency:
+            raise RateLimited(
+                f"Rate limit exceeded: this key allows {key.max_concurrency} concurrent requests",
+                retry_after=1,
+            )
+        rpm_tat = tpm_tat = None
+        if state.rpm is not None:
+            ok, rpm_tat, wait = state.rpm.peek(now, 1)
+            if not ok:
+                raise RateLimited(
+                    f"Rate limit exceeded: this key allows {key.rpm} requests per minute",
+                    retry_after=wait,
+                )
+        if state.tpm is not None:
+            ok, tpm_tat, wait = state.tpm.peek(now, tokens)
+            if not ok:
+                raise RateLimited(
+                    f"Rate limit exceeded: this key allows {key.tpm} tokens per minute",
+                    retry_after=wait,
+                )
+        permit = Permit(key.id, tokens)
+        permit.previous = (
+            state.rpm.tat if state.rpm else 0.0,
+            state.tpm.tat if state.tpm else 0.0,
+        )
+        if state.rpm is not None and rpm_tat is not None:
+            state.rpm.tat = rpm_tat
+        if state.tpm is not None and tpm_tat is not None:
+            state.tpm.tat = tpm_tat
+        permit.rpm_tat, permit.tpm_tat = rpm_tat, tpm_tat
+        state.inflight += 1
+        return permit
+
+    def cancel(self, permit: Permit) -> None:
+        """Undo an admission that another check refused (nothing was sent upstream)."""
+        if permit.released:
+            return
+        permit.released = True
+        state = self._keys[permit.key_id]
+        state.inflight -= 1
+        if state.rpm is not None and permit.rpm_tat == state.rpm.tat:
+            state.rpm.tat = permit.previous[0]
+        if state.tpm is not None and permit.tpm_tat == state.tpm.tat:
+            state.tpm.tat = permit.previous[1]
+
+    def release(self, permit: Permit, actual_tokens: int) -> None:
+        """The request is over: free its slot and charge the tokens it really used."""
+        if permit.released:
+            return
+        permit.released = True
+        state = self._keys[permit.key_id]
+        state.inflight -= 1
+        if state.tpm is not None:
+            state.tpm.adjust(actual_tokens - min(permit.tokens, state.tpm.limit))

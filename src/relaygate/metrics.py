@@ -1,0 +1,53 @@
+"""Prometheus metrics, one registry per app (so several apps can live in one test process)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+
+CONTENT_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.responses = Counter(
+            "relaygate_responses",
+            "Responses sent, by HTTP status and error type.",
+            ["status", "type"],
+            registry=self.registry,
+        )
+        self.upstream = Counter(
+            "relaygate_upstream_answers",
+            "Requests an upstream accepted, by model and upstream.",
+            ["model", "upstream"],
+            registry=self.registry,
+        )
+        self.ledger_pending = Gauge(
+            "relaygate_ledger_pending_rows",
+            "Settled requests waiting to be written to the ledger.",
+            registry=self.registry,
+        )
+        self.shortfall = Gauge(
+            "relaygate_uncharged_micros",
+            "Cost that exceeded a reservation plus the balance and could not be charged.",
+            registry=self.registry,
+        )
+        self._labels: dict[tuple[int, str], Counter] = {}
+        self._answered: dict[tuple[str, str], Counter] = {}
+
+    def responded(self, status: int, error_type: str = "") -> None:
+        child = self._labels.get((status, error_type))
+        if child is None:
+            child = self._labels[(status, error_type)] = self.responses.labels(
+                str(status), error_type
+            )
+        child.inc()
+
+    def upstream_answered(self, model: str, upstream: str) -> None:
+        child = self._answered.get((model, upstream))
+        if child is None:
+            child = self._answered[(model, upstream)] = self.upstream.labels(model, upstream)
+        child.inc()
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,197 @@
+"""Turning provider events into the contract's responses and stream chunks."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from relaygate.protocol.render import encoder
+from relaygate.protocol.types import (
+    ChatCompletion,
+    ChatCompletionChunk,
+    Choice,
+    ChunkChoice,
+    CompletionTokensDetails,
+    Delta,
+    PromptTokensDetails,
+    ResponseMessage,
+    ToolCall,
+    ToolCallFunction,
+    Usage,
+)
+from relaygate.providers.base import (
+    Event,
+    Finish,
+    ReasoningDelta,
+    TextDelta,
+    TokenUsage,
+    ToolCallDelta,
+)
+
+
+def wire_usage(usage: TokenUsage) -> Usage:
+    """The contract's usage object, with text tokens derived from the modality split."""
+    text_in = max(0, usage.prompt_tokens - usage.image_tokens - usage.prompt_audio_tokens)
+    text_out = max(
+        0, usage.completion_tokens - usage.reasoning_tokens - usage.completion_audio_tokens
+    )
+    return Usage(
+        prompt_tokens=usage.prompt_tokens,
+        completion_tokens=usage.completion_tokens,
+        total_tokens=usage.prompt_tokens + usage.completion_tokens,
+        prompt_tokens_details=PromptTokensDetails(
+            cached_tokens=usage.cached_tokens,
+            text_tokens=text_in,
+            audio_tokens=usage.prompt_audio_tokens,
+            image_tokens=usage.image_tokens,
+        ),
+        completion_tokens_details=CompletionTokensDetails(
+            text_tokens=text_out,
+            audio_tokens=usage.completion_audio_tokens,
+            reasoning_tokens=usage.reasoning_tokens,
+        ),
+        input_tokens=usage.prompt_tokens,
+        output_tokens=usage.completion_tokens,
+        input_tokens_details=None,
+    )
+
+
+@dataclass(slots=True)
+class _ChoiceState:
+    text: list[str] = field(default_factory=list)
+    reasoning: list[str] = field(default_factory=list)
+    tools: dict[int, ToolCall] = field(default_factory=dict)
+    finish: str | None = None
+
+
+@dataclass(slots=True)
+class Collected:
+    """Everything an answer produced so far: for the non-streaming body and for billing."""
+
+    choices: dict[int, _ChoiceState] = field(default_factory=dict)
+    usage: TokenUsage | None = None
+    deltas: int = 0
+    """Content, reasoning and tool-call deltas received (about one token each)."""
+
+    def _choice(self, index: int) -> _ChoiceState:
+        state = self.choices.get(index)
+        if state is None:
+            state = self.choices[index] = _ChoiceState()
+        return state
+
+    def add(self, event: Event) -> None:
+        if isinstance(event, TextDelta):
+            self._choice(event.index).text.append(event.text)
+            self.deltas += 1
+        elif isinstance(event, ReasoningDelta):
+            self._choice(event.index).reasoning.append(event.text)
+            self.deltas += 1
+        elif isinstance(event, ToolCallDelta):
+            self._add_tool(event)
+            self.deltas += 1
+        elif isinstance(event, Finish):
+            self._choice(event.index).finish = event.reason
+        elif isinstance(event, TokenUsage):
+            self.usage = event
+
+    def _add_tool(self, event: ToolCallDelta) -> None:
+        tools = self._choice(event.index).tools
+        call = tools.get(event.tool_index)
+        if call is None:
+            tools[event.tool_index] = ToolCall(
+                index=event.tool_index,
+                id=event.id,
+                type="function",
+                function=ToolCallFunction(name=event.name, arguments=event.arguments),
+            )
+            return
+        assert call.function is not None
+        call.id = call.id or event.id
+        call.function.name = call.function.name or event.name
+        call.function.arguments += event.arguments
+
+    def usage_or_estimate(self, prompt_guess: int) -> TokenUsage:
+        """The upstream's usage, or for an answer cut short: the prompt estimate plus the
+        tokens received."""
+        if self.usage is not None:
+            return self.usage
+        return TokenUsage(prompt_tokens=prompt_guess, completion_tokens=self.deltas)
+
+    def completion(
+        self, completion_id: str, model: str, created: int, usage: TokenUsage
+    ) -> ChatCompletion:
+        choices = []
+        for index in sorted(self.choices) or [0]:
+            state = self.choices.get(index) or _ChoiceState()
+            tools = [state.tools[i] for i in sorted(state.tools)] or None
+            text = "".join(state.text)
+            message = ResponseMessage(
+                role="assistant",
+                content=text if text or not tools else None,
+                reasoning_content="".join(state.reasoning) or None,
+                tool_calls=tools,
+            )
+            finish = state.finish or ("tool_calls" if tools else "stop")
+            choices.append(Choice(index=index, message=message, finish_reason=finish))
+        return ChatCompletion(
+            id=completion_id,
+            model=model,
+            object="chat.completion",
+            created=created,
+            choices=choices,
+            usage=wire_usage(usage),
+        )
+
+
+class ChunkWriter:
+    """Encodes one stream's events as SSE chunks that share the stream's id and model."""
+
+    __slots__ = ("created", "id", "model", "started")
+
+    def __init__(self, completion_id: str, model: str, created: int) -> None:
+        self.id = completion_id
+        self.model = model
+        self.created = created
+        self.started: set[int] = set()
+
+    def _chunk(self, choices: list[ChunkChoice], usage: Usage | None = None) -> bytes:
+        chunk = ChatCompletionChunk(
+            id=self.id,
+            model=self.model,
+            object="chat.completion.chunk",
+            created=self.created,
+            choices=choices,
+            usage=usage,
+        )
+        return b"data: " + encoder.encode(chunk) + b"\n\n"
+
+    def _delta(self, index: int, delta: Delta) -> bytes:
+        if index not in self.started:
+            self.started.add(index)
+            delta.role = "assistant"
+        return self._chunk([ChunkChoice(index=index, delta=delta)])
+
+    def event(self, event: Event) -> bytes | None:
+        """The SSE bytes for ``event``, or ``None`` when it sends nothing by itself."""
+        if isinstance(event, TextDelta):
+            return self._delta(event.index, Delta(content=event.text))
+        if isinstance(event, ReasoningDelta):
+            return self._delta(event.index, Delta(reasoning_content=event.text))
+        if isinstance(event, ToolCallDelta):
+            call = ToolCall(
+                index=event.tool_index,
+                id=event.id,
+                type="function" if event.id else None,
+                function=ToolCallFunction(name=event.name, arguments=event.arguments),
+            )
+            return self._delta(event.index, Delta(tool_calls=[call]))
+        if isinstance(event, Finish):
+            prefix = b""
+            if event.index not in self.started:
+                prefix = self._delta(event.index, Delta(content=""))
+            choice = ChunkChoice(index=event.index, delta=Delta(), finish_reason=event.reason)
+            return prefix + self._chunk([choice])
+        return None
+
+    def usage(self, usage: TokenUsage) -> bytes:
+        """The final usage chunk (``choices`` empty), as OpenAI sends it."""
+        return self._chunk([], wire_usage(usage))

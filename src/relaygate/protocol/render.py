@@ -1,0 +1,41 @@
+"""Rendering of responses: the one place errors become ``{"error": {...}}`` bodies."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from relaygate.errors import ApiError
+from relaygate.protocol.types import ErrorBody, ErrorEnvelope
+
+encoder = msgspec.json.Encoder(decimal_format="number")
+
+
+def error_body(error: ApiError) -> bytes:
+    """The contract's error object for ``error``."""
+    return encoder.encode(
+        ErrorEnvelope(
+            ErrorBody(
+                code=error.status,
+                message=error.message,
+                type=error.type,
+                param=error.param,
+                fallback_suggestion=error.fallback_suggestion,
+            )
+        )
+    )
+
+
+def sse_event(payload: Any) -> bytes:
+    """One SSE ``data:`` event holding ``payload`` as JSON."""
+    return b"data: " + encoder.encode(payload) + b"\n\n"
+
+
+def sse_error(error: ApiError) -> bytes:
+    """The SSE event that ends a stream that failed after it started (never ``[DONE]``)."""
+    return b"data: " + error_body(error) + b"\n\n"
+
+
+SSE_DONE = b"data: [DONE]\n\n"
+SSE_KEEPALIVE = b": keep-alive\n\n"

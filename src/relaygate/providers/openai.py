@@ -1,0 +1,381 @@
+"""OpenAI and every OpenAI-compatible server (vLLM, SGLang, llama.cpp, Ollama, DeepSeek, ...)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import msgspec
+
+from relaygate.errors import (
+    UpstreamError,
+    UpstreamProtocolError,
+    UpstreamStatus,
+    UpstreamUnreachable,
+)
+from relaygate.providers.base import (
+    Event,
+    Finish,
+    Provider,
+    ProviderRequest,
+    ReasoningDelta,
+    Started,
+    TextDelta,
+    TokenUsage,
+    ToolCallDelta,
+)
+from relaygate.settings import UpstreamSettings
+
+
+class _Function(msgspec.Struct):
+    name: str | None = None
+    arguments: str | None = None
+
+
+class _ToolCall(msgspec.Struct):
+    index: int = 0
+    id: str | None = None
+    function: _Function | None = None
+
+
+class _Delta(msgspec.Struct):
+    content: str | None = None
+    reasoning_content: str | None = None
+    reasoning: str | None = None
+    tool_calls: list[_ToolCall] | None = None
+
+
+class _ChunkChoice(msgspec.Struct):
+    index: int = 0
+    delta: _Delta | None = None
+    finish_reason: str | None = None
+
+
+class _PromptDetails(msgspec.Struct):
+    cached_tokens: int | None = None
+    audio_tokens: int | None = None
+    image_tokens: int | None = None
+
+
+class _CompletionDetails(msgspec.Struct):
+    reasoning_tokens: int | None = None
+    audio_tokens: int | None = None
+
+
+class _Usage(msgspec.Struct):
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    prompt_tokens_details: _PromptDetails | None = None
+    completion_tokens_details: _CompletionDetails | None = None
+
+
+class _Chunk(msgspec.Struct):
+    choices: list[_ChunkChoice] | None = None
+    usage: _Usage | None = None
+    error: dict[str, Any] | None = None
+
+
+class _Message(msgspec.Struct):
+    content: str | None = None
+    reasoning_content: str | None = None
+    reasoning: str | None = None
+    tool_calls: list[_ToolCall] | None = None
+
+
+class _Choice(msgspec.Struct):
+    index: int = 0
+    message: _Message | None = None
+    finish_reason: str | None = None
+
+
+class _Completion(msgspec.Struct):
+    choices: list[_Choice] | None = None
+    usage: _Usage | None = None
+
+
+class _ErrorDetail(msgspec.Struct):
+    message: str | None = None
+
+
+class _ErrorEnvelope(msgspec.Struct):
+    error: _ErrorDetail | str | None = None
+
+
+_chunk_decoder = msgspec.json.Decoder(_Chunk)
+_completion_decoder = msgspec.json.Decoder(_Completion)
+_error_decoder = msgspec.json.Decoder(_ErrorEnvelope)
+_encoder = msgspec.json.Encoder()
+_KEYLIKE = re.compile(r"(sk-[A-Za-z0-9_\-*]{4,}|Bearer\s+\S+|key[=:]\s*\S+)", re.IGNORECASE)
+_MAX_ERROR_BODY = 64 * 1024
+_MAX_MESSAGE = 300
+# Fields relaygate consumes itself and never forwards.
+_GATEWAY_FIELDS = ("models", "top_k", "stream_options")
+
+
+def usage_from(raw: _Usage) -> TokenUsage:
+    prompt = raw.prompt_tokens_details or _PromptDetails()
+    completion = raw.completion_tokens_details or _CompletionDetails()
+    return TokenUsage(
+        prompt_tokens=raw.prompt_tokens or 0,
+        completion_tokens=raw.completion_tokens or 0,
+        cached_tokens=prompt.cached_tokens or 0,
+        prompt_audio_tokens=prompt.audio_tokens or 0,
+        image_tokens=prompt.image_tokens or 0,
+        reasoning_tokens=completion.reasoning_tokens or 0,
+        completion_audio_tokens=completion.audio_tokens or 0,
+    )
+
+
+def upstream_message(body: bytes) -> str:
+    """The upstream's own error message, without anything that looks like a credential."""
+    try:
+        envelope = _error_decoder.decode(body)
+    except msgspec.MsgspecError:
+        return ""
+    detail = envelope.error
+    message = detail if isinstance(detail, str) else (detail.message if detail else None)
+    if not message:
+        return ""
+    return _KEYLIKE.sub("[redacted]", message)[:_MAX_MESSAGE]
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None
+
+
+def _tool_events(calls: list[_ToolCall], index: int) -> list[Event]:
+    return [
+        ToolCallDelta(
+            tool_index=call.index,
+            id=call.id,
+            name=call.function.name if call.function else None,
+            arguments=(call.function.arguments or "") if call.function else "",
+            index=index,
+        )
+        for call in calls
+    ]
+
+
+def chunk_events(chunk: _Chunk) -> list[Event]:
+    """The events of one streamed chunk."""
+    events: list[Event] = []
+    for choice in chunk.choices or ():
+        delta = choice.delta
+        if delta is not None:
+            reasoning = delta.reasoning_content or delta.reasoning
+            if reasoning:
+                events.append(ReasoningDelta(reasoning, choice.index))
+            if delta.content:
+                events.append(TextDelta(delta.content, choice.index))
+            if delta.tool_calls:
+                events.extend(_tool_events(delta.tool_calls, choice.index))
+        if choice.finish_reason:
+            events.append(Finish(choice.finish_reason, choice.index))
+    if chunk.usage is not None:
+        events.append(usage_from(chunk.usage))
+    return events
+
+
+def completion_events(completion: _Completion) -> list[Event]:
+    """The events of one non-streamed answer."""
+    events: list[Event] = []
+    for choice in completion.choices or ():
+        message = choice.message or _Message()
+        reasoning = message.reasoning_content or message.reasoning
+        if reasoning:
+            events.append(ReasoningDelta(reasoning, choice.index))
+        if message.content is not None:
+            events.append(TextDelta(message.content, choice.index))
+        if message.tool_calls:
+            events.extend(_tool_events(message.tool_calls, choice.index))
+        events.append(Finish(choice.finish_reason or "stop", choice.index))
+    if completion.usage is not None:
+        events.append(usage_from(completion.usage))
+    return events
+
+
+async def sse_data(response: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
+    """The ``data:`` payloads of an SSE response, as bytes."""
+    buffer = b""
+    async for piece in response.content.iter_any():
+        buffer += piece
+        while True:
+            end = buffer.find(b"\n")
+            if end < 0:
+                break
+            line = buffer[:end].rstrip(b"\r")
+            buffer = buffer[end + 1 :]
+            if line.startswith(b"data:"):
+                yield line[5:].lstrip()
+    if buffer.startswith(b"data:"):
+        yield buffer[5:].strip()
+
+
+class OpenAIProvider(Provider):
+    """Chat completions over OpenAI's HTTP API."""
+
+    name = "openai"
+    supports_top_k = False
+
+    @classmethod
+    def check_options(cls, settings: UpstreamSettings) -> None:
+        unknown = set(settings.options) - {"supports_top_k"}
+        if unknown:
+            raise ValueError(
+                f"options: unknown option(s) {', '.join(sorted(unknown))}"
+                " (openai takes: supports_top_k)"
+            )
+        if not isinstance(settings.options.get("supports_top_k", False), bool):
+            raise ValueError("options.supports_top_k: must be true or false")
+
+    def url(self) -> str:
+        base = (self.settings.base_url or "https://api.openai.com/v1").rstrip("/")
+        return f"{base}/chat/completions"
+
+    def headers(self) -> dict[str, str]:
+        headers = {"content-type": "application/json", "accept": "application/json"}
+        if self.settings.api_key:
+            headers["authorization"] = f"Bearer {self.settings.api_key}"
+        return headers
+
+    def body(self, request: ProviderRequest) -> dict[str, Any]:
+        body = {k: v for k, v in request.raw.items() if k not in _GATEWAY_FIELDS}
+        body["model"] = request.upstream_model
+        if request.request.top_k is not None and self.settings.options.get("supports_top_k"):
+            body["top_k"] = request.request.top_k
+        if request.stream:
+            options = dict(request.raw.get("stream_options") or {})
+            options["include_usage"] = True
+            body["stream"] = True
+            body["stream_options"] = options
+        else:
+            body["stream"] = False
+        return body
+
+    async def _open(self, request: ProviderRequest) -> aiohttp.ClientResponse:
+        timeout = aiohttp.ClientTimeout(
+            total=None,
+            connect=self.settings.connect_timeout,
+            sock_read=self.settings.read_timeout,
+        )
+        try:
+            response = await self.session.post(
+                self.url(),
+                data=_encoder.encode(self.body(request)),
+                headers=self.headers(),
+                timeout=timeout,
+                allow_redirects=False,
+            )
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            raise UpstreamUnreachable(
+                f"Upstream AI service unavailable: {self.label} could not be reached"
+                f" ({type(exc).__name__})",
+                upstream=self.label,
+            ) from None
+        if response.status != 200:
+            await self._raise_status(response)
+        return response
+
+    async def _raise_status(self, response: aiohttp.ClientResponse) -> None:
+        try:
+            body = await response.content.read(_MAX_ERROR_BODY)
+        except (TimeoutError, aiohttp.ClientError):
+            body = b""
+        finally:
+            response.release()
+        status = response.status
+        detail = upstream_message(body)
+        if status in (401, 403):
+            message = f"Upstream {self.label} rejected the gateway's credentials (HTTP {status})"
+        else:
+            message = f"Upstream {self.label} answered HTTP {status}"
+            if detail:
+                message += f": {detail}"
+        raise UpstreamStatus(
+            message,
+            upstream=self.label,
+            upstream_status=status,
+            retry_after=parse_retry_after(response.headers.get("retry-after")),
+        )
+
+    async def events(self, request: ProviderRequest) -> AsyncIterator[Event]:
+        response = await self._open(request)
+        complete = False
+        try:
+            yield Started()
+            if request.stream:
+                async for event in self._stream_events(response):
+                    yield event
+            else:
+                for event in await self._completion_events(response):
+                    yield event
+            complete = True
+        finally:
+            # A finished answer returns the connection to the pool; an abandoned one is closed
+            # so that the upstream stops generating.
+            if complete:
+                response.release()
+            else:
+                response.close()
+
+    async def _completion_events(self, response: aiohttp.ClientResponse) -> list[Event]:
+        try:
+            body = await response.read()
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            raise UpstreamUnreachable(
+                f"Upstream {self.label} failed while answering ({type(exc).__name__})",
+                upstream=self.label,
+                retryable=False,
+            ) from None
+        try:
+            return completion_events(_completion_decoder.decode(body))
+        except msgspec.MsgspecError:
+            raise UpstreamProtocolError(
+                f"Upstream {self.label} answered with a body that is not a chat completion",
+                upstream=self.label,
+            ) from None
+
+    async def _stream_events(self, response: aiohttp.ClientResponse) -> AsyncIterator[Event]:
+        finished = False
+        try:
+            async for data in sse_data(response):
+                if data == b"[DONE]":
+                    return
+                if not data:
+                    continue
+                chunk = _chunk_decoder.decode(data)
+                if chunk.error is not None:
+                    detail = upstream_message(_encoder.encode({"error": chunk.error}))
+                    raise UpstreamProtocolError(
+                        f"Upstream {self.label} failed mid-stream: {detail or 'error event'}",
+                        upstream=self.label,
+                    )
+                for event in chunk_events(chunk):
+                    finished = finished or isinstance(event, Finish)
+                    yield event
+        except msgspec.MsgspecError:
+            raise UpstreamProtocolError(
+                f"Upstream {self.label} sent a stream chunk that could not be read",
+                upstream=self.label,
+            ) from None
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            raise UpstreamUnreachable(
+                f"Upstream {self.label} stream broke off ({type(exc).__name__})",
+                upstream=self.label,
+                retryable=False,
+            ) from None
+        if not finished:
+            raise UpstreamProtocolError(
+                f"Upstream {self.label} closed the stream before it finished",
+                upstream=self.label,
+            )
+
+
+__all__ = ["OpenAIProvider", "UpstreamError"]

@@ -1,0 +1,68 @@
+"""The model catalog: public names, prices, limits, upstreams, and who may use what."""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+
+import aiohttp
+
+from relaygate.accounting.prices import Price
+from relaygate.errors import NotFound, PermissionDenied
+from relaygate.providers.base import Provider
+from relaygate.providers.registry import provider_class
+from relaygate.settings import ModelSettings, Settings
+from relaygate.store.records import KeyRecord
+
+
+@dataclass(slots=True)
+class CatalogModel:
+    name: str
+    settings: ModelSettings
+    price: Price
+    upstreams: list[Provider]
+
+
+def may_use(key: KeyRecord, model: str) -> bool:
+    return key.models is None or model in key.models
+
+
+class Catalog:
+    """Public models by name, each with its providers built on the shared session."""
+
+    def __init__(self, settings: Settings, session: aiohttp.ClientSession) -> None:
+        self.models: dict[str, CatalogModel] = {}
+        for name, config in settings.models.items():
+            upstreams = [
+                provider_class(upstream.provider)(upstream, session)
+                for upstream in config.upstreams
+            ]
+            self.models[name] = CatalogModel(
+                name=name,
+                settings=config,
+                price=Price.from_settings(config.pricing),
+                upstreams=upstreams,
+            )
+
+    def allowed(self, key: KeyRecord) -> list[str]:
+        return [name for name in self.models if may_use(key, name)]
+
+    def resolve(self, name: str, key: KeyRecord) -> CatalogModel:
+        """The model ``name`` for ``key``: 404 (with the closest allowed model) or 403."""
+        model = self.models.get(name)
+        if model is None:
+            allowed = self.allowed(key)
+            close = difflib.get_close_matches(name, allowed, n=1, cutoff=0.0)
+            raise NotFound(
+                f"Specified model not found: {name!r}",
+                param="model",
+                fallback_suggestion=close[0] if close else None,
+            )
+        if not may_use(key, name):
+            raise PermissionDenied(
+                f"Access denied for this model: this key may not use {name!r}", param="model"
+            )
+        return model
+
+    def secrets(self) -> list[str]:
+        return [s for model in self.models.values() for p in model.upstreams for s in p.secrets()]

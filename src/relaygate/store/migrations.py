@@ -1,0 +1,42 @@
+"""Ordered schema migrations; the same list builds the SQLite and the PostgreSQL schema.
+
+Each migration is ``(version, name, function)``; applied versions are recorded in
+``schema_migrations`` and never run twice. Add new ones at the end, never edit an applied one.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from sqlalchemy import Connection, select
+
+from relaygate.store.schema import api_keys, ledger, schema_migrations
+
+
+def m001_initial(conn: Connection) -> None:
+    api_keys.create(conn)
+    ledger.create(conn)
+
+
+MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
+    (1, "m001_initial", m001_initial),
+]
+
+
+def upgrade(conn: Connection) -> list[str]:
+    """Apply every migration not applied yet; returns the names applied."""
+    schema_migrations.create(conn, checkfirst=True)
+    done = {row[0] for row in conn.execute(select(schema_migrations.c.version))}
+    applied: list[str] = []
+    for version, name, migrate in MIGRATIONS:
+        if version in done:
+            continue
+        migrate(conn)
+        conn.execute(
+            schema_migrations.insert().values(
+                version=version, name=name, applied_at=int(time.time())
+            )
+        )
+        applied.append(name)
+    return applied

@@ -1,0 +1,69 @@
+"""The rows the store keeps: API keys and ledger entries."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(slots=True)
+class KeyRecord:
+    """An API key as stored: only its hash, never the key itself."""
+
+    id: str
+    name: str
+    key_hash: str
+    prefix: str
+    created_at: int
+    """Unix seconds."""
+    granted_micros: int = 0
+    used_micros: int = 0
+    unlimited: bool = False
+    models: tuple[str, ...] | None = None
+    """Models the key may use; ``None`` means every model."""
+    rpm: int | None = None
+    tpm: int | None = None
+    max_concurrency: int | None = None
+    expires_at: int | None = None
+    revoked_at: int | None = None
+    revision: int = 0
+
+
+@dataclass(slots=True)
+class LedgerRow:
+    """One charged request."""
+
+    request_id: str
+    key_id: str
+    model: str
+    upstream: str
+    upstream_model: str
+    created_at: int
+    """Unix milliseconds."""
+    status: str
+    """``ok``, ``client_disconnected``, ``upstream_error`` or ``cancelled``."""
+    cost_micros: int
+    latency_ms: int
+    stream: bool
+    prompt_tokens: int = 0
+    cached_tokens: int = 0
+    completion_tokens: int = 0
+    reasoning_tokens: int = 0
+    image_tokens: int = 0
+    prompt_audio_tokens: int = 0
+    completion_audio_tokens: int = 0
+
+
+@dataclass(slots=True)
+class UsageSummary:
+    """Totals over ledger rows, grouped by key and model."""
+
+    key_id: str
+    model: str
+    requests: int = 0
+    prompt_tokens: int = 0
+    cached_tokens: int = 0
+    completion_tokens: int = 0
+    reasoning_tokens: int = 0
+    image_tokens: int = 0
+    cost_micros: int = 0
+    statuses: dict[str, int] = field(default_factory=dict)

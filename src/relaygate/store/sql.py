@@ -1,0 +1,223 @@
+"""The store on SQLAlchemy Core: SQLite (the embedded default) and PostgreSQL.
+
+SQLite discipline: WAL, and every transaction begins with ``BEGIN IMMEDIATE`` so that writers
+queue on the database lock instead of failing half-way; nothing blocks the event loop (aiosqlite
+runs each connection on its own thread).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import asdict
+from typing import Any
+
+from sqlalchemy import Row, event, func, select, update
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from relaygate.store import migrations
+from relaygate.store.records import KeyRecord, LedgerRow, UsageSummary
+from relaygate.store.schema import api_keys, ledger
+
+_DRIVERS = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+asyncpg"}
+
+
+def async_url(database_url: str) -> str:
+    """``sqlite:///x.db`` → ``sqlite+aiosqlite:///x.db``; ``postgresql://`` → asyncpg."""
+    url = make_url(database_url)
+    driver = _DRIVERS.get(url.drivername, url.drivername)
+    return url.set(drivername=driver).render_as_string(hide_password=False)
+
+
+def _sqlite_pragmas(engine: AsyncEngine) -> None:
+    @event.listens_for(engine.sync_engine, "connect")
+    def on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None  # let us issue BEGIN ourselves
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA busy_timeout=10000")
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def on_begin(conn: Any) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def _key_from_row(row: Row[Any]) -> KeyRecord:
+    m = row._mapping
+    models = m["models"]
+    return KeyRecord(
+        id=m["id"],
+        name=m["name"],
+        key_hash=m["key_hash"],
+        prefix=m["prefix"],
+        created_at=m["created_at"],
+        expires_at=m["expires_at"],
+        revoked_at=m["revoked_at"],
+        models=tuple(json.loads(models)) if models is not None else None,
+        rpm=m["rpm"],
+        tpm=m["tpm"],
+        max_concurrency=m["max_concurrency"],
+        granted_micros=m["granted_micros"],
+        used_micros=m["used_micros"],
+        unlimited=bool(m["unlimited"]),
+        revision=m["revision"],
+    )
+
+
+def _next_revision() -> Any:
+    return select(func.coalesce(func.max(api_keys.c.revision), 0) + 1).scalar_subquery()
+
+
+class SqlStore:
+    """Keys and the ledger in a relational database."""
+
+    def __init__(self, database_url: str) -> None:
+        self.database_url = database_url
+        self.dialect = make_url(database_url).get_backend_name()
+        self.engine = create_async_engine(async_url(database_url))
+        if self.dialect == "sqlite":
+            _sqlite_pragmas(self.engine)
+
+    def describe(self) -> str:
+        url = make_url(self.database_url)
+        return f"{self.dialect} ({url.database})"
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+    async def upgrade(self) -> list[str]:
+        async with self.engine.begin() as conn:
+            return await conn.run_sync(migrations.upgrade)
+
+    # --- keys --------------------------------------------------------------------------------
+
+    async def create_key(self, record: KeyRecord) -> KeyRecord:
+        values = asdict(record)
+        values["models"] = json.dumps(list(record.models)) if record.models is not None else None
+        values["revision"] = _next_revision()
+        async with self.engine.begin() as conn:
+            await conn.execute(api_keys.insert().values(**values))
+            row = (await conn.execute(select(api_keys).where(api_keys.c.id == record.id))).one()
+        return _key_from_row(row)
+
+    async def get_key(self, key_id: str) -> KeyRecord | None:
+        async with self.engine.begin() as conn:
+            row = (await conn.execute(select(api_keys).where(api_keys.c.id == key_id))).first()
+        return _key_from_row(row) if row else None
+
+    async def list_keys(self) -> list[KeyRecord]:
+        async with self.engine.begin() as conn:
+            rows = await conn.execute(select(api_keys).order_by(api_keys.c.created_at))
+            return [_key_from_row(row) for row in rows]
+
+    async def keys_since(self, revision: int) -> list[KeyRecord]:
+        """Keys created or changed after ``revision`` (for the in-memory cache)."""
+        async with self.engine.begin() as conn:
+            rows = await conn.execute(
+                select(api_keys).where(api_keys.c.revision > revision).order_by(api_keys.c.revision)
+            )
+            return [_key_from_row(row) for row in rows]
+
+    async def _update_key(self, key_id: str, **values: Any) -> KeyRecord | None:
+        async with self.engine.begin() as conn:
+            result = await conn.execute(
+                update(api_keys)
+                .where(api_keys.c.id == key_id)
+                .values(revision=_next_revision(), **values)
+            )
+            if result.rowcount == 0:
+                return None
+            row = (await conn.execute(select(api_keys).where(api_keys.c.id == key_id))).one()
+        return _key_from_row(row)
+
+    async def revoke_key(self, key_id: str, now: int) -> KeyRecord | None:
+        return await self._update_key(key_id, revoked_at=func.coalesce(api_keys.c.revoked_at, now))
+
+    async def add_credits(self, key_id: str, micros: int) -> KeyRecord | None:
+        return await self._update_key(key_id, granted_micros=api_keys.c.granted_micros + micros)
+
+    # --- ledger ------------------------------------------------------------------------------
+
+    async def write_ledger(self, rows: list[LedgerRow]) -> int:
+        """Append rows and add their cost to their keys, in one transaction.
+
+        A row whose request id is already in the ledger is skipped (written once, never twice).
+        Returns how many rows were new.
+        """
+        if not rows:
+            return 0
+        async with self.engine.begin() as conn:
+            ids = [row.request_id for row in rows]
+            existing = set(
+                (
+                    await conn.execute(
+                        select(ledger.c.request_id).where(ledger.c.request_id.in_(ids))
+                    )
+                ).scalars()
+            )
+            fresh = {row.request_id: row for row in rows if row.request_id not in existing}
+            if not fresh:
+                return 0
+            await conn.execute(ledger.insert(), [asdict(row) for row in fresh.values()])
+            spent: dict[str, int] = defaultdict(int)
+            for row in fresh.values():
+                spent[row.key_id] += row.cost_micros
+            for key_id, micros in spent.items():
+                if micros:
+                    await conn.execute(
+                        update(api_keys)
+                        .where(api_keys.c.id == key_id)
+                        .values(used_micros=api_keys.c.used_micros + micros)
+                    )
+        return len(fresh)
+
+    async def ledger_rows(self, key_id: str | None = None) -> list[LedgerRow]:
+        query = select(ledger).order_by(ledger.c.created_at)
+        if key_id is not None:
+            query = query.where(ledger.c.key_id == key_id)
+        async with self.engine.begin() as conn:
+            rows = await conn.execute(query)
+            return [LedgerRow(**dict(row._mapping)) for row in rows]
+
+    async def usage(self, key_id: str | None = None) -> list[UsageSummary]:
+        """Totals by key and model (and the count of each status)."""
+        c = ledger.c
+        query = select(
+            c.key_id,
+            c.model,
+            c.status,
+            func.count(),
+            func.sum(c.prompt_tokens),
+            func.sum(c.cached_tokens),
+            func.sum(c.completion_tokens),
+            func.sum(c.reasoning_tokens),
+            func.sum(c.image_tokens),
+            func.sum(c.cost_micros),
+        ).group_by(c.key_id, c.model, c.status)
+        if key_id is not None:
+            query = query.where(c.key_id == key_id)
+        async with self.engine.begin() as conn:
+            rows = list(await conn.execute(query))
+        return _summaries(rows)
+
+
+def _summaries(rows: Iterable[Row[Any]]) -> list[UsageSummary]:
+    by_group: dict[tuple[str, str], UsageSummary] = {}
+    for row in rows:
+        key_id, model, status, count, prompt, cached, completion, reasoning, image, cost = tuple(
+            row
+        )
+        summary = by_group.setdefault((key_id, model), UsageSummary(key_id=key_id, model=model))
+        summary.requests += int(count)
+        summary.prompt_tokens += int(prompt or 0)
+        summary.cached_tokens += int(cached or 0)
+        summary.completion_tokens += int(completion or 0)
+        summary.reasoning_tokens += int(reasoning or 0)
+        summary.image_tokens += int(image or 0)
+        summary.cost_micros += int(cost or 0)
+        summary.statuses[status] = summary.statuses.get(status, 0) + int(count)
+    return sorted(by_group.values(), key=lambda s: (s.key_id, s.model))
