@@ -19,7 +19,7 @@ from relaygate.errors import UpstreamError
 from relaygate.protocol.assemble import ChunkWriter, Collected
 from relaygate.protocol.render import SSE_DONE, SSE_KEEPALIVE, sse_error
 from relaygate.protocol.types import ChatRequest
-from relaygate.providers.base import Event, TokenUsage
+from relaygate.providers.base import Event, Flush, TokenUsage
 from relaygate.routing.router import Opened
 
 
@@ -108,11 +108,20 @@ async def stream_answer(
     try:
         async with asyncio.timeout(None) as deadline:
             watch = ClientWatch(receive, deadline, drain_seconds)
-            status = await _relay(events, writer, collected, send, watch, keepalive_seconds)
-            usage = collected.usage_or_estimate(ticket.prompt_guess)
+            tail = await _relay(
+                events,
+                writer,
+                collected,
+                send,
+                watch,
+                keepalive_seconds,
+                opened.provider.batches,
+            )
+            status = "ok"
             if include_usage:
-                await _send(send, watch, writer.usage(usage))
-            await _send(send, watch, SSE_DONE)
+                tail.append(writer.usage(collected.usage_or_estimate(ticket.prompt_guess)))
+            tail.append(SSE_DONE)
+            await _send(send, watch, b"".join(tail))
     except UpstreamError as exc:
         status = "upstream_error"
         if watch is not None:
@@ -137,15 +146,22 @@ async def _relay(
     send: Send,
     watch: ClientWatch,
     keepalive_seconds: float,
-) -> str:
+    batches: bool,
+) -> list[bytes]:
+    """Relay events to the client until the upstream is done; returns output not sent yet.
+
+    With a batching provider, output is gathered until its :class:`Flush` and written at once.
+    """
+    pending: list[bytes] = []
     first = await _first_event(events, keepalive_seconds, send, watch)
     if first is None:
-        return "ok"
-    collected.add(first)
-    data = writer.event(first)
-    if data is not None:
-        await _send(send, watch, data)
-    async for event in events:
+        return pending
+    async for event in _chain(first, events):
+        if isinstance(event, Flush):
+            if pending:
+                await _send(send, watch, b"".join(pending))
+                pending.clear()
+            continue
         collected.add(event)
         if watch.gone:
             if isinstance(event, TokenUsage):
@@ -153,8 +169,17 @@ async def _relay(
             continue
         data = writer.event(event)
         if data is not None:
-            await _send(send, watch, data)
-    return "ok"
+            if batches:
+                pending.append(data)
+            else:
+                await _send(send, watch, data)
+    return pending
+
+
+async def _chain(first: Event, rest: AsyncIterator[Event]) -> AsyncIterator[Event]:
+    yield first
+    async for event in rest:
+        yield event
 
 
 async def _close(events: AsyncIterator[Event]) -> None:

@@ -142,16 +142,26 @@ class Collected:
         )
 
 
-class ChunkWriter:
-    """Encodes one stream's events as SSE chunks that share the stream's id and model."""
+_MARK = "\x00"
+_ENCODED_MARK = encoder.encode(_MARK)
 
-    __slots__ = ("created", "id", "model", "started")
+
+class ChunkWriter:
+    """Encodes one stream's events as SSE chunks that share the stream's id and model.
+
+    The common chunk, a text delta of choice 0, is the same bytes around the text every time:
+    it is encoded once as a template and only the text is encoded per chunk.
+    """
+
+    __slots__ = ("_text_head", "_text_tail", "created", "id", "model", "started")
 
     def __init__(self, completion_id: str, model: str, created: int) -> None:
         self.id = completion_id
         self.model = model
         self.created = created
         self.started: set[int] = set()
+        template = self._chunk([ChunkChoice(index=0, delta=Delta(content=_MARK))])
+        self._text_head, _, self._text_tail = template.partition(_ENCODED_MARK)
 
     def _chunk(self, choices: list[ChunkChoice], usage: Usage | None = None) -> bytes:
         chunk = ChatCompletionChunk(
@@ -173,6 +183,8 @@ class ChunkWriter:
     def event(self, event: Event) -> bytes | None:
         """The SSE bytes for ``event``, or ``None`` when it sends nothing by itself."""
         if isinstance(event, TextDelta):
+            if event.index == 0 and 0 in self.started:
+                return self._text_head + encoder.encode(event.text) + self._text_tail
             return self._delta(event.index, Delta(content=event.text))
         if isinstance(event, ReasoningDelta):
             return self._delta(event.index, Delta(reasoning_content=event.text))

@@ -27,6 +27,19 @@ class Started:
 
 
 @dataclass(slots=True)
+class Flush:
+    """Nothing more is buffered from the upstream right now: pending output may be sent.
+
+    Providers that set ``batches = True`` yield it after each network read, and the stream
+    relay then writes everything since the previous one in a single send; for other providers
+    every event is sent as it comes.
+    """
+
+
+FLUSH = Flush()
+
+
+@dataclass(slots=True)
 class TextDelta:
     text: str
     index: int = 0
@@ -68,7 +81,7 @@ class TokenUsage:
     image_tokens: int = 0
 
 
-Event = Started | TextDelta | ReasoningDelta | ToolCallDelta | Finish | TokenUsage
+Event = Started | TextDelta | ReasoningDelta | ToolCallDelta | Finish | TokenUsage | Flush
 
 
 @dataclass(slots=True)
@@ -92,6 +105,8 @@ class Provider:
     supports_top_k: ClassVar[bool] = False
     """Whether the upstream takes ``top_k`` (dropped from the request otherwise)."""
     supports_images: ClassVar[bool] = True
+    batches: ClassVar[bool] = False
+    """Whether ``events`` yields :class:`Flush` at the end of each network read."""
 
     def __init__(self, settings: UpstreamSettings, session: aiohttp.ClientSession) -> None:
         self.settings = settings

@@ -16,6 +16,7 @@ from relaygate.errors import (
     UpstreamUnreachable,
 )
 from relaygate.providers.base import (
+    FLUSH,
     Event,
     Finish,
     Provider,
@@ -201,21 +202,18 @@ def completion_events(completion: _Completion) -> list[Event]:
     return events
 
 
-async def sse_data(response: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
-    """The ``data:`` payloads of an SSE response, as bytes."""
+async def sse_data(response: aiohttp.ClientResponse) -> AsyncIterator[list[bytes]]:
+    """The ``data:`` payloads of an SSE response, as bytes, one list per network read."""
     buffer = b""
     async for piece in response.content.iter_any():
         buffer += piece
-        while True:
-            end = buffer.find(b"\n")
-            if end < 0:
-                break
-            line = buffer[:end].rstrip(b"\r")
-            buffer = buffer[end + 1 :]
-            if line.startswith(b"data:"):
-                yield line[5:].lstrip()
+        lines = buffer.split(b"\n")
+        buffer = lines.pop()
+        payloads = [line[5:].strip() for line in lines if line.startswith(b"data:")]
+        if payloads:
+            yield payloads
     if buffer.startswith(b"data:"):
-        yield buffer[5:].strip()
+        yield [buffer[5:].strip()]
 
 
 class OpenAIProvider(Provider):
@@ -223,6 +221,7 @@ class OpenAIProvider(Provider):
 
     name = "openai"
     supports_top_k = False
+    batches = True
 
     @classmethod
     def check_options(cls, settings: UpstreamSettings) -> None:
@@ -345,21 +344,24 @@ class OpenAIProvider(Provider):
     async def _stream_events(self, response: aiohttp.ClientResponse) -> AsyncIterator[Event]:
         finished = False
         try:
-            async for data in sse_data(response):
-                if data == b"[DONE]":
-                    return
-                if not data:
-                    continue
-                chunk = _chunk_decoder.decode(data)
-                if chunk.error is not None:
-                    detail = upstream_message(_encoder.encode({"error": chunk.error}))
-                    raise UpstreamProtocolError(
-                        f"Upstream {self.label} failed mid-stream: {detail or 'error event'}",
-                        upstream=self.label,
-                    )
-                for event in chunk_events(chunk):
-                    finished = finished or isinstance(event, Finish)
-                    yield event
+            async for payloads in sse_data(response):
+                for data in payloads:
+                    if data == b"[DONE]":
+                        yield FLUSH
+                        return
+                    if not data:
+                        continue
+                    chunk = _chunk_decoder.decode(data)
+                    if chunk.error is not None:
+                        detail = upstream_message(_encoder.encode({"error": chunk.error}))
+                        raise UpstreamProtocolError(
+                            f"Upstream {self.label} failed mid-stream: {detail or 'error'}",
+                            upstream=self.label,
+                        )
+                    for event in chunk_events(chunk):
+                        finished = finished or isinstance(event, Finish)
+                        yield event
+                yield FLUSH
         except msgspec.MsgspecError:
             raise UpstreamProtocolError(
                 f"Upstream {self.label} sent a stream chunk that could not be read",

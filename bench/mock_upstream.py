@@ -1,0 +1,123 @@
+"""A fast mock OpenAI upstream for benchmarks: canned answers over raw asyncio + httptools.
+
+``POST /v1/chat/completions`` answers a fixed completion, or with ``"stream": true`` 20 content
+chunks and a final usage chunk. ``--latency-ms`` delays every answer (before its headers).
+Run: ``python -m bench.mock_upstream --port 9100 --latency-ms 0``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+
+import httptools
+import uvloop
+
+_USAGE = {
+    "prompt_tokens": 13,
+    "completion_tokens": 20,
+    "total_tokens": 33,
+    "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
+    "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 0},
+}
+
+
+def _completion() -> bytes:
+    body = json.dumps(
+        {
+            "id": "chatcmpl-mock",
+            "object": "chat.completion",
+            "created": 1760032810,
+            "model": "mock",
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": "word " * 20},
+                    "finish_reason": "stop",
+                }
+            ],
+            "usage": _USAGE,
+        }
+    ).encode()
+    head = (
+        b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: "
+        + str(len(body)).encode()
+        + b"\r\n\r\n"
+    )
+    return head + body
+
+
+def _stream() -> bytes:
+    base = {"id": "chatcmpl-mock", "object": "chat.completion.chunk", "created": 1, "model": "m"}
+    events = []
+    for i in range(20):
+        delta = {"content": "word "} if i else {"role": "assistant", "content": "word "}
+        events.append({**base, "choices": [{"index": 0, "delta": delta, "finish_reason": None}]})
+    events.append({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+    events.append({**base, "choices": [], "usage": _USAGE})
+    payload = b"".join(b"data: " + json.dumps(e).encode() + b"\n\n" for e in events)
+    payload += b"data: [DONE]\n\n"
+    chunk = hex(len(payload))[2:].encode() + b"\r\n" + payload + b"\r\n0\r\n\r\n"
+    head = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
+    return head + chunk
+
+
+COMPLETION = _completion()
+STREAM = _stream()
+
+
+class _Protocol(asyncio.Protocol):
+    def __init__(self, latency: float) -> None:
+        self.latency = latency
+        self.parser = httptools.HttpRequestParser(self)
+        self.body = bytearray()
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError:
+            if self.transport:
+                self.transport.close()
+
+    def on_message_begin(self) -> None:
+        self.body = bytearray()
+
+    def on_body(self, body: bytes) -> None:
+        self.body += body
+
+    def on_message_complete(self) -> None:
+        answer = STREAM if b'"stream":true' in self.body.replace(b" ", b"") else COMPLETION
+        if self.latency:
+            asyncio.get_running_loop().call_later(self.latency, self._write, answer)
+        else:
+            self._write(answer)
+
+    def _write(self, answer: bytes) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(answer)
+
+
+async def serve(port: int, latency_ms: float) -> None:
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(
+        lambda: _Protocol(latency_ms / 1000), "127.0.0.1", port, backlog=4096
+    )
+    async with server:
+        await server.serve_forever()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--port", type=int, default=9100)
+    parser.add_argument("--latency-ms", type=float, default=0.0)
+    args = parser.parse_args()
+    uvloop.run(serve(args.port, args.latency_ms))
+
+
+if __name__ == "__main__":
+    main()
