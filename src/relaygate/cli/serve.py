@@ -47,5 +47,6 @@ def serve(config: str | None, host: str, port: int, workers: int) -> None:
         access_log=False,
         log_config=None,
         server_header=False,
+        proxy_headers=False,
         timeout_graceful_shutdown=30,
     )

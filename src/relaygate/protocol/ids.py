@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import secrets
+import os
 import string
 import time
 
@@ -18,8 +18,12 @@ def _stamp(now: int) -> str:
 
 
 def completion_id(now: float | None = None) -> str:
-    """A new, unique completion id (also the ledger's request id)."""
+    """A new, unique completion id (also the ledger's request id): 78 random bits."""
     t = time.time() if now is None else now
-    digits = f"{secrets.randbelow(1_000_000_000):09d}"
-    letters = "".join(secrets.choice(_ALPHABET) for _ in range(8))
-    return f"chatcmpl-{_stamp(int(t))}{digits}{letters}"
+    n = int.from_bytes(os.urandom(10), "big")
+    digits, n = n % 1_000_000_000, n // 1_000_000_000
+    letters = []
+    for _ in range(8):
+        n, r = divmod(n, 62)
+        letters.append(_ALPHABET[r])
+    return f"chatcmpl-{_stamp(int(t))}{digits:09d}{''.join(letters)}"

@@ -68,6 +68,13 @@ def _key_from_row(row: Row[Any]) -> KeyRecord:
     )
 
 
+_LEDGER_FIELDS = tuple(column.name for column in ledger.columns)
+
+
+def _ledger_values(row: LedgerRow) -> dict[str, Any]:
+    return {name: getattr(row, name) for name in _LEDGER_FIELDS}
+
+
 def _next_revision() -> Any:
     return select(func.coalesce(func.max(api_keys.c.revision), 0) + 1).scalar_subquery()
 
@@ -162,7 +169,7 @@ class SqlStore:
             fresh = {row.request_id: row for row in rows if row.request_id not in existing}
             if not fresh:
                 return 0
-            await conn.execute(ledger.insert(), [asdict(row) for row in fresh.values()])
+            await conn.execute(ledger.insert(), [_ledger_values(row) for row in fresh.values()])
             spent: dict[str, int] = defaultdict(int)
             for row in fresh.values():
                 spent[row.key_id] += row.cost_micros
