@@ -38,8 +38,9 @@ def make_app(upstream: str) -> web.Application:
                 await response.write_eof()
                 return response
             data = await upstream_response.read()
-            return web.Response(body=data, status=upstream_response.status,
-                                content_type="application/json")
+            return web.Response(
+                body=data, status=upstream_response.status, content_type="application/json"
+            )
 
     app.router.add_post("/v1/chat/completions", forward)
     app.on_startup.append(on_startup)
@@ -53,8 +54,9 @@ def main() -> None:
     parser.add_argument("--upstream", default="http://127.0.0.1:9100")
     args = parser.parse_args()
     uvloop.install()
-    web.run_app(make_app(args.upstream), host="127.0.0.1", port=args.port, access_log=None,
-                print=None)
+    web.run_app(
+        make_app(args.upstream), host="127.0.0.1", port=args.port, access_log=None, print=None
+    )
 
 
 if __name__ == "__main__":

@@ -59,7 +59,9 @@ def _stream() -> bytes:
     payload = b"".join(b"data: " + json.dumps(e).encode() + b"\n\n" for e in events)
     payload += b"data: [DONE]\n\n"
     chunk = hex(len(payload))[2:].encode() + b"\r\n" + payload + b"\r\n0\r\n\r\n"
-    head = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
+    head = (
+        b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
+    )
     return head + chunk
 
 

@@ -46,7 +46,9 @@ CHAT = "/v1/chat/completions"
 # --- helpers -----------------------------------------------------------------------------
 
 
-def assert_error(status: int, body: Any, expected_status: int, expected_type: str) -> dict[str, Any]:
+def assert_error(
+    status: int, body: Any, expected_status: int, expected_type: str
+) -> dict[str, Any]:
     """``body`` is exactly the contract's error envelope for ``expected_status``; returns the
     inner ``error`` object."""
     assert status == expected_status, body
@@ -57,10 +59,12 @@ def assert_error(status: int, body: Any, expected_status: int, expected_type: st
     assert {"code", "message", "type"} <= set(error) <= ENVELOPE_KEYS, error
     assert error["code"] == status
     assert error["type"] == expected_type
-    assert isinstance(error["message"], str) and error["message"].strip()
+    assert isinstance(error["message"], str)
+    assert error["message"].strip()
     for optional in ("param", "fallback_suggestion"):
         if optional in error:  # present means a real string, never null
-            assert isinstance(error[optional], str) and error[optional], error
+            assert isinstance(error[optional], str), error
+            assert error[optional], error
     return error
 
 
@@ -219,7 +223,7 @@ def test_401_is_decided_before_the_body_is_read(
 
 
 def test_401_revoked_key(gateway: GatewayProcess, upstream: FakeOpenAI) -> None:
-    created = gateway.create_key("--credits", "1")
+    created = gateway.create_key("--credits", "10")
     assert gateway.post(CHAT, HELLO, created["key"])[0] == 200
     gateway.cli("keys", "revoke", created["id"])
     gateway.wait_until(
@@ -235,7 +239,7 @@ def test_401_revoked_key(gateway: GatewayProcess, upstream: FakeOpenAI) -> None:
 def test_401_expired_key(gateway: GatewayProcess, upstream: FakeOpenAI) -> None:
     created = json.loads(
         gateway.cli(
-            "keys", "create", "--json", "--credits", "1", "--expires-at", "2001-01-01T00:00:00Z"
+            "keys", "create", "--json", "--credits", "10", "--expires-at", "2001-01-01T00:00:00Z"
         ).stdout
     )
 
@@ -250,7 +254,7 @@ def test_401_expired_key(gateway: GatewayProcess, upstream: FakeOpenAI) -> None:
 
 
 def test_a_key_expiring_in_the_future_works(gateway: GatewayProcess) -> None:
-    created = gateway.create_key("--credits", "1", "--expires-at", "2999-01-01T00:00:00+00:00")
+    created = gateway.create_key("--credits", "10", "--expires-at", "2999-01-01T00:00:00+00:00")
     assert gateway.post(CHAT, HELLO, created["key"])[0] == 200
 
 
@@ -400,7 +404,8 @@ def test_429_requests_per_minute_with_retry_after(
     status, headers, answer = gateway.post(CHAT, HELLO, key)
     error = assert_error(status, answer, 429, "rate_limit_error")
     retry_after = lower(headers)["retry-after"]
-    assert retry_after.isdigit() and 1 <= int(retry_after) <= 60
+    assert retry_after.isdigit()
+    assert 1 <= int(retry_after) <= 60
     assert error["fallback_suggestion"] == f"retry after {retry_after} seconds"
     assert "1 requests per minute" in error["message"]
     assert len(upstream.received) == 1  # only the first request went upstream
@@ -571,7 +576,8 @@ def test_502_after_one_retry_of_a_failing_upstream(
     assert error["fallback_suggestion"] == "try different model"
     text = json.dumps(answer)
     assert UPSTREAM_SECRET not in text
-    assert "RAW-UPSTREAM-BODY" not in text and "<html>" not in text
+    assert "RAW-UPSTREAM-BODY" not in text
+    assert "<html>" not in text
     assert len(upstream.received) == 2  # one retry on the one upstream
     # a failed request costs nothing
     assert gateway.credits(key)["used_credits"] == 0

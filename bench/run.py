@@ -1,0 +1,322 @@
+"""The relaygate benchmark: one command, one JSON result, one plot.
+
+    python -m bench.run [--seconds 10] [--soak-seconds 0] [--out bench/results]
+
+It starts a fast mock upstream (0 ms and 50 ms latency), a bare aiohttp pass-through proxy (the
+practical Python floor) and relaygate with key auth, rate limits, credit reservation and the
+ledger all on; drives each with the same load (wrk for closed-loop throughput and sequential
+latency, our open-loop generator for added latency against offered load); and writes
+``results/latest.json`` and ``results/latest.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.loadgen import open_loop, run_wrk, wrk_script
+
+BODY = {
+    "model": "MODEL",
+    "max_tokens": 100,
+    "messages": [{"role": "user", "content": "Please introduce yourself"}],
+}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_port(port: int, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on {port}")
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+class Stack:
+    """The processes under test."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def spawn(self, *args: str, port: int) -> subprocess.Popen[bytes]:
+        log = (self.workdir / f"{port}.log").open("wb")
+        proc = subprocess.Popen(
+            [sys.executable, *args], stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir
+        )
+        self.procs.append(proc)
+        wait_port(port)
+        return proc
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            proc.terminate()
+        for proc in self.procs:
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+    def start(self) -> dict[str, Any]:
+        ports = {name: free_port() for name in ("mock0", "mock50", "bare0", "bare50", "relaygate")}
+        self.spawn("-m", "bench.mock_upstream", "--port", str(ports["mock0"]), port=ports["mock0"])
+        self.spawn(
+            "-m",
+            "bench.mock_upstream",
+            "--port",
+            str(ports["mock50"]),
+            "--latency-ms",
+            "50",
+            port=ports["mock50"],
+        )
+        for latency in ("0", "50"):
+            self.spawn(
+                "-m",
+                "bench.bare_proxy",
+                "--port",
+                str(ports[f"bare{latency}"]),
+                "--upstream",
+                f"http://127.0.0.1:{ports['mock' + latency]}",
+                port=ports[f"bare{latency}"],
+            )
+        config = self.workdir / "relaygate.yaml"
+        models = {
+            f"bench-{latency}ms": {
+                "pricing": {"input": "1.75", "cached_input": "0.175", "output": "14"},
+                "max_output_tokens": 4096,
+                "upstreams": [
+                    {
+                        "provider": "openai",
+                        "api_key": "sk-bench-upstream",
+                        "base_url": f"http://127.0.0.1:{ports['mock' + latency]}/v1",
+                    }
+                ],
+            }
+            for latency in ("0", "50")
+        }
+        config.write_text(
+            json.dumps(
+                {
+                    "database_url": f"sqlite:///{self.workdir / 'bench.db'}",
+                    "log_level": "warning",
+                    "models": models,
+                }
+            )
+        )
+        created = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "relaygate",
+                "keys",
+                "create",
+                "--config",
+                str(config),
+                "--credits",
+                "1000000",
+                "--rpm",
+                "100000000",
+                "--tpm",
+                "2000000000",
+                "--concurrency",
+                "100000",
+                "--json",
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=self.workdir,
+        )
+        key = json.loads(created.stdout)["key"]
+        proc = self.spawn(
+            "-m",
+            "relaygate",
+            "serve",
+            "--config",
+            str(config),
+            "--port",
+            str(ports["relaygate"]),
+            port=ports["relaygate"],
+        )
+        return {"ports": ports, "key": key, "relaygate_pid": proc.pid}
+
+
+def body(model: str, stream: bool) -> str:
+    data = dict(BODY, model=model)
+    if stream:
+        data["stream"] = True
+    return json.dumps(data, separators=(",", ":"))
+
+
+def measure(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    stack = Stack(workdir)
+    info = stack.start()
+    ports, key, pid = info["ports"], info["key"], info["relaygate_pid"]
+
+    def url(target: str, latency: str) -> str:
+        port = ports["relaygate"] if target == "relaygate" else ports[f"bare{latency}"]
+        return f"http://127.0.0.1:{port}/v1/chat/completions"
+
+    results: dict[str, Any] = {"throughput": {}, "sequential": {}, "open_loop": [], "memory": {}}
+    try:
+        for latency in ("0", "50"):
+            for mode in ("nonstream", "stream"):
+                script = wrk_script(workdir, key, body(f"bench-{latency}ms", mode == "stream"))
+                for target in ("bare", "relaygate"):
+                    run_wrk(url(target, latency), script, 16, 2)  # warm-up
+                    r = run_wrk(url(target, latency), script, 16, args.seconds)
+                    results["throughput"][f"{target}/{mode}/{latency}ms"] = r.__dict__
+                    print(
+                        f"throughput {target:9} {mode:9} {latency:>2}ms: "
+                        f"{r.requests_per_second:8.0f} req/s p50 {r.p50_ms:.2f} ms"
+                        f" errors {r.errors}",
+                        flush=True,
+                    )
+        for mode in ("nonstream", "stream"):
+            script = wrk_script(workdir, key, body("bench-0ms", mode == "stream"))
+            for target in ("bare", "relaygate"):
+                r = run_wrk(url(target, "0"), script, 1, args.seconds)
+                results["sequential"][f"{target}/{mode}"] = r.__dict__
+                print(
+                    f"sequential {target:9} {mode:9}: p50 {r.p50_ms:.3f} ms p99 {r.p99_ms:.3f} ms",
+                    flush=True,
+                )
+        max_rps = results["throughput"]["relaygate/nonstream/0ms"]["requests_per_second"]
+        payload = body("bench-0ms", False).encode()
+        for fraction in (0.1, 0.25, 0.5, 0.75):
+            rate = max(50.0, max_rps * fraction)
+            row: dict[str, Any] = {"fraction_of_max": fraction, "offered_rps": rate}
+            for target in ("bare", "relaygate"):
+                r = asyncio.run(open_loop(url(target, "0"), key, payload, rate, args.seconds))
+                row[target] = r.__dict__
+            row["added_p50_ms"] = row["relaygate"]["p50_ms"] - row["bare"]["p50_ms"]
+            row["added_p99_ms"] = row["relaygate"]["p99_ms"] - row["bare"]["p99_ms"]
+            results["open_loop"].append(row)
+            print(
+                f"open loop {rate:7.0f} req/s: added p50 {row['added_p50_ms']:.2f} ms,"
+                f" p99 {row['added_p99_ms']:.2f} ms",
+                flush=True,
+            )
+        results["memory"] = memory(workdir, url("relaygate", "0"), key, pid, args)
+    finally:
+        stack.stop()
+    return results
+
+
+def memory(workdir: Path, url: str, key: str, pid: int, args: argparse.Namespace) -> dict[str, Any]:
+    """RSS after 100,000 more requests, and over an optional soak."""
+    script = wrk_script(workdir, key, body("bench-0ms", False))
+    before = rss_mb(pid)
+    served = 0
+    while served < 100_000:
+        r = run_wrk(url, script, 16, 5)
+        served += int(r.requests_per_second * 5)
+    out: dict[str, Any] = {
+        "rss_mb_start": before,
+        "requests": served,
+        "rss_mb_after_100k": rss_mb(pid),
+        "soak": [],
+    }
+    print(
+        f"memory: {before:.1f} MB at start of phase, {out['rss_mb_after_100k']:.1f} MB after"
+        f" {served} requests",
+        flush=True,
+    )
+    start = time.monotonic()
+    while time.monotonic() - start < args.soak_seconds:
+        run_wrk(url, script, 8, 10)
+        out["soak"].append({"seconds": round(time.monotonic() - start), "rss_mb": rss_mb(pid)})
+        print(f"soak {out['soak'][-1]}", flush=True)
+    return out
+
+
+def summarize(results: dict[str, Any]) -> dict[str, Any]:
+    t, s = results["throughput"], results["sequential"]
+    summary = {
+        f"throughput_ratio_{mode}": t[f"relaygate/{mode}/0ms"]["requests_per_second"]
+        / t[f"bare/{mode}/0ms"]["requests_per_second"]
+        for mode in ("nonstream", "stream")
+    }
+    for mode in ("nonstream", "stream"):
+        summary[f"sequential_added_p50_ms_{mode}"] = (
+            s[f"relaygate/{mode}"]["p50_ms"] - s[f"bare/{mode}"]["p50_ms"]
+        )
+    half = [row for row in results["open_loop"] if row["fraction_of_max"] == 0.5]
+    if half:
+        summary["added_p99_ms_at_half_max"] = half[0]["added_p99_ms"]
+    summary["rss_mb_after_100k"] = results["memory"].get("rss_mb_after_100k")
+    return summary
+
+
+def plot(results: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = results["open_loop"]
+    x = [row["offered_rps"] for row in rows]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot(x, [row["added_p50_ms"] for row in rows], marker="o", label="added p50")
+    ax.plot(x, [row["added_p99_ms"] for row in rows], marker="s", label="added p99")
+    ax.axhline(0, color="grey", linewidth=0.5)
+    ax.set_xlabel("offered load (requests/s, non-streaming, 0 ms upstream)")
+    ax.set_ylabel("relaygate latency minus bare proxy (ms)")
+    ax.set_title("Latency relaygate adds over a bare aiohttp proxy")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=int, default=10, help="length of each measurement")
+    parser.add_argument(
+        "--soak-seconds",
+        type=int,
+        default=0,
+        help="memory soak after the 100k requests (the report uses 600)",
+    )
+    parser.add_argument("--out", type=Path, default=Path("bench/results"))
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="relaygate-bench-") as tmp:
+        results = measure(args, Path(tmp))
+    results["summary"] = summarize(results)
+    results["machine"] = {
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
+    results["when"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    (args.out / "latest.json").write_text(json.dumps(results, indent=2))
+    plot(results, args.out / "latest.png")
+    print(json.dumps(results["summary"], indent=2))
+
+
+if __name__ == "__main__":
+    main()
