@@ -76,8 +76,13 @@ def check_config(settings: Settings) -> None:
     assert gpt.pricing == Pricing(input=Decimal("1.75"), output=Decimal("14"))
     assert (gpt.max_output_tokens, gpt.vision) == (1000, True)
     assert gpt.upstreams == [
-        UpstreamSettings(provider="openai", base_url="https://api.example.com/v1",
-                         api_key="sk-up", model="gpt-5.2-upstream", name="primary")
+        UpstreamSettings(
+            provider="openai",
+            base_url="https://api.example.com/v1",
+            api_key="sk-up",
+            model="gpt-5.2-upstream",
+            name="primary",
+        )
     ]
     simulator = settings.models["relaygate-simulator"]
     assert simulator.pricing.cached_input == Decimal("0.01")
@@ -126,10 +131,14 @@ def test_invalid_yaml_is_one_line_naming_the_file(tmp_path: Path) -> None:
 
 def test_variables_are_read_from_the_env_passed_in(tmp_path: Path) -> None:
     path = tmp_path / "relaygate.yaml"
-    path.write_text(yaml.safe_dump({
-        "database_url": "postgresql://${DB_USER}@${DB_HOST}/relaygate",
-        "models": {"gpt-5.2": model(upstreams=[upstream(api_key="${UPSTREAM_KEY}")])},
-    }))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "database_url": "postgresql://${DB_USER}@${DB_HOST}/relaygate",
+                "models": {"gpt-5.2": model(upstreams=[upstream(api_key="${UPSTREAM_KEY}")])},
+            }
+        )
+    )
     env = {"DB_USER": "alice", "DB_HOST": "db.internal", "UPSTREAM_KEY": "sk-from-env"}
     settings = load_settings(str(path), env=env)
     assert settings.database_url == "postgresql://alice@db.internal/relaygate"
@@ -153,9 +162,11 @@ def test_variable_defaults(value: str, env: dict[str, str], expected: str) -> No
 
 def test_missing_variable_names_file_key_path_and_variable(tmp_path: Path) -> None:
     path = tmp_path / "relaygate.yaml"
-    path.write_text(yaml.safe_dump(
-        {"models": {"gpt-5.2": model(upstreams=[upstream(api_key="${OPENAI_API_KEY}")])}}
-    ))
+    path.write_text(
+        yaml.safe_dump(
+            {"models": {"gpt-5.2": model(upstreams=[upstream(api_key="${OPENAI_API_KEY}")])}}
+        )
+    )
     with pytest.raises(ConfigError) as caught:
         load_settings(str(path), env={"OTHER": "x"})
     message = str(caught.value)
@@ -176,8 +187,9 @@ def test_unknown_top_level_key_is_named() -> None:
 @pytest.mark.parametrize(
     ("data", "where"),
     [
-        pytest.param({"models": {"gpt-5.2": model(max_tokens=5)}}, "models.gpt-5.2",
-                     id="in-a-model"),
+        pytest.param(
+            {"models": {"gpt-5.2": model(max_tokens=5)}}, "models.gpt-5.2", id="in-a-model"
+        ),
         pytest.param(
             {"models": {"gpt-5.2": model(upstreams=[upstream(apikey="sk-x")])}},
             "models.gpt-5.2.upstreams[0]",
@@ -201,14 +213,27 @@ def test_unknown_nested_key_is_named_with_its_path(data: dict[str, Any], where: 
 @pytest.mark.parametrize(
     ("data", "key", "value"),
     [
-        pytest.param({"models": {"gpt-5.2": model(upstreams=[upstream(base_url="ftp://x")])}},
-                     "models.gpt-5.2.upstreams[0].base_url", "ftp://x", id="base_url-ftp"),
-        pytest.param({"models": {"gpt-5.2": model(upstreams=[upstream(base_url="nonsense")])}},
-                     "models.gpt-5.2.upstreams[0].base_url", "nonsense", id="base_url-no-scheme"),
-        pytest.param({"database_url": "mysql://"}, "database_url", "mysql://",
-                     id="database_url-mysql"),
-        pytest.param({"redis_url": "http://cache:6379"}, "redis_url", "http://cache:6379",
-                     id="redis_url-http"),
+        pytest.param(
+            {"models": {"gpt-5.2": model(upstreams=[upstream(base_url="ftp://x")])}},
+            "models.gpt-5.2.upstreams[0].base_url",
+            "ftp://x",
+            id="base_url-ftp",
+        ),
+        pytest.param(
+            {"models": {"gpt-5.2": model(upstreams=[upstream(base_url="nonsense")])}},
+            "models.gpt-5.2.upstreams[0].base_url",
+            "nonsense",
+            id="base_url-no-scheme",
+        ),
+        pytest.param(
+            {"database_url": "mysql://"}, "database_url", "mysql://", id="database_url-mysql"
+        ),
+        pytest.param(
+            {"redis_url": "http://cache:6379"},
+            "redis_url",
+            "http://cache:6379",
+            id="redis_url-http",
+        ),
     ],
 )
 def test_bad_urls_are_named(data: dict[str, Any], key: str, value: str) -> None:
@@ -222,8 +247,11 @@ def test_bad_urls_are_named(data: dict[str, Any], key: str, value: str) -> None:
     [
         pytest.param({"input": "-1", "output": "1"}, "input", id="negative-input"),
         pytest.param({"input": "1", "output": -0.5}, "output", id="negative-output"),
-        pytest.param({"input": "1", "output": "1", "cached_input": "-0.1"}, "cached_input",
-                     id="negative-cached"),
+        pytest.param(
+            {"input": "1", "output": "1", "cached_input": "-0.1"},
+            "cached_input",
+            id="negative-cached",
+        ),
         pytest.param({"input": "0.1234567", "output": "1"}, "input", id="seven-decimals"),
         pytest.param({"input": 0.0000001, "output": "1"}, "input", id="seven-decimals-float"),
         pytest.param({"input": "1", "output": "NaN"}, "output", id="not-a-number"),
@@ -248,10 +276,14 @@ def test_six_decimals_and_zero_are_fine_prices() -> None:
         pytest.param({"log_level": "loud"}, "log_level", id="log-level"),
         pytest.param({"key_refresh_seconds": 0}, "key_refresh_seconds", id="zero-seconds"),
         pytest.param({"max_request_bytes": "big"}, "max_request_bytes", id="wrong-type"),
-        pytest.param({"models": {"m": model(max_output_tokens=0)}}, "max_output_tokens",
-                     id="zero-tokens"),
-        pytest.param({"models": {"m": model(upstreams=[{"base_url": "https://x"}])}},
-                     "provider", id="missing-provider"),
+        pytest.param(
+            {"models": {"m": model(max_output_tokens=0)}}, "max_output_tokens", id="zero-tokens"
+        ),
+        pytest.param(
+            {"models": {"m": model(upstreams=[{"base_url": "https://x"}])}},
+            "provider",
+            id="missing-provider",
+        ),
     ],
 )
 def test_other_bad_values_name_their_key(data: dict[str, Any], key: str) -> None:
@@ -299,25 +331,44 @@ def test_defaults_with_openai_key_route_gpt_5_2_to_openai() -> None:
 @pytest.mark.parametrize(
     ("broken", "key", "problem"),
     [
-        pytest.param({"models": {"gpt-5.2": model(upstreams=[upstream(provider="nosuch")])}},
-                     "models.gpt-5.2.upstreams[0].provider", "nosuch", id="unknown-provider"),
+        pytest.param(
+            {"models": {"gpt-5.2": model(upstreams=[upstream(provider="nosuch")])}},
+            "models.gpt-5.2.upstreams[0].provider",
+            "nosuch",
+            id="unknown-provider",
+        ),
         pytest.param({"modles": {}}, "modles", "unknown", id="unknown-key"),
-        pytest.param({"models": {"gpt-5.2": model(upstreams=[upstream(api_key="${NOPE_KEY}")])}},
-                     "models.gpt-5.2.upstreams[0].api_key", "NOPE_KEY", id="missing-variable"),
+        pytest.param(
+            {"models": {"gpt-5.2": model(upstreams=[upstream(api_key="${NOPE_KEY}")])}},
+            "models.gpt-5.2.upstreams[0].api_key",
+            "NOPE_KEY",
+            id="missing-variable",
+        ),
     ],
 )
 def test_serve_with_a_bad_config_prints_one_line_and_exits(
     tmp_path: Path, broken: dict[str, Any], key: str, problem: str
 ) -> None:
     path = tmp_path / "bad.yaml"
-    path.write_text(yaml.safe_dump(
-        {"database_url": f"sqlite:///{tmp_path / 'relaygate.db'}", **broken}
-    ))
+    path.write_text(
+        yaml.safe_dump({"database_url": f"sqlite:///{tmp_path / 'relaygate.db'}", **broken})
+    )
     env_without_var = {k: v for k, v in os.environ.items() if k != "NOPE_KEY"}
     result = subprocess.run(
-        [sys.executable, "-m", "relaygate", "serve", "--config", str(path),
-         "--port", str(free_port())],
-        capture_output=True, text=True, timeout=60, env=env_without_var,
+        [
+            sys.executable,
+            "-m",
+            "relaygate",
+            "serve",
+            "--config",
+            str(path),
+            "--port",
+            str(free_port()),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env_without_var,
     )
     assert result.returncode != 0
     lines = result.stderr.strip().splitlines()

@@ -4,6 +4,7 @@ lifespan that opens and drains them."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 import time
@@ -121,7 +122,8 @@ class App:
             log.exception("unhandled error on %s %s", scope["method"], path)
             error = InternalError("Internal server error")
             gw.metrics.responded(error.status, error.type)
-            await send_error(send, error)
+            with contextlib.suppress(RuntimeError):  # the response had already started
+                await send_error(send, error)
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:

@@ -11,7 +11,7 @@ import re
 from collections.abc import Mapping
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 from urllib.parse import urlsplit
 
 import msgspec
@@ -19,6 +19,7 @@ import yaml
 
 from relaygate.errors import ConfigError
 
+_T = TypeVar("_T")
 PositiveFloat = Annotated[float, msgspec.Meta(gt=0)]
 PositiveInt = Annotated[int, msgspec.Meta(gt=0)]
 
@@ -178,14 +179,30 @@ def settings_from_mapping(data: Mapping[str, Any], source: str, env: Mapping[str
     for var, key in _ENV_OVERRIDES.items():
         if var in env:
             expanded[key] = env[var]
-    try:
-        settings = msgspec.convert(expanded, Settings, dec_hook=_decimal_hook)
-    except msgspec.ValidationError as exc:
-        where = _msgspec_path(exc) or "(top level)"
-        problem = str(exc).split(" - at ")[0]
-        raise ConfigError(f"{source}: {where}: {problem}") from None
+    models = expanded.pop("models", {})
+    if not isinstance(models, dict):
+        raise ConfigError(f"{source}: models: must be a mapping of model name to settings")
+    settings = _convert(expanded, Settings, "", source)
+    settings = msgspec.structs.replace(
+        settings,
+        models={
+            str(name): _convert(model, ModelSettings, f"models.{name}", source)
+            for name, model in models.items()
+        },
+    )
     _validate(settings, source)
     return settings
+
+
+def _convert(data: Any, type_: type[_T], prefix: str, source: str) -> _T:
+    """``msgspec.convert`` with errors as one line naming the file and the key's full path."""
+    try:
+        return msgspec.convert(data, type_, dec_hook=_decimal_hook)
+    except msgspec.ValidationError as exc:
+        path = _msgspec_path(exc)
+        where = ".".join(p for p in (prefix, path) if p).replace(".[", "[") or "(top level)"
+        problem = str(exc).split(" - at ")[0]
+        raise ConfigError(f"{source}: {where}: {problem}") from None
 
 
 def default_catalog(env: Mapping[str, str]) -> dict[str, Any]:

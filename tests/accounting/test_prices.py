@@ -29,7 +29,7 @@ def reference_cost(usage: TokenUsage) -> int:
 
 
 def test_prices_are_integer_pico_usd_per_token() -> None:
-    assert GPT52 == Price(input=1_750_000, cached_input=175_000, output=14_000_000)
+    assert Price(input=1_750_000, cached_input=175_000, output=14_000_000) == GPT52
     assert all(type(v) is int for v in (GPT52.input, GPT52.cached_input, GPT52.output))
 
 

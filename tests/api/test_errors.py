@@ -522,6 +522,24 @@ async def test_500_unhandled_exception(
     assert any(r.exc_info and r.exc_info[1] is boom for r in caplog.records)
 
 
+async def test_an_error_after_the_response_started_starts_no_second_response(
+    in_process: Exchange, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def half_stream(gw: Gateway, scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"text/event-stream")]})
+        await send({"type": "http.response.body", "body": b"data: {}\n\n", "more_body": True})
+        raise RuntimeError("a bug while streaming")
+
+    monkeypatch.setitem(relaygate.app.ROUTES, "/half", {"GET": half_stream})
+    with caplog.at_level(logging.ERROR, logger="relaygate"):
+        await in_process("GET", "/half")
+    starts = [m for m in in_process.sent if m["type"] == "http.response.start"]
+    # ASGI allows one start per response: a second one is a protocol error for the server,
+    # and the client gets a cut connection instead of an error it can read
+    assert len(starts) == 1, in_process.sent
+
+
 CONTRACT_ROWS = [
     pytest.param(InvalidRequest("x"), 400, "invalid_request_error", id="400"),
     pytest.param(AuthenticationFailed("x"), 401, "authentication_error", id="401"),

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sqlite3
 import subprocess
 import sys
-from decimal import Decimal
+from decimal import ROUND_CEILING, Decimal
 from pathlib import Path
 from typing import Any
 
@@ -22,14 +23,20 @@ SIMULATOR = "relaygate-simulator"
 def config(tmp_path: Path) -> Path:
     """A config with its own SQLite file and two models; no server."""
     path = tmp_path / "relaygate.yaml"
-    path.write_text(yaml.safe_dump({
-        "database_url": f"sqlite:///{tmp_path / 'relaygate.db'}",
-        "models": {
-            "gpt-5.2": {"pricing": {"input": "1.75", "output": "14"}, "upstreams": []},
-            SIMULATOR: {"pricing": {"input": "0.1", "output": "0.4"},
-                        "upstreams": [{"provider": "simulator"}]},
-        },
-    }))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "database_url": f"sqlite:///{tmp_path / 'relaygate.db'}",
+                "models": {
+                    "gpt-5.2": {"pricing": {"input": "1.75", "output": "14"}, "upstreams": []},
+                    SIMULATOR: {
+                        "pricing": {"input": "0.1", "output": "0.4"},
+                        "upstreams": [{"provider": "simulator"}],
+                    },
+                },
+            }
+        )
+    )
     return path
 
 
@@ -87,9 +94,21 @@ def test_keys_create_without_json_shows_the_key_once(config: Path) -> None:
 
 def test_keys_create_stores_every_option(config: Path) -> None:
     created = create_key(
-        config, "--name", "ci", "--credits", "12.5", "--models", "gpt-5.2, relaygate-simulator",
-        "--rpm", "60", "--tpm", "1000", "--concurrency", "3",
-        "--expires-at", "2030-01-02T03:04:05+00:00",
+        config,
+        "--name",
+        "ci",
+        "--credits",
+        "12.5",
+        "--models",
+        "gpt-5.2, relaygate-simulator",
+        "--rpm",
+        "60",
+        "--tpm",
+        "1000",
+        "--concurrency",
+        "3",
+        "--expires-at",
+        "2030-01-02T03:04:05+00:00",
     )
     (listed,) = list_keys(config)
     for view in (created, listed):
@@ -163,26 +182,20 @@ def test_keys_list_shows_prefixes_never_keys(config: Path) -> None:
     assert all("key" not in k and "key_hash" not in k for k in listed)
     # the table form hides the key too
     table = run_cli(config, "keys", "list").stdout
-    assert first["id"] in table and first["prefix"] in table
+    assert first["id"] in table
+    assert first["prefix"] in table
     assert first["key"] not in table
 
 
 def test_the_raw_key_is_not_stored_in_the_database(config: Path, tmp_path: Path) -> None:
     created = create_key(config)
-    run_cli(config, "keys", "list")  # another connection; the WAL may or may not be merged
-    files = sorted(tmp_path.glob("relaygate.db*"))
+    files = sorted(tmp_path.glob("relaygate.db*"))  # the database, its WAL and shared memory
     assert files, "no SQLite files found"
     stored = b"".join(path.read_bytes() for path in files)
-    key_hash = _sha256(created["key"])
+    key_hash = hashlib.sha256(created["key"].encode()).hexdigest()
     assert key_hash.encode() in stored, "the key's hash should be stored (looked at the wrong db?)"
     assert created["key"].encode() not in stored
     assert created["key"][3:].encode() not in stored
-
-
-def _sha256(text: str) -> str:
-    import hashlib
-
-    return hashlib.sha256(text.encode()).hexdigest()
 
 
 # --- keys revoke -----------------------------------------------------------------------------
@@ -209,7 +222,8 @@ def test_revoked_key_stops_working_on_a_running_gateway(gateway: GatewayProcess)
     gateway.cli("keys", "revoke", created["id"])
     gateway.wait_until(
         lambda: gateway.get("/v1/credits", created["key"])[0] == 401,
-        timeout=5, message="the revocation reaching the gateway",
+        timeout=5,
+        message="the revocation reaching the gateway",
     )
     status, answer = chat(gateway, created["key"])
     assert status == 401, answer
@@ -225,10 +239,14 @@ def test_credits_add_applies_to_a_running_gateway(gateway: GatewayProcess) -> No
     assert created["id"] in result.stdout
     gateway.wait_until(
         lambda: remaining(gateway, created["key"]) == Decimal("3.5"),
-        timeout=5, message="the new credits reaching the gateway",
+        timeout=5,
+        message="the new credits reaching the gateway",
     )
-    (listed,) = [k for k in json.loads(gateway.cli("keys", "list", "--json").stdout)
-                 if k["id"] == created["id"]]
+    (listed,) = [
+        k
+        for k in json.loads(gateway.cli("keys", "list", "--json").stdout)
+        if k["id"] == created["id"]
+    ]
     assert Decimal(listed["credits"]) == Decimal("3.5")
 
 
@@ -237,15 +255,18 @@ def test_credits_add_lets_a_zero_balance_key_spend(gateway: GatewayProcess) -> N
     status, answer = chat(gateway, broke["key"], max_tokens=3)
     assert status == 402, answer
     gateway.cli("credits", "add", broke["id"], "1")
-    gateway.wait_until(lambda: chat(gateway, broke["key"], max_tokens=3)[0] == 200, timeout=5,
-                       message="the key being able to spend its new credits")
+    gateway.wait_until(
+        lambda: chat(gateway, broke["key"], max_tokens=3)[0] == 200,
+        timeout=5,
+        message="the key being able to spend its new credits",
+    )
 
 
 @pytest.mark.parametrize(
     ("args", "needle"),
     [
         pytest.param(("key_doesnotexist", "1"), "key_doesnotexist", id="unknown-key"),
-        pytest.param(("KEY", "-2"), "amount", id="negative"),
+        pytest.param(("KEY", "-2"), "zero or more", id="negative"),
         pytest.param(("KEY", "two"), "two", id="not-a-number"),
     ],
 )
@@ -279,8 +300,9 @@ def test_usage_reports_requests_tokens_and_cost_from_the_ledger(gateway: Gateway
         answers.append(answer)
     status, answer = chat(gateway, other["key"], max_tokens=2)
     assert status == 200, answer
-    gateway.wait_until(lambda: len(ledger_rows(gateway)) == 3, timeout=10,
-                       message="three ledger rows")
+    gateway.wait_until(
+        lambda: len(ledger_rows(gateway)) == 3, timeout=10, message="three ledger rows"
+    )
     rows = [r for r in ledger_rows(gateway) if r["key_id"] == spender["id"]]
 
     result = json.loads(gateway.cli("usage", "--json").stdout)
@@ -303,8 +325,10 @@ def test_usage_reports_requests_tokens_and_cost_from_the_ledger(gateway: Gateway
     # the simulator's prices: 0.1 USD per 1M input tokens, 0.4 per 1M output, rounded up per
     # request to the micro-dollar
     expected = sum(
-        (Decimal(a["usage"]["prompt_tokens"]) * Decimal("0.1")
-         + Decimal(a["usage"]["completion_tokens"]) * Decimal("0.4")).to_integral_value("ROUND_CEILING")
+        (
+            Decimal(a["usage"]["prompt_tokens"]) * Decimal("0.1")
+            + Decimal(a["usage"]["completion_tokens"]) * Decimal("0.4")
+        ).to_integral_value(ROUND_CEILING)
         for a in answers
     )
     assert ledger_cost == Decimal(expected).scaleb(-6)
@@ -317,7 +341,8 @@ def test_usage_reports_requests_tokens_and_cost_from_the_ledger(gateway: Gateway
     assert Decimal(only["cost_usd"]) == ledger_cost
 
     table = gateway.cli("usage", "--key", spender["id"]).stdout
-    assert spender["id"] in table and other["id"] not in table
+    assert spender["id"] in table
+    assert other["id"] not in table
     assert "total: 2 requests" in table
 
 
@@ -363,7 +388,8 @@ def test_every_command_has_help(command: tuple[str, ...]) -> None:
     result = relaygate(*command, "--help")
     assert result.returncode == 0, result.stderr
     first = result.stdout.splitlines()[0]
-    assert first.startswith("Usage: ") and f"relaygate {' '.join(command)} " in first, first
+    assert first.startswith("Usage: "), first
+    assert f"relaygate {' '.join(command)} " in first, first
 
 
 def test_serve_help_lists_its_options() -> None:

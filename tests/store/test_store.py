@@ -19,6 +19,7 @@ import pytest_asyncio
 from sqlalchemy import event, exc, select
 
 from relaygate.store import KeyRecord, LedgerRow, SqlStore, UsageSummary
+from relaygate.store.migrations import MIGRATIONS
 from relaygate.store.schema import schema_migrations
 from tests.conftest import REQUIRE_SERVICES
 
@@ -34,7 +35,7 @@ async def _postgres_admin() -> tuple[str, asyncpg.Connection]:
     for url in PG_URLS:
         try:
             return url, await asyncpg.connect(url, timeout=5)
-        except (OSError, asyncio.TimeoutError, asyncpg.PostgresError) as error:
+        except (TimeoutError, OSError, asyncpg.PostgresError) as error:
             problems.append(f"{url}: {type(error).__name__}: {error}")
     reason = "PostgreSQL is not reachable (" + "; ".join(problems) + ")"
     if REQUIRE_SERVICES:
@@ -138,9 +139,10 @@ def make_row(key_id: str, **overrides: Any) -> LedgerRow:
 # --- migrations ------------------------------------------------------------------------------
 
 
-async def test_upgrade_applies_m001_once_and_is_idempotent(backend: Backend) -> None:
+async def test_upgrade_applies_every_migration_once_in_order(backend: Backend) -> None:
+    names = [name for _, name, _ in MIGRATIONS]
     first = backend.open()
-    assert await first.upgrade() == ["m001_initial"]
+    assert await first.upgrade() == names
     assert await first.upgrade() == []
     # a second process opening the same database finds the schema up to date
     second = backend.open()
@@ -152,8 +154,8 @@ async def test_upgrade_applies_m001_once_and_is_idempotent(backend: Backend) -> 
                 select(schema_migrations.c.version, schema_migrations.c.name)
             )
         ]
-    assert applied == [(1, "m001_initial")]
-    # the tables m001 creates are usable
+    assert applied == [(version, name) for version, name, _ in MIGRATIONS]
+    # the tables the migrations create are usable
     created = await second.create_key(make_key())
     assert await first.get_key(created.id) == created
 
@@ -237,7 +239,8 @@ async def test_revoke_sets_revoked_at_and_bumps_revision(store: SqlStore) -> Non
     assert await store.get_key(created.id) == revoked
     # revoking again keeps the first moment of revocation
     again = await store.revoke_key(created.id, 1_760_000_000)
-    assert again is not None and again.revoked_at == 1_750_000_000
+    assert again is not None
+    assert again.revoked_at == 1_750_000_000
     # the other key is untouched
     assert await store.get_key(other.id) == other
 
@@ -276,7 +279,8 @@ async def test_keys_since_returns_only_later_changes_in_order(store: SqlStore) -
 
     revoked = await store.revoke_key(a.id, 1_750_000_000)
     credited = await store.add_credits(b.id, 10)
-    assert revoked is not None and credited is not None
+    assert revoked is not None
+    assert credited is not None
     changes = await store.keys_since(c.revision)
     assert changes == [revoked, credited]
     assert [k.revision for k in changes] == sorted(k.revision for k in changes)
@@ -301,10 +305,20 @@ async def test_write_ledger_inserts_rows_and_charges_their_keys(store: SqlStore)
     a = await store.create_key(make_key(granted_micros=1_000_000, used_micros=5))
     b = await store.create_key(make_key(granted_micros=1_000_000))
     rows = [
-        make_row(a.id, cost_micros=120, created_at=1_700_000_000_001, prompt_tokens=10,
-                 cached_tokens=2, completion_tokens=30, reasoning_tokens=7, image_tokens=3,
-                 prompt_audio_tokens=1, completion_audio_tokens=4, stream=True,
-                 status="client_disconnected"),
+        make_row(
+            a.id,
+            cost_micros=120,
+            created_at=1_700_000_000_001,
+            prompt_tokens=10,
+            cached_tokens=2,
+            completion_tokens=30,
+            reasoning_tokens=7,
+            image_tokens=3,
+            prompt_audio_tokens=1,
+            completion_audio_tokens=4,
+            stream=True,
+            status="client_disconnected",
+        ),
         make_row(a.id, cost_micros=80, created_at=1_700_000_000_002),
         make_row(b.id, cost_micros=1, created_at=1_700_000_000_003),
     ]
@@ -312,8 +326,10 @@ async def test_write_ledger_inserts_rows_and_charges_their_keys(store: SqlStore)
     assert await store.ledger_rows() == rows
     assert await store.ledger_rows(a.id) == rows[:2]
     key_a, key_b = await store.get_key(a.id), await store.get_key(b.id)
-    assert key_a is not None and key_a.used_micros == 5 + 120 + 80
-    assert key_b is not None and key_b.used_micros == 1
+    assert key_a is not None
+    assert key_a.used_micros == 5 + 120 + 80
+    assert key_b is not None
+    assert key_b.used_micros == 1
     assert key_a.granted_micros == 1_000_000
 
 
@@ -331,7 +347,8 @@ async def test_same_request_id_is_written_once_and_charged_once(store: SqlStore)
     assert await store.write_ledger([first, second]) == 0
     assert await store.ledger_rows() == [first, second]
     charged = await store.get_key(key.id)
-    assert charged is not None and charged.used_micros == 340
+    assert charged is not None
+    assert charged.used_micros == 340
 
 
 async def test_duplicate_request_ids_in_one_batch_are_written_once(store: SqlStore) -> None:
@@ -340,7 +357,8 @@ async def test_duplicate_request_ids_in_one_batch_are_written_once(store: SqlSto
     assert await store.write_ledger([row, row]) == 1
     assert await store.ledger_rows() == [row]
     charged = await store.get_key(key.id)
-    assert charged is not None and charged.used_micros == 250
+    assert charged is not None
+    assert charged.used_micros == 250
 
 
 async def test_a_failed_batch_writes_no_row_and_charges_nothing(store: SqlStore) -> None:
@@ -352,33 +370,73 @@ async def test_a_failed_batch_writes_no_row_and_charges_nothing(store: SqlStore)
         await store.write_ledger([good, broken])
     assert await store.ledger_rows() == []
     unchanged = await store.get_key(key.id)
-    assert unchanged is not None and unchanged.used_micros == 10
+    assert unchanged is not None
+    assert unchanged.used_micros == 10
     # the store still works afterwards, and the good row can be written again
     assert await store.write_ledger([good]) == 1
     charged = await store.get_key(key.id)
-    assert charged is not None and charged.used_micros == 510
+    assert charged is not None
+    assert charged.used_micros == 510
 
 
 async def test_usage_sums_by_key_model_and_status(store: SqlStore) -> None:
     a = await store.create_key(make_key(id="key_a"))
     b = await store.create_key(make_key(id="key_b"))
     rows = [
-        make_row(a.id, model="m1", prompt_tokens=10, cached_tokens=1, completion_tokens=5,
-                 reasoning_tokens=2, image_tokens=0, cost_micros=100),
-        make_row(a.id, model="m1", prompt_tokens=20, cached_tokens=3, completion_tokens=7,
-                 reasoning_tokens=0, image_tokens=9, cost_micros=200),
-        make_row(a.id, model="m1", status="client_disconnected", prompt_tokens=1,
-                 completion_tokens=1, cost_micros=3),
+        make_row(
+            a.id,
+            model="m1",
+            prompt_tokens=10,
+            cached_tokens=1,
+            completion_tokens=5,
+            reasoning_tokens=2,
+            image_tokens=0,
+            cost_micros=100,
+        ),
+        make_row(
+            a.id,
+            model="m1",
+            prompt_tokens=20,
+            cached_tokens=3,
+            completion_tokens=7,
+            reasoning_tokens=0,
+            image_tokens=9,
+            cost_micros=200,
+        ),
+        make_row(
+            a.id,
+            model="m1",
+            status="client_disconnected",
+            prompt_tokens=1,
+            completion_tokens=1,
+            cost_micros=3,
+        ),
         make_row(a.id, model="m2", prompt_tokens=4, completion_tokens=4, cost_micros=40),
         make_row(b.id, model="m1", status="upstream_error", cost_micros=0),
     ]
     assert await store.write_ledger(rows) == len(rows)
     expected_a = [
-        UsageSummary(key_id="key_a", model="m1", requests=3, prompt_tokens=31, cached_tokens=4,
-                     completion_tokens=13, reasoning_tokens=2, image_tokens=9, cost_micros=303,
-                     statuses={"ok": 2, "client_disconnected": 1}),
-        UsageSummary(key_id="key_a", model="m2", requests=1, prompt_tokens=4,
-                     completion_tokens=4, cost_micros=40, statuses={"ok": 1}),
+        UsageSummary(
+            key_id="key_a",
+            model="m1",
+            requests=3,
+            prompt_tokens=31,
+            cached_tokens=4,
+            completion_tokens=13,
+            reasoning_tokens=2,
+            image_tokens=9,
+            cost_micros=303,
+            statuses={"ok": 2, "client_disconnected": 1},
+        ),
+        UsageSummary(
+            key_id="key_a",
+            model="m2",
+            requests=1,
+            prompt_tokens=4,
+            completion_tokens=4,
+            cost_micros=40,
+            statuses={"ok": 1},
+        ),
     ]
     expected_b = [
         UsageSummary(key_id="key_b", model="m1", requests=1, statuses={"upstream_error": 1}),

@@ -10,17 +10,20 @@ generation) and the key is charged the prompt estimate plus the tokens received.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator
 
 from relaygate.accounting.admission import Admissions, Ticket
 from relaygate.api.http import Receive, Send
-from relaygate.errors import UpstreamError
+from relaygate.errors import InternalError, UpstreamError
 from relaygate.protocol.assemble import ChunkWriter, Collected
 from relaygate.protocol.render import SSE_DONE, SSE_KEEPALIVE, sse_error
 from relaygate.protocol.types import ChatRequest
 from relaygate.providers.base import Event, Flush, TokenUsage
 from relaygate.routing.router import Opened
+
+log = logging.getLogger("relaygate.stream")
 
 
 class ClientWatch:
@@ -128,6 +131,11 @@ async def stream_answer(
             await _send(send, watch, sse_error(exc))
     except TimeoutError:
         status = "client_disconnected"
+    except Exception:
+        log.exception("stream %s failed", ticket.request_id)
+        status = "internal_error"
+        if watch is not None:
+            await _send(send, watch, sse_error(InternalError("Internal server error")))
     finally:
         gone = watch is not None and watch.gone
         if watch is not None:

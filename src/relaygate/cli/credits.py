@@ -15,7 +15,7 @@ def credits() -> None:
     """Manage a key's credits."""
 
 
-@credits.command("add")
+@credits.command("add", context_settings={"ignore_unknown_options": True})
 @config_option
 @click.argument("key_id")
 @click.argument("usd")

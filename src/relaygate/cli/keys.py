@@ -16,13 +16,15 @@ from relaygate.store.records import KeyRecord
 from relaygate.store.sql import SqlStore
 
 
-def _parse_expiry(value: str | None) -> int | None:
+def _parse_expiry(ctx: object, param: object, value: str | None) -> int | None:
     if value is None:
         return None
     try:
         moment = datetime.fromisoformat(value)
     except ValueError:
-        raise click.BadParameter(f"{value!r} is not an ISO 8601 date-time") from None
+        raise click.BadParameter(
+            f"{value!r} is not an ISO 8601 date-time (e.g. 2027-01-31T00:00:00Z)"
+        ) from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return int(moment.timestamp())
@@ -76,7 +78,14 @@ def keys() -> None:
 @click.option(
     "--concurrency", type=click.IntRange(min=1), default=None, help="Concurrent requests."
 )
-@click.option("--expires-at", default=None, metavar="ISO8601", help="When the key stops working.")
+@click.option(
+    "--expires-at",
+    "expires_at",
+    default=None,
+    callback=_parse_expiry,
+    metavar="ISO8601",
+    help="When the key stops working.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def create(
     config: str | None,
@@ -87,7 +96,7 @@ def create(
     rpm: int | None,
     tpm: int | None,
     concurrency: int | None,
-    expires_at: str | None,
+    expires_at: int | None,
     as_json: bool,
 ) -> None:
     """Create a key and print it once: it is stored only as a hash."""
@@ -111,7 +120,7 @@ def create(
         rpm=rpm,
         tpm=tpm,
         max_concurrency=concurrency,
-        expires_at=_parse_expiry(expires_at),
+        expires_at=expires_at,
     )
 
     async def work(store: SqlStore) -> KeyRecord:

@@ -9,9 +9,9 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, func, select
 
-from relaygate.store.schema import api_keys, ledger, schema_migrations
+from relaygate.store.schema import api_keys, key_revisions, ledger, schema_migrations
 
 
 def m001_initial(conn: Connection) -> None:
@@ -19,8 +19,15 @@ def m001_initial(conn: Connection) -> None:
     ledger.create(conn)
 
 
+def m002_key_revision_counter(conn: Connection) -> None:
+    key_revisions.create(conn)
+    latest = conn.execute(select(func.coalesce(func.max(api_keys.c.revision), 0))).scalar_one()
+    conn.execute(key_revisions.insert().values(id=1, value=latest))
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
     (1, "m001_initial", m001_initial),
+    (2, "m002_key_revision_counter", m002_key_revision_counter),
 ]
 
 

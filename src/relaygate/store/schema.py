@@ -64,3 +64,12 @@ ledger = Table(
     Column("completion_audio_tokens", Integer, nullable=False),
     Column("cost_micros", BigInteger, nullable=False),
 )
+
+key_revisions = Table(
+    "key_revisions",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("value", BigInteger, nullable=False),
+)
+"""One row: the last revision handed to a key change. Updating it inside the change's
+transaction locks the row, so revisions follow commit order on every backend."""

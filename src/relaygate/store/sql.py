@@ -15,11 +15,11 @@ from typing import Any
 
 from sqlalchemy import Row, event, func, select, update
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from relaygate.store import migrations
 from relaygate.store.records import KeyRecord, LedgerRow, UsageSummary
-from relaygate.store.schema import api_keys, ledger
+from relaygate.store.schema import api_keys, key_revisions, ledger
 
 _DRIVERS = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+asyncpg"}
 
@@ -75,8 +75,15 @@ def _ledger_values(row: LedgerRow) -> dict[str, Any]:
     return {name: getattr(row, name) for name in _LEDGER_FIELDS}
 
 
-def _next_revision() -> Any:
-    return select(func.coalesce(func.max(api_keys.c.revision), 0) + 1).scalar_subquery()
+async def _next_revision(conn: AsyncConnection) -> int:
+    """The next key revision, taken inside the caller's transaction (see ``key_revisions``)."""
+    result = await conn.execute(
+        update(key_revisions)
+        .where(key_revisions.c.id == 1)
+        .values(value=key_revisions.c.value + 1)
+        .returning(key_revisions.c.value)
+    )
+    return int(result.scalar_one())
 
 
 class SqlStore:
@@ -105,8 +112,8 @@ class SqlStore:
     async def create_key(self, record: KeyRecord) -> KeyRecord:
         values = asdict(record)
         values["models"] = json.dumps(list(record.models)) if record.models is not None else None
-        values["revision"] = _next_revision()
         async with self.engine.begin() as conn:
+            values["revision"] = await _next_revision(conn)
             await conn.execute(api_keys.insert().values(**values))
             row = (await conn.execute(select(api_keys).where(api_keys.c.id == record.id))).one()
         return _key_from_row(row)
@@ -131,13 +138,13 @@ class SqlStore:
 
     async def _update_key(self, key_id: str, **values: Any) -> KeyRecord | None:
         async with self.engine.begin() as conn:
-            result = await conn.execute(
-                update(api_keys)
-                .where(api_keys.c.id == key_id)
-                .values(revision=_next_revision(), **values)
-            )
-            if result.rowcount == 0:
+            exists = await conn.execute(select(api_keys.c.id).where(api_keys.c.id == key_id))
+            if exists.first() is None:
                 return None
+            revision = await _next_revision(conn)
+            await conn.execute(
+                update(api_keys).where(api_keys.c.id == key_id).values(revision=revision, **values)
+            )
             row = (await conn.execute(select(api_keys).where(api_keys.c.id == key_id))).one()
         return _key_from_row(row)
 
