@@ -44,7 +44,8 @@ def test_sync_completion_has_the_contract_shape(
     extra = answer.model_dump()["usage"]
     assert extra["prompt_tokens_details"]["text_tokens"] == 13
     assert extra["completion_tokens_details"]["text_tokens"] == 1891 - 1480
-    assert extra["input_tokens"] == 13 and extra["output_tokens"] == 1891
+    assert extra["input_tokens"] == 13
+    assert extra["output_tokens"] == 1891
     assert extra["input_tokens_details"] is None
     # the upstream got its own model name, never the client's key
     sent = upstream.received[-1]
@@ -83,7 +84,8 @@ def test_stream_shares_one_id_and_ends_with_usage(
     finishes = [c.choices[0].finish_reason for c in chunks if c.choices]
     assert finishes[-1] == "stop"
     assert chunks[-1].choices == []
-    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 5
+    assert chunks[-1].usage is not None
+    assert chunks[-1].usage.completion_tokens == 5
     # relaygate asked the upstream for usage although it always needs it
     assert upstream.received[-1].body["stream_options"] == {"include_usage": True}
 
@@ -139,7 +141,8 @@ def test_non_streaming_tool_call(gateway: GatewayProcess, key: str, upstream: Fa
     )
     message = answer.choices[0].message
     assert message.content is None
-    assert message.tool_calls is not None and message.tool_calls[0].id == "call_9"
+    assert message.tool_calls is not None
+    assert message.tool_calls[0].id == "call_9"
     assert answer.choices[0].finish_reason == "tool_calls"
 
 
@@ -159,4 +162,5 @@ def test_simulator_streams_with_no_upstream_account(gateway: GatewayProcess, key
     )
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert len(text.split()) == 5
-    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 5
+    assert chunks[-1].usage is not None
+    assert chunks[-1].usage.completion_tokens == 5
