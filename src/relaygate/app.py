@@ -4,7 +4,6 @@ lifespan that opens and drains them."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
 import logging
 import time
@@ -16,11 +15,12 @@ from relaygate.accounting.admission import Admissions
 from relaygate.accounting.credits import MemoryCreditBook
 from relaygate.accounting.ledger import LedgerWriter
 from relaygate.api import chat, info
-from relaygate.api.http import Receive, Scope, Send, send_error
+from relaygate.api.http import Message, Receive, Scope, Send, send_error
 from relaygate.errors import ApiError, InternalError, NotFound
 from relaygate.keys.cache import KeyCache
 from relaygate.limits.memory import MemoryLimiter
 from relaygate.metrics import Metrics
+from relaygate.protocol.render import sse_error
 from relaygate.providers.registry import check_providers
 from relaygate.routing.catalog import Catalog
 from relaygate.settings import Settings
@@ -87,6 +87,26 @@ class Gateway:
         await self.store.close()
 
 
+class _Tracked:
+    """``send``, remembering how far the response got (for the last-resort error path)."""
+
+    __slots__ = ("event_stream", "finished", "send", "started")
+
+    def __init__(self, send: Send) -> None:
+        self.send = send
+        self.started = self.finished = self.event_stream = False
+
+    async def __call__(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.started = True
+            self.event_stream = (b"content-type", b"text/event-stream") in [
+                (k, v.split(b";")[0]) for k, v in message.get("headers", ())
+            ]
+        elif not message.get("more_body", False):
+            self.finished = True
+        await self.send(message)
+
+
 class App:
     """The pure-ASGI application."""
 
@@ -104,6 +124,7 @@ class App:
         gw = self.gateway
         path = scope["path"].rstrip("/") or "/"
         methods = ROUTES.get(path)
+        send = _Tracked(send)
         try:
             if methods is None:
                 raise NotFound(f"Unknown route: {scope['method']} {scope['path']}")
@@ -122,8 +143,13 @@ class App:
             log.exception("unhandled error on %s %s", scope["method"], path)
             error = InternalError("Internal server error")
             gw.metrics.responded(error.status, error.type)
-            with contextlib.suppress(RuntimeError):  # the response had already started
+            if not send.started:
                 await send_error(send, error)
+            elif not send.finished:
+                # One response per request: end the one under way, with an SSE error event
+                # when it is a stream (never a clean end).
+                tail = sse_error(error) if send.event_stream else b""
+                await send({"type": "http.response.body", "body": tail, "more_body": False})
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:

@@ -32,8 +32,14 @@ def decode_chat_request(body: bytes) -> tuple[ChatRequest, dict[str, Any]]:
         raise InvalidRequest("Request body is empty: send a JSON object with model and messages")
     try:
         raw = _raw_decoder.decode(body)
-    except msgspec.ValidationError:
-        raise InvalidRequest("Request body must be a JSON object") from None
+    except msgspec.ValidationError as exc:
+        if not body.lstrip().startswith(b"{"):
+            raise InvalidRequest("Request body must be a JSON object") from None
+        param, problem = _param_of(exc)
+        where = f" at '{param}'" if param else ""
+        raise InvalidRequest(
+            f"Request body holds a value that cannot be read{where}: {problem}", param=param
+        ) from None
     except msgspec.DecodeError as exc:
         raise InvalidRequest(f"Request body is not valid JSON: {exc}") from None
     try:
