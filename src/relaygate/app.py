@@ -8,23 +8,23 @@ import gc
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 import aiohttp
 
 from relaygate.accounting.admission import Admissions
-from relaygate.accounting.credits import MemoryCreditBook
+from relaygate.accounting.gate import Gate, MemoryGate
 from relaygate.accounting.ledger import LedgerWriter
+from relaygate.accounting.redis_gate import RedisGate
 from relaygate.api import chat, info
 from relaygate.api.http import Message, Receive, Scope, Send, send_error
 from relaygate.errors import ApiError, InternalError, NotFound
 from relaygate.keys.cache import KeyCache
-from relaygate.limits.memory import MemoryLimiter
 from relaygate.metrics import Metrics
 from relaygate.protocol.render import sse_error
 from relaygate.providers.registry import check_providers
 from relaygate.routing.catalog import Catalog
 from relaygate.settings import Settings
-from relaygate.store.records import KeyRecord
 from relaygate.store.sql import SqlStore
 
 log = logging.getLogger("relaygate")
@@ -40,6 +40,13 @@ ROUTES: dict[str, dict[str, Handler]] = {
 }
 
 
+def make_gate(settings: Settings, metrics: Metrics, store: SqlStore) -> Gate:
+    """Redis when ``redis_url`` is set (shared by every replica and worker), else in-process."""
+    if settings.redis_url is None:
+        return MemoryGate()
+    return RedisGate(settings, metrics, store)
+
+
 class Gateway:
     """Everything one worker needs to serve; built by :func:`create_app`, opened in the
     lifespan."""
@@ -51,30 +58,35 @@ class Gateway:
         self.settings = settings
         self.store = SqlStore(settings.database_url)
         self.metrics = Metrics()
-        self.credits = MemoryCreditBook()
-        self.limiter = MemoryLimiter()
+        self.gate = make_gate(settings, self.metrics, self.store)
         self.ledger = LedgerWriter(
-            self.store, settings.ledger_flush_seconds, settings.ledger_batch_size
+            self.store,
+            settings.ledger_flush_seconds,
+            settings.ledger_batch_size,
+            max_pending=settings.ledger_max_pending,
+            spill_path=Path(settings.ledger_spill_path),
         )
-        self.admissions = Admissions(self.credits, self.limiter, self.ledger)
+        self.ledger.on_written = self.gate.ledger_written
+        self.admissions = Admissions(self.gate, self.ledger)
         self.keys = KeyCache(self.store, settings.key_refresh_seconds)
-        self.keys.listeners.append(self._on_key)
+        self.keys.listeners.append(self.gate.key_changed)
+        if isinstance(self.gate, RedisGate):
+            self.gate.records = self.keys.by_id.get
         self.started_at = int(time.time())
         self.ready = False
 
-    def _on_key(self, record: KeyRecord) -> None:
-        self.credits.load(record.id, record.granted_micros, record.used_micros, record.unlimited)
-
     async def open(self) -> None:
         await self.store.upgrade()
+        await self.ledger.start()
         await self.keys.refresh()
         connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, enable_cleanup_closed=True)
         self.session = aiohttp.ClientSession(
             connector=connector, auto_decompress=True, trust_env=False
         )
         self.catalog = Catalog(self.settings, self.session)
-        self.ledger.start()
         self.keys.start()
+        if isinstance(self.gate, RedisGate):
+            self.gate.watch_key_changes(self.keys.refresh)
         gc.collect()
         gc.freeze()
         self.ready = True
@@ -83,6 +95,7 @@ class Gateway:
         self.ready = False
         await self.keys.close()
         await self.ledger.close()
+        await self.gate.close()
         await self.session.close()
         await self.store.close()
 

@@ -27,9 +27,20 @@ class Metrics:
             "Settled requests waiting to be written to the ledger.",
             registry=self.registry,
         )
-        self.shortfall = Gauge(
+        self.uncharged = Gauge(
             "relaygate_uncharged_micros",
             "Cost that exceeded a reservation plus the balance and could not be charged.",
+            registry=self.registry,
+        )
+        self.without_redis = Counter(
+            "relaygate_limit_decisions_without_redis",
+            "Rate-limit decisions made in-process because Redis could not be reached.",
+            registry=self.registry,
+        )
+        self.redis_failures = Counter(
+            "relaygate_redis_failures",
+            "Redis calls that failed (admission, settlement, ledger bookkeeping).",
+            ["operation"],
             registry=self.registry,
         )
         self._labels: dict[tuple[int, str], Counter] = {}

@@ -91,6 +91,16 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     """How often settled requests are written to the ledger."""
     ledger_batch_size: PositiveInt = 512
     """Most ledger rows written in one transaction."""
+    ledger_max_pending: PositiveInt = 100_000
+    """Unwritten ledger rows kept while the store is unreachable; past this, new requests get
+    503 until it is back."""
+    ledger_spill_path: str = "relaygate-ledger-spill.jsonl"
+    """Where rows still unwritten at shutdown are saved; the next start writes them first."""
+    redis_key_prefix: str = "relaygate"
+    """Prefix of every Redis key relaygate uses (several deployments can share one Redis)."""
+    reservation_ttl_seconds: PositiveFloat = 3600.0
+    """How long a credit reservation or concurrency slot held in Redis outlives a replica that
+    died before settling it."""
     models: dict[str, ModelSettings] = msgspec.field(default_factory=dict)
     """The catalog: public model name to pricing, limits and upstreams."""
 

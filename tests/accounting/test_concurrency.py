@@ -18,10 +18,10 @@ import pytest
 
 from relaygate.accounting.admission import Admissions, Ticket
 from relaygate.accounting.credits import MemoryCreditBook
+from relaygate.accounting.gate import MemoryGate
 from relaygate.accounting.ledger import LedgerWriter
 from relaygate.accounting.prices import Price
 from relaygate.errors import InsufficientQuota
-from relaygate.limits.memory import MemoryLimiter
 from relaygate.protocol.validate import decode_chat_request
 from relaygate.providers.base import TokenUsage
 from relaygate.routing.catalog import CatalogModel
@@ -172,11 +172,12 @@ def _check(book: MemoryCreditBook, granted: int) -> None:
     assert account.available >= 0
 
 
-def test_admission_reserves_the_worst_case_until_the_money_runs_out(
+async def test_admission_reserves_the_worst_case_until_the_money_runs_out(
     ledger_writer: LedgerWriter,
 ) -> None:
-    book, limiter = MemoryCreditBook(), MemoryLimiter()
-    admissions = Admissions(book, limiter, ledger_writer)
+    gate = MemoryGate()
+    book = gate.credits
+    admissions = Admissions(gate, ledger_writer)
     request, _ = decode_chat_request(BODY)
     worst = worst_case_micros(len(BODY), 20)
     granted = 10 * worst + worst - 1  # ten and almost eleven
@@ -188,7 +189,7 @@ def test_admission_reserves_the_worst_case_until_the_money_runs_out(
     refusals: list[str] = []
     for i in range(30):
         try:
-            tickets.append(admissions.admit(key, model, request, len(BODY), f"req-{i}"))
+            tickets.append(await admissions.admit(key, model, request, len(BODY), f"req-{i}"))
         except InsufficientQuota as exc:
             refusals.append(exc.message)
         _check(book, granted)
@@ -202,7 +203,7 @@ def test_admission_reserves_the_worst_case_until_the_money_runs_out(
 
     # an upstream that reports far more than it was allowed: the balance still holds
     for ticket in tickets:
-        charged = admissions.settle(
+        charged = await admissions.settle(
             ticket, TokenUsage(prompt_tokens=10_000, completion_tokens=10_000), "ok", "u", "m"
         )
         assert charged <= worst + (worst - 1)
@@ -210,15 +211,17 @@ def test_admission_reserves_the_worst_case_until_the_money_runs_out(
     assert account.reserved == 0
     assert account.used == granted
     assert book.shortfall_micros > 0
+    assert admissions.uncharged_micros == book.shortfall_micros
     assert sum(row.cost_micros for row in ledger_writer.pending) == granted
     # settling again charges nothing and writes no second row
-    assert admissions.settle(tickets[0], TokenUsage(completion_tokens=5), "ok", "u", "m") == 0
+    assert await admissions.settle(tickets[0], TokenUsage(completion_tokens=5), "ok", "u", "m") == 0
     assert len(ledger_writer.pending) == 10
 
 
-def test_random_interleaving_never_goes_below_zero(ledger_writer: LedgerWriter) -> None:
-    book, limiter = MemoryCreditBook(), MemoryLimiter()
-    admissions = Admissions(book, limiter, ledger_writer)
+async def test_random_interleaving_never_goes_below_zero(ledger_writer: LedgerWriter) -> None:
+    gate = MemoryGate()
+    book = gate.credits
+    admissions = Admissions(gate, ledger_writer)
     request, _ = decode_chat_request(BODY)
     worst = worst_case_micros(len(BODY), 20)
     granted = 25 * worst
@@ -237,16 +240,20 @@ def test_random_interleaving_never_goes_below_zero(ledger_writer: LedgerWriter) 
                 cached_tokens=rng.randrange(0, 50),
                 completion_tokens=rng.randrange(0, 30),
             )
-            admissions.settle(ticket, usage, rng.choice(["ok", "client_disconnected"]), "u", "m")
+            await admissions.settle(
+                ticket, usage, rng.choice(["ok", "client_disconnected"]), "u", "m"
+            )
         else:
             try:
-                open_tickets.append(admissions.admit(key, model, request, len(BODY), f"r{i}"))
+                open_tickets.append(
+                    await admissions.admit(key, model, request, len(BODY), f"r{i}")
+                )
                 admitted += 1
             except InsufficientQuota:
                 refused += 1
         _check(book, granted)
     for ticket in open_tickets:
-        admissions.settle(ticket, None, "cancelled", "u", "m")
+        await admissions.settle(ticket, None, "cancelled", "u", "m")
         _check(book, granted)
     account = book.balance(key.id)
     assert account is not None

@@ -49,8 +49,11 @@ def http(
 class GatewayProcess:
     """``relaygate serve`` started with ``config`` (a dict written as YAML)."""
 
-    def __init__(self, directory: Path, config: dict[str, Any]) -> None:
+    def __init__(
+        self, directory: Path, config: dict[str, Any], args: tuple[str, ...] = ()
+    ) -> None:
         self.directory = directory
+        self.args = args
         config = {"database_url": f"sqlite:///{directory / 'relaygate.db'}", **config}
         self.config_path = directory / "relaygate.yaml"
         self.config_path.write_text(yaml.safe_dump(config))
@@ -66,9 +69,10 @@ class GatewayProcess:
         self._log = self.log_path.open("ab")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "relaygate", "serve", "--config", str(self.config_path),
-             "--port", str(self.port)],
+             "--port", str(self.port), *self.args],
             stdout=self._log,
             stderr=subprocess.STDOUT,
+            cwd=self.directory,
         )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
@@ -83,6 +87,7 @@ class GatewayProcess:
         raise RuntimeError(f"relaygate did not start:\n{self.logs()}")
 
     def stop(self) -> None:
+        """SIGTERM, and wait for the graceful shutdown (in-flight requests, ledger flush)."""
         if self.process is not None and self.process.poll() is None:
             self.process.terminate()
             try:

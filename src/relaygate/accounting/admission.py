@@ -3,23 +3,25 @@ and the charge, release and ledger row that end every admitted request exactly o
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 
-from relaygate.accounting.credits import CreditBook, Reservation
 from relaygate.accounting.estimate import (
     output_token_bound,
     prompt_token_bound,
     prompt_token_guess,
 )
+from relaygate.accounting.gate import Gate, Hold, Unaffordable
 from relaygate.accounting.ledger import LedgerWriter
 from relaygate.accounting.prices import micros_to_usd
 from relaygate.errors import InsufficientQuota
-from relaygate.limits.memory import MemoryLimiter, Permit
 from relaygate.protocol.types import ChatRequest
 from relaygate.providers.base import TokenUsage
 from relaygate.routing.catalog import CatalogModel
 from relaygate.store.records import KeyRecord, LedgerRow
+
+log = logging.getLogger("relaygate.accounting")
 
 
 @dataclass(slots=True)
@@ -30,20 +32,20 @@ class Ticket:
     key: KeyRecord
     model: CatalogModel
     stream: bool
-    permit: Permit
-    reservation: Reservation
+    hold: Hold
     prompt_guess: int
     started: float
     settled: bool = False
 
 
 class Admissions:
-    def __init__(self, credits: CreditBook, limiter: MemoryLimiter, ledger: LedgerWriter) -> None:
-        self.credits = credits
-        self.limiter = limiter
+    def __init__(self, gate: Gate, ledger: LedgerWriter) -> None:
+        self.gate = gate
         self.ledger = ledger
+        self.uncharged_micros = 0
+        """Cost that exceeded a reservation plus the balance and could not be charged."""
 
-    def admit(
+    async def admit(
         self,
         key: KeyRecord,
         model: CatalogModel,
@@ -51,38 +53,36 @@ class Admissions:
         body_size: int,
         request_id: str,
     ) -> Ticket:
-        """Take a rate-limit slot and reserve the worst-case cost, or raise 429/402 having
+        """Take a rate-limit slot and reserve the worst-case cost, or raise 429/402/503 having
         taken neither."""
+        self.ledger.check_capacity()
         image_tokens = model.settings.image_token_estimate
         guess = prompt_token_guess(request, image_tokens)
         prompt_bound = prompt_token_bound(request, body_size, image_tokens)
         output_bound = output_token_bound(request, model.settings.max_output_tokens)
         worst = model.price.worst_case(prompt_bound, output_bound)
-        permit = self.limiter.acquire(key, guess)
-        reservation = self.credits.reserve(key.id, worst)
-        if not isinstance(reservation, Reservation):
-            self.limiter.cancel(permit)
-            raise _insufficient(model, reservation, worst, prompt_bound)
+        try:
+            hold = await self.gate.admit(key, guess, worst, request_id)
+        except Unaffordable as exc:
+            raise _insufficient(model, exc.available, worst, prompt_bound) from None
         return Ticket(
             request_id=request_id,
             key=key,
             model=model,
             stream=request.stream,
-            permit=permit,
-            reservation=reservation,
+            hold=hold,
             prompt_guess=guess,
             started=time.monotonic(),
         )
 
-    def cancel(self, ticket: Ticket) -> None:
+    async def cancel(self, ticket: Ticket) -> None:
         """Nothing reached an upstream: undo the admission entirely, write no ledger row."""
         if ticket.settled:
             return
         ticket.settled = True
-        self.limiter.cancel(ticket.permit)
-        self.credits.settle(ticket.reservation, 0)
+        await self.gate.cancel(ticket.hold)
 
-    def settle(
+    async def settle(
         self,
         ticket: Ticket,
         usage: TokenUsage | None,
@@ -92,14 +92,23 @@ class Admissions:
     ) -> int:
         """Charge ``usage``, release the rest of the reservation, append the ledger row.
 
-        Idempotent: a ticket is settled once whatever path ends the request.
+        Idempotent: a ticket is settled once whatever path ends the request. The ledger row is
+        appended even when the gate cannot be reached: what the upstream produced is recorded.
         """
         if ticket.settled:
             return 0
         ticket.settled = True
         usage = usage or TokenUsage()
-        charged = self.credits.settle(ticket.reservation, ticket.model.price.cost(usage))
-        self.limiter.release(ticket.permit, usage.prompt_tokens + usage.completion_tokens)
+        cost = ticket.model.price.cost(usage)
+        tokens = usage.prompt_tokens + usage.completion_tokens
+        try:
+            charged = await self.gate.settle(ticket.hold, cost, tokens)
+        except Exception:
+            log.exception(
+                "settling %s with the gate failed; the ledger row keeps its cost", ticket.request_id
+            )
+            charged = cost
+        self.uncharged_micros += cost - charged
         self.ledger.append(
             LedgerRow(
                 request_id=ticket.request_id,

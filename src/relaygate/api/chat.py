@@ -54,7 +54,7 @@ async def chat_completions(gw: Gateway, scope: Scope, receive: Receive, send: Se
     if not model.upstreams:
         raise no_upstream(model)
     request_id = completion_id()
-    ticket = gw.admissions.admit(key, model, request, len(body), request_id)
+    ticket = await gw.admissions.admit(key, model, request, len(body), request_id)
     call = ProviderRequest(
         request=request,
         raw=raw,
@@ -66,7 +66,7 @@ async def chat_completions(gw: Gateway, scope: Scope, receive: Receive, send: Se
         opened = await open_upstream(model, call)
     except BaseException as exc:
         upstream = exc.upstream if isinstance(exc, UpstreamError) else ""
-        gw.admissions.settle(ticket, None, "upstream_error", upstream, call.upstream_model)
+        await gw.admissions.settle(ticket, None, "upstream_error", upstream, call.upstream_model)
         raise
     gw.metrics.upstream_answered(model.name, opened.provider.label)
     if request.stream:
@@ -96,7 +96,9 @@ async def _complete_answer(gw: Gateway, ticket: Ticket, opened: Opened, send: Se
         raise
     finally:
         usage = collected.usage_or_estimate(ticket.prompt_guess) if status == "ok" else None
-        gw.admissions.settle(ticket, usage, status, opened.provider.label, opened.upstream_model)
+        await gw.admissions.settle(
+            ticket, usage, status, opened.provider.label, opened.upstream_model
+        )
     assert usage is not None
     answer = collected.completion(ticket.request_id, ticket.model.name, int(time.time()), usage)
     await send_bytes(

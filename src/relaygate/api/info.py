@@ -25,15 +25,13 @@ async def list_models(gw: Gateway, scope: Scope, receive: Receive, send: Send) -
 
 async def credits(gw: Gateway, scope: Scope, receive: Receive, send: Send) -> None:
     key = gw.keys.authenticate(header(scope, b"authorization"))
-    account = gw.credits.balance(key.id)
-    granted = account.granted if account else key.granted_micros
-    used = account.used if account else key.used_micros
-    unlimited = account.unlimited if account else key.unlimited
+    balance = await gw.gate.balance(key)
+    remaining = 0 if balance.unlimited else max(0, balance.granted - balance.used)
     body = {
         "object": "credits",
-        "remaining_credits": micros_to_usd(0 if unlimited else max(0, granted - used)),
-        "used_credits": micros_to_usd(used),
-        "unlimited_credits": unlimited,
+        "remaining_credits": micros_to_usd(remaining),
+        "used_credits": micros_to_usd(balance.used),
+        "unlimited_credits": balance.unlimited,
     }
     await send_bytes(send, 200, encoder.encode(body))
 
@@ -43,7 +41,7 @@ async def health(gw: Gateway, scope: Scope, receive: Receive, send: Send) -> Non
         "status": "ok",
         "uptime_seconds": int(time.time()) - gw.started_at,
         "store": gw.store.describe(),
-        "limiter": "in-process",
+        "limiter": gw.gate.description,
         "ledger_pending": len(gw.ledger.pending),
         "models": {
             name: [p.label for p in model.upstreams] for name, model in gw.catalog.models.items()
@@ -54,5 +52,5 @@ async def health(gw: Gateway, scope: Scope, receive: Receive, send: Send) -> Non
 
 async def metrics(gw: Gateway, scope: Scope, receive: Receive, send: Send) -> None:
     gw.metrics.ledger_pending.set(len(gw.ledger.pending))
-    gw.metrics.shortfall.set(gw.credits.shortfall_micros)
+    gw.metrics.uncharged.set(gw.admissions.uncharged_micros)
     await send_bytes(send, 200, gw.metrics.render(), content_type=CONTENT_TYPE)

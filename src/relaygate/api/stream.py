@@ -143,7 +143,7 @@ async def stream_answer(
         try:
             await _close(events)
         finally:
-            _settle(admissions, ticket, opened, collected, status, gone)
+            await _settle(admissions, ticket, opened, collected, status, gone)
     await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
@@ -196,7 +196,7 @@ async def _close(events: AsyncIterator[Event]) -> None:
         await aclose()
 
 
-def _settle(
+async def _settle(
     admissions: Admissions,
     ticket: Ticket,
     opened: Opened,
@@ -207,4 +207,4 @@ def _settle(
     if gone and status == "ok":
         status = "client_disconnected"
     usage: TokenUsage = collected.usage_or_estimate(ticket.prompt_guess)
-    admissions.settle(ticket, usage, status, opened.provider.label, opened.upstream_model)
+    await admissions.settle(ticket, usage, status, opened.provider.label, opened.upstream_model)

@@ -51,6 +51,25 @@ def with_store(settings: Settings, work: Callable[[SqlStore], Awaitable[T]]) -> 
     return asyncio.run(run())
 
 
+def announce_key_change(settings: Settings, key_id: str) -> None:
+    """Tell every running replica at once (they also poll the store, so this only speeds it up)."""
+    if settings.redis_url is None:
+        return
+    import redis
+
+    client = redis.Redis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
+    try:
+        client.publish(f"{settings.redis_key_prefix}:keys", key_id)
+    except redis.RedisError as exc:
+        click.echo(
+            f"relaygate: note: could not notify replicas through Redis ({exc});"
+            " they will pick the change up from the store",
+            err=True,
+        )
+    finally:
+        client.close()
+
+
 def parse_usd(value: str) -> Decimal:
     try:
         amount = Decimal(value)

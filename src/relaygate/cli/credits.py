@@ -7,7 +7,14 @@ from decimal import Decimal
 import click
 
 from relaygate.accounting.prices import micros_to_usd, usd_to_micros
-from relaygate.cli.common import config_option, fail, parse_usd, settings_or_exit, with_store
+from relaygate.cli.common import (
+    announce_key_change,
+    config_option,
+    fail,
+    parse_usd,
+    settings_or_exit,
+    with_store,
+)
 
 
 @click.group()
@@ -27,5 +34,6 @@ def add(config: str | None, key_id: str, usd: str) -> None:
     if record is None:
         fail(f"no key with id {key_id}")
         return
+    announce_key_change(settings, key_id)
     remaining = micros_to_usd(record.granted_micros - record.used_micros)
     click.echo(f"Added ${amount} to {key_id}: ${remaining} remaining")

@@ -10,7 +10,14 @@ from decimal import Decimal
 import click
 
 from relaygate.accounting.prices import micros_to_usd, usd_to_micros
-from relaygate.cli.common import config_option, fail, settings_or_exit, usd_type, with_store
+from relaygate.cli.common import (
+    announce_key_change,
+    config_option,
+    fail,
+    settings_or_exit,
+    usd_type,
+    with_store,
+)
 from relaygate.keys.tokens import display_prefix, hash_key, new_key, new_key_id
 from relaygate.store.records import KeyRecord
 from relaygate.store.sql import SqlStore
@@ -127,6 +134,7 @@ def create(
         return await store.create_key(record)
 
     created = with_store(settings, work)
+    announce_key_change(settings, created.id)
     if as_json:
         click.echo(json.dumps({**key_view(created), "key": key}))
     else:
@@ -162,4 +170,5 @@ def revoke(config: str | None, key_id: str) -> None:
     record = with_store(settings, lambda store: store.revoke_key(key_id, int(time.time())))
     if record is None:
         fail(f"no key with id {key_id}")
+    announce_key_change(settings, key_id)
     click.echo(f"Revoked {key_id}")

@@ -2,14 +2,31 @@
 
 from __future__ import annotations
 
+import os
+
 import click
 import uvicorn
 
-from relaygate.app import create_app
+from relaygate.app import App, create_app
 from relaygate.cli.common import config_option, fail, settings_or_exit
 from relaygate.errors import ConfigError
 from relaygate.logs import configure_logging
+from relaygate.settings import Settings, load_settings
 from relaygate.store.sql import SqlStore
+
+_SOURCE = "RELAYGATE_SOURCE_LABEL"
+
+
+def _prepare(settings: Settings, source: str) -> App:
+    secrets = [u.api_key for m in settings.models.values() for u in m.upstreams if u.api_key]
+    configure_logging(settings.log_level, secrets)
+    return create_app(settings, source)
+
+
+def worker_app() -> App:
+    """The app of one ``--workers`` process (uvicorn imports it by name in each worker)."""
+    settings = load_settings()
+    return _prepare(settings, os.environ.get(_SOURCE, "(built-in defaults)"))
 
 
 @click.command()
@@ -17,36 +34,55 @@ from relaygate.store.sql import SqlStore
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=8080, show_default=True, type=int, help="Port to listen on.")
 @click.option(
-    "--workers", default=1, show_default=True, type=click.IntRange(min=1), help="Worker processes."
+    "--workers",
+    default=1,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Worker processes (more than one needs redis_url: limits and credits are shared).",
 )
 def serve(config: str | None, host: str, port: int, workers: int) -> None:
     """Serve the OpenAI-compatible API."""
     settings = settings_or_exit(config)
-    secrets = [u.api_key for m in settings.models.values() for u in m.upstreams if u.api_key]
-    configure_logging(settings.log_level, secrets)
-    if workers > 1:
-        fail("--workers > 1 needs shared limits and credits (redis_url); not available yet")
+    source = config or "(built-in defaults)"
+    if workers > 1 and settings.redis_url is None:
+        fail(
+            "--workers > 1 needs redis_url in the config: without it every worker would keep"
+            " its own limits and balances (see the README's 'Scaling out')"
+        )
     try:
-        app = create_app(settings, config or "(built-in defaults)")
+        app = _prepare(settings, source)
     except ConfigError as exc:
         fail(f"config error: {exc}")
         return
     store = SqlStore(settings.database_url).describe()
+    limiter = app.gateway.gate.description
     click.echo(
-        f"relaygate: serving http://{host}:{port} with store {store}, limiter in-process,"
-        f" models: {', '.join(settings.models) or 'none'}",
+        f"relaygate: serving http://{host}:{port} with store {store}, limiter {limiter},"
+        f" {workers} worker(s), models: {', '.join(settings.models) or 'none'}",
         err=True,
     )
+    options = {
+        "host": host,
+        "port": port,
+        "loop": "uvloop",
+        "http": "httptools",
+        "lifespan": "on",
+        "access_log": False,
+        "log_config": None,
+        "server_header": False,
+        "proxy_headers": False,
+        "timeout_graceful_shutdown": 30,
+    }
+    if workers == 1:
+        uvicorn.run(app, **options)  # type: ignore[arg-type]
+        return
+    # Each worker builds its own app from the same settings, found through the environment.
+    if config:
+        os.environ["RELAYGATE_CONFIG"] = config
+    os.environ[_SOURCE] = source
     uvicorn.run(
-        app,
-        host=host,
-        port=port,
-        loop="uvloop",
-        http="httptools",
-        lifespan="on",
-        access_log=False,
-        log_config=None,
-        server_header=False,
-        proxy_headers=False,
-        timeout_graceful_shutdown=30,
+        "relaygate.cli.serve:worker_app",
+        factory=True,
+        workers=workers,
+        **options,  # type: ignore[arg-type]
     )

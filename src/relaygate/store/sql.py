@@ -92,7 +92,7 @@ class SqlStore:
     def __init__(self, database_url: str) -> None:
         self.database_url = database_url
         self.dialect = make_url(database_url).get_backend_name()
-        self.engine = create_async_engine(async_url(database_url))
+        self.engine = create_async_engine(async_url(database_url), pool_pre_ping=True)
         if self.dialect == "sqlite":
             _sqlite_pragmas(self.engine)
 

@@ -1,0 +1,175 @@
+"""The Lua scripts of :mod:`relaygate.accounting.redis_gate`, one per decision.
+
+Every key of one API key shares a hash tag (``{key_id}``), so each script touches one slot.
+Per API key:
+
+- ``acct`` hash: ``granted``, ``used`` (in the store), ``pending`` (charged, not yet in the
+  store), ``reserved``, ``unlimited``, ``rev`` (the store revision these came from), ``seeded``.
+- ``res`` hash and ``resexp`` sorted set: reservations by request id, with their expiry.
+- ``conc`` sorted set: requests in flight, with their expiry.
+- ``rpm`` / ``tpm``: GCRA theoretical arrival times in milliseconds.
+- ``pend`` hash: charges by request id not yet written to the store's ledger.
+
+Time is Redis's own (``TIME``), the same for every replica.
+"""
+
+from __future__ import annotations
+
+_PRELUDE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local period = 60000
+local function fmt(x) return string.format('%.3f', x) end
+local function expire_reservations(acct, res, resexp)
+  local stale = redis.call('ZRANGEBYSCORE', resexp, '-inf', now)
+  for _, id in ipairs(stale) do
+    local amount = redis.call('HGET', res, id)
+    if amount then
+      redis.call('HINCRBY', acct, 'reserved', -tonumber(amount))
+      redis.call('HDEL', res, id)
+    end
+  end
+  if #stale > 0 then redis.call('ZREMRANGEBYSCORE', resexp, '-inf', now) end
+end
+local function shift_tat(key, limit, units)
+  if limit <= 0 or units == 0 then return end
+  local tat = tonumber(redis.call('GET', key) or '0')
+  if tat < now then tat = now end
+  tat = tat + units * (period / limit)
+  if tat > now then
+    redis.call('SET', key, fmt(tat), 'PX', math.ceil(tat - now) + 1000)
+  else
+    redis.call('DEL', key)
+  end
+end
+"""
+
+# KEYS: acct res resexp conc rpm tpm
+# ARGV: request_id amount tokens rpm tpm concurrency ttl_ms
+# -> {'ok', 0} | {'conc'|'rpm'|'tpm', wait_ms} | {'funds', available} | {'seed', 0}
+ADMIT = (
+    _PRELUDE
+    + """
+local rid, amount, tokens = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local rpm, tpm = tonumber(ARGV[4]), tonumber(ARGV[5])
+local conc, ttl = tonumber(ARGV[6]), tonumber(ARGV[7])
+local acct = redis.call('HMGET', KEYS[1], 'seeded', 'granted', 'used', 'pending', 'reserved',
+  'unlimited')
+if not acct[1] then return {'seed', 0} end
+expire_reservations(KEYS[1], KEYS[2], KEYS[3])
+redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now)
+if conc > 0 and redis.call('ZCARD', KEYS[4]) >= conc then return {'conc', 1000} end
+local function gcra(key, limit, cost)
+  if limit <= 0 then return nil end
+  if cost > limit then cost = limit end
+  local tat = tonumber(redis.call('GET', key) or '0')
+  if tat < now then tat = now end
+  local new_tat = tat + cost * (period / limit)
+  local excess = new_tat - now - period
+  if excess > 0.001 then return -math.ceil(excess) end
+  return new_tat
+end
+local rpm_tat = gcra(KEYS[5], rpm, 1)
+if rpm_tat and rpm_tat < 0 then return {'rpm', -rpm_tat} end
+local tpm_tat = gcra(KEYS[6], tpm, tokens)
+if tpm_tat and tpm_tat < 0 then return {'tpm', -tpm_tat} end
+acct = redis.call('HMGET', KEYS[1], 'granted', 'used', 'pending', 'reserved', 'unlimited')
+if acct[5] ~= '1' then
+  local available = tonumber(acct[1]) - tonumber(acct[2]) - tonumber(acct[3])
+    - tonumber(acct[4])
+  if available < amount then return {'funds', available} end
+end
+redis.call('HINCRBY', KEYS[1], 'reserved', amount)
+redis.call('HSET', KEYS[2], rid, amount)
+redis.call('ZADD', KEYS[3], now + ttl, rid)
+if rpm_tat then redis.call('SET', KEYS[5], fmt(rpm_tat), 'PX', math.ceil(rpm_tat - now) + 1000) end
+if tpm_tat then redis.call('SET', KEYS[6], fmt(tpm_tat), 'PX', math.ceil(tpm_tat - now) + 1000) end
+if conc > 0 then
+  redis.call('ZADD', KEYS[4], now + ttl, rid)
+  redis.call('PEXPIRE', KEYS[4], ttl)
+end
+return {'ok', 0}
+"""
+)
+
+# KEYS: acct res resexp conc rpm tpm ; ARGV: request_id tokens rpm tpm
+CANCEL = (
+    _PRELUDE
+    + """
+local rid, tokens, rpm, tpm = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local amount = redis.call('HGET', KEYS[2], rid)
+if amount then
+  redis.call('HINCRBY', KEYS[1], 'reserved', -tonumber(amount))
+  redis.call('HDEL', KEYS[2], rid)
+  redis.call('ZREM', KEYS[3], rid)
+end
+redis.call('ZREM', KEYS[4], rid)
+shift_tat(KEYS[5], rpm, -1)
+shift_tat(KEYS[6], tpm, -math.min(tokens, tpm))
+return 1
+"""
+)
+
+# KEYS: acct res resexp conc tpm pend ; ARGV: request_id cost token_delta tpm
+# -> the charge (cost clamped so that the balance never goes below zero)
+SETTLE = (
+    _PRELUDE
+    + """
+local rid, cost, delta, tpm = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+redis.call('ZREM', KEYS[4], rid)
+shift_tat(KEYS[5], tpm, delta)
+local amount = redis.call('HGET', KEYS[2], rid)
+if amount then
+  redis.call('HINCRBY', KEYS[1], 'reserved', -tonumber(amount))
+  redis.call('HDEL', KEYS[2], rid)
+  redis.call('ZREM', KEYS[3], rid)
+end
+local acct = redis.call('HMGET', KEYS[1], 'seeded', 'granted', 'used', 'pending', 'reserved',
+  'unlimited')
+if not acct[1] then return cost end
+local charge = cost
+if acct[6] ~= '1' then
+  local available = tonumber(acct[2]) - tonumber(acct[3]) - tonumber(acct[4])
+    - tonumber(acct[5])
+  if available < 0 then available = 0 end
+  if charge > available then charge = available end
+end
+if charge > 0 then
+  redis.call('HINCRBY', KEYS[1], 'pending', charge)
+  redis.call('HSET', KEYS[6], rid, charge)
+end
+return charge
+"""
+)
+
+# KEYS: acct pend ; ARGV: request_id, cost, request_id, cost, ...
+# Rows now in the store: move their charge from pending to used. A row without a pending
+# entry (Redis lost it and was re-seeded) is still added to used: never less than the store.
+WRITTEN = """
+if redis.call('HEXISTS', KEYS[1], 'seeded') == 0 then return 0 end
+for i = 1, #ARGV, 2 do
+  local rid, cost = ARGV[i], tonumber(ARGV[i + 1])
+  local pending = redis.call('HGET', KEYS[2], rid)
+  if pending then
+    redis.call('HDEL', KEYS[2], rid)
+    redis.call('HINCRBY', KEYS[1], 'pending', -tonumber(pending))
+  end
+  redis.call('HINCRBY', KEYS[1], 'used', cost)
+end
+return 1
+"""
+
+# KEYS: acct ; ARGV: granted used unlimited revision
+# Seed an account from the store once; afterwards only take newer grants.
+SYNC = """
+if redis.call('HEXISTS', KEYS[1], 'seeded') == 0 then
+  redis.call('HSET', KEYS[1], 'seeded', 1, 'granted', ARGV[1], 'used', ARGV[2], 'pending', 0,
+    'reserved', 0, 'unlimited', ARGV[3], 'rev', ARGV[4])
+  return 1
+end
+if tonumber(redis.call('HGET', KEYS[1], 'rev') or '0') < tonumber(ARGV[4]) then
+  redis.call('HSET', KEYS[1], 'granted', ARGV[1], 'unlimited', ARGV[3], 'rev', ARGV[4])
+  return 2
+end
+return 0
+"""
