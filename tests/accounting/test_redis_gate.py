@@ -1,0 +1,128 @@
+"""The Redis gate's decisions, against a real Redis (each test under its own key prefix)."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+
+from relaygate.accounting.gate import Unaffordable
+from relaygate.accounting.redis_gate import RedisGate
+from relaygate.errors import RateLimited
+from relaygate.metrics import Metrics
+from relaygate.settings import Settings
+from relaygate.store.records import KeyRecord, LedgerRow
+from relaygate.store.sql import SqlStore
+from tests.support.services import REDIS_URL, need
+
+
+@pytest_asyncio.fixture
+async def store(tmp_path: Path) -> AsyncIterator[SqlStore]:
+    store = SqlStore(f"sqlite:///{tmp_path / 'gate.db'}")
+    await store.upgrade()
+    yield store
+    await store.close()
+
+
+def make_gate(store: SqlStore, **settings: object) -> RedisGate:
+    need("Redis", 6379)
+    config = Settings(redis_url=REDIS_URL, redis_key_prefix=f"rgunit-{uuid.uuid4().hex[:8]}",
+                      **settings)  # type: ignore[arg-type]
+    return RedisGate(config, Metrics(), store)
+
+
+async def new_key(store: SqlStore, granted: int, **limits: int) -> KeyRecord:
+    record = KeyRecord(id=f"key_{uuid.uuid4().hex[:8]}", name="", key_hash=uuid.uuid4().hex,
+                       prefix="sk-x", created_at=int(time.time()), granted_micros=granted,
+                       **limits)  # type: ignore[arg-type]
+    return await store.create_key(record)
+
+
+def row(key: KeyRecord, request_id: str, cost: int) -> LedgerRow:
+    return LedgerRow(request_id=request_id, key_id=key.id, model="m", upstream="u",
+                     upstream_model="m", created_at=0, status="ok", cost_micros=cost,
+                     latency_ms=1, stream=False)
+
+
+async def test_reserve_settle_and_write_keep_the_balance_exact(store: SqlStore) -> None:
+    gate = make_gate(store)
+    key = await new_key(store, granted=1000)
+    gate.records = {key.id: key}.get
+    try:
+        hold = await gate.admit(key, tokens=10, amount=600, request_id="r1")
+        with pytest.raises(Unaffordable) as refused:
+            await gate.admit(key, tokens=10, amount=600, request_id="r2")
+        assert refused.value.available == 400
+        assert await gate.settle(hold, cost=250, tokens=30) == 250
+        balance = await gate.balance(key)
+        assert (balance.granted, balance.used) == (1000, 250)  # pending counts as used
+        await store.write_ledger([row(key, "r1", 250)])
+        await gate.ledger_written([row(key, "r1", 250)])
+        balance = await gate.balance(key)
+        assert balance.used == 250  # moved from pending to used, not counted twice
+    finally:
+        await gate.close()
+
+
+async def test_an_over_reporting_upstream_cannot_take_the_balance_below_zero(
+    store: SqlStore,
+) -> None:
+    gate = make_gate(store)
+    key = await new_key(store, granted=1000)
+    gate.records = {key.id: key}.get
+    try:
+        hold = await gate.admit(key, tokens=1, amount=300, request_id="r1")
+        assert await gate.settle(hold, cost=5000, tokens=1) == 1000
+        assert (await gate.balance(key)).used == 1000
+    finally:
+        await gate.close()
+
+
+async def test_a_dead_replicas_reservation_expires(store: SqlStore) -> None:
+    gate = make_gate(store, reservation_ttl_seconds=0.2)
+    key = await new_key(store, granted=1000)
+    try:
+        await gate.admit(key, tokens=1, amount=1000, request_id="never-settled")
+        with pytest.raises(Unaffordable):
+            await gate.admit(key, tokens=1, amount=1000, request_id="r2")
+        deadline = time.monotonic() + 10
+        while True:  # polls the gate itself: the reservation must lapse, whenever it does
+            try:
+                await gate.admit(key, tokens=1, amount=1000, request_id="r3")
+                break
+            except Unaffordable:
+                assert time.monotonic() < deadline, "the reservation never expired"
+    finally:
+        await gate.close()
+
+
+async def test_cancel_gives_back_the_slot_and_the_money(store: SqlStore) -> None:
+    gate = make_gate(store)
+    key = await new_key(store, granted=1000, rpm=1)
+    gate.records = {key.id: key}.get
+    try:
+        hold = await gate.admit(key, tokens=1, amount=1000, request_id="r1")
+        await gate.cancel(hold)
+        await gate.admit(key, tokens=1, amount=1000, request_id="r2")  # both back
+        with pytest.raises(RateLimited):
+            await gate.admit(key, tokens=1, amount=1, request_id="r3")
+    finally:
+        await gate.close()
+
+
+async def test_grants_apply_in_revision_order(store: SqlStore) -> None:
+    gate = make_gate(store)
+    key = await new_key(store, granted=100)
+    try:
+        await gate.admit(key, tokens=1, amount=1, request_id="seed")  # seeds the account
+        newer = await store.add_credits(key.id, 900)
+        assert newer is not None
+        await gate._key_changed(newer)
+        await gate._key_changed(key)  # a late, older view must not undo the grant
+        assert (await gate.balance(key)).granted == 1000
+    finally:
+        await gate.close()
