@@ -89,6 +89,9 @@ class Gateway:
             self.gate.watch_key_changes(self.keys.refresh)
         gc.collect()
         gc.freeze()
+        # Requests allocate many short-lived objects and few cycles: collect the young
+        # generation less often (the default of 700 allocations costs ~5% of throughput).
+        gc.set_threshold(20_000, 20, 20)
         self.ready = True
 
     async def close(self) -> None:

@@ -26,18 +26,32 @@ from relaygate.routing.router import Opened
 log = logging.getLogger("relaygate.stream")
 
 
+WATCH_AFTER_SECONDS = 0.25
+"""A stream starts watching for its client going away once it has run this long: shorter
+streams finish (and are billed their exact usage) before a drop could change anything."""
+
+
 class ClientWatch:
-    """Notices the client going away while the answer is being streamed."""
+    """Notices the client going away while the answer is being streamed.
+
+    The watching task is started lazily (after :data:`WATCH_AFTER_SECONDS`), so the many short
+    streams cost no extra task.
+    """
 
     def __init__(self, receive: Receive, deadline: asyncio.Timeout, drain_seconds: float) -> None:
         self.gone = False
         self._deadline = deadline
         self._drain = drain_seconds
-        self._task = asyncio.get_running_loop().create_task(self._watch(receive))
+        self._receive = receive
+        self._task: asyncio.Task[None] | None = None
+        self._timer = asyncio.get_running_loop().call_later(WATCH_AFTER_SECONDS, self._start)
 
-    async def _watch(self, receive: Receive) -> None:
+    def _start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._watch())
+
+    async def _watch(self) -> None:
         while True:
-            message = await receive()
+            message = await self._receive()
             if message["type"] == "http.disconnect":
                 self.mark_gone()
                 return
@@ -48,7 +62,9 @@ class ClientWatch:
             self._deadline.reschedule(asyncio.get_running_loop().time() + self._drain)
 
     def close(self) -> None:
-        self._task.cancel()
+        self._timer.cancel()
+        if self._task is not None:
+            self._task.cancel()
 
 
 async def _send(send: Send, watch: ClientWatch, data: bytes) -> None:
@@ -60,21 +76,32 @@ async def _send(send: Send, watch: ClientWatch, data: bytes) -> None:
         watch.mark_gone()
 
 
+async def _keep_alive(interval: float, send: Send, watch: ClientWatch) -> None:
+    while True:
+        await _send(send, watch, SSE_KEEPALIVE)
+        await asyncio.sleep(interval)
+
+
 async def _first_event(
     events: AsyncIterator[Event], interval: float, send: Send, watch: ClientWatch
 ) -> Event | None:
-    """The next event, sending SSE comments every ``interval`` seconds while it is awaited."""
-    task: asyncio.Future[Event] = asyncio.ensure_future(anext(events))
+    """The next event, sending SSE comments every ``interval`` seconds while it is awaited.
+
+    The keep-alive task only starts if the first event is late; the await of the event itself
+    stays in this task.
+    """
+    loop = asyncio.get_running_loop()
+    keeper: list[asyncio.Task[None]] = []
+    timer = loop.call_later(
+        interval, lambda: keeper.append(loop.create_task(_keep_alive(interval, send, watch)))
+    )
     try:
-        while True:
-            done, _ = await asyncio.wait((task,), timeout=interval)
-            if done:
-                return task.result()
-            await _send(send, watch, SSE_KEEPALIVE)
+        return await anext(events)
     except StopAsyncIteration:
         return None
     finally:
-        if not task.done():
+        timer.cancel()
+        for task in keeper:
             task.cancel()
             await asyncio.wait((task,))
 
@@ -159,35 +186,33 @@ async def _relay(
     """Relay events to the client until the upstream is done; returns output not sent yet.
 
     With a batching provider, output is gathered until its :class:`Flush` and written at once.
+    After the client has gone, events are only collected (for billing) until the usage.
     """
     pending: list[bytes] = []
-    first = await _first_event(events, keepalive_seconds, send, watch)
-    if first is None:
+    event = await _first_event(events, keepalive_seconds, send, watch)
+    if event is None:
         return pending
-    async for event in _chain(first, events):
-        if isinstance(event, Flush):
+    while True:
+        if type(event) is Flush:
             if pending:
                 await _send(send, watch, b"".join(pending))
                 pending.clear()
-            continue
-        collected.add(event)
-        if watch.gone:
-            if isinstance(event, TokenUsage):
-                break
-            continue
-        data = writer.event(event)
-        if data is not None:
-            if batches:
-                pending.append(data)
+        else:
+            collected.add(event)
+            if watch.gone:
+                if type(event) is TokenUsage:
+                    return pending
             else:
-                await _send(send, watch, data)
-    return pending
-
-
-async def _chain(first: Event, rest: AsyncIterator[Event]) -> AsyncIterator[Event]:
-    yield first
-    async for event in rest:
-        yield event
+                data = writer.event(event)
+                if data is not None:
+                    if batches:
+                        pending.append(data)
+                    else:
+                        await _send(send, watch, data)
+        try:
+            event = await anext(events)
+        except StopAsyncIteration:
+            return pending
 
 
 async def _close(events: AsyncIterator[Event]) -> None:

@@ -79,7 +79,7 @@ class Collected:
         return state
 
     def add(self, event: Event) -> None:
-        if isinstance(event, TextDelta):
+        if type(event) is TextDelta:
             self._choice(event.index).text.append(event.text)
             self.deltas += 1
         elif isinstance(event, ReasoningDelta):
@@ -182,7 +182,7 @@ class ChunkWriter:
 
     def event(self, event: Event) -> bytes | None:
         """The SSE bytes for ``event``, or ``None`` when it sends nothing by itself."""
-        if isinstance(event, TextDelta):
+        if type(event) is TextDelta:
             if event.index == 0 and 0 in self.started:
                 return self._text_head + encoder.encode(event.text) + self._text_tail
             return self._delta(event.index, Delta(content=event.text))

@@ -202,14 +202,18 @@ def completion_events(completion: _Completion) -> list[Event]:
     return events
 
 
+def sse_payloads(buffer: bytes) -> tuple[list[bytes], bytes]:
+    """The complete ``data:`` payloads in ``buffer``, and the incomplete rest."""
+    lines = buffer.split(b"\n")
+    rest = lines.pop()
+    return [line[5:].strip() for line in lines if line.startswith(b"data:")], rest
+
+
 async def sse_data(response: aiohttp.ClientResponse) -> AsyncIterator[list[bytes]]:
-    """The ``data:`` payloads of an SSE response, as bytes, one list per network read."""
+    """The ``data:`` payloads of an SSE response, one list per network read."""
     buffer = b""
     async for piece in response.content.iter_any():
-        buffer += piece
-        lines = buffer.split(b"\n")
-        buffer = lines.pop()
-        payloads = [line[5:].strip() for line in lines if line.startswith(b"data:")]
+        payloads, buffer = sse_payloads(buffer + piece)
         if payloads:
             yield payloads
     if buffer.startswith(b"data:"):
@@ -233,6 +237,8 @@ class OpenAIProvider(Provider):
             )
         if not isinstance(settings.options.get("supports_top_k", False), bool):
             raise ValueError("options.supports_top_k: must be true or false")
+
+    _call: tuple[str, dict[str, str], aiohttp.ClientTimeout] | None = None
 
     def url(self) -> str:
         base = (self.settings.base_url or "https://api.openai.com/v1").rstrip("/")
@@ -259,16 +265,20 @@ class OpenAIProvider(Provider):
         return body
 
     async def _open(self, request: ProviderRequest) -> aiohttp.ClientResponse:
-        timeout = aiohttp.ClientTimeout(
-            total=None,
-            connect=self.settings.connect_timeout,
-            sock_read=self.settings.read_timeout,
-        )
+        call = self._call
+        if call is None:  # the parts of the call that are the same for every request
+            timeout = aiohttp.ClientTimeout(
+                total=None,
+                connect=self.settings.connect_timeout,
+                sock_read=self.settings.read_timeout,
+            )
+            call = self._call = (self.url(), self.headers(), timeout)
+        url, headers, timeout = call
         try:
             response = await self.session.post(
-                self.url(),
+                url,
                 data=_encoder.encode(self.body(request)),
-                headers=self.headers(),
+                headers=headers,
                 timeout=timeout,
                 allow_redirects=False,
             )
@@ -310,8 +320,39 @@ class OpenAIProvider(Provider):
         try:
             yield Started()
             if request.stream:
-                async for event in self._stream_events(response):
-                    yield event
+                # The stream loop is written out here rather than delegated: every level of
+                # async generator costs each of a stream's events another resume.
+                finished = saw_finish = False
+                buffer = b""
+                try:
+                    async for piece in response.content.iter_any():
+                        payloads, buffer = sse_payloads(buffer + piece)
+                        for data in payloads:
+                            if data == b"[DONE]":
+                                finished = True
+                                break
+                            if data:
+                                for event in self._chunk_events(data):
+                                    if type(event) is Finish:
+                                        saw_finish = True
+                                    yield event
+                        yield FLUSH
+                        if finished:
+                            break
+                    else:
+                        if buffer.startswith(b"data:") and buffer[5:].strip() == b"[DONE]":
+                            finished = True
+                except (TimeoutError, aiohttp.ClientError) as exc:
+                    raise UpstreamUnreachable(
+                        f"Upstream {self.label} stream broke off ({type(exc).__name__})",
+                        upstream=self.label,
+                        retryable=False,
+                    ) from None
+                if not finished and not saw_finish:
+                    raise UpstreamProtocolError(
+                        f"Upstream {self.label} closed the stream before it finished",
+                        upstream=self.label,
+                    )
             else:
                 for event in await self._completion_events(response):
                     yield event
@@ -341,43 +382,21 @@ class OpenAIProvider(Provider):
                 upstream=self.label,
             ) from None
 
-    async def _stream_events(self, response: aiohttp.ClientResponse) -> AsyncIterator[Event]:
-        finished = False
+    def _chunk_events(self, data: bytes) -> list[Event]:
         try:
-            async for payloads in sse_data(response):
-                for data in payloads:
-                    if data == b"[DONE]":
-                        yield FLUSH
-                        return
-                    if not data:
-                        continue
-                    chunk = _chunk_decoder.decode(data)
-                    if chunk.error is not None:
-                        detail = upstream_message(_encoder.encode({"error": chunk.error}))
-                        raise UpstreamProtocolError(
-                            f"Upstream {self.label} failed mid-stream: {detail or 'error'}",
-                            upstream=self.label,
-                        )
-                    for event in chunk_events(chunk):
-                        finished = finished or isinstance(event, Finish)
-                        yield event
-                yield FLUSH
+            chunk = _chunk_decoder.decode(data)
         except msgspec.MsgspecError:
             raise UpstreamProtocolError(
                 f"Upstream {self.label} sent a stream chunk that could not be read",
                 upstream=self.label,
             ) from None
-        except (TimeoutError, aiohttp.ClientError) as exc:
-            raise UpstreamUnreachable(
-                f"Upstream {self.label} stream broke off ({type(exc).__name__})",
-                upstream=self.label,
-                retryable=False,
-            ) from None
-        if not finished:
+        if chunk.error is not None:
+            detail = upstream_message(_encoder.encode({"error": chunk.error}))
             raise UpstreamProtocolError(
-                f"Upstream {self.label} closed the stream before it finished",
+                f"Upstream {self.label} failed mid-stream: {detail or 'error'}",
                 upstream=self.label,
             )
+        return chunk_events(chunk)
 
 
 __all__ = ["OpenAIProvider", "UpstreamError"]

@@ -14,6 +14,8 @@ from dataclasses import asdict
 from typing import Any
 
 from sqlalchemy import Row, event, func, select, update
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
@@ -95,6 +97,12 @@ class SqlStore:
         self.engine = create_async_engine(async_url(database_url), pool_pre_ping=True)
         if self.dialect == "sqlite":
             _sqlite_pragmas(self.engine)
+        insert = sqlite_insert if self.dialect == "sqlite" else postgresql_insert
+        self._insert_new = (
+            insert(ledger)
+            .on_conflict_do_nothing(index_elements=[ledger.c.request_id])
+            .returning(ledger.c.key_id, ledger.c.cost_micros)
+        )
 
     def describe(self) -> str:
         url = make_url(self.database_url)
@@ -159,27 +167,19 @@ class SqlStore:
     async def write_ledger(self, rows: list[LedgerRow]) -> int:
         """Append rows and add their cost to their keys, in one transaction.
 
-        A row whose request id is already in the ledger is skipped (written once, never twice).
-        Returns how many rows were new.
+        A row whose request id is already in the ledger is skipped (written once, never twice):
+        ``ON CONFLICT DO NOTHING ... RETURNING`` tells which rows were new, and only their cost
+        is added. Returns how many rows were new.
         """
         if not rows:
             return 0
         async with self.engine.begin() as conn:
-            ids = [row.request_id for row in rows]
-            existing = set(
-                (
-                    await conn.execute(
-                        select(ledger.c.request_id).where(ledger.c.request_id.in_(ids))
-                    )
-                ).scalars()
-            )
-            fresh = {row.request_id: row for row in rows if row.request_id not in existing}
-            if not fresh:
-                return 0
-            await conn.execute(ledger.insert(), [_ledger_values(row) for row in fresh.values()])
+            result = await conn.execute(self._insert_new, [_ledger_values(row) for row in rows])
             spent: dict[str, int] = defaultdict(int)
-            for row in fresh.values():
-                spent[row.key_id] += row.cost_micros
+            fresh = 0
+            for key_id, cost in result:
+                spent[key_id] += cost
+                fresh += 1
             for key_id, micros in spent.items():
                 if micros:
                     await conn.execute(
@@ -187,7 +187,7 @@ class SqlStore:
                         .where(api_keys.c.id == key_id)
                         .values(used_micros=api_keys.c.used_micros + micros)
                     )
-        return len(fresh)
+        return fresh
 
     async def ledger_rows(self, key_id: str | None = None) -> list[LedgerRow]:
         query = select(ledger).order_by(ledger.c.created_at)
