@@ -2,6 +2,7 @@
 
 Built-in providers register through the same group a third-party package would use; when the
 package is run from a source tree without being installed, the built-ins are found directly.
+Providers are imported only when a config names them.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ _BUILTIN = {
     "openai": "relaygate.providers.openai:OpenAIProvider",
     "simulator": "relaygate.providers.simulator:SimulatorProvider",
 }
-_cache: dict[str, type[Provider]] | None = None
+_loaded: dict[str, type[Provider]] = {}
 
 
 def _load(target: str) -> type[Provider]:
@@ -29,37 +30,43 @@ def _load(target: str) -> type[Provider]:
     return cls
 
 
-def providers() -> dict[str, type[Provider]]:
-    """Every registered provider class by name."""
-    global _cache
-    if _cache is None:
-        found = {name: _load(target) for name, target in _BUILTIN.items()}
-        for ep in entry_points(group=GROUP):
-            if ep.name not in found or ep.value != _BUILTIN.get(ep.name):
-                found[ep.name] = _load(ep.value)
-        _cache = found
-    return _cache
+def registered() -> dict[str, str]:
+    """Every registered provider, by name, as ``module:Class`` (nothing imported yet)."""
+    found = dict(_BUILTIN)
+    for ep in entry_points(group=GROUP):
+        found.setdefault(ep.name, ep.value)
+    return found
 
 
 def provider_class(name: str) -> type[Provider]:
-    try:
-        return providers()[name]
-    except KeyError:
-        raise KeyError(name) from None
+    """The provider class registered as ``name``, imported on first use: a broken plugin
+    matters only to the configs that name it."""
+    cls = _loaded.get(name)
+    if cls is None:
+        target = registered().get(name)
+        if target is None:
+            raise KeyError(name)
+        cls = _loaded[name] = _load(target)
+    return cls
 
 
 def check_providers(settings: Settings, source: str) -> None:
     """Every upstream names a known provider whose options it accepts (a start-up check)."""
-    known = providers()
+    known = registered()
     for model, config in settings.models.items():
         for i, upstream in enumerate(config.upstreams):
             where = f"{source}: models.{model}.upstreams[{i}]"
-            cls = known.get(upstream.provider)
-            if cls is None:
+            if upstream.provider not in known:
                 raise ConfigError(
                     f"{where}.provider: unknown provider {upstream.provider!r}"
                     f" (known: {', '.join(sorted(known))})"
                 )
+            try:
+                cls = provider_class(upstream.provider)
+            except (ImportError, AttributeError, TypeError) as exc:
+                raise ConfigError(
+                    f"{where}.provider: provider {upstream.provider!r} cannot be loaded: {exc}"
+                ) from None
             try:
                 cls.check_options(upstream)
             except ValueError as exc:
