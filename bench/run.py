@@ -174,7 +174,7 @@ def body(model: str, stream: bool) -> str:
 
 def measure(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     stack = Stack(workdir)
-    info = stack.start()
+    info = stack.start(args.redis_url)
     ports, key, pid = info["ports"], info["key"], info["relaygate_pid"]
 
     def url(target: str, latency: str) -> str:
@@ -221,10 +221,39 @@ def measure(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                 f" p99 {row['added_p99_ms']:.2f} ms",
                 flush=True,
             )
+        if args.redis_url:
+            results["scaling"] = scaling(stack, info, workdir, args)
         results["memory"] = memory(workdir, url("relaygate", "0"), key, pid, args)
     finally:
         stack.stop()
     return results
+
+
+def scaling(
+    stack: Stack, info: dict[str, Any], workdir: Path, args: argparse.Namespace
+) -> dict[str, Any]:
+    """Throughput of relaygate on the shared (Redis) gate with 1 and with 2 workers."""
+    out: dict[str, Any] = {}
+    for workers in (1, 2):
+        proc = stack.start_shared(info, workers)
+        port = info["ports"][f"redis{workers}"]
+        target = f"http://127.0.0.1:{port}/v1/chat/completions"
+        script = wrk_script(workdir, info["key"], body("bench-0ms", False))
+        time.sleep(1.0)  # the key cache of every worker loads at start-up
+        run_wrk(target, script, 16, 2)
+        r = run_wrk(target, script, 16, args.seconds)
+        out[f"workers_{workers}"] = r.__dict__
+        print(
+            f"scaling redis gate, {workers} worker(s): {r.requests_per_second:8.0f} req/s"
+            f" errors {r.errors}",
+            flush=True,
+        )
+        proc.terminate()
+        proc.wait(30)
+    out["speedup"] = (
+        out["workers_2"]["requests_per_second"] / out["workers_1"]["requests_per_second"]
+    )
+    return out
 
 
 def memory(workdir: Path, url: str, key: str, pid: int, args: argparse.Namespace) -> dict[str, Any]:
@@ -269,6 +298,11 @@ def summarize(results: dict[str, Any]) -> dict[str, Any]:
     if half:
         summary["added_p99_ms_at_half_max"] = half[0]["added_p99_ms"]
     summary["rss_mb_after_100k"] = results["memory"].get("rss_mb_after_100k")
+    soak = results["memory"].get("soak") or []
+    if soak:
+        summary["rss_mb_soak_first_last"] = [soak[0]["rss_mb"], soak[-1]["rss_mb"]]
+    if "scaling" in results:
+        summary["workers_2_speedup"] = results["scaling"]["speedup"]
     return summary
 
 
@@ -302,6 +336,11 @@ def main() -> None:
         help="memory soak after the 100k requests (the report uses 600)",
     )
     parser.add_argument("--out", type=Path, default=Path("bench/results"))
+    parser.add_argument(
+        "--redis-url",
+        default="redis://127.0.0.1:6379/0",
+        help="Redis for the multi-worker row ('' to skip it)",
+    )
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="relaygate-bench-") as tmp:
