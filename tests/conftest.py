@@ -15,10 +15,15 @@ from tests.support.gateway import GatewayProcess
 REQUIRE_SERVICES = os.environ.get("RELAYGATE_REQUIRE_SERVICES") == "1"
 
 
-def catalog(upstream_url: str, **overrides: Any) -> dict[str, Any]:
-    """A catalog with the contract's models on the fake upstream, plus the simulator."""
+def catalog(
+    upstream_url: str, upstream_settings: dict[str, Any] | None = None, **overrides: Any
+) -> dict[str, Any]:
+    """A catalog with the contract's models on the fake upstream, plus the simulator.
+
+    ``upstream_settings`` are added to every fake-upstream entry (health thresholds, say).
+    """
     fake = {"provider": "openai", "name": "fake-openai", "base_url": upstream_url,
-            "api_key": "sk-upstream-SECRET-0123456789"}
+            "api_key": "sk-upstream-SECRET-0123456789", **(upstream_settings or {})}
     models: dict[str, Any] = {
         "gpt-5.2": {
             "pricing": {"input": "1.75", "cached_input": "0.175", "output": "14.0"},

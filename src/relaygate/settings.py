@@ -39,7 +39,8 @@ class UpstreamSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     """One upstream serving a model."""
 
     provider: str
-    """Provider name: ``openai`` (and OpenAI-compatible servers) or ``simulator``."""
+    """Provider name: ``openai`` (and OpenAI-compatible servers), ``azure``, ``anthropic``,
+    ``gemini`` or ``simulator``."""
     base_url: str | None = None
     """The upstream API root, e.g. ``https://api.openai.com/v1``."""
     api_key: str | None = None
@@ -54,6 +55,22 @@ class UpstreamSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     """Seconds to wait for the next byte of an answer."""
     options: dict[str, Any] = msgspec.field(default_factory=dict)
     """Provider-specific options (the simulator's latency, for example)."""
+    priority: int = 0
+    """Lower goes first: upstreams of a higher priority serve only when every one of a lower
+    priority is failing or out of rotation."""
+    weight: PositiveFloat = 1.0
+    """Share of traffic among the upstreams of the same priority (weighted random)."""
+    retries: Annotated[int, msgspec.Meta(ge=0, le=10)] = 1
+    """Further attempts on this upstream after a connect error, 429 or 5xx (before the first
+    byte of an answer), with exponential back-off and jitter, honouring ``Retry-After``."""
+    health_window_seconds: PositiveFloat = 60.0
+    """The sliding window of request outcomes the failure rate is taken over."""
+    health_min_requests: PositiveInt = 5
+    """Outcomes the window must hold before the upstream can be taken out of rotation."""
+    health_failure_rate: Annotated[float, msgspec.Meta(gt=0, le=1)] = 0.5
+    """Failure rate over the window at which the upstream is taken out of rotation."""
+    health_cooldown_seconds: PositiveFloat = 30.0
+    """Seconds out of rotation before one trial request probes the upstream again."""
 
 
 class ModelSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
@@ -67,6 +84,46 @@ class ModelSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     upstreams: list[UpstreamSettings] = msgspec.field(default_factory=list)
     image_token_estimate: PositiveInt = 1536
     """Prompt tokens reserved for each image before the upstream reports the real count."""
+
+
+class ImageSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """Image inputs (``image_url`` parts): limits, fetching and forwarding."""
+
+    max_bytes: PositiveInt = 10 * 1024 * 1024
+    """Largest image accepted, in bytes (downloaded or base64-decoded); larger ones get 413."""
+    max_images: PositiveInt = 16
+    """Most ``image_url`` parts in one request; more get 400."""
+    max_total_bytes: PositiveInt = 64 * 1024 * 1024
+    """Most image bytes one request may bring in, all its images together; more gets 413."""
+    connect_timeout: PositiveFloat = 5.0
+    """Seconds to connect to the server of an image URL."""
+    fetch_timeout: PositiveFloat = 15.0
+    """Seconds for a whole image fetch (name lookup, redirects and download); a slower server
+    gets 400, however steadily it trickles bytes."""
+    max_redirects: Annotated[int, msgspec.Meta(ge=0, le=10)] = 3
+    """Redirects followed per image URL; each hop is checked like the first URL."""
+    allow_internal: list[str] = msgspec.field(default_factory=list)
+    """Internal hosts that image URLs may reach although their addresses are not public: host
+    names, IP addresses or CIDR networks, each with an optional port (``images.corp.example``,
+    ``10.1.2.0/24``, ``127.0.0.1:9000``, ``[fd00::/8]:8443``). Empty (the default) refuses every
+    loopback, private, link-local, shared, multicast and reserved address."""
+    forward_urls: bool = False
+    """Send checked http(s) image URLs to upstreams unchanged, to fetch themselves; when false,
+    the bytes relaygate checked are sent inline as base64 ``data:`` URLs."""
+    cache_bytes: Annotated[int, msgspec.Meta(ge=0)] = 64 * 1024 * 1024
+    """Memory for fetched images, reused by URL and shared by content hash; 0 turns it off."""
+    cache_seconds: PositiveFloat = 300.0
+    """How long a fetched image is reused for the same URL."""
+
+    def __post_init__(self) -> None:
+        # Imported here: relaygate.media imports this module.
+        from relaygate.media.addresses import parse_allow_rule
+
+        for i, entry in enumerate(self.allow_internal):
+            try:
+                parse_allow_rule(entry)
+            except ValueError as exc:
+                raise ValueError(f"allow_internal[{i}]: {exc}") from None
 
 
 class Settings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
@@ -101,6 +158,8 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     reservation_ttl_seconds: PositiveFloat = 3600.0
     """How long a credit reservation or concurrency slot held in Redis outlives a replica that
     died before settling it."""
+    images: ImageSettings = msgspec.field(default_factory=ImageSettings)
+    """Image inputs: size and count limits, fetching (SSRF-safe), caching and forwarding."""
     models: dict[str, ModelSettings] = msgspec.field(default_factory=dict)
     """The catalog: public model name to pricing, limits and upstreams."""
 

@@ -29,7 +29,8 @@ def error_of(answer: Any, status: int) -> dict[str, Any]:
 def test_no_key_in_debug_logs_errors_or_database(
     make_gateway: Callable[..., GatewayProcess], upstream: FakeOpenAI
 ) -> None:
-    gateway = make_gateway(log_level="debug")
+    # every failure must reach the upstream (and the logs): never take it out of rotation
+    gateway = make_gateway(log_level="debug", upstream_settings={"health_min_requests": 1000})
     client_keys: list[str] = []
 
     # unknown keys, one of them without the sk- prefix the log filter knows

@@ -46,6 +46,10 @@ async def health(gw: Gateway, scope: Scope, receive: Receive, send: Send) -> Non
         "models": {
             name: [p.label for p in model.upstreams] for name, model in gw.catalog.models.items()
         },
+        # Each upstream's health (healthy, ejected or probing); /health stays 200 regardless.
+        "upstreams": {
+            name: [h.snapshot() for h in model.health] for name, model in gw.catalog.models.items()
+        },
     }
     await send_bytes(send, 200, encoder.encode(body))
 

@@ -17,6 +17,9 @@ from relaygate.settings import Settings
 GROUP = "relaygate.providers"
 _BUILTIN = {
     "openai": "relaygate.providers.openai:OpenAIProvider",
+    "azure": "relaygate.providers.azure:AzureProvider",
+    "anthropic": "relaygate.providers.anthropic:AnthropicProvider",
+    "gemini": "relaygate.providers.gemini:GeminiProvider",
     "simulator": "relaygate.providers.simulator:SimulatorProvider",
 }
 _loaded: dict[str, type[Provider]] = {}

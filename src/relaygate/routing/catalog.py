@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import difflib
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 
 import aiohttp
 
@@ -11,6 +12,7 @@ from relaygate.accounting.prices import Price
 from relaygate.errors import NotFound, PermissionDenied
 from relaygate.providers.base import Provider
 from relaygate.providers.registry import provider_class
+from relaygate.routing.health import Clock, HealthPolicy, UpstreamHealth
 from relaygate.settings import ModelSettings, Settings
 from relaygate.store.records import KeyRecord
 
@@ -21,6 +23,13 @@ class CatalogModel:
     settings: ModelSettings
     price: Price
     upstreams: list[Provider]
+    health: list[UpstreamHealth] = field(default_factory=list)
+    """One tracker per upstream, in the same order (built with default policies if omitted)."""
+
+    def __post_init__(self) -> None:
+        for provider in self.upstreams[len(self.health) :]:
+            policy = HealthPolicy.from_settings(provider.settings)
+            self.health.append(UpstreamHealth(provider.label, policy))
 
 
 def may_use(key: KeyRecord, model: str) -> bool:
@@ -30,18 +39,25 @@ def may_use(key: KeyRecord, model: str) -> bool:
 class Catalog:
     """Public models by name, each with its providers built on the shared session."""
 
-    def __init__(self, settings: Settings, session: aiohttp.ClientSession) -> None:
+    def __init__(
+        self, settings: Settings, session: aiohttp.ClientSession, clock: Clock = time.monotonic
+    ) -> None:
         self.models: dict[str, CatalogModel] = {}
         for name, config in settings.models.items():
             upstreams = [
                 provider_class(upstream.provider)(upstream, session)
                 for upstream in config.upstreams
             ]
+            health = [
+                UpstreamHealth(p.label, HealthPolicy.from_settings(p.settings), clock)
+                for p in upstreams
+            ]
             self.models[name] = CatalogModel(
                 name=name,
                 settings=config,
                 price=Price.from_settings(config.pricing),
                 upstreams=upstreams,
+                health=health,
             )
 
     def allowed(self, key: KeyRecord) -> list[str]:
