@@ -26,6 +26,7 @@ from typing import Any
 
 from bench.loadgen import open_loop, run_wrk, wrk_script
 
+ROOT = Path(__file__).resolve().parent.parent
 BODY = {
     "model": "MODEL",
     "max_tokens": 100,
@@ -65,8 +66,14 @@ class Stack:
 
     def spawn(self, *args: str, port: int) -> subprocess.Popen[bytes]:
         log = (self.workdir / f"{port}.log").open("wb")
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
         proc = subprocess.Popen(
-            [sys.executable, *args], stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir
+            [sys.executable, *args],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=self.workdir,
+            env=env,
         )
         self.procs.append(proc)
         wait_port(port)
@@ -81,8 +88,9 @@ class Stack:
             except subprocess.TimeoutExpired:
                 proc.kill()
 
-    def start(self) -> dict[str, Any]:
-        ports = {name: free_port() for name in ("mock0", "mock50", "bare0", "bare50", "relaygate")}
+    def start(self, redis_url: str | None) -> dict[str, Any]:
+        names = ("mock0", "mock50", "bare0", "bare50", "relaygate", "redis1", "redis2")
+        ports = {name: free_port() for name in names}
         self.spawn("-m", "bench.mock_upstream", "--port", str(ports["mock0"]), port=ports["mock0"])
         self.spawn(
             "-m",
@@ -162,7 +170,30 @@ class Stack:
             str(ports["relaygate"]),
             port=ports["relaygate"],
         )
-        return {"ports": ports, "key": key, "relaygate_pid": proc.pid}
+        info: dict[str, Any] = {"ports": ports, "key": key, "relaygate_pid": proc.pid}
+        if redis_url:
+            shared = self.workdir / "relaygate-redis.yaml"
+            data = json.loads(config.read_text())
+            data["redis_url"] = redis_url
+            data["redis_key_prefix"] = f"bench-{os.getpid()}"
+            shared.write_text(json.dumps(data))
+            info["shared_config"] = shared
+        return info
+
+    def start_shared(self, info: dict[str, Any], workers: int) -> subprocess.Popen[bytes]:
+        port = info["ports"][f"redis{workers}"]
+        return self.spawn(
+            "-m",
+            "relaygate",
+            "serve",
+            "--config",
+            str(info["shared_config"]),
+            "--port",
+            str(port),
+            "--workers",
+            str(workers),
+            port=port,
+        )
 
 
 def body(model: str, stream: bool) -> str:
