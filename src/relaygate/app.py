@@ -20,6 +20,7 @@ from relaygate.api import chat, info
 from relaygate.api.http import Message, Receive, Scope, Send, send_error
 from relaygate.errors import ApiError, InternalError, NotFound
 from relaygate.keys.cache import KeyCache
+from relaygate.media.pipeline import ImagePipeline
 from relaygate.metrics import Metrics
 from relaygate.protocol.render import sse_error
 from relaygate.providers.registry import check_providers
@@ -68,6 +69,7 @@ class Gateway:
         )
         self.ledger.on_written = self.gate.ledger_written
         self.admissions = Admissions(self.gate, self.ledger)
+        self.images = ImagePipeline(settings.images)
         self.keys = KeyCache(self.store, settings.key_refresh_seconds)
         self.keys.listeners.append(self.gate.key_changed)
         if isinstance(self.gate, RedisGate):
@@ -99,6 +101,7 @@ class Gateway:
         await self.keys.close()
         await self.ledger.close()
         await self.gate.close()
+        await self.images.close()
         await self.session.close()
         await self.store.close()
 

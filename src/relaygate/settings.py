@@ -82,8 +82,12 @@ class ModelSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     vision: bool = False
     """Whether ``image_url`` content parts are accepted."""
     upstreams: list[UpstreamSettings] = msgspec.field(default_factory=list)
-    image_token_estimate: PositiveInt = 1536
-    """Prompt tokens reserved for each image before the upstream reports the real count."""
+    image_token_estimate: PositiveInt = 1445
+    """Prompt tokens reserved for each image (not ``detail: "low"``, which is 85) until the
+    upstream reports the real count; 1445 is the most OpenAI's tile formula gives an image."""
+    fallbacks: list[str] = msgspec.field(default_factory=list)
+    """Models tried, in order, when every upstream of this one fails (a request's own
+    ``models`` array takes precedence)."""
 
 
 class ImageSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
@@ -223,6 +227,12 @@ def _validate(settings: Settings, source: str) -> None:
     if settings.redis_url is not None:
         _check_url(settings.redis_url, "redis_url", source, {"redis", "rediss", "unix"})
     for name, model in settings.models.items():
+        for i, fallback in enumerate(model.fallbacks):
+            if fallback not in settings.models or fallback == name:
+                raise ConfigError(
+                    f"{source}: models.{name}.fallbacks[{i}]: {fallback!r} is not another model"
+                    " of this config"
+                )
         for field in ("input", "output", "cached_input"):
             price = getattr(model.pricing, field)
             if price is not None:

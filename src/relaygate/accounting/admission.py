@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from relaygate.accounting.estimate import (
@@ -52,15 +53,18 @@ class Admissions:
         request: ChatRequest,
         body_size: int,
         request_id: str,
+        fallbacks: Sequence[CatalogModel] = (),
     ) -> Ticket:
         """Take a rate-limit slot and reserve the worst-case cost, or raise 429/402/503 having
         taken neither."""
+        primary = model
         self.ledger.check_capacity()
-        image_tokens = model.settings.image_token_estimate
-        guess = prompt_token_guess(request, image_tokens)
-        prompt_bound = prompt_token_bound(request, body_size, image_tokens)
-        output_bound = output_token_bound(request, model.settings.max_output_tokens)
-        worst = model.price.worst_case(prompt_bound, output_bound)
+        guess = prompt_token_guess(request, model.settings.image_token_estimate)
+        # The reservation covers the dearest model that may answer (fallbacks included).
+        worst, model, prompt_bound = max(
+            (_worst_case(candidate, request, body_size) for candidate in (model, *fallbacks)),
+            key=lambda case: case[0],
+        )
         try:
             hold = await self.gate.admit(key, guess, worst, request_id)
         except Unaffordable as exc:
@@ -68,7 +72,7 @@ class Admissions:
         return Ticket(
             request_id=request_id,
             key=key,
-            model=model,
+            model=primary,
             stream=request.stream,
             hold=hold,
             prompt_guess=guess,
@@ -131,6 +135,14 @@ class Admissions:
             )
         )
         return charged
+
+
+def _worst_case(
+    model: CatalogModel, request: ChatRequest, body_size: int
+) -> tuple[int, CatalogModel, int]:
+    prompt_bound = prompt_token_bound(request, body_size, model.settings.image_token_estimate)
+    output_bound = output_token_bound(request, model.settings.max_output_tokens)
+    return model.price.worst_case(prompt_bound, output_bound), model, prompt_bound
 
 
 def _insufficient(

@@ -45,18 +45,32 @@ def image_parts(request: ChatRequest) -> list[ImagePart]:
     ]
 
 
+LOW_DETAIL_IMAGE_TOKENS = 85
+"""What OpenAI's tile formula charges for a ``detail: "low"`` image, whatever its size."""
+
+
+def image_token_allowance(images: list[ImagePart], per_image: int) -> int:
+    """Tokens to allow for the images before their sizes are known: 85 for a low-detail image,
+    ``per_image`` (the model's ``image_token_estimate``) for any other."""
+    return sum(
+        LOW_DETAIL_IMAGE_TOKENS if part.image_url.detail == "low" else per_image for part in images
+    )
+
+
 def prompt_token_bound(request: ChatRequest, body_size: int, image_tokens: int) -> int:
-    """An upper bound of the prompt tokens (see the module docstring)."""
+    """An upper bound of the prompt tokens (see the module docstring); ``image_tokens`` is the
+    allowance for one image of unknown size."""
     images = image_parts(request)
     url_bytes = sum(len(part.image_url.url) for part in images)
-    return max(1, body_size - url_bytes) + len(images) * image_tokens
+    return max(1, body_size - url_bytes) + image_token_allowance(images, image_tokens)
 
 
 def prompt_token_guess(request: ChatRequest, image_tokens: int = 0) -> int:
     """A realistic estimate of the prompt tokens (about four bytes a token)."""
     text = _text_bytes(request)
     overhead = _MESSAGE_OVERHEAD * len(request.messages) + 3
-    return text // _BYTES_PER_TOKEN + overhead + len(image_parts(request)) * image_tokens
+    images = image_token_allowance(image_parts(request), image_tokens)
+    return text // _BYTES_PER_TOKEN + overhead + images
 
 
 def output_token_bound(request: ChatRequest, model_max: int) -> int:

@@ -19,7 +19,8 @@ from relaygate.protocol.types import ChatRequest
 from relaygate.protocol.validate import decode_chat_request, images_of
 from relaygate.providers.base import ProviderRequest
 from relaygate.routing.catalog import CatalogModel
-from relaygate.routing.router import Opened, no_upstream, open_upstream
+from relaygate.routing.fallback import fallback_chain, open_chain
+from relaygate.routing.router import Opened, no_upstream
 
 if TYPE_CHECKING:
     from relaygate.accounting.admission import Ticket
@@ -51,24 +52,39 @@ async def chat_completions(gw: Gateway, scope: Scope, receive: Receive, send: Se
     request, raw = decode_chat_request(body)
     model = gw.catalog.resolve(request.model, key)
     check_for_model(request, model)
-    if not model.upstreams:
+    chain = fallback_chain(gw.catalog, model, request, key)
+    if not any(candidate.upstreams for candidate in chain):
         raise no_upstream(model)
     request_id = completion_id()
-    ticket = await gw.admissions.admit(key, model, request, len(body), request_id)
+    ticket = await gw.admissions.admit(
+        key, model, request, len(body), request_id, fallbacks=chain[1:]
+    )
+    try:
+        # Images are fetched and checked after admission, so a key's limits also cap the
+        # fetches it can cause; nothing has reached an upstream yet.
+        prepared = await gw.images.prepare(
+            request,
+            raw,
+            vision=model.settings.vision,
+            inline=not gw.settings.images.forward_urls,
+        )
+    except BaseException:
+        await gw.admissions.cancel(ticket)
+        raise
     call = ProviderRequest(
         request=request,
-        raw=raw,
+        raw=prepared.raw,
         upstream_model=model.name,
         stream=request.stream,
         request_id=request_id,
     )
     try:
-        opened = await open_upstream(model, call)
+        ticket.model, opened = await open_chain(chain, call)
     except BaseException as exc:
         upstream = exc.upstream if isinstance(exc, UpstreamError) else ""
         await gw.admissions.settle(ticket, None, "upstream_error", upstream, call.upstream_model)
         raise
-    gw.metrics.upstream_answered(model.name, opened.provider.label)
+    gw.metrics.upstream_answered(ticket.model.name, opened.provider.label)
     if request.stream:
         await stream_answer(
             gw.admissions,
@@ -108,5 +124,6 @@ async def _complete_answer(gw: Gateway, ticket: Ticket, opened: Opened, send: Se
         headers=[
             (b"x-request-id", ticket.request_id.encode()),
             (b"x-relaygate-upstream", opened.provider.label.encode()),
+            (b"x-relaygate-model", ticket.model.name.encode()),
         ],
     )

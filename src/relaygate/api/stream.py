@@ -130,6 +130,7 @@ async def stream_answer(
                 (b"x-accel-buffering", b"no"),
                 (b"x-request-id", ticket.request_id.encode()),
                 (b"x-relaygate-upstream", opened.provider.label.encode()),
+                (b"x-relaygate-model", ticket.model.name.encode()),
             ],
         }
     )

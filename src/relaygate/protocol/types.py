@@ -91,6 +91,14 @@ class ChatRequest(msgspec.Struct, frozen=True):
     response_format: dict[str, Any] | None = None
     reasoning_effort: str | None = None
     user: str | None = None
+    models: (
+        Annotated[
+            list[Annotated[str, msgspec.Meta(min_length=1)]],
+            msgspec.Meta(min_length=1, max_length=8),
+        ]
+        | None
+    ) = None
+    """Fallback models, tried in order when ``model`` cannot answer (as OpenRouter does)."""
 
 
 # --- response --------------------------------------------------------------------------------

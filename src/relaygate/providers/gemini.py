@@ -39,12 +39,6 @@ from relaygate.protocol.types import (
     TextPart,
     ToolMessage,
 )
-from relaygate.providers.anthropic import (
-    HttpJsonProvider,
-    SseReader,
-    parse_data_url,
-    tool_arguments,
-)
 from relaygate.providers.base import (
     FLUSH,
     Event,
@@ -55,6 +49,12 @@ from relaygate.providers.base import (
     TextDelta,
     TokenUsage,
     ToolCallDelta,
+)
+from relaygate.providers.http import (
+    HttpJsonProvider,
+    SseReader,
+    parse_data_url,
+    tool_arguments,
 )
 from relaygate.providers.openai import upstream_message
 from relaygate.settings import UpstreamSettings

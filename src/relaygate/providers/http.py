@@ -1,0 +1,174 @@
+"""Plumbing shared by the JSON-over-HTTP providers (Anthropic, Gemini): the POST with its
+failures mapped to upstream errors, an SSE reader, and request-translation helpers."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import AsyncIterator
+from typing import Any, NoReturn
+from urllib.parse import unquote_to_bytes
+
+import aiohttp
+import msgspec
+
+from relaygate.errors import (
+    InvalidRequest,
+    UpstreamError,
+    UpstreamProtocolError,
+    UpstreamStatus,
+    UpstreamUnreachable,
+)
+from relaygate.providers.base import Provider
+from relaygate.providers.openai import parse_retry_after, upstream_message
+
+_MAX_ERROR_BODY = 64 * 1024
+
+
+def parse_data_url(url: str, param: str) -> tuple[str, bytes]:
+    """The media type and bytes of a ``data:`` URL (400 naming ``param`` if unreadable)."""
+    header, comma, payload = url.partition(",")
+    if not comma:
+        raise InvalidRequest("Invalid image data URL: it has no ',' before the data", param=param)
+    meta = header[len("data:") :].split(";")
+    media_type = meta[0].strip().lower() or "text/plain"
+    try:
+        if "base64" in (m.strip().lower() for m in meta[1:]):
+            data = base64.b64decode(payload, validate=True)
+        else:
+            data = unquote_to_bytes(payload)
+    except (binascii.Error, ValueError):
+        raise InvalidRequest(
+            "Invalid image data URL: the data is not base64", param=param
+        ) from None
+    return media_type, data
+
+
+def tool_arguments(arguments: Any, param: str) -> dict[str, Any]:
+    """An assistant tool call's ``arguments`` (a JSON string) as the object vendors want."""
+    if isinstance(arguments, dict):
+        return arguments
+    if not arguments:
+        return {}
+    try:
+        value = msgspec.json.decode(arguments if isinstance(arguments, str) else str(arguments))
+    except msgspec.DecodeError:
+        raise InvalidRequest("Tool call arguments must be a JSON object", param=param) from None
+    if not isinstance(value, dict):
+        raise InvalidRequest("Tool call arguments must be a JSON object", param=param)
+    return value
+
+
+async def aclose(iterator: AsyncIterator[Any]) -> None:
+    aclose = getattr(iterator, "aclose", None)
+    if aclose is not None:
+        await aclose()
+
+
+class SseReader:
+    """The ``data:`` payloads of an SSE response, one list per network read.
+
+    A plain object rather than an async generator, so that a provider's ``events`` is the only
+    generator each streamed event passes through.
+    """
+
+    def __init__(self, response: aiohttp.ClientResponse) -> None:
+        self._pieces = response.content.iter_any()
+        self._buffer = b""
+
+    async def next(self) -> list[bytes] | None:
+        """The payloads of the next read that has any; ``None`` at the end of the stream."""
+        while True:
+            piece = await anext(self._pieces, None)
+            if piece is None:
+                rest, self._buffer = self._buffer, b""
+                return [rest[5:].strip()] if rest.startswith(b"data:") else None
+            lines = (self._buffer + piece).split(b"\n")
+            self._buffer = lines.pop()
+            payloads = [line[5:].strip() for line in lines if line.startswith(b"data:")]
+            if payloads:
+                return payloads
+
+
+class HttpJsonProvider(Provider):
+    """A JSON-over-HTTP upstream: the POST, and its failures mapped to upstream errors.
+
+    The plumbing the Anthropic and Gemini providers share (``OpenAIProvider`` has its own).
+    """
+
+    batches = True
+
+    def headers(self) -> dict[str, str]:
+        raise NotImplementedError
+
+    async def post(self, url: str, body: bytes) -> aiohttp.ClientResponse:
+        """The upstream's 200 response; anything else raised as an upstream error."""
+        settings = self.settings
+        timeout = aiohttp.ClientTimeout(
+            total=None, connect=settings.connect_timeout, sock_read=settings.read_timeout
+        )
+        try:
+            response = await self.session.post(
+                url, data=body, headers=self.headers(), timeout=timeout, allow_redirects=False
+            )
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            raise UpstreamUnreachable(
+                f"Upstream AI service unavailable: {self.label} could not be reached"
+                f" ({type(exc).__name__})",
+                upstream=self.label,
+            ) from None
+        if response.status != 200:
+            try:
+                raw = await response.content.read(_MAX_ERROR_BODY)
+            except (TimeoutError, aiohttp.ClientError):
+                raw = b""
+            finally:
+                response.release()
+            self.raise_status(response.status, raw, response.headers.get("retry-after"))
+        return response
+
+    def raise_status(self, status: int, raw: bytes, retry_after: str | None) -> NoReturn:
+        """Raise the error for an error status, with the upstream's message (redacted) but
+        never its raw body."""
+        if status in (401, 403):
+            message = f"Upstream {self.label} rejected the gateway's credentials (HTTP {status})"
+        else:
+            detail = upstream_message(raw)
+            message = f"Upstream {self.label} answered HTTP {status}"
+            message += f": {detail}" if detail else ""
+        raise UpstreamStatus(
+            message,
+            upstream=self.label,
+            upstream_status=status,
+            retry_after=parse_retry_after(retry_after),
+        )
+
+    async def read_more(self, reader: SseReader) -> list[bytes] | None:
+        """The next payloads of a stream that has started (``None`` at its end)."""
+        try:
+            return await reader.next()
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            raise self.broke_off(exc, "mid-stream") from None
+
+    async def read_body(self, response: aiohttp.ClientResponse) -> bytes:
+        try:
+            return await response.read()
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            raise self.broke_off(exc, "while answering") from None
+
+    def broke_off(self, exc: BaseException, when: str, retryable: bool = False) -> UpstreamError:
+        return UpstreamUnreachable(
+            f"Upstream {self.label} failed {when} ({type(exc).__name__})",
+            upstream=self.label,
+            retryable=retryable,
+        )
+
+    def unreadable(self, what: str) -> UpstreamError:
+        return UpstreamProtocolError(
+            f"Upstream {self.label} sent {what} that could not be read", upstream=self.label
+        )
+
+    def cut(self) -> UpstreamError:
+        return UpstreamProtocolError(
+            f"Upstream {self.label} closed the stream before it finished", upstream=self.label
+        )
