@@ -69,8 +69,8 @@ from relaygate.providers.http import (
     SseReader,
     parse_data_url,
     tool_arguments,
+    upstream_message,
 )
-from relaygate.providers.openai import upstream_message
 from relaygate.settings import UpstreamSettings
 
 DEFAULT_BASE_URL = "https://api.anthropic.com"

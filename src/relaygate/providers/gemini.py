@@ -55,8 +55,8 @@ from relaygate.providers.http import (
     SseReader,
     parse_data_url,
     tool_arguments,
+    upstream_message,
 )
-from relaygate.providers.openai import upstream_message
 from relaygate.settings import UpstreamSettings
 
 DEFAULT_BASE_URL = "https://generativelanguage.googleapis.com/v1beta"

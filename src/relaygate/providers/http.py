@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from collections.abc import AsyncIterator
 from typing import Any, NoReturn
 from urllib.parse import unquote_to_bytes
@@ -20,9 +21,42 @@ from relaygate.errors import (
     UpstreamUnreachable,
 )
 from relaygate.providers.base import Provider
-from relaygate.providers.openai import parse_retry_after, upstream_message
 
+
+class _ErrorDetail(msgspec.Struct):
+    message: str | None = None
+
+
+class _ErrorEnvelope(msgspec.Struct):
+    error: _ErrorDetail | str | None = None
+
+
+_error_decoder = msgspec.json.Decoder(_ErrorEnvelope)
+_KEYLIKE = re.compile(r"(sk-[A-Za-z0-9_\-*]{4,}|Bearer\s+\S+|key[=:]\s*\S+)", re.IGNORECASE)
 _MAX_ERROR_BODY = 64 * 1024
+_MAX_MESSAGE = 300
+
+
+def upstream_message(body: bytes) -> str:
+    """The upstream's own error message, without anything that looks like a credential."""
+    try:
+        envelope = _error_decoder.decode(body)
+    except msgspec.MsgspecError:
+        return ""
+    detail = envelope.error
+    message = detail if isinstance(detail, str) else (detail.message if detail else None)
+    if not message:
+        return ""
+    return _KEYLIKE.sub("[redacted]", message)[:_MAX_MESSAGE]
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None
 
 
 def parse_data_url(url: str, param: str) -> tuple[str, bytes]:
@@ -93,23 +127,28 @@ class SseReader:
 class HttpJsonProvider(Provider):
     """A JSON-over-HTTP upstream: the POST, and its failures mapped to upstream errors.
 
-    The plumbing the Anthropic and Gemini providers share (``OpenAIProvider`` has its own).
+    The plumbing every HTTP provider shares (OpenAI, Azure, Anthropic, Gemini).
     """
 
     batches = True
+    _fixed: tuple[dict[str, str], aiohttp.ClientTimeout] | None = None
 
     def headers(self) -> dict[str, str]:
         raise NotImplementedError
 
     async def post(self, url: str, body: bytes) -> aiohttp.ClientResponse:
         """The upstream's 200 response; anything else raised as an upstream error."""
-        settings = self.settings
-        timeout = aiohttp.ClientTimeout(
-            total=None, connect=settings.connect_timeout, sock_read=settings.read_timeout
-        )
+        fixed = self._fixed
+        if fixed is None:  # the same for every request of this upstream: built once
+            settings = self.settings
+            timeout = aiohttp.ClientTimeout(
+                total=None, connect=settings.connect_timeout, sock_read=settings.read_timeout
+            )
+            fixed = self._fixed = (self.headers(), timeout)
+        headers, timeout = fixed
         try:
             response = await self.session.post(
-                url, data=body, headers=self.headers(), timeout=timeout, allow_redirects=False
+                url, data=body, headers=headers, timeout=timeout, allow_redirects=False
             )
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             raise UpstreamUnreachable(

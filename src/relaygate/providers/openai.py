@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -12,14 +11,12 @@ import msgspec
 from relaygate.errors import (
     UpstreamError,
     UpstreamProtocolError,
-    UpstreamStatus,
     UpstreamUnreachable,
 )
 from relaygate.providers.base import (
     FLUSH,
     Event,
     Finish,
-    Provider,
     ProviderRequest,
     ReasoningDelta,
     Started,
@@ -27,6 +24,7 @@ from relaygate.providers.base import (
     TokenUsage,
     ToolCallDelta,
 )
+from relaygate.providers.http import HttpJsonProvider, upstream_message
 from relaygate.settings import UpstreamSettings
 
 
@@ -96,21 +94,9 @@ class _Completion(msgspec.Struct):
     usage: _Usage | None = None
 
 
-class _ErrorDetail(msgspec.Struct):
-    message: str | None = None
-
-
-class _ErrorEnvelope(msgspec.Struct):
-    error: _ErrorDetail | str | None = None
-
-
 _chunk_decoder = msgspec.json.Decoder(_Chunk)
 _completion_decoder = msgspec.json.Decoder(_Completion)
-_error_decoder = msgspec.json.Decoder(_ErrorEnvelope)
 _encoder = msgspec.json.Encoder()
-_KEYLIKE = re.compile(r"(sk-[A-Za-z0-9_\-*]{4,}|Bearer\s+\S+|key[=:]\s*\S+)", re.IGNORECASE)
-_MAX_ERROR_BODY = 64 * 1024
-_MAX_MESSAGE = 300
 # Fields relaygate consumes itself and never forwards.
 _GATEWAY_FIELDS = ("models", "top_k", "stream_options")
 
@@ -127,28 +113,6 @@ def usage_from(raw: _Usage) -> TokenUsage:
         reasoning_tokens=completion.reasoning_tokens or 0,
         completion_audio_tokens=completion.audio_tokens or 0,
     )
-
-
-def upstream_message(body: bytes) -> str:
-    """The upstream's own error message, without anything that looks like a credential."""
-    try:
-        envelope = _error_decoder.decode(body)
-    except msgspec.MsgspecError:
-        return ""
-    detail = envelope.error
-    message = detail if isinstance(detail, str) else (detail.message if detail else None)
-    if not message:
-        return ""
-    return _KEYLIKE.sub("[redacted]", message)[:_MAX_MESSAGE]
-
-
-def parse_retry_after(value: str | None) -> float | None:
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        return None
 
 
 def _tool_events(calls: list[_ToolCall], index: int) -> list[Event]:
@@ -220,7 +184,7 @@ async def sse_data(response: aiohttp.ClientResponse) -> AsyncIterator[list[bytes
         yield [buffer[5:].strip()]
 
 
-class OpenAIProvider(Provider):
+class OpenAIProvider(HttpJsonProvider):
     """Chat completions over OpenAI's HTTP API."""
 
     name = "openai"
@@ -238,7 +202,7 @@ class OpenAIProvider(Provider):
         if not isinstance(settings.options.get("supports_top_k", False), bool):
             raise ValueError("options.supports_top_k: must be true or false")
 
-    _call: tuple[str, dict[str, str], aiohttp.ClientTimeout] | None = None
+    _url: str | None = None
 
     def url(self) -> str:
         base = (self.settings.base_url or "https://api.openai.com/v1").rstrip("/")
@@ -265,54 +229,10 @@ class OpenAIProvider(Provider):
         return body
 
     async def _open(self, request: ProviderRequest) -> aiohttp.ClientResponse:
-        call = self._call
-        if call is None:  # the parts of the call that are the same for every request
-            timeout = aiohttp.ClientTimeout(
-                total=None,
-                connect=self.settings.connect_timeout,
-                sock_read=self.settings.read_timeout,
-            )
-            call = self._call = (self.url(), self.headers(), timeout)
-        url, headers, timeout = call
-        try:
-            response = await self.session.post(
-                url,
-                data=_encoder.encode(self.body(request)),
-                headers=headers,
-                timeout=timeout,
-                allow_redirects=False,
-            )
-        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-            raise UpstreamUnreachable(
-                f"Upstream AI service unavailable: {self.label} could not be reached"
-                f" ({type(exc).__name__})",
-                upstream=self.label,
-            ) from None
-        if response.status != 200:
-            await self._raise_status(response)
-        return response
-
-    async def _raise_status(self, response: aiohttp.ClientResponse) -> None:
-        try:
-            body = await response.content.read(_MAX_ERROR_BODY)
-        except (TimeoutError, aiohttp.ClientError):
-            body = b""
-        finally:
-            response.release()
-        status = response.status
-        detail = upstream_message(body)
-        if status in (401, 403):
-            message = f"Upstream {self.label} rejected the gateway's credentials (HTTP {status})"
-        else:
-            message = f"Upstream {self.label} answered HTTP {status}"
-            if detail:
-                message += f": {detail}"
-        raise UpstreamStatus(
-            message,
-            upstream=self.label,
-            upstream_status=status,
-            retry_after=parse_retry_after(response.headers.get("retry-after")),
-        )
+        url = self._url
+        if url is None:
+            url = self._url = self.url()
+        return await self.post(url, _encoder.encode(self.body(request)))
 
     async def events(self, request: ProviderRequest) -> AsyncIterator[Event]:
         response = await self._open(request)
