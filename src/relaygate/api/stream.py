@@ -106,20 +106,8 @@ async def _first_event(
             await asyncio.wait((task,))
 
 
-async def stream_answer(
-    admissions: Admissions,
-    ticket: Ticket,
-    opened: Opened,
-    request: ChatRequest,
-    send: Send,
-    receive: Receive,
-    keepalive_seconds: float,
-    drain_seconds: float,
-) -> None:
-    include_usage = bool(request.stream_options and request.stream_options.include_usage)
-    writer = ChunkWriter(ticket.request_id, ticket.model.name, int(time.time()))
-    collected = Collected()
-    status = "cancelled"
+async def _start(send: Send, ticket: Ticket, opened: Opened) -> None:
+    """The response head of a stream: 200, SSE, and who answered."""
     await send(
         {
             "type": "http.response.start",
@@ -134,6 +122,23 @@ async def stream_answer(
             ],
         }
     )
+
+
+async def stream_answer(
+    admissions: Admissions,
+    ticket: Ticket,
+    opened: Opened,
+    request: ChatRequest,
+    send: Send,
+    receive: Receive,
+    keepalive_seconds: float,
+    drain_seconds: float,
+) -> None:
+    include_usage = bool(request.stream_options and request.stream_options.include_usage)
+    writer = ChunkWriter(ticket.request_id, ticket.model.name, int(time.time()))
+    collected = Collected()
+    status = "cancelled"
+    await _start(send, ticket, opened)
     events = opened.events
     watch: ClientWatch | None = None
     try:
