@@ -163,6 +163,16 @@ async def test_upgrade_applies_every_migration_once_in_order(backend: Backend) -
 # --- keys ------------------------------------------------------------------------------------
 
 
+async def test_concurrent_upgrades_apply_each_migration_once(backend: Backend) -> None:
+    # --workers N and replicas start together: their upgrades must not trip over each other
+    stores = [backend.open() for _ in range(4)]
+    results = await asyncio.gather(*(store.upgrade() for store in stores))
+    names = [name for _, name, _ in MIGRATIONS]
+    assert sorted(results, key=len) == [[], [], [], names]
+    created = await stores[0].create_key(make_key())
+    assert await stores[3].get_key(created.id) == created
+
+
 @pytest.mark.parametrize(
     "fields",
     [

@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection, func, select, text
 
 from relaygate.store.schema import api_keys, key_revisions, ledger, schema_migrations
 
@@ -31,8 +31,18 @@ MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
 ]
 
 
+_MIGRATION_LOCK = 0x72656C6179  # "relay": one advisory lock id for every relaygate process
+
+
 def upgrade(conn: Connection) -> list[str]:
-    """Apply every migration not applied yet; returns the names applied."""
+    """Apply every migration not applied yet; returns the names applied.
+
+    Several processes may start at once (``--workers N``, replicas): the upgrade runs in one
+    transaction that holds the database's migration lock (PostgreSQL: an advisory lock; SQLite:
+    ``BEGIN IMMEDIATE``), so the others wait and then find nothing left to do.
+    """
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": _MIGRATION_LOCK})
     schema_migrations.create(conn, checkfirst=True)
     done = {row[0] for row in conn.execute(select(schema_migrations.c.version))}
     applied: list[str] = []
