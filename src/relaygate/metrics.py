@@ -43,6 +43,18 @@ class Metrics:
             ["operation"],
             registry=self.registry,
         )
+        self.upstream_state = Gauge(
+            "relaygate_upstream_state",
+            "1 for the state each upstream is in (healthy, ejected, probing), 0 for the others.",
+            ["model", "upstream", "state"],
+            registry=self.registry,
+        )
+        self.upstream_ejections = Gauge(
+            "relaygate_upstream_ejections",
+            "Times each upstream was taken out of rotation since start-up.",
+            ["model", "upstream"],
+            registry=self.registry,
+        )
         self._labels: dict[tuple[int, str], Counter] = {}
         self._answered: dict[tuple[str, str], Counter] = {}
 

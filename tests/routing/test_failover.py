@@ -139,6 +139,11 @@ def test_all_down_is_502_then_503_once_out_of_rotation(
     assert primary_health["last_error"] == "HTTP 500"
     assert primary_health["retry_in_seconds"] > 0
     assert b"fake failure" not in raw  # /health is public: no upstream message in it
+    metrics = gateway.get("/metrics")[2].decode()
+    for name in ("primary", "secondary"):
+        assert (f'relaygate_upstream_state{{model="routed",state="ejected",upstream="{name}"}}'
+                " 1.0") in metrics
+        assert f'relaygate_upstream_ejections{{model="routed",upstream="{name}"}} 1.0' in metrics
     tried = len(primary.received) + len(secondary.received)
     status, _, answer = gateway.post(CHAT, HELLO, key)
     assert status == 503

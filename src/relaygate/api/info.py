@@ -9,6 +9,7 @@ from relaygate.accounting.prices import micros_to_usd
 from relaygate.api.http import Receive, Scope, Send, header, send_bytes
 from relaygate.metrics import CONTENT_TYPE
 from relaygate.protocol.render import encoder
+from relaygate.routing.health import State
 
 if TYPE_CHECKING:
     from relaygate.app import Gateway
@@ -57,4 +58,11 @@ async def health(gw: Gateway, scope: Scope, receive: Receive, send: Send) -> Non
 async def metrics(gw: Gateway, scope: Scope, receive: Receive, send: Send) -> None:
     gw.metrics.ledger_pending.set(len(gw.ledger.pending))
     gw.metrics.uncharged.set(gw.admissions.uncharged_micros)
+    for name, model in gw.catalog.models.items():
+        for tracker in model.health:
+            for state in State:
+                gw.metrics.upstream_state.labels(name, tracker.label, state.value).set(
+                    1 if tracker.state is state else 0
+                )
+            gw.metrics.upstream_ejections.labels(name, tracker.label).set(tracker.ejections)
     await send_bytes(send, 200, gw.metrics.render(), content_type=CONTENT_TYPE)
