@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import socket
 import threading
 from collections.abc import Callable, Iterator
@@ -115,8 +116,20 @@ def test_image_urls_never_reach_internal_addresses(
 
 
 def test_an_operator_can_allow_an_internal_image_host(
-    make_gateway: Callable[..., GatewayProcess], upstream: FakeOpenAI
+    make_gateway: Callable[..., GatewayProcess], upstream: FakeOpenAI, image_server: int
 ) -> None:
+    gateway = make_gateway(images={"allow_internal": [f"127.0.0.1:{image_server}"]})
+    key = gateway.create_key("--credits", "5")
+    status, _, answer = gateway.post(
+        CHAT, ask(f"http://127.0.0.1:{image_server}/a.png"), key["key"]
+    )
+    assert status == 200, answer
+    sent = upstream.received[-1].body["messages"][0]["content"][1]["image_url"]["url"]
+    assert base64.b64decode(sent.split(",", 1)[1]) == png(16, 16)
+
+
+@pytest.fixture
+def image_server() -> Iterator[int]:
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
     class Images(BaseHTTPRequestHandler):
@@ -132,16 +145,52 @@ def test_an_operator_can_allow_an_internal_image_host(
             pass
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Images)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield int(server.server_address[1])
+    server.shutdown()
+    server.server_close()
+
+
+def test_forward_mode_passes_checked_urls_to_upstreams_that_fetch(
+    make_gateway: Callable[..., GatewayProcess], upstream: FakeOpenAI, image_server: int
+) -> None:
+    gateway = make_gateway(images={"allow_internal": [f"127.0.0.1:{image_server}"],
+                                   "forward_urls": True})
+    key = gateway.create_key("--credits", "5")
+    url = f"http://127.0.0.1:{image_server}/a.png"
+    status, _, answer = gateway.post(CHAT, ask(url), key["key"])
+    assert status == 200, answer
+    assert upstream.received[-1].body["messages"][0]["content"][1]["image_url"]["url"] == url
+
+
+async def test_providers_that_cannot_fetch_get_the_checked_image_inline(image_server: int) -> None:
+    from relaygate.media.pipeline import ImagePipeline
+    from relaygate.protocol.validate import decode_chat_request
+    from relaygate.providers.anthropic import AnthropicProvider
+    from relaygate.providers.base import ProviderRequest
+    from relaygate.providers.gemini import GeminiProvider
+    from relaygate.providers.openai import OpenAIProvider
+    from relaygate.settings import ImageSettings
+
+    url = f"http://127.0.0.1:{image_server}/a.png"
+    body = json.dumps(ask(url)).encode()
+    request, raw = decode_chat_request(body)
+    pipeline = ImagePipeline(ImageSettings(allow_internal=[f"127.0.0.1:{image_server}"]))
     try:
-        port = server.server_address[1]
-        gateway = make_gateway(images={"allow_internal": [f"127.0.0.1:{port}"]})
-        key = gateway.create_key("--credits", "5")
-        status, _, answer = gateway.post(CHAT, ask(f"http://127.0.0.1:{port}/a.png"), key["key"])
-        assert status == 200, answer
-        sent = upstream.received[-1].body["messages"][0]["content"][1]["image_url"]["url"]
-        assert base64.b64decode(sent.split(",", 1)[1]) == png(16, 16)
+        prepared = await pipeline.prepare(request, raw, vision=True, inline=False)
     finally:
-        server.shutdown()
-        server.server_close()
+        await pipeline.close()
+    call = ProviderRequest(request=request, raw=prepared.raw, upstream_model="m", stream=False,
+                           request_id="r", images=prepared)
+    assert OpenAIProvider.fetches_image_urls
+    assert AnthropicProvider.fetches_image_urls
+    assert not GeminiProvider.fetches_image_urls
+    # a provider that fetches gets the same request; one that cannot gets the bytes inline,
+    # in the raw body and in the typed request the non-OpenAI translators read
+    assert call.for_provider(OpenAIProvider.__new__(OpenAIProvider)) is call
+    inlined = call.for_provider(GeminiProvider.__new__(GeminiProvider))
+    sent = inlined.raw["messages"][0]["content"][1]["image_url"]["url"]
+    assert base64.b64decode(sent.split(",", 1)[1]) == png(16, 16)
+    typed = inlined.request.messages[0].content[1]  # type: ignore[index,union-attr]
+    assert typed.image_url.url == sent  # type: ignore[union-attr]
+    assert call.raw["messages"][0]["content"][1]["image_url"]["url"] == url  # unchanged

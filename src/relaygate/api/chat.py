@@ -16,7 +16,7 @@ from relaygate.protocol.assemble import Collected
 from relaygate.protocol.ids import completion_id
 from relaygate.protocol.render import encoder
 from relaygate.protocol.types import ChatRequest
-from relaygate.protocol.validate import decode_chat_request, images_of
+from relaygate.protocol.validate import decode_chat_request, images_of, reparse
 from relaygate.providers.base import ProviderRequest
 from relaygate.routing.catalog import CatalogModel
 from relaygate.routing.fallback import fallback_chain, open_chain
@@ -62,12 +62,12 @@ async def chat_completions(gw: Gateway, scope: Scope, receive: Receive, send: Se
     try:
         # Images are fetched and checked after admission, so a key's limits also cap the
         # fetches it can cause; nothing has reached an upstream yet.
+        forward = gw.settings.images.forward_urls
         prepared = await gw.images.prepare(
-            request,
-            raw,
-            vision=model.settings.vision,
-            inline=not gw.settings.images.forward_urls,
+            request, raw, vision=model.settings.vision, inline=not forward
         )
+        if prepared.raw is not raw:
+            request = reparse(prepared.raw)
     except BaseException:
         await gw.admissions.cancel(ticket)
         raise
@@ -77,6 +77,7 @@ async def chat_completions(gw: Gateway, scope: Scope, receive: Receive, send: Se
         upstream_model=model.name,
         stream=request.stream,
         request_id=request_id,
+        images=prepared if forward and prepared.images else None,
     )
     try:
         ticket.model, opened = await open_chain(chain, call)

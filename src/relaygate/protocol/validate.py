@@ -51,6 +51,11 @@ def decode_chat_request(body: bytes) -> tuple[ChatRequest, dict[str, Any]]:
     return request, raw
 
 
+def reparse(raw: dict[str, Any]) -> ChatRequest:
+    """The typed request of a body relaygate rewrote itself (images inlined, say)."""
+    return msgspec.convert(raw, ChatRequest)
+
+
 def images_of(request: ChatRequest) -> list[tuple[int, int, ImagePart]]:
     """Every image part as (message index, part index, part)."""
     found: list[tuple[int, int, ImagePart]] = []

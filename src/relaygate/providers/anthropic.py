@@ -482,6 +482,8 @@ class _StreamState:
 class AnthropicProvider(HttpJsonProvider):
     """Claude models over Anthropic's Messages API."""
 
+    fetches_image_urls = True
+
     name = "anthropic"
     supports_top_k = True
 

@@ -12,12 +12,16 @@ Upstream failures are raised as :class:`relaygate.errors.UpstreamError` where th
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import aiohttp
 
 from relaygate.protocol.types import ChatRequest
+from relaygate.protocol.validate import reparse
+
+if TYPE_CHECKING:
+    from relaygate.media.pipeline import PreparedImages
 from relaygate.settings import UpstreamSettings
 
 
@@ -96,6 +100,16 @@ class ProviderRequest:
     stream: bool
     request_id: str
     extra: dict[str, Any] = field(default_factory=dict)
+    images: PreparedImages | None = None
+    """Checked images still given as URLs (``images.forward_urls``): each provider gets them
+    as URLs if it fetches URLs itself, inline otherwise (see :meth:`for_provider`)."""
+
+    def for_provider(self, provider: Provider) -> ProviderRequest:
+        """This request as ``provider`` should receive it."""
+        if self.images is None or provider.fetches_image_urls:
+            return self
+        raw = self.images.rewrite(self.raw, inline=True)
+        return replace(self, raw=raw, request=reparse(raw), images=None)
 
 
 class Provider:
@@ -105,6 +119,8 @@ class Provider:
     supports_top_k: ClassVar[bool] = False
     """Whether the upstream takes ``top_k`` (dropped from the request otherwise)."""
     supports_images: ClassVar[bool] = True
+    fetches_image_urls: ClassVar[bool] = False
+    """Whether the upstream downloads http(s) image URLs itself (else images go inline)."""
     batches: ClassVar[bool] = False
     """Whether ``events`` yields :class:`Flush` at the end of each network read."""
 

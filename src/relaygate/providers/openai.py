@@ -187,6 +187,8 @@ async def sse_data(response: aiohttp.ClientResponse) -> AsyncIterator[list[bytes
 class OpenAIProvider(HttpJsonProvider):
     """Chat completions over OpenAI's HTTP API."""
 
+    fetches_image_urls = True
+
     name = "openai"
     supports_top_k = False
     batches = True

@@ -175,7 +175,7 @@ async def _attempt(
     candidate.error = None
     upstream_model = provider.settings.model or model.name
     request.upstream_model = upstream_model
-    events = provider.events(request)
+    events = provider.events(request.for_provider(provider))
     try:
         first = await anext(events)
     except UpstreamError as exc:
