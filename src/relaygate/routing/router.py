@@ -117,6 +117,7 @@ def no_upstream(model: CatalogModel) -> ServiceUnavailable:
     return ServiceUnavailable(
         f"Model {model.name!r} has no upstream configured: set OPENAI_API_KEY, or add an"
         f" upstream under models.{model.name}.upstreams in the config file",
+        fallback_suggestion="configure an upstream for this model, or use another model",
     )
 
 
