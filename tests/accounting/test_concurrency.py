@@ -6,9 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
-import sqlite3
 from collections.abc import AsyncIterator
-from contextlib import closing
 from decimal import ROUND_CEILING, Decimal
 from pathlib import Path
 from typing import Any
@@ -29,7 +27,7 @@ from relaygate.settings import ModelSettings, Pricing
 from relaygate.store.records import KeyRecord
 from relaygate.store.sql import SqlStore
 from tests.support.fake_openai import Behavior, FakeOpenAI
-from tests.support.gateway import GatewayProcess
+from tests.support.gateway import GatewayProcess, credits_of, ledger
 
 MICRO = Decimal("0.000001")
 PRICES = {"input": Decimal("1.75"), "cached_input": Decimal("0.175"), "output": Decimal("14.0")}
@@ -55,19 +53,6 @@ def cost_micros(usage: dict[str, Any]) -> int:
     return int(usd.quantize(MICRO, rounding=ROUND_CEILING) / MICRO)
 
 
-def ledger(gateway: GatewayProcess, key_id: str) -> list[dict[str, Any]]:
-    path = gateway.directory / "relaygate.db"
-    with closing(sqlite3.connect(path, timeout=10)) as db:
-        db.row_factory = sqlite3.Row
-        rows = db.execute("SELECT * FROM ledger WHERE key_id = ?", (key_id,)).fetchall()
-        return [dict(row) for row in rows]
-
-
-def credits_of(gateway: GatewayProcess, key: str) -> dict[str, Any]:
-    status, _, raw = gateway.get("/v1/credits", key)
-    assert status == 200, raw
-    result: dict[str, Any] = json.loads(raw, parse_float=Decimal, parse_int=Decimal)
-    return result
 
 
 # --- against a running gateway -----------------------------------------------------------------

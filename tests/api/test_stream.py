@@ -7,9 +7,7 @@ absence of ``[DONE]`` are visible exactly as a client receives them.
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Callable
-from contextlib import closing
 from decimal import Decimal
 from typing import Any
 
@@ -22,7 +20,7 @@ from relaygate.protocol.validate import decode_chat_request
 from relaygate.providers.base import TokenUsage
 from relaygate.settings import Pricing
 from tests.support.fake_openai import Behavior, FakeOpenAI
-from tests.support.gateway import GatewayProcess
+from tests.support.gateway import GatewayProcess, credits_of, ledger
 
 GPT52 = Price.from_settings(
     Pricing(input=Decimal("1.75"), cached_input=Decimal("0.175"), output=Decimal("14.0"))
@@ -55,21 +53,6 @@ def data_of(events: list[bytes]) -> list[bytes]:
     return [e for e in events if e.startswith(b"data:")]
 
 
-def ledger(gateway: GatewayProcess, key_id: str) -> list[dict[str, Any]]:
-    """The key's ledger rows, read straight from the gateway's SQLite file."""
-    path = gateway.directory / "relaygate.db"
-    with closing(sqlite3.connect(path, timeout=10)) as db:
-        db.row_factory = sqlite3.Row
-        rows = db.execute("SELECT * FROM ledger WHERE key_id = ?", (key_id,)).fetchall()
-        return [dict(row) for row in rows]
-
-
-def credits_of(gateway: GatewayProcess, key: str) -> dict[str, Any]:
-    """``GET /v1/credits`` with money parsed as Decimal (never float)."""
-    status, _, raw = gateway.get("/v1/credits", key)
-    assert status == 200, raw
-    result: dict[str, Any] = json.loads(raw, parse_float=Decimal, parse_int=Decimal)
-    return result
 
 
 def one_row(gateway: GatewayProcess, key_id: str) -> Callable[[], bool]:

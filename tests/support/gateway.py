@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
+from contextlib import closing
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -134,3 +137,20 @@ class GatewayProcess:
                 return
             time.sleep(0.05)
         raise AssertionError(f"{message} did not hold within {timeout}s")
+
+
+def ledger(gateway: GatewayProcess, key_id: str) -> list[dict[str, Any]]:
+    """The key's ledger rows, read straight from the gateway's SQLite file."""
+    path = gateway.directory / "relaygate.db"
+    with closing(sqlite3.connect(path, timeout=10)) as db:
+        db.row_factory = sqlite3.Row
+        rows = db.execute("SELECT * FROM ledger WHERE key_id = ?", (key_id,)).fetchall()
+        return [dict(row) for row in rows]
+
+
+def credits_of(gateway: GatewayProcess, key: str) -> dict[str, Any]:
+    """``GET /v1/credits`` with money parsed as Decimal (never float)."""
+    status, _, raw = gateway.get("/v1/credits", key)
+    assert status == 200, raw
+    result: dict[str, Any] = json.loads(raw, parse_float=Decimal, parse_int=Decimal)
+    return result

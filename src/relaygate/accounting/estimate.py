@@ -15,6 +15,7 @@ from relaygate.protocol.types import (
     ImagePart,
     TextPart,
 )
+from relaygate.protocol.validate import images_of
 
 _BYTES_PER_TOKEN = 4
 _MESSAGE_OVERHEAD = 4
@@ -36,13 +37,7 @@ def _text_bytes(request: ChatRequest) -> int:
 
 
 def image_parts(request: ChatRequest) -> list[ImagePart]:
-    return [
-        part
-        for message in request.messages
-        if isinstance(message.content, list)
-        for part in message.content
-        if isinstance(part, ImagePart)
-    ]
+    return [part for _, _, part in images_of(request)]
 
 
 LOW_DETAIL_IMAGE_TOKENS = 85

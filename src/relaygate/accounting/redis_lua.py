@@ -20,6 +20,14 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local period = 60000
 local function fmt(x) return string.format('%.3f', x) end
+local function release(acct, res, resexp, rid)
+  local amount = redis.call('HGET', res, rid)
+  if amount then
+    redis.call('HINCRBY', acct, 'reserved', -tonumber(amount))
+    redis.call('HDEL', res, rid)
+    redis.call('ZREM', resexp, rid)
+  end
+end
 local function expire_reservations(acct, res, resexp)
   local stale = redis.call('ZRANGEBYSCORE', resexp, '-inf', now)
   for _, id in ipairs(stale) do
@@ -97,12 +105,7 @@ CANCEL = (
     _PRELUDE
     + """
 local rid, tokens, rpm, tpm = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
-local amount = redis.call('HGET', KEYS[2], rid)
-if amount then
-  redis.call('HINCRBY', KEYS[1], 'reserved', -tonumber(amount))
-  redis.call('HDEL', KEYS[2], rid)
-  redis.call('ZREM', KEYS[3], rid)
-end
+release(KEYS[1], KEYS[2], KEYS[3], rid)
 redis.call('ZREM', KEYS[4], rid)
 shift_tat(KEYS[5], rpm, -1)
 shift_tat(KEYS[6], tpm, -math.min(tokens, tpm))
@@ -118,12 +121,7 @@ SETTLE = (
 local rid, cost, delta, tpm = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 redis.call('ZREM', KEYS[4], rid)
 shift_tat(KEYS[5], tpm, delta)
-local amount = redis.call('HGET', KEYS[2], rid)
-if amount then
-  redis.call('HINCRBY', KEYS[1], 'reserved', -tonumber(amount))
-  redis.call('HDEL', KEYS[2], rid)
-  redis.call('ZREM', KEYS[3], rid)
-end
+release(KEYS[1], KEYS[2], KEYS[3], rid)
 local acct = redis.call('HMGET', KEYS[1], 'seeded', 'granted', 'used', 'pending', 'reserved',
   'unlimited')
 if not acct[1] then return cost end

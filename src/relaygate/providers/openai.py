@@ -11,7 +11,6 @@ import msgspec
 from relaygate.errors import (
     UpstreamError,
     UpstreamProtocolError,
-    UpstreamUnreachable,
 )
 from relaygate.providers.base import (
     FLUSH,
@@ -265,16 +264,9 @@ class OpenAIProvider(HttpJsonProvider):
                         if buffer.startswith(b"data:") and buffer[5:].strip() == b"[DONE]":
                             finished = True
                 except (TimeoutError, aiohttp.ClientError) as exc:
-                    raise UpstreamUnreachable(
-                        f"Upstream {self.label} stream broke off ({type(exc).__name__})",
-                        upstream=self.label,
-                        retryable=False,
-                    ) from None
+                    raise self.broke_off(exc, "mid-stream") from None
                 if not finished and not saw_finish:
-                    raise UpstreamProtocolError(
-                        f"Upstream {self.label} closed the stream before it finished",
-                        upstream=self.label,
-                    )
+                    raise self.cut()
             else:
                 for event in await self._completion_events(response):
                     yield event
@@ -288,14 +280,7 @@ class OpenAIProvider(HttpJsonProvider):
                 response.close()
 
     async def _completion_events(self, response: aiohttp.ClientResponse) -> list[Event]:
-        try:
-            body = await response.read()
-        except (TimeoutError, aiohttp.ClientError) as exc:
-            raise UpstreamUnreachable(
-                f"Upstream {self.label} failed while answering ({type(exc).__name__})",
-                upstream=self.label,
-                retryable=False,
-            ) from None
+        body = await self.read_body(response)
         try:
             return completion_events(_completion_decoder.decode(body))
         except msgspec.MsgspecError:
