@@ -17,6 +17,7 @@ import json
 import os
 import platform
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -212,21 +213,33 @@ def measure(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         port = ports["relaygate"] if target == "relaygate" else ports[f"bare{latency}"]
         return f"http://127.0.0.1:{port}/v1/chat/completions"
 
-    results: dict[str, Any] = {"throughput": {}, "sequential": {}, "open_loop": [], "memory": {}}
+    results: dict[str, Any] = {
+        "throughput": {},
+        "throughput_rounds": {},
+        "sequential": {},
+        "open_loop": [],
+        "memory": {},
+    }
+    pids = {"bare0": stack.procs[2].pid, "bare50": stack.procs[3].pid, "relaygate": pid}
     try:
         for latency in ("0", "50"):
             for mode in ("nonstream", "stream"):
-                script = wrk_script(workdir, key, body(f"bench-{latency}ms", mode == "stream"))
+                rounds = throughput_rounds(args, workdir, key, mode, latency, url, pids)
+                results["throughput_rounds"][f"{mode}/{latency}ms"] = rounds
                 for target in ("bare", "relaygate"):
-                    run_wrk(url(target, latency), script, 16, 2)  # warm-up
-                    r = run_wrk(url(target, latency), script, 16, args.seconds)
-                    results["throughput"][f"{target}/{mode}/{latency}ms"] = r.__dict__
+                    r = rounds["median"][target]
+                    results["throughput"][f"{target}/{mode}/{latency}ms"] = r
                     print(
                         f"throughput {target:9} {mode:9} {latency:>2}ms: "
-                        f"{r.requests_per_second:8.0f} req/s p50 {r.p50_ms:.2f} ms"
-                        f" errors {r.errors}",
+                        f"{r['requests_per_second']:8.0f} req/s p50 {r['p50_ms']:.2f} ms"
+                        f" cpu {r['cpu_us_per_request']:6.1f} us/req errors {r['errors']}",
                         flush=True,
                     )
+                print(
+                    f"  ratio per round {[round(x, 3) for x in rounds['ratios']]},"
+                    f" median {rounds['ratio']:.3f}; cpu ratio {rounds['cpu_ratio']:.3f}",
+                    flush=True,
+                )
         for mode in ("nonstream", "stream"):
             script = wrk_script(workdir, key, body("bench-0ms", mode == "stream"))
             for target in ("bare", "relaygate"):
@@ -258,6 +271,56 @@ def measure(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     finally:
         stack.stop()
     return results
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time a process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def throughput_rounds(
+    args: argparse.Namespace,
+    workdir: Path,
+    key: str,
+    mode: str,
+    latency: str,
+    url: Any,
+    pids: dict[str, int],
+) -> dict[str, Any]:
+    """Closed-loop throughput of the bare proxy and relaygate, alternating for
+    ``args.rounds`` rounds: on a shared or virtual machine the speed of the whole box drifts
+    within seconds, and a ratio taken from back-to-back runs is far steadier than one taken
+    minutes apart. Each run also records the target's CPU time per request."""
+    script = wrk_script(workdir, key, body(f"bench-{latency}ms", mode == "stream"))
+    runs: dict[str, list[dict[str, Any]]] = {"bare": [], "relaygate": []}
+    for target in ("bare", "relaygate"):
+        run_wrk(url(target, latency), script, 16, 2)  # warm-up
+    for _ in range(args.rounds):
+        for target in ("bare", "relaygate"):
+            pid = pids["relaygate" if target == "relaygate" else f"bare{latency}"]
+            before = cpu_seconds(pid)
+            r = run_wrk(url(target, latency), script, 16, args.seconds)
+            served = max(1.0, r.requests_per_second * args.seconds)
+            row = dict(r.__dict__, cpu_us_per_request=(cpu_seconds(pid) - before) / served * 1e6)
+            runs[target].append(row)
+    ratios = [
+        g["requests_per_second"] / b["requests_per_second"]
+        for b, g in zip(runs["bare"], runs["relaygate"], strict=True)
+    ]
+    cpu = {t: statistics.median(r["cpu_us_per_request"] for r in runs[t]) for t in runs}
+
+    def median_run(target: str) -> dict[str, Any]:
+        ordered = sorted(runs[target], key=lambda r: r["requests_per_second"])
+        return ordered[len(ordered) // 2]
+
+    return {
+        "runs": runs,
+        "ratios": ratios,
+        "ratio": statistics.median(ratios),
+        "cpu_ratio": cpu["bare"] / cpu["relaygate"],
+        "median": {t: median_run(t) for t in runs},
+    }
 
 
 def scaling(
@@ -316,11 +379,16 @@ def memory(workdir: Path, url: str, key: str, pid: int, args: argparse.Namespace
 
 def summarize(results: dict[str, Any]) -> dict[str, Any]:
     t, s = results["throughput"], results["sequential"]
-    summary = {
-        f"throughput_ratio_{mode}": t[f"relaygate/{mode}/0ms"]["requests_per_second"]
-        / t[f"bare/{mode}/0ms"]["requests_per_second"]
-        for mode in ("nonstream", "stream")
-    }
+    rounds = results["throughput_rounds"]
+    summary: dict[str, Any] = {}
+    for mode in ("nonstream", "stream"):
+        summary[f"throughput_ratio_{mode}"] = rounds[f"{mode}/0ms"]["ratio"]
+        summary[f"throughput_ratio_{mode}_rounds"] = rounds[f"{mode}/0ms"]["ratios"]
+        summary[f"cpu_per_request_ratio_{mode}"] = rounds[f"{mode}/0ms"]["cpu_ratio"]
+        summary[f"requests_per_second_{mode}"] = {
+            target: t[f"{target}/{mode}/0ms"]["requests_per_second"]
+            for target in ("bare", "relaygate")
+        }
     for mode in ("nonstream", "stream"):
         summary[f"sequential_added_p50_ms_{mode}"] = (
             s[f"relaygate/{mode}"]["p50_ms"] - s[f"bare/{mode}"]["p50_ms"]
@@ -365,6 +433,12 @@ def main() -> None:
         type=int,
         default=0,
         help="memory soak after the 100k requests (the report uses 600)",
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="alternating bare/relaygate rounds per throughput row (the ratio is their median)",
     )
     parser.add_argument("--out", type=Path, default=Path("bench/results"))
     parser.add_argument(

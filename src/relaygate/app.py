@@ -82,8 +82,13 @@ class Gateway:
         await self.ledger.start()
         await self.keys.refresh()
         connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, enable_cleanup_closed=True)
+        # No cookie jar: cookies an upstream sets must not ride along on other keys' requests
+        # (and matching them costs every request).
         self.session = aiohttp.ClientSession(
-            connector=connector, auto_decompress=True, trust_env=False
+            connector=connector,
+            auto_decompress=True,
+            trust_env=False,
+            cookie_jar=aiohttp.DummyCookieJar(),
         )
         self.catalog = Catalog(self.settings, self.session)
         self.keys.start()

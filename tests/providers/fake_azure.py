@@ -5,8 +5,6 @@ header (Azure's 401 without it, 404 ``DeploymentNotFound`` for another deploymen
 
 from __future__ import annotations
 
-import asyncio
-
 from aiohttp import web
 
 from tests.support.fake_openai import FakeOpenAI
@@ -28,17 +26,8 @@ class FakeAzure(FakeOpenAI):
     def resource_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def _serve(self) -> None:
-        asyncio.set_event_loop(self._loop)
-        app = web.Application()
+    def routes(self, app: web.Application) -> None:
         app.router.add_post("/openai/deployments/{deployment}/chat/completions", self._azure_handle)
-        self._runner = web.AppRunner(app, access_log=None)
-        self._loop.run_until_complete(self._runner.setup())
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        self._loop.run_until_complete(site.start())
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self._ready.set()
-        self._loop.run_forever()
 
     async def _azure_handle(self, request: web.Request) -> web.StreamResponse:
         self.queries.append(dict(request.query))

@@ -10,7 +10,7 @@ from typing import Any
 from relaygate.protocol.assemble import Collected
 from relaygate.protocol.types import ChatCompletion
 from relaygate.protocol.validate import decode_chat_request
-from relaygate.providers.base import Event, Provider, ProviderRequest, Started
+from relaygate.providers.base import Batch, Done, Event, Provider, ProviderRequest, Started
 from tests.providers import fake_anthropic, fake_azure, fake_gemini
 from tests.providers.fake_anthropic import FakeAnthropic
 from tests.providers.fake_azure import FakeAzure
@@ -75,10 +75,14 @@ def call(body: dict[str, Any], upstream_model: str = "upstream-model") -> Provid
 
 
 async def collect(provider: Provider, request: ProviderRequest) -> list[Event]:
-    """Every event of one answer (Started first, checked), as the gateway would read them."""
-    events = [event async for event in provider.events(request)]
-    assert isinstance(events[0], Started)
-    return events[1:]
+    """Every event of one answer, as the gateway would read them; checks the batches' shape:
+    ``[Started]`` alone first, and ``Done`` (if sent) only at the very end."""
+    batches = [list(batch) async for batch in provider.events(request)]
+    assert len(batches[0]) == 1
+    assert isinstance(batches[0][0], Started)
+    events = [event for batch in batches[1:] for event in batch]
+    assert all(not isinstance(e, Done) for e in events[:-1])
+    return [e for e in events if not isinstance(e, Done)]
 
 
 def completion(events: list[Event]) -> ChatCompletion:
@@ -89,7 +93,7 @@ def completion(events: list[Event]) -> ChatCompletion:
     return collected.completion("chatcmpl-test", "public", 0, collected.usage_or_estimate(0))
 
 
-async def drain(events: AsyncIterator[Event], seen: list[Event]) -> None:
-    """Read ``events`` to the end (or the error), keeping each in ``seen``."""
-    async for event in events:
-        seen.append(event)
+async def drain(events: AsyncIterator[Batch], seen: list[Event]) -> None:
+    """Read ``events`` to the end (or the error), keeping each event in ``seen``."""
+    async for batch in events:
+        seen.extend(batch)

@@ -104,7 +104,7 @@ async def route(model: CatalogModel, sleeps: Sleeps, seed: int = 1) -> Opened:
 async def answered_by(model: CatalogModel, sleeps: Sleeps, seed: int = 1) -> str:
     """Route one request, read its answer to the end, and name the upstream that gave it."""
     opened = await route(model, sleeps, seed)
-    [event async for event in opened.events]
+    [batch async for batch in opened.events]
     return opened.provider.label
 
 

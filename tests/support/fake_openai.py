@@ -37,6 +37,8 @@ class Behavior:
     error_body: str | None = None
     retry_after: str | None = None
     finish_reason: str = "stop"
+    set_cookie: str | None = None
+    """A ``Set-Cookie`` header for the answer."""
 
 
 @dataclass
@@ -80,10 +82,14 @@ class FakeOpenAI:
         self._thread.join(10)
         self._loop.close()
 
+    def routes(self, app: web.Application) -> None:
+        """The server's routes (a subclass serves the same behaviours elsewhere)."""
+        app.router.add_post("/v1/chat/completions", self._handle)
+
     def _serve(self) -> None:
         asyncio.set_event_loop(self._loop)
         app = web.Application()
-        app.router.add_post("/v1/chat/completions", self._handle)
+        self.routes(app)
         self._runner = web.AppRunner(app, access_log=None)
         self._loop.run_until_complete(self._runner.setup())
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -107,7 +113,8 @@ class FakeOpenAI:
             return web.Response(status=b.status, text=text, headers=headers)
         if body.get("stream"):
             return await self._stream(request, body, b)
-        return web.json_response(self._completion(body, b))
+        headers = {"set-cookie": b.set_cookie} if b.set_cookie else None
+        return web.json_response(self._completion(body, b), headers=headers)
 
     def _usage(self, b: Behavior) -> dict[str, Any]:
         return {

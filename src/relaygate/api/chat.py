@@ -105,8 +105,9 @@ async def _complete_answer(gw: Gateway, ticket: Ticket, opened: Opened, send: Se
     collected = Collected()
     status = "cancelled"
     try:
-        async for event in opened.events:
-            collected.add(event)
+        async for batch in opened.events:
+            for event in batch:
+                collected.add(event)
         status = "ok"
     except UpstreamError:
         status = "upstream_error"

@@ -15,12 +15,12 @@ import time
 from collections.abc import AsyncIterator
 
 from relaygate.accounting.admission import Admissions, Ticket
-from relaygate.api.http import Receive, Send
+from relaygate.api.http import Message, Receive, Send
 from relaygate.errors import InternalError, UpstreamError
 from relaygate.protocol.assemble import ChunkWriter, Collected
 from relaygate.protocol.render import SSE_DONE, SSE_KEEPALIVE, sse_error
 from relaygate.protocol.types import ChatRequest
-from relaygate.providers.base import Event, Flush, TokenUsage
+from relaygate.providers.base import Batch, Done, TokenUsage
 from relaygate.routing.router import Opened
 
 log = logging.getLogger("relaygate.stream")
@@ -67,38 +67,59 @@ class ClientWatch:
             self._task.cancel()
 
 
-async def _send(send: Send, watch: ClientWatch, data: bytes) -> None:
-    if watch.gone:
-        return
-    try:
-        await send({"type": "http.response.body", "body": data, "more_body": True})
-    except OSError:
-        watch.mark_gone()
+class _Client:
+    """The client's side of a stream. Its head (200, SSE, who answered) is sent with the first
+    bytes, so that the head and the first chunk leave in one write."""
+
+    __slots__ = ("_head", "_send", "watch")
+
+    def __init__(self, send: Send, head: Message, watch: ClientWatch) -> None:
+        self._send = send
+        self._head: Message | None = head
+        self.watch = watch
+
+    async def _start(self) -> None:
+        if self._head is not None:
+            await self._send(self._head)
+            self._head = None  # only once sent: a cancelled keep-alive may not have sent it
+
+    async def write(self, data: bytes) -> None:
+        if self.watch.gone:
+            return
+        try:
+            await self._start()
+            await self._send({"type": "http.response.body", "body": data, "more_body": True})
+        except OSError:
+            self.watch.mark_gone()
+
+    async def end(self, data: bytes) -> None:
+        """The last bytes, and the end of the response."""
+        await self._start()
+        body = b"" if self.watch.gone else data
+        await self._send({"type": "http.response.body", "body": body, "more_body": False})
 
 
-async def _keep_alive(interval: float, send: Send, watch: ClientWatch) -> None:
+async def _keep_alive(interval: float, client: _Client) -> None:
     while True:
-        await _send(send, watch, SSE_KEEPALIVE)
+        await client.write(SSE_KEEPALIVE)
         await asyncio.sleep(interval)
 
 
-async def _first_event(
-    events: AsyncIterator[Event], interval: float, send: Send, watch: ClientWatch
-) -> Event | None:
-    """The next event, sending SSE comments every ``interval`` seconds while it is awaited.
+async def _first_batch(
+    events: AsyncIterator[Batch], interval: float, client: _Client
+) -> Batch | None:
+    """The next batch, sending SSE comments every ``interval`` seconds while it is awaited.
 
-    The keep-alive task only starts if the first event is late; the await of the event itself
+    The keep-alive task only starts if the first batch is late; the await of the batch itself
     stays in this task.
     """
     loop = asyncio.get_running_loop()
     keeper: list[asyncio.Task[None]] = []
     timer = loop.call_later(
-        interval, lambda: keeper.append(loop.create_task(_keep_alive(interval, send, watch)))
+        interval, lambda: keeper.append(loop.create_task(_keep_alive(interval, client)))
     )
     try:
-        return await anext(events)
-    except StopAsyncIteration:
-        return None
+        return await anext(events, None)
     finally:
         timer.cancel()
         for task in keeper:
@@ -106,22 +127,20 @@ async def _first_event(
             await asyncio.wait((task,))
 
 
-async def _start(send: Send, ticket: Ticket, opened: Opened) -> None:
+def _head(ticket: Ticket, opened: Opened) -> Message:
     """The response head of a stream: 200, SSE, and who answered."""
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 200,
-            "headers": [
-                (b"content-type", b"text/event-stream; charset=utf-8"),
-                (b"cache-control", b"no-cache"),
-                (b"x-accel-buffering", b"no"),
-                (b"x-request-id", ticket.request_id.encode()),
-                (b"x-relaygate-upstream", opened.provider.label.encode()),
-                (b"x-relaygate-model", ticket.model.name.encode()),
-            ],
-        }
-    )
+    return {
+        "type": "http.response.start",
+        "status": 200,
+        "headers": [
+            (b"content-type", b"text/event-stream; charset=utf-8"),
+            (b"cache-control", b"no-cache"),
+            (b"x-accel-buffering", b"no"),
+            (b"x-request-id", ticket.request_id.encode()),
+            (b"x-relaygate-upstream", opened.provider.label.encode()),
+            (b"x-relaygate-model", ticket.model.name.encode()),
+        ],
+    }
 
 
 async def stream_answer(
@@ -138,90 +157,78 @@ async def stream_answer(
     writer = ChunkWriter(ticket.request_id, ticket.model.name, int(time.time()))
     collected = Collected()
     status = "cancelled"
-    await _start(send, ticket, opened)
     events = opened.events
-    watch: ClientWatch | None = None
+    deadline = asyncio.Timeout(None)
+    client = _Client(send, _head(ticket, opened), ClientWatch(receive, deadline, drain_seconds))
+    last = b""
     try:
-        async with asyncio.timeout(None) as deadline:
-            watch = ClientWatch(receive, deadline, drain_seconds)
-            tail = await _relay(
-                events,
-                writer,
-                collected,
-                send,
-                watch,
-                keepalive_seconds,
-                opened.provider.batches,
-            )
+        async with deadline:
+            tail = await _relay(events, writer, collected, client, keepalive_seconds)
             status = "ok"
             if include_usage:
                 tail.append(writer.usage(collected.usage_or_estimate(ticket.prompt_guess)))
             tail.append(SSE_DONE)
-            await _send(send, watch, b"".join(tail))
+            last = b"".join(tail)
     except UpstreamError as exc:
         status = "upstream_error"
-        if watch is not None:
-            await _send(send, watch, sse_error(exc))
+        last = sse_error(exc)
     except TimeoutError:
         status = "client_disconnected"
     except Exception:
         log.exception("stream %s failed", ticket.request_id)
         status = "internal_error"
-        if watch is not None:
-            await _send(send, watch, sse_error(InternalError("Internal server error")))
+        last = sse_error(InternalError("Internal server error"))
     finally:
-        gone = watch is not None and watch.gone
-        if watch is not None:
-            watch.close()
+        client.watch.close()
         try:
             await _close(events)
         finally:
-            await _settle(admissions, ticket, opened, collected, status, gone)
-    await send({"type": "http.response.body", "body": b"", "more_body": False})
+            try:
+                await _settle(admissions, ticket, opened, collected, status, client.watch.gone)
+            except Exception:
+                # The answer is complete: it still goes out; the failure is for the operator.
+                log.exception("stream %s could not be settled", ticket.request_id)
+    # Settled before the end reaches the client: a client that sends its next request as soon
+    # as this one is complete sees its balance already charged.
+    await client.end(last)
 
 
 async def _relay(
-    events: AsyncIterator[Event],
+    events: AsyncIterator[Batch],
     writer: ChunkWriter,
     collected: Collected,
-    send: Send,
-    watch: ClientWatch,
+    client: _Client,
     keepalive_seconds: float,
-    batches: bool,
 ) -> list[bytes]:
-    """Relay events to the client until the upstream is done; returns output not sent yet.
+    """Relay the upstream's answer to the client until it is done; returns output not sent yet.
 
-    With a batching provider, output is gathered until its :class:`Flush` and written at once.
-    After the client has gone, events are only collected (for billing) until the usage.
+    Each batch (one network read) is written in a single send, except the last one (ending in
+    :class:`Done`), which is returned to go out with the stream's tail. After the client has
+    gone, events are only collected (for billing) until the usage.
     """
-    pending: list[bytes] = []
-    event = await _first_event(events, keepalive_seconds, send, watch)
-    if event is None:
-        return pending
-    while True:
-        if type(event) is Flush:
-            if pending:
-                await _send(send, watch, b"".join(pending))
-                pending.clear()
-        else:
-            collected.add(event)
-            if watch.gone:
+    out: list[bytes] = []
+    watch = client.watch
+    batch = await _first_batch(events, keepalive_seconds, client)
+    while batch is not None:
+        if watch.gone:
+            for event in batch:
+                collected.add(event)
                 if type(event) is TokenUsage:
-                    return pending
-            else:
+                    return []
+        else:
+            for event in batch:
+                collected.add(event)
                 data = writer.event(event)
                 if data is not None:
-                    if batches:
-                        pending.append(data)
-                    else:
-                        await _send(send, watch, data)
-        try:
-            event = await anext(events)
-        except StopAsyncIteration:
-            return pending
+                    out.append(data)
+            if out and type(batch[-1]) is not Done:
+                await client.write(b"".join(out))
+                out = []
+        batch = await anext(events, None)
+    return out
 
 
-async def _close(events: AsyncIterator[Event]) -> None:
+async def _close(events: AsyncIterator[Batch]) -> None:
     aclose = getattr(events, "aclose", None)
     if aclose is not None:
         await aclose()

@@ -11,6 +11,7 @@ from relaygate.app import App, create_app
 from relaygate.cli.common import config_option, fail, settings_or_exit
 from relaygate.errors import ConfigError
 from relaygate.logs import configure_logging
+from relaygate.serving import HttpProtocol
 from relaygate.settings import Settings, load_settings
 from relaygate.store.sql import SqlStore
 
@@ -65,7 +66,8 @@ def serve(config: str | None, host: str, port: int, workers: int) -> None:
         "host": host,
         "port": port,
         "loop": "uvloop",
-        "http": "httptools",
+        "http": HttpProtocol,
+        "ws": "none",
         "lifespan": "on",
         "access_log": False,
         "log_config": None,

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import msgspec
+
 from relaygate.protocol.render import encoder
 from relaygate.protocol.types import (
     ChatCompletion,
@@ -19,6 +21,7 @@ from relaygate.protocol.types import (
     Usage,
 )
 from relaygate.providers.base import (
+    EncodedText,
     Event,
     Finish,
     ReasoningDelta,
@@ -55,9 +58,19 @@ def wire_usage(usage: TokenUsage) -> Usage:
     )
 
 
+_literals = msgspec.json.Decoder(list[str])
+
+
+def decode_literals(literals: list[bytes]) -> list[str]:
+    """The texts of JSON string literals (of an :class:`EncodedText`)."""
+    return _literals.decode(b"[" + b",".join(literals) + b"]")
+
+
 @dataclass(slots=True)
 class _ChoiceState:
     text: list[str] = field(default_factory=list)
+    encoded: list[bytes] | None = None
+    """Text still JSON-encoded, appended after ``text`` (decoded when the answer is built)."""
     reasoning: list[str] = field(default_factory=list)
     tools: dict[int, ToolCall] = field(default_factory=dict)
     finish: str | None = None
@@ -79,8 +92,14 @@ class Collected:
         return state
 
     def add(self, event: Event) -> None:
-        if type(event) is TextDelta:
-            self._choice(event.index).text.append(event.text)
+        if type(event) is EncodedText:
+            self._add_encoded(event.literals)
+        elif type(event) is TextDelta:
+            state = self._choice(event.index)
+            if state.encoded:
+                state.text += decode_literals(state.encoded)
+                state.encoded = None
+            state.text.append(event.text)
             self.deltas += 1
         elif isinstance(event, ReasoningDelta):
             self._choice(event.index).reasoning.append(event.text)
@@ -92,6 +111,13 @@ class Collected:
             self._choice(event.index).finish = event.reason
         elif isinstance(event, TokenUsage):
             self.usage = event
+
+    def _add_encoded(self, literals: list[bytes]) -> None:
+        state = self._choice(0)
+        if state.encoded is None:
+            state.encoded = []
+        state.encoded += literals
+        self.deltas += len(literals)
 
     def _add_tool(self, event: ToolCallDelta) -> None:
         tools = self._choice(event.index).tools
@@ -123,7 +149,7 @@ class Collected:
         for index in sorted(self.choices) or [0]:
             state = self.choices.get(index) or _ChoiceState()
             tools = [state.tools[i] for i in sorted(state.tools)] or None
-            text = "".join(state.text)
+            text = "".join(state.text + decode_literals(state.encoded or []))
             message = ResponseMessage(
                 role="assistant",
                 content=text if text or not tools else None,
@@ -153,7 +179,7 @@ class ChunkWriter:
     it is encoded once as a template and only the text is encoded per chunk.
     """
 
-    __slots__ = ("_text_head", "_text_tail", "created", "id", "model", "started")
+    __slots__ = ("_text_head", "_text_join", "_text_tail", "created", "id", "model", "started")
 
     def __init__(self, completion_id: str, model: str, created: int) -> None:
         self.id = completion_id
@@ -162,6 +188,7 @@ class ChunkWriter:
         self.started: set[int] = set()
         template = self._chunk([ChunkChoice(index=0, delta=Delta(content=_MARK))])
         self._text_head, _, self._text_tail = template.partition(_ENCODED_MARK)
+        self._text_join = self._text_tail + self._text_head
 
     def _chunk(self, choices: list[ChunkChoice], usage: Usage | None = None) -> bytes:
         chunk = ChatCompletionChunk(
@@ -182,6 +209,8 @@ class ChunkWriter:
 
     def event(self, event: Event) -> bytes | None:
         """The SSE bytes for ``event``, or ``None`` when it sends nothing by itself."""
+        if type(event) is EncodedText:
+            return self._encoded(event.literals)
         if type(event) is TextDelta:
             if event.index == 0 and 0 in self.started:
                 return self._text_head + encoder.encode(event.text) + self._text_tail
@@ -203,6 +232,16 @@ class ChunkWriter:
             choice = ChunkChoice(index=event.index, delta=Delta(), finish_reason=event.reason)
             return prefix + self._chunk([choice])
         return None
+
+    def _encoded(self, literals: list[bytes]) -> bytes:
+        """Text chunks of choice 0 around literals the upstream encoded: one join for all."""
+        first = b""
+        if 0 not in self.started:
+            first = self._delta(0, Delta(content=decode_literals(literals[:1])[0]))
+            literals = literals[1:]
+            if not literals:
+                return first
+        return first + self._text_head + self._text_join.join(literals) + self._text_tail
 
     def usage(self, usage: TokenUsage) -> bytes:
         """The final usage chunk (``choices`` empty), as OpenAI sends it."""

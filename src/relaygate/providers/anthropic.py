@@ -54,12 +54,13 @@ from relaygate.protocol.types import (
     ToolMessage,
 )
 from relaygate.providers.base import (
-    FLUSH,
+    DONE,
+    STARTED,
+    Batch,
     Event,
     Finish,
     ProviderRequest,
     ReasoningDelta,
-    Started,
     TextDelta,
     TokenUsage,
     ToolCallDelta,
@@ -513,7 +514,7 @@ class AnthropicProvider(HttpJsonProvider):
             headers["x-api-key"] = self.settings.api_key
         return headers
 
-    async def events(self, request: ProviderRequest) -> AsyncIterator[Event]:
+    async def events(self, request: ProviderRequest) -> AsyncIterator[Batch]:
         body = _encoder.encode(build_body(request, self.options))
         response = await self.post(self.url(), body)
         complete = False
@@ -521,12 +522,14 @@ class AnthropicProvider(HttpJsonProvider):
             if request.stream:
                 reader = SseReader(response)
                 payloads: list[bytes] | None = await self._first_payloads(reader)
-                yield Started()
+                yield STARTED
                 state = _StreamState(self.label)
                 while payloads is not None:
-                    for event in state.feed(payloads):
-                        yield event
-                    yield FLUSH
+                    batch = state.feed(payloads)
+                    if state.stopped and state.failed is None:
+                        batch.append(DONE)
+                    if batch:
+                        yield batch
                     if state.failed is not None:
                         raise state.failed
                     if state.stopped:
@@ -535,9 +538,8 @@ class AnthropicProvider(HttpJsonProvider):
                 else:
                     raise self.cut()
             else:
-                yield Started()
-                for event in message_events(self._message(await self.read_body(response))):
-                    yield event
+                yield STARTED
+                yield message_events(self._message(await self.read_body(response)))
             complete = True
         finally:
             if complete:

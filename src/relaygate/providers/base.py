@@ -1,9 +1,15 @@
 """The one provider interface: translate a request, yield typed events.
 
 A provider turns a checked :class:`ProviderRequest` into a call to its upstream and yields
-:data:`Event` values. The first event is always :class:`Started`, yielded once the upstream has
-accepted the request: errors raised before it may be retried elsewhere, errors after it end the
-client's stream with an SSE error event. Non-streaming answers are the collected stream.
+:data:`Batch` values: the :data:`Event` values of one network read, in order. The first batch is
+always ``[Started()]`` alone, yielded once the upstream has accepted the request: errors raised
+before it may be retried elsewhere, errors after it end the client's stream with an SSE error
+event. A provider that knows its answer is complete ends the last batch with :class:`Done`.
+Non-streaming answers are the collected stream.
+
+A batch per read, rather than an event per ``yield``, costs each streamed read one resume of the
+provider's generator instead of one per token, and lets the stream relay write each read to the
+client in a single send.
 
 Providers never create HTTP sessions: they receive the app's shared :class:`aiohttp.ClientSession`.
 Upstream failures are raised as :class:`relaygate.errors.UpstreamError` where they happen.
@@ -11,7 +17,7 @@ Upstream failures are raised as :class:`relaygate.errors.UpstreamError` where th
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -31,22 +37,29 @@ class Started:
 
 
 @dataclass(slots=True)
-class Flush:
-    """Nothing more is buffered from the upstream right now: pending output may be sent.
+class Done:
+    """The upstream has finished its answer: the provider yields nothing after this batch.
 
-    Providers that set ``batches = True`` yield it after each network read, and the stream
-    relay then writes everything since the previous one in a single send; for other providers
-    every event is sent as it comes.
+    Optional (a stream also ends when the generator does), but it lets the relay send the last
+    read together with the stream's tail.
     """
 
 
-FLUSH = Flush()
+DONE = Done()
 
 
 @dataclass(slots=True)
 class TextDelta:
     text: str
     index: int = 0
+
+
+@dataclass(slots=True)
+class EncodedText:
+    """Consecutive text deltas of choice 0, each still the JSON string literal the upstream
+    sent (quotes included): streamed on as bytes, without decoding and re-encoding each one."""
+
+    literals: list[bytes]
 
 
 @dataclass(slots=True)
@@ -85,7 +98,13 @@ class TokenUsage:
     image_tokens: int = 0
 
 
-Event = Started | TextDelta | ReasoningDelta | ToolCallDelta | Finish | TokenUsage | Flush
+Event = (
+    Started | TextDelta | EncodedText | ReasoningDelta | ToolCallDelta | Finish | TokenUsage | Done
+)
+Batch = Sequence[Event]
+"""The events of one network read, in order (a list or a tuple)."""
+STARTED: Batch = (Started(),)
+"""The first batch of every answer."""
 
 
 @dataclass(slots=True)
@@ -121,8 +140,6 @@ class Provider:
     supports_images: ClassVar[bool] = True
     fetches_image_urls: ClassVar[bool] = False
     """Whether the upstream downloads http(s) image URLs itself (else images go inline)."""
-    batches: ClassVar[bool] = False
-    """Whether ``events`` yields :class:`Flush` at the end of each network read."""
 
     def __init__(self, settings: UpstreamSettings, session: aiohttp.ClientSession) -> None:
         self.settings = settings
@@ -136,8 +153,8 @@ class Provider:
             unknown = ", ".join(sorted(settings.options))
             raise ValueError(f"options: {cls.name} takes no options (got {unknown})")
 
-    def events(self, request: ProviderRequest) -> AsyncIterator[Event]:
-        """Call the upstream and yield its answer as events, :class:`Started` first."""
+    def events(self, request: ProviderRequest) -> AsyncIterator[Batch]:
+        """Call the upstream and yield its answer as batches of events, :data:`STARTED` first."""
         raise NotImplementedError
 
     def secrets(self) -> list[str]:

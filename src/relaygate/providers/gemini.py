@@ -40,12 +40,13 @@ from relaygate.protocol.types import (
     ToolMessage,
 )
 from relaygate.providers.base import (
-    FLUSH,
+    DONE,
+    STARTED,
+    Batch,
     Event,
     Finish,
     ProviderRequest,
     ReasoningDelta,
-    Started,
     TextDelta,
     TokenUsage,
     ToolCallDelta,
@@ -448,28 +449,27 @@ class GeminiProvider(HttpJsonProvider):
             status = 401
         super().raise_status(status, raw, retry_after)
 
-    async def events(self, request: ProviderRequest) -> AsyncIterator[Event]:
+    async def events(self, request: ProviderRequest) -> AsyncIterator[Batch]:
         body = _encoder.encode(build_body(request, self.options))
         response = await self.post(self.url(request.upstream_model, request.stream), body)
         answer = _Answer(self.label)
         complete = False
         try:
-            yield Started()
+            yield STARTED
             if request.stream:
                 reader = SseReader(response)
                 while (payloads := await self.read_more(reader)) is not None:
-                    for event in answer.feed(payloads):
-                        yield event
-                    yield FLUSH
+                    batch = answer.feed(payloads)
+                    if batch:
+                        yield batch
                     if answer.failed is not None:
                         raise answer.failed
                 if not answer.finished:
                     raise self.cut()
+                yield [*answer.final_usage(), DONE]
             else:
-                for event in answer.events(answer.decode(await self.read_body(response))):
-                    yield event
-            for event in answer.final_usage():
-                yield event
+                events = answer.events(answer.decode(await self.read_body(response)))
+                yield events + answer.final_usage()
             complete = True
         finally:
             if complete:

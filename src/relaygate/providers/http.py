@@ -103,7 +103,7 @@ class SseReader:
     """The ``data:`` payloads of an SSE response, one list per network read.
 
     A plain object rather than an async generator, so that a provider's ``events`` is the only
-    generator each streamed event passes through.
+    generator each streamed read passes through.
     """
 
     def __init__(self, response: aiohttp.ClientResponse) -> None:
@@ -130,7 +130,6 @@ class HttpJsonProvider(Provider):
     The plumbing every HTTP provider shares (OpenAI, Azure, Anthropic, Gemini).
     """
 
-    batches = True
     _fixed: tuple[dict[str, str], aiohttp.ClientTimeout] | None = None
 
     def headers(self) -> dict[str, str]:

@@ -13,17 +13,20 @@ from relaygate.errors import (
     UpstreamProtocolError,
 )
 from relaygate.providers.base import (
-    FLUSH,
+    DONE,
+    STARTED,
+    Batch,
+    EncodedText,
     Event,
     Finish,
     ProviderRequest,
     ReasoningDelta,
-    Started,
     TextDelta,
     TokenUsage,
     ToolCallDelta,
 )
 from relaygate.providers.http import HttpJsonProvider, upstream_message
+from relaygate.providers.text_template import TextTemplate
 from relaygate.settings import UpstreamSettings
 
 
@@ -39,6 +42,7 @@ class _ToolCall(msgspec.Struct):
 
 
 class _Delta(msgspec.Struct):
+    role: str | None = None
     content: str | None = None
     reasoning_content: str | None = None
     reasoning: str | None = None
@@ -147,6 +151,26 @@ def chunk_events(chunk: _Chunk) -> list[Event]:
     return events
 
 
+def plain_text(chunk: _Chunk) -> str | None:
+    """The text of a chunk that is only a text delta of choice 0 (the common chunk)."""
+    if chunk.usage is not None or not chunk.choices or len(chunk.choices) != 1:
+        return None
+    choice = chunk.choices[0]
+    delta = choice.delta
+    if (
+        choice.index
+        or choice.finish_reason
+        or delta is None
+        or not delta.content
+        or delta.role is not None
+        or delta.reasoning_content
+        or delta.reasoning
+        or delta.tool_calls
+    ):
+        return None
+    return delta.content
+
+
 def completion_events(completion: _Completion) -> list[Event]:
     """The events of one non-streamed answer."""
     events: list[Event] = []
@@ -165,22 +189,18 @@ def completion_events(completion: _Completion) -> list[Event]:
     return events
 
 
-def sse_payloads(buffer: bytes) -> tuple[list[bytes], bytes]:
-    """The complete ``data:`` payloads in ``buffer``, and the incomplete rest."""
-    lines = buffer.split(b"\n")
-    rest = lines.pop()
-    return [line[5:].strip() for line in lines if line.startswith(b"data:")], rest
+class _StreamState:
+    """What one streamed answer has told so far."""
 
+    __slots__ = ("failed", "finished", "saw_finish", "template")
 
-async def sse_data(response: aiohttp.ClientResponse) -> AsyncIterator[list[bytes]]:
-    """The ``data:`` payloads of an SSE response, one list per network read."""
-    buffer = b""
-    async for piece in response.content.iter_any():
-        payloads, buffer = sse_payloads(buffer + piece)
-        if payloads:
-            yield payloads
-    if buffer.startswith(b"data:"):
-        yield [buffer[5:].strip()]
+    def __init__(self) -> None:
+        self.template = TextTemplate()
+        self.finished = False
+        """``[DONE]`` was received."""
+        self.saw_finish = False
+        """A choice's ``finish_reason`` was received."""
+        self.failed: UpstreamError | None = None
 
 
 class OpenAIProvider(HttpJsonProvider):
@@ -190,7 +210,6 @@ class OpenAIProvider(HttpJsonProvider):
 
     name = "openai"
     supports_top_k = False
-    batches = True
 
     @classmethod
     def check_options(cls, settings: UpstreamSettings) -> None:
@@ -235,41 +254,40 @@ class OpenAIProvider(HttpJsonProvider):
             url = self._url = self.url()
         return await self.post(url, _encoder.encode(self.body(request)))
 
-    async def events(self, request: ProviderRequest) -> AsyncIterator[Event]:
+    async def events(self, request: ProviderRequest) -> AsyncIterator[Batch]:
         response = await self._open(request)
         complete = False
         try:
-            yield Started()
+            yield STARTED
             if request.stream:
                 # The stream loop is written out here rather than delegated: every level of
-                # async generator costs each of a stream's events another resume.
-                finished = saw_finish = False
+                # async generator costs each network read another resume.
+                stream = _StreamState()
                 buffer = b""
                 try:
                     async for piece in response.content.iter_any():
-                        payloads, buffer = sse_payloads(buffer + piece)
-                        for data in payloads:
-                            if data == b"[DONE]":
-                                finished = True
-                                break
-                            if data:
-                                for event in self._chunk_events(data):
-                                    if type(event) is Finish:
-                                        saw_finish = True
-                                    yield event
-                        yield FLUSH
-                        if finished:
+                        lines = (buffer + piece).split(b"\n")
+                        buffer = lines.pop()
+                        batch = self._read_lines(lines, stream)
+                        if batch:
+                            yield batch
+                        if stream.failed is not None:
+                            raise stream.failed
+                        if stream.finished:
                             break
                     else:
-                        if buffer.startswith(b"data:") and buffer[5:].strip() == b"[DONE]":
-                            finished = True
+                        if buffer:  # a last line without its newline
+                            batch = self._read_lines([buffer], stream)
+                            if batch:
+                                yield batch
+                            if stream.failed is not None:
+                                raise stream.failed
                 except (TimeoutError, aiohttp.ClientError) as exc:
                     raise self.broke_off(exc, "mid-stream") from None
-                if not finished and not saw_finish:
+                if not stream.finished and not stream.saw_finish:
                     raise self.cut()
             else:
-                for event in await self._completion_events(response):
-                    yield event
+                yield await self._completion_events(response)
             complete = True
         finally:
             # A finished answer returns the connection to the pool; an abandoned one is closed
@@ -278,6 +296,43 @@ class OpenAIProvider(HttpJsonProvider):
                 response.release()
             else:
                 response.close()
+
+    def _read_lines(self, lines: list[bytes], stream: _StreamState) -> list[Event]:
+        """The events of one network read's complete lines. Text chunks that repeat the
+        stream's template are passed through as :class:`EncodedText`; an error chunk ends the
+        batch and is kept in ``stream.failed`` (raised once the events before it are passed
+        on)."""
+        batch: list[Event] = []
+        run: list[bytes] | None = None
+        template = stream.template
+        for line in lines:
+            if not line or line == b"\r":
+                continue
+            literal = template.literal(line)
+            if literal is not None:
+                if run is None:
+                    run = []
+                    batch.append(EncodedText(run))
+                run.append(literal)
+                continue
+            run = None
+            if not line.startswith(b"data:"):
+                continue
+            data = line[5:].strip()
+            if data == b"[DONE]":
+                stream.finished = True
+                batch.append(DONE)
+                break
+            if data:
+                try:
+                    events = self._chunk_events(data, line, template)
+                except UpstreamError as exc:
+                    stream.failed = exc
+                    break
+                if not stream.saw_finish:
+                    stream.saw_finish = any(type(e) is Finish for e in events)
+                batch += events
+        return batch
 
     async def _completion_events(self, response: aiohttp.ClientResponse) -> list[Event]:
         body = await self.read_body(response)
@@ -289,7 +344,7 @@ class OpenAIProvider(HttpJsonProvider):
                 upstream=self.label,
             ) from None
 
-    def _chunk_events(self, data: bytes) -> list[Event]:
+    def _chunk_events(self, data: bytes, line: bytes, template: TextTemplate) -> list[Event]:
         try:
             chunk = _chunk_decoder.decode(data)
         except msgspec.MsgspecError:
@@ -303,6 +358,10 @@ class OpenAIProvider(HttpJsonProvider):
                 f"Upstream {self.label} failed mid-stream: {detail or 'error'}",
                 upstream=self.label,
             )
+        text = plain_text(chunk)
+        if text is not None:
+            template.learn(line, text)
+            return [TextDelta(text)]
         return chunk_events(chunk)
 
 

@@ -15,12 +15,14 @@ import msgspec
 
 from relaygate.accounting.estimate import prompt_token_guess
 from relaygate.providers.base import (
+    DONE,
+    STARTED,
+    Batch,
     Event,
     Finish,
     Provider,
     ProviderRequest,
     ReasoningDelta,
-    Started,
     TextDelta,
     TokenUsage,
 )
@@ -95,7 +97,7 @@ class SimulatorProvider(Provider):
         except msgspec.ValidationError as exc:
             raise ValueError(f"options: {exc}") from None
 
-    async def events(self, request: ProviderRequest) -> AsyncIterator[Event]:
+    async def events(self, request: ProviderRequest) -> AsyncIterator[Batch]:
         opts = self.options
         asked = request.request.max_completion_tokens or request.request.max_tokens
         budget = asked if asked is not None else opts.output_tokens + opts.reasoning_tokens
@@ -103,16 +105,23 @@ class SimulatorProvider(Provider):
         text = min(opts.output_tokens, budget - reasoning)
         truncated = reasoning + text < opts.reasoning_tokens + opts.output_tokens
         seed = msgspec.json.encode(request.raw.get("messages"))
-        yield Started()
+        yield STARTED
         if opts.first_token_ms:
             await asyncio.sleep(opts.first_token_ms / 1000)
-        for i, word in enumerate(_text_tokens(seed[::-1], reasoning) + _text_tokens(seed, text)):
-            if i and opts.inter_token_ms and request.stream:
-                await asyncio.sleep(opts.inter_token_ms / 1000)
-            yield ReasoningDelta(word) if i < reasoning else TextDelta(word)
-        yield Finish("length" if truncated else "stop")
-        yield TokenUsage(
+        words = _text_tokens(seed[::-1], reasoning) + _text_tokens(seed, text)
+        deltas: list[Event] = [
+            ReasoningDelta(w) if i < reasoning else TextDelta(w) for i, w in enumerate(words)
+        ]
+        if opts.inter_token_ms and request.stream:
+            # One token per read, as a real upstream streams them.
+            for i, delta in enumerate(deltas):
+                if i:
+                    await asyncio.sleep(opts.inter_token_ms / 1000)
+                yield [delta]
+            deltas = []
+        usage = TokenUsage(
             prompt_tokens=prompt_token_guess(request.request),
             completion_tokens=reasoning + text,
             reasoning_tokens=reasoning,
         )
+        yield [*deltas, Finish("length" if truncated else "stop"), usage, DONE]

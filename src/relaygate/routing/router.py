@@ -36,7 +36,7 @@ from relaygate.errors import (
     UpstreamStatus,
     UpstreamUnreachable,
 )
-from relaygate.providers.base import Event, Provider, ProviderRequest, Started
+from relaygate.providers.base import Batch, Provider, ProviderRequest, Started
 from relaygate.routing.catalog import CatalogModel
 from relaygate.routing.health import UpstreamHealth
 
@@ -54,11 +54,11 @@ _CLIENT_FAULT = {400, 404, 413, 422}
 
 @dataclass(slots=True)
 class Opened:
-    """An upstream that accepted the request, and the rest of its events."""
+    """An upstream that accepted the request, and the rest of its answer."""
 
     provider: Provider
     upstream_model: str
-    events: AsyncIterator[Event]
+    events: AsyncIterator[Batch]
 
 
 Sleep = Callable[[float], Awaitable[None]]
@@ -192,7 +192,7 @@ async def _attempt(
             f"Upstream {provider.label} answered nothing", upstream=provider.label
         )
         return None
-    if not isinstance(first, Started):
+    if len(first) != 1 or not isinstance(first[0], Started):
         aclose = getattr(events, "aclose", None)
         if aclose is not None:
             await aclose()

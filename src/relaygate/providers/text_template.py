@@ -1,0 +1,91 @@
+"""Streamed OpenAI text chunks passed through as bytes.
+
+Most chunks of a streamed answer are plain text deltas of choice 0, and an OpenAI-compatible
+server sends them byte for byte alike except for the text: the same id, created, model and
+field order every time. Once one such chunk has been decoded, its bytes before and after the
+text's JSON string literal are the stream's *template*. Every later line that is the template
+around a simple string literal is the same chunk with other text, so it needs no decoding: the
+literal is taken as it is and re-framed by the gateway's own chunk template (see
+:class:`relaygate.providers.base.EncodedText`).
+
+Only literals that are one valid JSON string are taken: no quote inside, no control character,
+valid escapes (none for a surrogate), valid UTF-8. Anything else, and every line that does not
+match, is decoded normally, so a malformed chunk fails as it always did. A server whose chunks
+vary in other fields (OpenAI's per-chunk ``obfuscation`` padding, or llama.cpp's ``created``)
+stops being learned after three tries and then costs one ``startswith`` per line.
+"""
+
+from __future__ import annotations
+
+import re
+
+import msgspec
+
+_QUOTE = 34
+_CONTROL = bytes(range(32))
+_ESCAPED_STRING = re.compile(
+    rb'"(?:[^"\\\x00-\x1f]+|\\["\\/bfnrt]|\\u(?![dD][89a-fA-F])[0-9a-fA-F]{4})*"'
+)
+"""A JSON string literal with escapes (surrogates excluded: left to the decoder)."""
+_TRIES = 3
+"""Templates learned per stream before giving up on a server whose chunks never repeat."""
+_ESCAPED_BY_SOME = frozenset('"\\/<>&')
+"""Characters some JSON encoders escape and others not (Go's escapes ``<>&``): a text with any
+of them, or with non-ASCII, could be written differently by the upstream than found here."""
+_encoder = msgspec.json.Encoder()
+
+
+class TextTemplate:
+    """The template of one stream's plain text chunks, once learned."""
+
+    __slots__ = ("_foot", "_head", "_lengths", "_tries")
+
+    def __init__(self) -> None:
+        self._head = b"\x00"  # matches no SSE line until learned
+        self._foot = b""
+        self._lengths = (0, 0)
+        self._tries = 0
+
+    def learn(self, line: bytes, text: str) -> None:
+        """Take ``line`` (a ``data:`` line decoded as a plain text delta of choice 0 carrying
+        ``text``, and nothing else) as the template, if its literal can be found unambiguously."""
+        if (
+            self._tries >= _TRIES
+            or not text.isascii()
+            or not text.isprintable()
+            or not _ESCAPED_BY_SOME.isdisjoint(text)
+        ):
+            return
+        literal = _encoder.encode(text)
+        start = line.find(literal)
+        if start < 0 or line.find(literal, start + 1) >= 0:
+            return
+        end = start + len(literal)
+        self._tries += 1
+        self._head, self._foot = line[:start], line[end:]
+        self._lengths = (start, len(line) - end)
+
+    def literal(self, line: bytes) -> bytes | None:
+        """The text literal of ``line`` if it is the template around a simple string."""
+        if not (line.startswith(self._head) and line.endswith(self._foot)):
+            return None
+        start, foot = self._lengths
+        literal = line[start : len(line) - foot]
+        if (
+            len(literal) < 3
+            or literal[0] != _QUOTE
+            or literal[-1] != _QUOTE
+            or literal.count(b'"') != 2
+        ):
+            return None
+        if b"\\" in literal:
+            if _ESCAPED_STRING.fullmatch(literal) is None:
+                return None
+        elif len(literal.translate(None, _CONTROL)) != len(literal):
+            return None
+        if not literal.isascii():
+            try:
+                literal.decode()
+            except UnicodeDecodeError:
+                return None
+        return literal
