@@ -159,6 +159,10 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     """Where rows still unwritten at shutdown are saved; the next start writes them first."""
     redis_key_prefix: str = "relaygate"
     """Prefix of every Redis key relaygate uses (several deployments can share one Redis)."""
+    redis_timeout_seconds: PositiveFloat = 5.0
+    """Seconds to connect to Redis, or to wait for one command, before it counts as unreachable
+    (credit admission then gets 503). Commands take microseconds; the margin is for a busy
+    event loop, which delays reading an answer that has already arrived."""
     reservation_ttl_seconds: PositiveFloat = 3600.0
     """How long a credit reservation or concurrency slot held in Redis outlives a replica that
     died before settling it."""

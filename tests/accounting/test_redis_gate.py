@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -125,4 +126,31 @@ async def test_grants_apply_in_revision_order(store: SqlStore) -> None:
         await gate._key_changed(key)  # a late, older view must not undo the grant
         assert (await gate.balance(key)).granted == 1000
     finally:
+        await gate.close()
+
+
+async def test_concurrent_first_requests_seed_a_key_once(store: SqlStore) -> None:
+    gate = make_gate(store)
+    key = await new_key(store, granted=10_000)
+    gate.records = {key.id: key}.get
+    reads: list[str] = []
+    get_key = store.get_key
+
+    async def counting_get_key(key_id: str) -> KeyRecord | None:
+        reads.append(key_id)
+        await asyncio.sleep(0.05)  # a slow store: every admit sees "seed" before it answers
+        return await get_key(key_id)
+
+    store.get_key = counting_get_key  # type: ignore[method-assign]
+    try:
+        holds = await asyncio.gather(*(
+            gate.admit(key, tokens=1, amount=100, request_id=f"r{i}") for i in range(50)
+        ))
+        assert len(holds) == 50
+        assert reads == [key.id]
+        with pytest.raises(Unaffordable) as refused:  # all 50 reservations counted
+            await gate.admit(key, tokens=1, amount=5001, request_id="over")
+        assert refused.value.available == 5000
+    finally:
+        store.get_key = get_key  # type: ignore[method-assign]
         await gate.close()

@@ -75,8 +75,8 @@ async def test_balance_never_below_zero_across_replicas(
     wait_known(gateways, key["key"])
     results = await spread(gateways, key["key"], 200, body())
     ok = [answer for status, _, answer in results if status == 200]
-    statuses = {status for status, _, _ in results}
-    assert statuses <= {200, 402}, statuses
+    others = [(status, answer) for status, _, answer in results if status not in (200, 402)]
+    assert not others, others[:3]
     assert ok
     expected_used = sum(
         PRICE.cost(TokenUsage(prompt_tokens=a["usage"]["prompt_tokens"],

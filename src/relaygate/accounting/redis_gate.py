@@ -48,8 +48,8 @@ class RedisGate(Gate):
         assert settings.redis_url is not None
         self.client: redis.Redis = redis.Redis.from_url(
             settings.redis_url,
-            socket_timeout=1.0,
-            socket_connect_timeout=1.0,
+            socket_timeout=settings.redis_timeout_seconds,
+            socket_connect_timeout=settings.redis_timeout_seconds,
             health_check_interval=10,
         )
         self.prefix = settings.redis_key_prefix
@@ -65,6 +65,7 @@ class RedisGate(Gate):
         self._written = self.client.register_script(redis_lua.WRITTEN)
         self._sync = self.client.register_script(redis_lua.SYNC)
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._seeding: dict[str, asyncio.Future[None]] = {}
         self.records: Callable[[str], KeyRecord | None] = lambda key_id: None
         """Looks a key up in the key cache (set by the app)."""
 
@@ -117,6 +118,14 @@ class RedisGate(Gate):
         return Hold(key.id, request_id, amount, tokens, permit=permit)
 
     async def _seed(self, key_id: str) -> None:
+        """Seed a key's balance from the store; concurrent first requests share one read."""
+        running = self._seeding.get(key_id)
+        if running is None:
+            running = self._seeding[key_id] = asyncio.ensure_future(self._seed_once(key_id))
+            running.add_done_callback(lambda _: self._seeding.pop(key_id, None))
+        await asyncio.shield(running)
+
+    async def _seed_once(self, key_id: str) -> None:
         record = await self.store.get_key(key_id)
         if record is not None:
             await self._sync_record(record)
