@@ -1,12 +1,14 @@
 """The relaygate benchmark: one command, one JSON result, one plot.
 
-    python -m bench.run [--seconds 10] [--soak-seconds 0] [--out bench/results]
+    python -m bench.run [--seconds 10] [--rounds 3] [--soak-seconds 0] [--out bench/results]
+                        [--parts throughput,sequential,open_loop,scaling,memory]
 
 It starts a fast mock upstream (0 ms and 50 ms latency), a bare aiohttp pass-through proxy (the
 practical Python floor) and relaygate with key auth, rate limits, credit reservation and the
 ledger all on; drives each with the same load (wrk for closed-loop throughput and sequential
 latency, our open-loop generator for added latency against offered load); and writes
-``results/latest.json`` and ``results/latest.png``.
+``results/latest.json`` and ``results/latest.png`` (``partial.*`` when ``--parts`` picks a
+subset).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from typing import Any
 from bench.loadgen import open_loop, run_wrk, wrk_script
 
 ROOT = Path(__file__).resolve().parent.parent
+PARTS = ("throughput", "sequential", "open_loop", "scaling", "memory")
 BODY = {
     "model": "MODEL",
     "max_tokens": 100,
@@ -217,12 +220,13 @@ def measure(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         "throughput": {},
         "throughput_rounds": {},
         "sequential": {},
+        "sequential_rounds": {},
         "open_loop": [],
         "memory": {},
     }
     pids = {"bare0": stack.procs[2].pid, "bare50": stack.procs[3].pid, "relaygate": pid}
     try:
-        for latency in ("0", "50"):
+        for latency in ("0", "50") if "throughput" in args.parts else ():
             for mode in ("nonstream", "stream"):
                 rounds = throughput_rounds(args, workdir, key, mode, latency, url, pids)
                 results["throughput_rounds"][f"{mode}/{latency}ms"] = rounds
@@ -240,18 +244,24 @@ def measure(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                     f" median {rounds['ratio']:.3f}; cpu ratio {rounds['cpu_ratio']:.3f}",
                     flush=True,
                 )
-        for mode in ("nonstream", "stream"):
-            script = wrk_script(workdir, key, body("bench-0ms", mode == "stream"))
-            for target in ("bare", "relaygate"):
-                r = run_wrk(url(target, "0"), script, 1, args.seconds)
-                results["sequential"][f"{target}/{mode}"] = r.__dict__
+        if "sequential" in args.parts:
+            for mode in ("nonstream", "stream"):
+                rounds = sequential_rounds(args, workdir, key, mode, url)
+                results["sequential_rounds"][mode] = rounds
+                for target in ("bare", "relaygate"):
+                    results["sequential"][f"{target}/{mode}"] = rounds["median"][target]
                 print(
-                    f"sequential {target:9} {mode:9}: p50 {r.p50_ms:.3f} ms p99 {r.p99_ms:.3f} ms",
+                    f"sequential {mode:9}: added p50 per round"
+                    f" {[round(x, 3) for x in rounds['added_p50_ms']]} ms,"
+                    f" median {rounds['added_p50_ms_median']:.3f} ms",
                     flush=True,
                 )
-        max_rps = results["throughput"]["relaygate/nonstream/0ms"]["requests_per_second"]
+        max_rps = results["throughput"].get("relaygate/nonstream/0ms", {}).get(
+            "requests_per_second", 0.0
+        )
         payload = body("bench-0ms", False).encode()
-        for fraction in (0.1, 0.25, 0.5, 0.75):
+        fractions = (0.1, 0.25, 0.5, 0.75) if "open_loop" in args.parts and max_rps else ()
+        for fraction in fractions:
             rate = max(50.0, max_rps * fraction)
             row: dict[str, Any] = {"fraction_of_max": fraction, "offered_rps": rate}
             for target in ("bare", "relaygate"):
@@ -265,9 +275,10 @@ def measure(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                 f" p99 {row['added_p99_ms']:.2f} ms",
                 flush=True,
             )
-        if args.redis_url:
+        if args.redis_url and "scaling" in args.parts:
             results["scaling"] = scaling(stack, info, workdir, args)
-        results["memory"] = memory(workdir, url("relaygate", "0"), key, pid, args)
+        if "memory" in args.parts:
+            results["memory"] = memory(workdir, url("relaygate", "0"), key, pid, args)
     finally:
         stack.stop()
     return results
@@ -319,6 +330,34 @@ def throughput_rounds(
         "ratios": ratios,
         "ratio": statistics.median(ratios),
         "cpu_ratio": cpu["bare"] / cpu["relaygate"],
+        "median": {t: median_run(t) for t in runs},
+    }
+
+
+def sequential_rounds(
+    args: argparse.Namespace, workdir: Path, key: str, mode: str, url: Any
+) -> dict[str, Any]:
+    """One connection, one request at a time, alternating the bare proxy and relaygate for
+    ``args.rounds`` rounds; the added p50 is the median of the per-round differences."""
+    script = wrk_script(workdir, key, body("bench-0ms", mode == "stream"))
+    runs: dict[str, list[dict[str, Any]]] = {"bare": [], "relaygate": []}
+    for target in ("bare", "relaygate"):
+        run_wrk(url(target, "0"), script, 1, 1)  # warm-up
+    for _ in range(args.rounds):
+        for target in ("bare", "relaygate"):
+            runs[target].append(run_wrk(url(target, "0"), script, 1, args.seconds).__dict__)
+    added = [
+        g["p50_ms"] - b["p50_ms"] for b, g in zip(runs["bare"], runs["relaygate"], strict=True)
+    ]
+
+    def median_run(target: str) -> dict[str, Any]:
+        ordered = sorted(runs[target], key=lambda r: r["p50_ms"])
+        return ordered[len(ordered) // 2]
+
+    return {
+        "runs": runs,
+        "added_p50_ms": added,
+        "added_p50_ms_median": statistics.median(added),
         "median": {t: median_run(t) for t in runs},
     }
 
@@ -378,10 +417,11 @@ def memory(workdir: Path, url: str, key: str, pid: int, args: argparse.Namespace
 
 
 def summarize(results: dict[str, Any]) -> dict[str, Any]:
-    t, s = results["throughput"], results["sequential"]
-    rounds = results["throughput_rounds"]
+    t, rounds = results["throughput"], results["throughput_rounds"]
     summary: dict[str, Any] = {}
     for mode in ("nonstream", "stream"):
+        if f"{mode}/0ms" not in rounds:
+            continue
         summary[f"throughput_ratio_{mode}"] = rounds[f"{mode}/0ms"]["ratio"]
         summary[f"throughput_ratio_{mode}_rounds"] = rounds[f"{mode}/0ms"]["ratios"]
         summary[f"cpu_per_request_ratio_{mode}"] = rounds[f"{mode}/0ms"]["cpu_ratio"]
@@ -389,17 +429,17 @@ def summarize(results: dict[str, Any]) -> dict[str, Any]:
             target: t[f"{target}/{mode}/0ms"]["requests_per_second"]
             for target in ("bare", "relaygate")
         }
-    for mode in ("nonstream", "stream"):
-        summary[f"sequential_added_p50_ms_{mode}"] = (
-            s[f"relaygate/{mode}"]["p50_ms"] - s[f"bare/{mode}"]["p50_ms"]
-        )
+    for mode, seq in results["sequential_rounds"].items():
+        summary[f"sequential_added_p50_ms_{mode}"] = seq["added_p50_ms_median"]
+        summary[f"sequential_added_p50_ms_{mode}_rounds"] = seq["added_p50_ms"]
     half = [row for row in results["open_loop"] if row["fraction_of_max"] == 0.5]
     if half:
         summary["added_p99_ms_at_half_max"] = half[0]["added_p99_ms"]
-    summary["rss_mb_after_100k"] = results["memory"].get("rss_mb_after_100k")
-    soak = results["memory"].get("soak") or []
-    if soak:
-        summary["rss_mb_soak_first_last"] = [soak[0]["rss_mb"], soak[-1]["rss_mb"]]
+    if results["memory"]:
+        summary["rss_mb_after_100k"] = results["memory"].get("rss_mb_after_100k")
+        soak = results["memory"].get("soak") or []
+        if soak:
+            summary["rss_mb_soak_first_last"] = [soak[0]["rss_mb"], soak[-1]["rss_mb"]]
     if "scaling" in results:
         summary["workers_2_speedup"] = results["scaling"]["speedup"]
     return summary
@@ -440,6 +480,12 @@ def main() -> None:
         default=3,
         help="alternating bare/relaygate rounds per throughput row (the ratio is their median)",
     )
+    parser.add_argument(
+        "--parts",
+        type=lambda text: set(text.split(",")),
+        default=set(PARTS),
+        help=f"comma-separated subset of {','.join(PARTS)} (all by default)",
+    )
     parser.add_argument("--out", type=Path, default=Path("bench/results"))
     parser.add_argument(
         "--redis-url",
@@ -447,6 +493,8 @@ def main() -> None:
         help="Redis for the multi-worker row ('' to skip it)",
     )
     args = parser.parse_args()
+    if not args.parts <= set(PARTS):
+        parser.error(f"--parts: unknown {', '.join(sorted(args.parts - set(PARTS)))}")
     args.out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="relaygate-bench-") as tmp:
         results = measure(args, Path(tmp))
@@ -457,8 +505,10 @@ def main() -> None:
         "platform": platform.platform(),
     }
     results["when"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    (args.out / "latest.json").write_text(json.dumps(results, indent=2))
-    plot(results, args.out / "latest.png")
+    name = "latest" if args.parts == set(PARTS) else "partial"  # a partial run keeps latest
+    (args.out / f"{name}.json").write_text(json.dumps(results, indent=2))
+    if results["open_loop"]:
+        plot(results, args.out / f"{name}.png")
     print(json.dumps(results["summary"], indent=2))
 
 
