@@ -84,19 +84,21 @@ async def test_an_over_reporting_upstream_cannot_take_the_balance_below_zero(
 
 
 async def test_a_dead_replicas_reservation_expires(store: SqlStore) -> None:
-    gate = make_gate(store, reservation_ttl_seconds=0.2)
+    # long enough that the second admit surely comes before it lapses, even on a slow machine
+    gate = make_gate(store, reservation_ttl_seconds=2.0)
     key = await new_key(store, granted=1000)
     try:
         await gate.admit(key, tokens=1, amount=1000, request_id="never-settled")
         with pytest.raises(Unaffordable):
             await gate.admit(key, tokens=1, amount=1000, request_id="r2")
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 30
         while True:  # polls the gate itself: the reservation must lapse, whenever it does
             try:
                 await gate.admit(key, tokens=1, amount=1000, request_id="r3")
                 break
             except Unaffordable:
                 assert time.monotonic() < deadline, "the reservation never expired"
+                await asyncio.sleep(0.05)
     finally:
         await gate.close()
 
@@ -147,10 +149,34 @@ async def test_concurrent_first_requests_seed_a_key_once(store: SqlStore) -> Non
             gate.admit(key, tokens=1, amount=100, request_id=f"r{i}") for i in range(50)
         ))
         assert len(holds) == 50
-        assert reads == [key.id]
+        # one read; a second only if a reply was read after that seeding had finished
+        assert len(reads) <= 2, len(reads)
         with pytest.raises(Unaffordable) as refused:  # all 50 reservations counted
             await gate.admit(key, tokens=1, amount=5001, request_id="over")
         assert refused.value.available == 5000
     finally:
         store.get_key = get_key  # type: ignore[method-assign]
+        await gate.close()
+
+
+async def test_a_resent_admit_settle_or_cancel_counts_once(store: SqlStore) -> None:
+    # A call that timed out may have run in Redis; sent again, it must not count twice.
+    gate = make_gate(store)
+    key = await new_key(store, granted=1000, rpm=4)
+    gate.records = {key.id: key}.get
+    try:
+        first = await gate.admit(key, tokens=1, amount=600, request_id="r1")
+        await gate.admit(key, tokens=1, amount=600, request_id="r1")  # no second reservation
+        second = await gate.admit(key, tokens=1, amount=400, request_id="r2")  # nor a slot
+        await gate.cancel(second)
+        await gate.cancel(second)  # gives back r2's rate slot once
+        assert await gate.settle(first, cost=250, tokens=1) == 250
+        assert await gate.settle(first, cost=250, tokens=1) == 250  # charged once
+        assert (await gate.balance(key)).used == 250
+        for request_id in ("r3", "r4"):  # slots 2 and 3 of 4 (r1 holds one, r2 gave its back)
+            await gate.admit(key, tokens=1, amount=1, request_id=request_id)
+        await gate.admit(key, tokens=1, amount=1, request_id="r5")
+        with pytest.raises(RateLimited):
+            await gate.admit(key, tokens=1, amount=1, request_id="r6")
+    finally:
         await gate.close()

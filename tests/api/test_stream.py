@@ -107,8 +107,8 @@ def key(gateway: GatewayProcess) -> dict[str, Any]:
 async def test_keepalives_precede_the_first_chunk(
     gateway: GatewayProcess, key: dict[str, Any], upstream: FakeOpenAI
 ) -> None:
-    # the catalog's stream_keepalive_seconds is 0.05; the upstream waits 0.5 s to start
-    upstream.default = Behavior(first_delay=0.5, text="abcdef", chunks=3)
+    # the catalog's stream_keepalive_seconds is 0.05; the upstream waits 2 s to start
+    upstream.default = Behavior(first_delay=2.0, text="abcdef", chunks=3)
     raw = await post_stream(gateway, key["key"], stream_body())
     events = events_of(raw)
     keepalives = [i for i, e in enumerate(events) if e.strip() == KEEPALIVE]
@@ -161,11 +161,12 @@ async def test_stream_cut_by_the_upstream_ends_with_an_error_event(
 async def test_client_disconnect_is_billed_the_upstreams_usage(
     make_gateway: Callable[..., GatewayProcess], upstream: FakeOpenAI
 ) -> None:
-    # a drain long enough for the upstream to finish (40 chunks, 0.05 s apart)
+    # a drain long enough for the upstream to finish (40 chunks, 0.1 s apart: the hang-up is
+    # noticed well before the end, even on a slow machine)
     gateway = make_gateway(disconnect_drain_seconds=30)
     key = gateway.create_key("--credits", "10")
     upstream.default = Behavior(
-        text="x" * 40, chunks=40, chunk_delay=0.05, prompt_tokens=11, completion_tokens=57
+        text="x" * 40, chunks=40, chunk_delay=0.1, prompt_tokens=11, completion_tokens=57
     )
     first = await read_first_chunk_and_hang_up(gateway, key["key"], stream_body())
     assert first["choices"][0]["delta"]["content"] == "x"

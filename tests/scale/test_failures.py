@@ -18,6 +18,9 @@ from tests.support.fake_openai import FakeOpenAI
 from tests.support.gateway import GatewayProcess, http
 from tests.support.services import PrivatePostgres, PrivateRedis
 
+# processes, databases and Redis servers start and stop here: slower than a unit test
+pytestmark = pytest.mark.timeout(300)
+
 CHAT = "/v1/chat/completions"
 BODY = {"model": "gpt-5.2", "max_tokens": 20, "messages": [{"role": "user", "content": "hi"}]}
 

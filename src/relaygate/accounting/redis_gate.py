@@ -23,6 +23,9 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import redis.asyncio as redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from relaygate.accounting import redis_lua
@@ -51,6 +54,9 @@ class RedisGate(Gate):
             socket_timeout=settings.redis_timeout_seconds,
             socket_connect_timeout=settings.redis_timeout_seconds,
             health_check_interval=10,
+            # Resend a call only when the connection failed (a pooled connection to a restarted
+            # Redis): a timed-out script may have run, and running it twice would count twice.
+            retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
         )
         self.prefix = settings.redis_key_prefix
         self.ttl_ms = int(settings.reservation_ttl_seconds * 1000)

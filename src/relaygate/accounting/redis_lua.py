@@ -26,7 +26,9 @@ local function release(acct, res, resexp, rid)
     redis.call('HINCRBY', acct, 'reserved', -tonumber(amount))
     redis.call('HDEL', res, rid)
     redis.call('ZREM', resexp, rid)
+    return true
   end
+  return false
 end
 local function expire_reservations(acct, res, resexp)
   local stale = redis.call('ZRANGEBYSCORE', resexp, '-inf', now)
@@ -65,6 +67,8 @@ local acct = redis.call('HMGET', KEYS[1], 'seeded', 'granted', 'used', 'pending'
   'unlimited')
 if not acct[1] then return {'seed', 0} end
 expire_reservations(KEYS[1], KEYS[2], KEYS[3])
+-- the same request admitted again (a resent call): already reserved, reserve nothing more
+if redis.call('HEXISTS', KEYS[2], rid) == 1 then return {'ok', 0} end
 redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now)
 if conc > 0 and redis.call('ZCARD', KEYS[4]) >= conc then return {'conc', 1000} end
 local function gcra(key, limit, cost)
@@ -105,8 +109,9 @@ CANCEL = (
     _PRELUDE
     + """
 local rid, tokens, rpm, tpm = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
-release(KEYS[1], KEYS[2], KEYS[3], rid)
 redis.call('ZREM', KEYS[4], rid)
+-- the rate slots go back once, with the reservation (a resent cancel gives back nothing)
+if not release(KEYS[1], KEYS[2], KEYS[3], rid) then return 0 end
 shift_tat(KEYS[5], rpm, -1)
 shift_tat(KEYS[6], tpm, -math.min(tokens, tpm))
 return 1
@@ -119,6 +124,9 @@ SETTLE = (
     _PRELUDE
     + """
 local rid, cost, delta, tpm = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+-- a resent settle: the request is charged already
+local charged = redis.call('HGET', KEYS[6], rid)
+if charged then return tonumber(charged) end
 redis.call('ZREM', KEYS[4], rid)
 shift_tat(KEYS[5], tpm, delta)
 release(KEYS[1], KEYS[2], KEYS[3], rid)

@@ -74,6 +74,9 @@ def serve(config: str | None, host: str, port: int, workers: int) -> None:
         "server_header": False,
         "proxy_headers": False,
         "timeout_graceful_shutdown": 30,
+        # Idle keep-alive connections live longer than a load balancer's usual 60 s, so the
+        # client side closes them: a server closing one as a request is sent on it races.
+        "timeout_keep_alive": 75,
     }
     if workers == 1:
         uvicorn.run(app, **options)  # type: ignore[arg-type]
