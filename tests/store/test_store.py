@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import sqlite3
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
@@ -455,3 +456,13 @@ async def test_usage_sums_by_key_model_and_status(store: SqlStore) -> None:
     assert await store.usage("key_a") == expected_a
     assert await store.usage("key_b") == expected_b
     assert await store.usage("key_none") == []
+
+
+async def test_a_sqlite_database_is_put_in_wal_mode(tmp_path: Path) -> None:
+    store = SqlStore(f"sqlite:///{tmp_path / 'wal.db'}")
+    try:
+        await store.upgrade()
+    finally:
+        await store.close()
+    with sqlite3.connect(tmp_path / "wal.db") as plain:
+        assert plain.execute("PRAGMA journal_mode").fetchone() == ("wal",)
