@@ -290,6 +290,11 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def median_run(runs: list[dict[str, Any]], measure: str) -> dict[str, Any]:
+    """The run in the middle when ordered by ``measure``."""
+    return sorted(runs, key=lambda r: r[measure])[len(runs) // 2]
+
+
 def throughput_rounds(
     args: argparse.Namespace,
     workdir: Path,
@@ -321,16 +326,12 @@ def throughput_rounds(
     ]
     cpu = {t: statistics.median(r["cpu_us_per_request"] for r in runs[t]) for t in runs}
 
-    def median_run(target: str) -> dict[str, Any]:
-        ordered = sorted(runs[target], key=lambda r: r["requests_per_second"])
-        return ordered[len(ordered) // 2]
-
     return {
         "runs": runs,
         "ratios": ratios,
         "ratio": statistics.median(ratios),
         "cpu_ratio": cpu["bare"] / cpu["relaygate"],
-        "median": {t: median_run(t) for t in runs},
+        "median": {t: median_run(runs[t], "requests_per_second") for t in runs},
     }
 
 
@@ -350,15 +351,11 @@ def sequential_rounds(
         g["p50_ms"] - b["p50_ms"] for b, g in zip(runs["bare"], runs["relaygate"], strict=True)
     ]
 
-    def median_run(target: str) -> dict[str, Any]:
-        ordered = sorted(runs[target], key=lambda r: r["p50_ms"])
-        return ordered[len(ordered) // 2]
-
     return {
         "runs": runs,
         "added_p50_ms": added,
         "added_p50_ms_median": statistics.median(added),
-        "median": {t: median_run(t) for t in runs},
+        "median": {t: median_run(runs[t], "p50_ms") for t in runs},
     }
 
 
