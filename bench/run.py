@@ -259,22 +259,8 @@ def measure(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         max_rps = results["throughput"].get("relaygate/nonstream/0ms", {}).get(
             "requests_per_second", 0.0
         )
-        payload = body("bench-0ms", False).encode()
-        fractions = (0.1, 0.25, 0.5, 0.75) if "open_loop" in args.parts and max_rps else ()
-        for fraction in fractions:
-            rate = max(50.0, max_rps * fraction)
-            row: dict[str, Any] = {"fraction_of_max": fraction, "offered_rps": rate}
-            for target in ("bare", "relaygate"):
-                r = asyncio.run(open_loop(url(target, "0"), key, payload, rate, args.seconds))
-                row[target] = r.__dict__
-            row["added_p50_ms"] = row["relaygate"]["p50_ms"] - row["bare"]["p50_ms"]
-            row["added_p99_ms"] = row["relaygate"]["p99_ms"] - row["bare"]["p99_ms"]
-            results["open_loop"].append(row)
-            print(
-                f"open loop {rate:7.0f} req/s: added p50 {row['added_p50_ms']:.2f} ms,"
-                f" p99 {row['added_p99_ms']:.2f} ms",
-                flush=True,
-            )
+        if "open_loop" in args.parts and max_rps:
+            results["open_loop"] = open_loop_rows(args, key, url, max_rps)
         if args.redis_url and "scaling" in args.parts:
             results["scaling"] = scaling(stack, info, workdir, args)
         if "memory" in args.parts:
@@ -288,6 +274,29 @@ def cpu_seconds(pid: int) -> float:
     """User plus system CPU time a process has used so far."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def open_loop_rows(
+    args: argparse.Namespace, key: str, url: Any, max_rps: float
+) -> list[dict[str, Any]]:
+    """Added latency at 10%, 25%, 50% and 75% of relaygate's maximum, open loop."""
+    payload = body("bench-0ms", False).encode()
+    rows = []
+    for fraction in (0.1, 0.25, 0.5, 0.75):
+        rate = max(50.0, max_rps * fraction)
+        row: dict[str, Any] = {"fraction_of_max": fraction, "offered_rps": rate}
+        for target in ("bare", "relaygate"):
+            r = asyncio.run(open_loop(url(target, "0"), key, payload, rate, args.seconds))
+            row[target] = r.__dict__
+        row["added_p50_ms"] = row["relaygate"]["p50_ms"] - row["bare"]["p50_ms"]
+        row["added_p99_ms"] = row["relaygate"]["p99_ms"] - row["bare"]["p99_ms"]
+        rows.append(row)
+        print(
+            f"open loop {rate:7.0f} req/s: added p50 {row['added_p50_ms']:.2f} ms,"
+            f" p99 {row['added_p99_ms']:.2f} ms",
+            flush=True,
+        )
+    return rows
 
 
 def median_run(runs: list[dict[str, Any]], measure: str) -> dict[str, Any]:
