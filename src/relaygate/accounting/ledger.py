@@ -71,7 +71,7 @@ class LedgerWriter:
         """Write rows spilled by an earlier process first (so key balances loaded after this
         include them), then flush in the background."""
         self._load_spill()
-        if self.pending and not await self.flush():
+        if not await self.drain():
             raise RuntimeError("cannot write the spilled ledger rows: the store is unreachable")
         self._task = asyncio.get_running_loop().create_task(self._run(), name="ledger-writer")
 
@@ -83,10 +83,15 @@ class LedgerWriter:
             await self.flush()
 
     async def flush(self) -> bool:
-        """Write everything pending, one batch at a time; False if the store failed."""
+        """Write the rows pending now, one batch at a time; False if the store failed.
+
+        Rows appended while it writes wait for the next flush: under steady load, a flush that
+        drained until empty never ended, and wrote a transaction of a few rows every few
+        milliseconds instead of one batch every ``flush_seconds``."""
         async with self._lock:
-            while self.pending:
-                batch = self.pending[: self.batch_size]
+            left = len(self.pending)
+            while left:
+                batch = self.pending[: min(self.batch_size, left)]
                 try:
                     self.written += await self.store.write_ledger(batch)
                 except Exception as exc:
@@ -102,11 +107,19 @@ class LedgerWriter:
                     log.warning("ledger store is back; writing %d kept rows", len(self.pending))
                 self.failing = False
                 del self.pending[: len(batch)]
+                left -= len(batch)
                 try:
                     await self.on_written(batch)
                 except Exception:
                     log.exception("after-write hook failed")
             return True
+
+    async def drain(self) -> bool:
+        """Write until nothing is pending; False if the store failed."""
+        while self.pending:
+            if not await self.flush():
+                return False
+        return True
 
     async def close(self, attempts: int = 3) -> None:
         """Stop the background task and write what is left (spilling it if the store is down)."""
@@ -115,7 +128,7 @@ class LedgerWriter:
         if self._task is not None:
             await self._task
         for attempt in range(attempts):
-            if await self.flush():
+            if await self.drain():
                 return
             await asyncio.sleep(0.2 * (attempt + 1))
         self._spill()
