@@ -21,12 +21,11 @@ import re
 
 import msgspec
 
-_QUOTE = 34
-_CONTROL = bytes(range(32))
-_ESCAPED_STRING = re.compile(
-    rb'"(?:[^"\\\x00-\x1f]+|\\["\\/bfnrt]|\\u(?![dD][89a-fA-F])[0-9a-fA-F]{4})*"'
+_SIMPLE_STRING = re.compile(
+    rb'"(?:[^"\\\x00-\x1f]++|\\[\\/bfnrt]|\\u(?![dD][89a-fA-F])[0-9a-fA-F]{4})++"'
 )
-"""A JSON string literal with escapes (surrogates excluded: left to the decoder)."""
+"""A non-empty JSON string literal with no quote inside, escaped or not, and no escaped
+surrogate (those are left to the decoder)."""
 _TRIES = 3
 """Templates learned per stream before giving up on a server whose chunks never repeat."""
 _ESCAPED_BY_SOME = frozenset('"\\/<>&')
@@ -70,19 +69,10 @@ class TextTemplate:
         if not (line.startswith(self._head) and line.endswith(self._foot)):
             return None
         start, foot = self._lengths
-        literal = line[start : len(line) - foot]
-        if (
-            len(literal) < 3
-            or literal[0] != _QUOTE
-            or literal[-1] != _QUOTE
-            or literal.count(b'"') != 2
-        ):
+        end = len(line) - foot
+        if _SIMPLE_STRING.fullmatch(line, start, end) is None:
             return None
-        if b"\\" in literal:
-            if _ESCAPED_STRING.fullmatch(literal) is None:
-                return None
-        elif len(literal.translate(None, _CONTROL)) != len(literal):
-            return None
+        literal = line[start:end]
         if not literal.isascii():
             try:
                 literal.decode()
