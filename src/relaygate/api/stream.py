@@ -32,22 +32,28 @@ streams finish (and are billed their exact usage) before a drop could change any
 
 
 class ClientWatch:
-    """Notices the client going away while the answer is being streamed.
+    """Notices the client going away while the answer is being streamed, and bounds the drain
+    that follows.
 
     The watching task is started lazily (after :data:`WATCH_AFTER_SECONDS`), so the many short
-    streams cost no extra task.
+    streams cost no extra task. Once the client is gone, the stream's task is cancelled when
+    the drain time is up (:attr:`expired` tells that cancellation from any other); no
+    ``asyncio.Timeout`` is entered for the many streams whose client stays.
     """
 
-    def __init__(self, receive: Receive, deadline: asyncio.Timeout, drain_seconds: float) -> None:
+    def __init__(self, receive: Receive, drain_seconds: float) -> None:
         self.gone = False
-        self._deadline = deadline
+        self.expired = False
         self._drain = drain_seconds
         self._receive = receive
+        self._stream = asyncio.current_task()
         self._task: asyncio.Task[None] | None = None
-        self._timer = asyncio.get_running_loop().call_later(WATCH_AFTER_SECONDS, self._start)
+        self._loop = loop = asyncio.get_running_loop()
+        self._timer = loop.call_later(WATCH_AFTER_SECONDS, self._start)
+        self._expiry: asyncio.TimerHandle | None = None
 
     def _start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._watch())
+        self._task = self._loop.create_task(self._watch())
 
     async def _watch(self) -> None:
         while True:
@@ -59,12 +65,25 @@ class ClientWatch:
     def mark_gone(self) -> None:
         if not self.gone:
             self.gone = True
-            self._deadline.reschedule(asyncio.get_running_loop().time() + self._drain)
+            self._expiry = self._loop.call_later(self._drain, self._expire)
+
+    def _expire(self) -> None:
+        if self._stream is not None:
+            self.expired = True
+            self._stream.cancel()
 
     def close(self) -> None:
+        """Stop watching (before the stream's task awaits anything else)."""
         self._timer.cancel()
+        if self._expiry is not None:
+            self._expiry.cancel()
         if self._task is not None:
             self._task.cancel()
+
+    def drained(self) -> bool:
+        """Whether a cancellation of the stream's task was the end of the drain time (and
+        nothing else): if so, it is taken back."""
+        return self.expired and self._stream is not None and self._stream.uncancel() == 0
 
 
 class _Client:
@@ -158,21 +177,21 @@ async def stream_answer(
     collected = Collected()
     status = "cancelled"
     events = opened.events
-    deadline = asyncio.Timeout(None)
-    client = _Client(send, _head(ticket, opened), ClientWatch(receive, deadline, drain_seconds))
+    client = _Client(send, _head(ticket, opened), ClientWatch(receive, drain_seconds))
     last = b""
     try:
-        async with deadline:
-            tail = await _relay(events, writer, collected, client, keepalive_seconds)
-            status = "ok"
-            if include_usage:
-                tail.append(writer.usage(collected.usage_or_estimate(ticket.prompt_guess)))
-            tail.append(SSE_DONE)
-            last = b"".join(tail)
+        tail = await _relay(events, writer, collected, client, keepalive_seconds)
+        status = "ok"
+        if include_usage:
+            tail.append(writer.usage(collected.usage_or_estimate(ticket.prompt_guess)))
+        tail.append(SSE_DONE)
+        last = b"".join(tail)
     except UpstreamError as exc:
         status = "upstream_error"
         last = sse_error(exc)
-    except TimeoutError:
+    except asyncio.CancelledError:
+        if not client.watch.drained():
+            raise
         status = "client_disconnected"
     except Exception:
         log.exception("stream %s failed", ticket.request_id)
