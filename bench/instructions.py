@@ -1,0 +1,127 @@
+"""Instructions per request under callgrind: a cost figure that repeats, whatever else the
+machine is doing.
+
+    python -m bench.instructions [--requests 300] [--warmup 200] [--stream]
+
+It starts the mock upstream and relaygate (key auth, rate limits, credit reservation and the
+ledger all on, as in ``bench.run``), with relaygate under ``valgrind --tool=callgrind``. It sends
+``--warmup`` sequential requests, zeroes the counters, sends ``--requests`` more, and prints the
+instructions relaygate's process ran per request. The ledger flush and the key refresh are
+moved out of the measured window (every 600 s), so the figure is the request path's own.
+Needs valgrind (Debian's ``valgrind`` package); a run takes about a minute.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from bench.run import ROOT, Stack, body, free_port, wait_port
+
+
+def _config(workdir: Path, upstream_port: int) -> Path:
+    config = workdir / "relaygate.yaml"
+    model = {
+        "pricing": {"input": "1.75", "cached_input": "0.175", "output": "14"},
+        "max_output_tokens": 4096,
+        "upstreams": [
+            {
+                "provider": "openai",
+                "api_key": "sk-bench-upstream",
+                "base_url": f"http://127.0.0.1:{upstream_port}/v1",
+            }
+        ],
+    }
+    settings = {
+        "database_url": f"sqlite:///{workdir / 'bench.db'}",
+        "log_level": "warning",
+        "ledger_flush_seconds": 600,
+        "key_refresh_seconds": 600,
+        "models": {"bench-0ms": model},
+    }
+    config.write_text(json.dumps(settings))
+    return config
+
+
+def _create_key(config: Path, workdir: Path) -> str:
+    create = ("-m", "relaygate", "keys", "create", "--config", str(config), "--json")
+    limits = ("--rpm", "100000000", "--tpm", "2000000000", "--concurrency", "100000")
+    created = subprocess.run(
+        [sys.executable, *create, *limits, "--credits", "1000000"],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=workdir,
+    )
+    return str(json.loads(created.stdout)["key"])
+
+
+def _callgrind(*args: str) -> None:
+    subprocess.run(["callgrind_control", *args], check=True, capture_output=True)
+
+
+def measure(args: argparse.Namespace, workdir: Path) -> float:
+    stack = Stack(workdir)
+    mock_port, port = free_port(), free_port()
+    stack.spawn("-m", "bench.mock_upstream", "--port", str(mock_port), port=mock_port)
+    config = _config(workdir, mock_port)
+    key = _create_key(config, workdir)
+    out = workdir / "callgrind.out"
+    valgrind = ("valgrind", "--tool=callgrind", f"--callgrind-out-file={out}")
+    serve = ("-m", "relaygate", "serve", "--config", str(config), "--port", str(port))
+    relaygate = subprocess.Popen(
+        [*valgrind, sys.executable, *serve],
+        cwd=workdir,
+        env=dict(os.environ, PYTHONPATH=str(ROOT / "src")),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_port(port, timeout=300)
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        payload = body("bench-0ms", args.stream)
+        headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+
+        def send(count: int) -> None:
+            for _ in range(count):
+                conn.request("POST", "/v1/chat/completions", payload, headers)
+                response = conn.getresponse()
+                answer = response.read()
+                if response.status != 200:
+                    raise RuntimeError(f"relaygate answered {response.status}: {answer[:200]!r}")
+
+        send(args.warmup)
+        _callgrind("-z", str(relaygate.pid))
+        send(args.requests)
+        _callgrind("-d", str(relaygate.pid))
+    finally:
+        relaygate.terminate()
+        relaygate.wait(120)
+        stack.stop()
+    dump = next(path for path in sorted(workdir.glob("callgrind.out.*")))
+    for line in dump.read_text().splitlines():
+        if line.startswith("totals:"):
+            return int(line.split()[1]) / int(args.requests)
+    raise RuntimeError(f"no totals in {dump}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=300)
+    parser.add_argument("--warmup", type=int, default=200)
+    parser.add_argument("--stream", action="store_true", help="streamed requests (20 chunks)")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="relaygate-instructions-") as tmp:
+        per_request = measure(args, Path(tmp))
+    mode = "streaming" if args.stream else "non-streaming"
+    print(f"{per_request / 1000:.1f}k instructions per {mode} request")
+
+
+if __name__ == "__main__":
+    main()
