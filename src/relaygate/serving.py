@@ -1,11 +1,11 @@
 """relaygate's HTTP/1.1 connection protocol, run by uvicorn's server.
 
 uvicorn keeps what a server process needs: sockets, ``--workers``, signals, lifespan, graceful
-shutdown and the ``date`` header. This protocol replaces its per-request machinery, which cost
-about 210,000 instructions a request under callgrind (a trivial app behind uvicorn's httptools
-protocol, against 8,500 for answering the socket directly): a scope with a copied state, an
-``asyncio.Event`` and a keep-alive timer per request, two regular expressions per response
-header, and one socket write for the head and another for the body.
+shutdown and the ``date`` header. This protocol replaces its per-request machinery: a scope with
+a copied state, an ``asyncio.Event`` and a keep-alive timer per request, two regular
+expressions per response header, and one socket write for the head and another for the body.
+Under callgrind, a trivial app ran 209,000 instructions a request behind uvicorn's httptools
+protocol and 163,000 behind this one; relaygate's streamed request, 46,000 fewer.
 
 Here, for each request:
 
