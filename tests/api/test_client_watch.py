@@ -1,0 +1,69 @@
+"""The client watch of a stream: the drain after a client leaves ends by cancelling the stream's
+task, and only that cancellation is taken back."""
+
+from __future__ import annotations
+
+import asyncio
+
+from relaygate.api.http import Message
+from relaygate.api.stream import ClientWatch
+
+
+async def _never() -> Message:
+    await asyncio.Event().wait()
+    raise AssertionError("unreachable")
+
+
+async def _stream(watch_box: list[ClientWatch], drain: float, gone: bool) -> str:
+    """A stand-in for ``stream_answer``: waits as a stream waits for its upstream."""
+    watch = ClientWatch(_never, drain)
+    watch_box.append(watch)
+    if gone:
+        watch.mark_gone()
+    try:
+        await asyncio.sleep(30)
+        return "finished"
+    except asyncio.CancelledError:
+        if not watch.drained():
+            raise
+        return "drained"
+    finally:
+        watch.close()
+
+
+async def test_the_drain_time_ends_the_stream() -> None:
+    box: list[ClientWatch] = []
+    assert await asyncio.wait_for(_stream(box, 0.05, gone=True), 10) == "drained"
+    assert box[0].expired
+
+
+async def test_a_cancellation_from_elsewhere_is_not_taken_for_the_drain() -> None:
+    box: list[ClientWatch] = []
+    task = asyncio.create_task(_stream(box, 30, gone=True))
+    await asyncio.sleep(0)  # the stream reaches its wait
+    task.cancel()
+    done, _ = await asyncio.wait({task}, timeout=10)
+    assert task in done
+    assert task.cancelled()
+    assert not box[0].expired
+
+
+async def test_a_cancellation_during_the_drain_still_cancels() -> None:
+    box: list[ClientWatch] = []
+    task = asyncio.create_task(_stream(box, 0.05, gone=True))
+    await asyncio.sleep(0)  # the stream reaches its wait
+    task.cancel()  # from elsewhere, before the drain time is up ...
+    box[0]._expire()  # ... and the drain time ends in the same turn
+    done, _ = await asyncio.wait({task}, timeout=10)
+    assert task in done
+    assert task.cancelled()
+
+
+async def test_a_client_that_stays_arms_no_drain() -> None:
+    box: list[ClientWatch] = []
+    task = asyncio.create_task(_stream(box, 0.01, gone=False))
+    await asyncio.sleep(0.1)
+    assert not task.done()
+    assert not box[0].expired
+    task.cancel()
+    await asyncio.wait({task}, timeout=10)
