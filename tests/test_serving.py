@@ -120,6 +120,24 @@ async def test_a_header_that_would_split_the_response_is_refused() -> None:
     assert transport.closed
 
 
+async def test_a_refused_head_leaves_no_framing_behind() -> None:
+    async def retrying(scope: Scope, receive: Receive, send: Send) -> None:
+        bad = [(b"content-length", b"5"), (b"x-model", b"m\r\nx: y")]
+        with pytest.raises(RuntimeError):
+            await send({"type": "http.response.start", "status": 200, "headers": bad})
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    protocol, transport = connect(retrying)
+    protocol.data_received(GET)
+    await settle(protocol)
+    head, _, body = b"".join(transport.writes).partition(b"\r\n\r\n")
+    assert b"content-length" not in head
+    assert b"transfer-encoding: chunked" in head
+    assert body == b"2\r\nok\r\n0\r\n\r\n"
+    assert not transport.closed
+
+
 async def test_a_send_waits_while_the_transport_is_full() -> None:
     protocol, transport = connect(streamed)
     protocol.pause_writing()

@@ -191,40 +191,44 @@ class Cycle:
             conn.response_complete(self)
 
     def _head(self, status: int, headers: Headers) -> bytes:
-        """The status line and headers; the framing of the body is decided here."""
+        """The status line and headers; the framing of the body is decided here (and only once
+        the headers are known to be valid: a refused head changes nothing)."""
         conn = self.conn
         lines = [_STATUS_LINES.get(status) or _status_line(status)]
         for name, value in conn.state.default_headers:
             lines += (name, b": ", value, b"\r\n")
         names: list[bytes] = []
         values: list[bytes] = []
+        length: bytes | None = None
         chunked = close = False
         for name, value in headers:
             name = name.lower()
             names.append(name)
             values.append(value)
             if name == b"content-length":
-                self.remaining = int(value)
+                length = value
             elif name == b"transfer-encoding":
                 chunked = b"chunked" in value.lower()
             elif name == b"connection" and b"close" in value.lower():
-                self.keep_alive = False
                 close = True
             lines += (name, b": ", value, b"\r\n")
-        if not _valid_headers(names, values):
+        if not _valid_headers(names, values) or (length is not None and not length.isdigit()):
             raise RuntimeError("Invalid HTTP response header name or value")
+        self.remaining = None if length is None else int(length)
+        keep_alive = self.keep_alive and not close
         scope = self.scope
         if scope["method"] == "HEAD" or status in _NO_BODY_STATUS or status < 200:
             self.no_body = True
-        elif chunked or self.remaining is None:
+        elif chunked or length is None:
             if scope["http_version"] == "1.1":
                 self.chunked = True
                 if not chunked:
                     lines.append(b"transfer-encoding: chunked\r\n")
             else:
-                self.keep_alive = False  # an HTTP/1.0 body without a length ends at close
-        if not self.keep_alive and not close:
+                keep_alive = False  # an HTTP/1.0 body without a length ends at close
+        if not keep_alive and not close:
             lines.append(b"connection: close\r\n")
+        self.keep_alive = keep_alive
         lines.append(b"\r\n")
         return b"".join(lines)
 
