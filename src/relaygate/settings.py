@@ -115,9 +115,11 @@ class ImageSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     """Send checked http(s) image URLs to upstreams unchanged, to fetch themselves; when false,
     the bytes relaygate checked are sent inline as base64 ``data:`` URLs."""
     cache_bytes: Annotated[int, msgspec.Meta(ge=0)] = 64 * 1024 * 1024
-    """Memory for fetched images, reused by URL and shared by content hash; 0 turns it off."""
+    """Memory for fetched images, reused by URL and shared by content hash; 0 turns it off.
+    The bound covers everything the cache holds: each distinct content, every URL and a fixed
+    overhead per entry."""
     cache_seconds: PositiveFloat = 300.0
-    """How long a fetched image is reused for the same URL."""
+    """How long a fetched image is reused for the same URL; expired entries are dropped."""
 
     def __post_init__(self) -> None:
         # Imported here: relaygate.media imports this module.
