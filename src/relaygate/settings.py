@@ -53,6 +53,12 @@ class UpstreamSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     """Seconds to establish the connection."""
     read_timeout: PositiveFloat = 300.0
     """Seconds to wait for the next byte of an answer."""
+    max_body_bytes: PositiveInt = 64 * 1024 * 1024
+    """Largest non-streamed answer read from this upstream; a larger one is dropped and the
+    client gets 502 ``upstream_error``. Generous for answers that carry base64 images."""
+    max_line_bytes: PositiveInt = 32 * 1024 * 1024
+    """Longest line of a streamed answer (one SSE ``data:`` line, so one event's payload); a
+    longer one ends the stream with an upstream error. Room for a large base64 image."""
     options: dict[str, Any] = msgspec.field(default_factory=dict)
     """Provider-specific options (the simulator's latency, for example)."""
     priority: int = 0
