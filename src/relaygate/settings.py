@@ -120,6 +120,18 @@ class ImageSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     forward_urls: bool = False
     """Send checked http(s) image URLs to upstreams unchanged, to fetch themselves; when false,
     the bytes relaygate checked are sent inline as base64 ``data:`` URLs."""
+    fetch_connections: PositiveInt = 256
+    """Most image fetches in flight per worker, all keys together (the connection pool)."""
+    per_key_fetches: PositiveInt = 16
+    """Most image fetches one key may have in flight per worker; its further fetches wait
+    for one of its own (within ``fetch_timeout``). Must be below ``fetch_connections``, so that
+    other keys always find free connections."""
+    per_key_fetch_seconds: PositiveFloat = 240.0
+    """Seconds of image fetching one key may use per minute and worker, its concurrent fetches
+    added up (slow and timed-out ones included; cache hits and ``data:`` URLs are free). A key
+    that has spent it gets 429 for requests that need a fetch until it has recovered. The
+    default is one burst of ``per_key_fetches`` fetches that each take the whole default
+    ``fetch_timeout``."""
     cache_bytes: Annotated[int, msgspec.Meta(ge=0)] = 64 * 1024 * 1024
     """Memory for fetched images, reused by URL and shared by content hash; 0 turns it off.
     The bound covers everything the cache holds: each distinct content, every URL and a fixed
@@ -131,6 +143,11 @@ class ImageSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
         # Imported here: relaygate.media imports this module.
         from relaygate.media.addresses import parse_allow_rule
 
+        if self.per_key_fetches >= self.fetch_connections:
+            raise ValueError(
+                f"per_key_fetches ({self.per_key_fetches}) must be below fetch_connections"
+                f" ({self.fetch_connections}), so that one key cannot hold every connection"
+            )
         for i, entry in enumerate(self.allow_internal):
             try:
                 parse_allow_rule(entry)
