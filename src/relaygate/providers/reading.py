@@ -69,6 +69,8 @@ class LineSplitter:
         lines = piece.split(b"\n")
         tail = lines.pop()
         partial = self._partial
+        if not (partial or tail) and len(piece) <= self.limit:
+            return lines  # whole lines, the common case
         if partial:
             partial += lines[0] if lines else tail
             self._check(len(partial))
