@@ -221,4 +221,6 @@ def test_one_keys_slow_urls_do_not_starve_other_keys(
             attack.join(30)
         fast.shutdown()
         fast.server_close()
-    assert results == [400] * 16  # the slow server went away
+    # the slow server went away (400), or the key had used its fetch time by then (429)
+    assert len(results) == 16
+    assert set(results) <= {400, 429}

@@ -103,11 +103,11 @@ class FetchShares:
 
     def _check(self, share: _Share, now: float) -> None:
         over = self._settle(share, now) - self.budget
-        if over >= 0:
+        if over > 0:
             raise RateLimited(
-                "Rate limit reached for image fetches: this key has spent its"
-                f" {self.budget:g} seconds of image downloading per minute on slow image"
-                " servers",
+                "Rate limit reached for image fetches: this key has used its"
+                f" {self.budget:g} seconds of image downloading per minute (slow image servers"
+                " count for the time they take)",
                 retry_after=over / self._refill,
             )
 
