@@ -53,6 +53,12 @@ class UpstreamSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     """Seconds to establish the connection."""
     read_timeout: PositiveFloat = 300.0
     """Seconds to wait for the next byte of an answer."""
+    max_body_bytes: PositiveInt = 64 * 1024 * 1024
+    """Largest non-streamed answer read from this upstream; a larger one is dropped and the
+    client gets 502 ``upstream_error``. Generous for answers that carry base64 images."""
+    max_line_bytes: PositiveInt = 32 * 1024 * 1024
+    """Longest line of a streamed answer (one SSE ``data:`` line, so one event's payload); a
+    longer one ends the stream with an upstream error. Room for a large base64 image."""
     options: dict[str, Any] = msgspec.field(default_factory=dict)
     """Provider-specific options (the simulator's latency, for example)."""
     priority: int = 0
@@ -114,15 +120,34 @@ class ImageSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     forward_urls: bool = False
     """Send checked http(s) image URLs to upstreams unchanged, to fetch themselves; when false,
     the bytes relaygate checked are sent inline as base64 ``data:`` URLs."""
+    fetch_connections: PositiveInt = 256
+    """Most image fetches in flight per worker, all keys together (the connection pool)."""
+    per_key_fetches: PositiveInt = 16
+    """Most image fetches one key may have in flight per worker; its further fetches wait
+    for one of its own (within ``fetch_timeout``). Must be below ``fetch_connections``, so that
+    other keys always find free connections."""
+    per_key_fetch_seconds: PositiveFloat = 240.0
+    """Seconds of image fetching one key may use per minute and worker, its concurrent fetches
+    added up (slow and timed-out ones included; cache hits and ``data:`` URLs are free). A key
+    that has spent it gets 429 for requests that need a fetch until it has recovered. The
+    default is one burst of ``per_key_fetches`` fetches that each take the whole default
+    ``fetch_timeout``."""
     cache_bytes: Annotated[int, msgspec.Meta(ge=0)] = 64 * 1024 * 1024
-    """Memory for fetched images, reused by URL and shared by content hash; 0 turns it off."""
+    """Memory for fetched images, reused by URL and shared by content hash; 0 turns it off.
+    The bound covers everything the cache holds: each distinct content, every URL and a fixed
+    overhead per entry."""
     cache_seconds: PositiveFloat = 300.0
-    """How long a fetched image is reused for the same URL."""
+    """How long a fetched image is reused for the same URL; expired entries are dropped."""
 
     def __post_init__(self) -> None:
         # Imported here: relaygate.media imports this module.
         from relaygate.media.addresses import parse_allow_rule
 
+        if self.per_key_fetches >= self.fetch_connections:
+            raise ValueError(
+                f"per_key_fetches ({self.per_key_fetches}) must be below fetch_connections"
+                f" ({self.fetch_connections}), so that one key cannot hold every connection"
+            )
         for i, entry in enumerate(self.allow_internal):
             try:
                 parse_allow_rule(entry)

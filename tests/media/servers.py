@@ -4,6 +4,7 @@
 * :class:`RawServer`: answers each connection with a scripted coroutine (lying or missing
   ``Content-Length``, stalls, trickles, TLS).
 * :class:`ImageServer`: an aiohttp app serving scripted routes and recording every request.
+* :class:`Holder`: a blocking listener that accepts and never answers (for gateway processes).
 * :class:`FakeDNS`: the pipeline's injected lookup; answers from a table (successive answers per
   name, to play DNS rebinding), records every call, never asks a real resolver.
 * :class:`Trace`: an aiohttp ``TraceConfig`` recording requests, finished name lookups and
@@ -15,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import ssl
+import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from types import SimpleNamespace
@@ -221,3 +223,40 @@ class Trace:
         config.on_dns_resolvehost_end.append(resolved)
         config.on_connection_create_end.append(connected)
         return config
+
+
+class Holder:
+    """A blocking listener for tests against a gateway process: accepts every connection and
+    never answers (the slowest image server there is) until :meth:`close`. ``accepted`` counts
+    the connections; none is closed before :meth:`close`, so it is also how many are open."""
+
+    def __init__(self) -> None:
+        self._sock = socket.socket()
+        self._sock.bind(("127.0.0.1", 0))
+        self._sock.listen(1024)
+        self.port = int(self._sock.getsockname()[1])
+        self._held: list[socket.socket] = []
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+
+    @property
+    def accepted(self) -> int:
+        return len(self._held)
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self._sock.accept()
+            except OSError:
+                return
+            self._held.append(conn)
+
+    def close(self) -> None:
+        self._sock.shutdown(socket.SHUT_RDWR)  # wakes the accept (Linux)
+        self._sock.close()
+        self._thread.join(10)
+        for conn in self._held:
+            conn.close()

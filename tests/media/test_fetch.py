@@ -4,12 +4,14 @@ counted while streaming, formats by magic bytes, time limits, redirects, headers
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from collections.abc import AsyncIterator
 
 import pytest
 from aiohttp import web
 
 from relaygate.errors import InvalidRequest, RequestTooLarge
+from relaygate.media.cache import blob_cost, url_cost
 from tests.media.conftest import MakePipeline
 from tests.media.samples import GIF, HTML, SVG, chat, image_part, jpeg, one_image, png, user
 from tests.media.servers import FakeDNS, Handler, ImageServer, RawServer, read_head
@@ -406,7 +408,9 @@ async def test_two_urls_with_the_same_content_are_cached_once(
     request, raw = chat(user(image_part(a), image_part(b)))
     await pipeline.prepare(request, raw, vision=True, inline=True)
     assert len(pipeline.cache) == 2
-    assert pipeline.cache.bytes == len(data)
+    stored = pipeline.cache.by_digest(hashlib.sha256(data).hexdigest())
+    assert stored is not None
+    assert pipeline.cache.bytes == blob_cost(stored) + url_cost(a) + url_cost(b)
 
 
 async def test_without_a_cache_every_request_fetches(

@@ -64,7 +64,7 @@ async def chat_completions(gw: Gateway, scope: Scope, receive: Receive, send: Se
         # fetches it can cause; nothing has reached an upstream yet.
         forward = gw.settings.images.forward_urls
         prepared = await gw.images.prepare(
-            request, raw, vision=model.settings.vision, inline=not forward
+            request, raw, vision=model.settings.vision, inline=not forward, key=key.id
         )
         if prepared.raw is not raw:
             request = reparse(prepared.raw)

@@ -10,7 +10,8 @@ and one call, :meth:`ImagePipeline.prepare`, made before any upstream call::
 Modules: :mod:`~relaygate.media.addresses` (which addresses may be reached),
 :mod:`~relaygate.media.fetch` (the SSRF-safe downloader), :mod:`~relaygate.media.dataurl`,
 :mod:`~relaygate.media.formats` (magic bytes and dimensions), :mod:`~relaygate.media.tokens`,
-:mod:`~relaygate.media.cache` and :mod:`~relaygate.media.pipeline`.
+:mod:`~relaygate.media.cache`, :mod:`~relaygate.media.shares` (each key's share of the fetches)
+and :mod:`~relaygate.media.pipeline`.
 """
 
 from relaygate.media.addresses import AddressPolicy, parse_allow_rule, refusal_reason

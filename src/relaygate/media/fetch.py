@@ -21,6 +21,7 @@ import ipaddress
 import logging
 import socket
 from collections.abc import Awaitable, Callable, Sequence
+from contextlib import AbstractAsyncContextManager
 
 import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
@@ -159,7 +160,7 @@ class Fetcher:
                 resolver=PolicyResolver(self.policy, self._lookup),
                 use_dns_cache=False,
                 force_close=True,
-                limit=256,
+                limit=self.settings.fetch_connections,
             )
             self._session = aiohttp.ClientSession(
                 connector=connector,
@@ -181,12 +182,23 @@ class Fetcher:
             await self._session.close()
             self._session = None
 
-    async def fetch(self, url: URL, where: str, budget: Budget | None = None) -> bytes:
-        """The body of ``url`` (checked with :func:`check_url`), redirects followed."""
+    async def fetch(
+        self,
+        url: URL,
+        where: str,
+        budget: Budget | None = None,
+        slot: AbstractAsyncContextManager[None] | None = None,
+    ) -> bytes:
+        """The body of ``url`` (checked with :func:`check_url`), redirects followed. ``slot``
+        (the key's share of the fetches) is held around the fetch; waiting for it counts
+        against the fetch's time limit."""
         limit = self.settings.fetch_timeout
         try:
             async with asyncio.timeout(limit):
-                return await self._follow(url, where, budget)
+                if slot is None:
+                    return await self._follow(url, where, budget)
+                async with slot:
+                    return await self._follow(url, where, budget)
         except TimeoutError:
             raise InvalidRequest(
                 f"The image URL at {where} could not be downloaded within {limit:g} seconds",

@@ -3,9 +3,11 @@
 :meth:`ImagePipeline.prepare` runs in two steps. First, without the network: the model's
 ``vision`` flag, the count cap, each URL's scheme, credentials and literal address, and every
 ``data:`` URL decoded, size-checked and sniffed. Then the http(s) URLs are fetched (each distinct
-URL once, concurrently, through the cache) and sniffed. The first failure decides the error
-(the first step's in request order; then the first fetch to fail, the others being cancelled):
-400 naming the part in ``param``, or the contract's 413 (``param: "content"``).
+URL once, concurrently, through the cache, each within the key's share of the fetches: see
+:mod:`~relaygate.media.shares`) and sniffed. The first failure decides the error (the first
+step's in request order; then the first fetch to fail, the others being cancelled): 400 naming
+the part in ``param``, the contract's 413 (``param: "content"``), or 429 when the key has spent
+its fetch time.
 
 The result holds each image's bytes, format, dimensions and token estimate, and the request body
 with the images rewritten for the upstream: inline base64 ``data:`` URLs, or the checked URLs
@@ -30,6 +32,7 @@ from relaygate.media.cache import ImageCache
 from relaygate.media.dataurl import decode_data_url, is_data_url
 from relaygate.media.fetch import Budget, Fetcher, Lookup, check_url
 from relaygate.media.formats import CheckedImage, describe, sniff
+from relaygate.media.shares import FetchShares
 from relaygate.media.tokens import image_token_bound, image_tokens
 from relaygate.protocol.types import ChatRequest, ImagePart
 from relaygate.protocol.validate import images_of
@@ -112,23 +115,32 @@ class ImagePipeline:
         self.settings = settings
         self.policy = AddressPolicy(settings.allow_internal)
         self.cache = ImageCache(settings.cache_bytes, settings.cache_seconds, clock)
+        self.shares = FetchShares(settings.per_key_fetches, settings.per_key_fetch_seconds, clock)
         self.fetcher = Fetcher(settings, self.policy, lookup=lookup, trace_configs=trace_configs)
 
     async def close(self) -> None:
         await self.fetcher.close()
 
     async def prepare(
-        self, request: ChatRequest, raw: dict[str, Any], *, vision: bool, inline: bool
+        self,
+        request: ChatRequest,
+        raw: dict[str, Any],
+        *,
+        vision: bool,
+        inline: bool,
+        key: str | None = None,
     ) -> PreparedImages:
         """Check every image of ``request`` and rewrite ``raw`` for the upstream (see the
-        module docstring). Raises :class:`InvalidRequest` (400) or ``RequestTooLarge`` (413)."""
+        module docstring). Raises :class:`InvalidRequest` (400), ``RequestTooLarge`` (413) or,
+        when ``key`` (the API key's id) has spent its share of fetch time, ``RateLimited``
+        (429); see :mod:`relaygate.media.shares`."""
         found = images_of(request)
         if not found:
             return PreparedImages(raw)
         self._check_count(request, found, vision)
         budget = Budget(self.settings.max_total_bytes)
         slots = [self._slot(m, p, part, budget) for m, p, part in found]
-        await self._fetch_all(slots, budget)
+        await self._fetch_all(slots, budget, key)
         images = tuple(_prepared(slot) for slot in slots)
         return PreparedImages(rewrite_images(raw, images, inline=inline), images)
 
@@ -160,7 +172,7 @@ class ImagePipeline:
             return _Slot(m, p, part, None, checked(data, where))
         return _Slot(m, p, part, check_url(text, where, self.policy))
 
-    async def _fetch_all(self, slots: list[_Slot], budget: Budget) -> None:
+    async def _fetch_all(self, slots: list[_Slot], budget: Budget, key: str | None) -> None:
         pending: dict[str, list[_Slot]] = {}
         for slot in slots:
             if slot.image is not None or slot.url is None:
@@ -176,8 +188,8 @@ class ImagePipeline:
         failures: list[tuple[int, ApiError]] = []
         try:
             async with asyncio.TaskGroup() as group:
-                for order, (key, same) in enumerate(pending.items()):
-                    group.create_task(self._fetch_one(order, key, same, budget, failures))
+                for order, (url, same) in enumerate(pending.items()):
+                    group.create_task(self._fetch_one(order, url, same, budget, key, failures))
         except* ApiError:
             pass
         if failures:
@@ -186,21 +198,23 @@ class ImagePipeline:
     async def _fetch_one(
         self,
         order: int,
-        key: str,
+        url: str,
         same: list[_Slot],
         budget: Budget,
+        key: str | None,
         failures: list[tuple[int, ApiError]],
     ) -> None:
         first = same[0]
         assert first.url is not None
+        share = self.shares.slot(key) if key is not None else None
         try:
-            data = await self.fetcher.fetch(first.url, first.where, budget)
+            data = await self.fetcher.fetch(first.url, first.where, budget, share)
             image = checked(data, first.where)
             budget.take(image.size * (len(same) - 1))
         except ApiError as exc:
             failures.append((order, exc))
             raise
-        self.cache.put(key, image)
+        self.cache.put(url, image)
         for slot in same:
             slot.image = image
 

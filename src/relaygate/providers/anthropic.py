@@ -520,7 +520,7 @@ class AnthropicProvider(HttpJsonProvider):
         complete = False
         try:
             if request.stream:
-                reader = SseReader(response)
+                reader = self.sse_reader(response)
                 payloads: list[bytes] | None = await self._first_payloads(reader)
                 yield STARTED
                 state = _StreamState(self.label)

@@ -53,7 +53,6 @@ from relaygate.providers.base import (
 )
 from relaygate.providers.http import (
     HttpJsonProvider,
-    SseReader,
     parse_data_url,
     tool_arguments,
     upstream_message,
@@ -457,7 +456,7 @@ class GeminiProvider(HttpJsonProvider):
         try:
             yield STARTED
             if request.stream:
-                reader = SseReader(response)
+                reader = self.sse_reader(response)
                 while (payloads := await self.read_more(reader)) is not None:
                     batch = answer.feed(payloads)
                     if batch:

@@ -21,6 +21,7 @@ from relaygate.errors import (
     UpstreamUnreachable,
 )
 from relaygate.providers.base import Provider
+from relaygate.providers.reading import LineSplitter, read_body
 
 
 class _ErrorDetail(msgspec.Struct):
@@ -103,22 +104,22 @@ class SseReader:
     """The ``data:`` payloads of an SSE response, one list per network read.
 
     A plain object rather than an async generator, so that a provider's ``events`` is the only
-    generator each streamed read passes through.
+    generator each streamed read passes through. Lines are split in linear time and each is at
+    most ``limit`` bytes (:class:`~relaygate.providers.reading.LineSplitter`).
     """
 
-    def __init__(self, response: aiohttp.ClientResponse) -> None:
+    def __init__(self, response: aiohttp.ClientResponse, limit: int, label: str) -> None:
         self._pieces = response.content.iter_any()
-        self._buffer = b""
+        self._lines = LineSplitter(limit, label)
 
     async def next(self) -> list[bytes] | None:
         """The payloads of the next read that has any; ``None`` at the end of the stream."""
         while True:
             piece = await anext(self._pieces, None)
             if piece is None:
-                rest, self._buffer = self._buffer, b""
+                rest = self._lines.rest()
                 return [rest[5:].strip()] if rest.startswith(b"data:") else None
-            lines = (self._buffer + piece).split(b"\n")
-            self._buffer = lines.pop()
+            lines = self._lines.feed(piece)
             payloads = [line[5:].strip() for line in lines if line.startswith(b"data:")]
             if payloads:
                 return payloads
@@ -188,9 +189,14 @@ class HttpJsonProvider(Provider):
         except (TimeoutError, aiohttp.ClientError) as exc:
             raise self.broke_off(exc, "mid-stream") from None
 
+    def sse_reader(self, response: aiohttp.ClientResponse) -> SseReader:
+        """A reader of ``response``'s stream, with this upstream's line limit."""
+        return SseReader(response, self.settings.max_line_bytes, self.label)
+
     async def read_body(self, response: aiohttp.ClientResponse) -> bytes:
+        """The non-streamed answer, at most ``max_body_bytes`` of it (else an upstream error)."""
         try:
-            return await response.read()
+            return await read_body(response, self.settings.max_body_bytes, self.label)
         except (TimeoutError, aiohttp.ClientError) as exc:
             raise self.broke_off(exc, "while answering") from None
 

@@ -26,6 +26,7 @@ from relaygate.providers.base import (
     ToolCallDelta,
 )
 from relaygate.providers.http import HttpJsonProvider, upstream_message
+from relaygate.providers.reading import LineSplitter
 from relaygate.providers.text_template import TextTemplate
 from relaygate.settings import UpstreamSettings
 
@@ -263,12 +264,10 @@ class OpenAIProvider(HttpJsonProvider):
                 # The stream loop is written out here rather than delegated: every level of
                 # async generator costs each network read another resume.
                 stream = _StreamState()
-                buffer = b""
+                splitter = LineSplitter(self.settings.max_line_bytes, self.label)
                 try:
                     async for piece in response.content.iter_any():
-                        lines = (buffer + piece).split(b"\n")
-                        buffer = lines.pop()
-                        batch = self._read_lines(lines, stream)
+                        batch = self._read_lines(splitter.feed(piece), stream)
                         if batch:
                             yield batch
                         if stream.failed is not None:
@@ -276,8 +275,8 @@ class OpenAIProvider(HttpJsonProvider):
                         if stream.finished:
                             break
                     else:
-                        if buffer:  # a last line without its newline
-                            batch = self._read_lines([buffer], stream)
+                        if rest := splitter.rest():  # a last line without its newline
+                            batch = self._read_lines([rest], stream)
                             if batch:
                                 yield batch
                             if stream.failed is not None:
