@@ -13,12 +13,14 @@ Every error a client can see carries the contract's HTTP status and ``type``; it
         ├── NotFound                     404 not_found_error
         ├── RequestTooLarge              413 request_too_large_error
         ├── RateLimited                  429 rate_limit_error (+ Retry-After)
+        │   └── UpstreamsRateLimited     every upstream refused for rate (+ retry-after-ms)
         ├── InternalError                500 internal_server_error
         ├── UpstreamError                502 upstream_error
         │   ├── UpstreamUnreachable      connect error or time-out (retryable)
         │   ├── UpstreamStatus           the upstream answered an error status
         │   └── UpstreamProtocolError    the upstream answered something we cannot read
         └── ServiceUnavailable           503 service_unavailable_error
+            └── UpstreamsUnavailable     nothing answered; retry after a known time (+ headers)
 
 Upstream failures are mapped to :class:`UpstreamError` where the upstream is called (including
 while a stream is read); their messages never contain the upstream's key or raw body.
@@ -165,6 +167,43 @@ class ServiceUnavailable(ApiError):
     default_suggestion = "retry after 30 seconds"
 
 
+def _retry_headers(seconds: float) -> list[tuple[bytes, bytes]]:
+    """``Retry-After`` in whole seconds (at least 1) and ``retry-after-ms`` (exact, which
+    OpenAI's SDKs read first)."""
+    return [
+        (b"retry-after", str(max(1, math.ceil(seconds))).encode()),
+        (b"retry-after-ms", str(math.ceil(seconds * 1000)).encode()),
+    ]
+
+
+class UpstreamsRateLimited(RateLimited):
+    """429: every upstream that could answer refused for rate (their limit, not the key's).
+
+    ``wait_seconds`` is the exact wait (the soonest any upstream allowed); ``retry_after`` the
+    whole seconds of ``Retry-After``.
+    """
+
+    def __init__(self, message: str, *, retry_after: float) -> None:
+        self.wait_seconds = max(0.0, retry_after)
+        super().__init__(message, retry_after=retry_after)
+
+    def headers(self) -> list[tuple[bytes, bytes]]:
+        return _retry_headers(self.wait_seconds)
+
+
+class UpstreamsUnavailable(ServiceUnavailable):
+    """503 with ``Retry-After``: nothing could answer now, and some upstream takes requests
+    again after a known time (a rate limit's ``Retry-After``, or the end of a cool-down)."""
+
+    def __init__(self, message: str, *, retry_after: float) -> None:
+        self.wait_seconds = max(0.0, retry_after)
+        self.retry_after = max(1, math.ceil(retry_after))
+        super().__init__(message, fallback_suggestion=f"retry after {self.retry_after} seconds")
+
+    def headers(self) -> list[tuple[bytes, bytes]]:
+        return _retry_headers(self.wait_seconds)
+
+
 __all__ = [
     "ApiError",
     "AuthenticationFailed",
@@ -182,4 +221,6 @@ __all__ = [
     "UpstreamProtocolError",
     "UpstreamStatus",
     "UpstreamUnreachable",
+    "UpstreamsRateLimited",
+    "UpstreamsUnavailable",
 ]

@@ -10,6 +10,7 @@ CONTENT_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        self.routing = RoutingMetrics(self.registry)
         self.responses = Counter(
             "relaygate_responses",
             "Responses sent, by HTTP status and error type.",
@@ -74,3 +75,39 @@ class Metrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+# --- routing: answers cut after they started, attempts relaygate paid for and did not charge ---
+
+
+class RoutingMetrics:
+    """What the router reports (see :mod:`relaygate.routing.router`)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.cut = Counter(
+            "relaygate_upstream_cut_answers",
+            "Answers an upstream started and then broke off (a cut, an error or an unreadable"
+            " body after it accepted the request), by model, upstream and whether streamed.",
+            ["model", "upstream", "stream"],
+            registry=registry,
+        )
+        self.unbilled_attempts = Counter(
+            "relaygate_unbilled_attempts",
+            "Non-streamed attempts cut after the upstream started them: the upstream may bill"
+            " them, the key is not charged for them.",
+            ["model", "upstream"],
+            registry=registry,
+        )
+        self.unbilled_tokens = Counter(
+            "relaygate_unbilled_tokens",
+            "Tokens of those attempts (the prompt estimate plus any completion tokens received).",
+            ["model", "upstream"],
+            registry=registry,
+        )
+
+    def answer_cut(self, model: str, upstream: str, stream: bool) -> None:
+        self.cut.labels(model, upstream, "true" if stream else "false").inc()
+
+    def unbilled(self, model: str, upstream: str, tokens: int) -> None:
+        self.unbilled_attempts.labels(model, upstream).inc()
+        self.unbilled_tokens.labels(model, upstream).inc(tokens)

@@ -18,7 +18,12 @@ import aiohttp
 import pytest
 
 from relaygate.accounting.prices import Price
-from relaygate.errors import InvalidRequest, ServiceUnavailable, UpstreamError
+from relaygate.errors import (
+    InvalidRequest,
+    ServiceUnavailable,
+    UpstreamError,
+    UpstreamsRateLimited,
+)
 from relaygate.providers.openai import OpenAIProvider
 from relaygate.routing.catalog import CatalogModel
 from relaygate.routing.health import HealthPolicy, State, UpstreamHealth
@@ -181,9 +186,11 @@ async def test_a_retry_after_above_the_cap_is_not_waited_for(
 ) -> None:
     primary.default = Behavior(status=429, retry_after=str(MAX_RETRY_WAIT * 10))
     model = model_of(session, clock, upstream("primary", primary.base_url))
-    with pytest.raises(UpstreamError) as caught:
+    with pytest.raises(UpstreamsRateLimited) as caught:
         await route(model, sleeps)
-    assert caught.value.status == 502
+    # the only upstream refused for rate: the client is told to come back when it said
+    assert (caught.value.status, caught.value.type) == (429, "rate_limit_error")
+    assert (b"retry-after", b"20") in caught.value.headers()
     assert sleeps.waits == []
     assert len(primary.received) == 1
 
@@ -341,6 +348,7 @@ async def test_every_upstream_out_of_rotation_is_a_503_with_a_suggestion(
     error = caught.value
     assert (error.status, error.type) == (503, "service_unavailable_error")
     assert error.fallback_suggestion == "retry after 20 seconds"
+    assert (b"retry-after", b"20") in error.headers()  # when the first cool-down ends
     assert "primary" in error.message
     assert "secondary" in error.message
 

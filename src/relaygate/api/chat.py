@@ -80,7 +80,7 @@ async def chat_completions(gw: Gateway, scope: Scope, receive: Receive, send: Se
         images=prepared if forward and prepared.images else None,
     )
     try:
-        ticket.model, opened = await open_chain(chain, call)
+        ticket.model, opened = await open_chain(chain, call, gw.metrics.routing)
     except BaseException as exc:
         upstream = exc.upstream if isinstance(exc, UpstreamError) else ""
         await gw.admissions.settle(ticket, None, "upstream_error", upstream, call.upstream_model)

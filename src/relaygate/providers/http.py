@@ -5,8 +5,12 @@ from __future__ import annotations
 
 import base64
 import binascii
+import datetime
+import email.utils
+import math
 import re
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Mapping
 from typing import Any, NoReturn
 from urllib.parse import unquote_to_bytes
 
@@ -51,13 +55,36 @@ def upstream_message(body: bytes) -> str:
     return _KEYLIKE.sub("[redacted]", message)[:_MAX_MESSAGE]
 
 
-def parse_retry_after(value: str | None) -> float | None:
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` value: delay-seconds (fractions accepted, as
+    upstreams send them) or an HTTP-date (RFC 9110 section 10.2.3); ``None`` if unreadable."""
     if not value:
         return None
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except ValueError:
-        return None
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:  # "-0000": UTC, as RFC 5322 reads it
+            when = when.replace(tzinfo=datetime.UTC)
+        seconds = when.timestamp() - (time.time() if now is None else now)
+    return max(0.0, seconds) if math.isfinite(seconds) else None
+
+
+def retry_after_header(headers: Mapping[str, str]) -> str | None:
+    """The upstream's wait as a ``Retry-After`` value: ``retry-after-ms`` (Azure OpenAI and
+    OpenAI send it, more precise) in seconds when readable, else ``Retry-After``."""
+    millis = headers.get("retry-after-ms")
+    if millis:
+        try:
+            value = float(millis) / 1000
+        except ValueError:
+            value = math.nan
+        if math.isfinite(value):
+            return str(max(0.0, value))
+    return headers.get("retry-after")
 
 
 def parse_data_url(url: str, param: str) -> tuple[str, bytes]:
@@ -163,7 +190,7 @@ class HttpJsonProvider(Provider):
                 raw = b""
             finally:
                 response.release()
-            self.raise_status(response.status, raw, response.headers.get("retry-after"))
+            self.raise_status(response.status, raw, retry_after_header(response.headers))
         return response
 
     def raise_status(self, status: int, raw: bytes, retry_after: str | None) -> NoReturn:

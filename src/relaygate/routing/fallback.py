@@ -12,7 +12,15 @@ from __future__ import annotations
 
 import logging
 
-from relaygate.errors import ApiError, InvalidRequest, ServiceUnavailable, UpstreamError
+from relaygate.errors import (
+    ApiError,
+    InvalidRequest,
+    ServiceUnavailable,
+    UpstreamError,
+    UpstreamsRateLimited,
+    UpstreamsUnavailable,
+)
+from relaygate.metrics import RoutingMetrics
 from relaygate.protocol.types import ChatRequest
 from relaygate.protocol.validate import images_of
 from relaygate.providers.base import ProviderRequest
@@ -54,23 +62,48 @@ def fallback_chain(
 
 
 async def open_chain(
-    chain: list[CatalogModel], call: ProviderRequest
+    chain: list[CatalogModel], call: ProviderRequest, metrics: RoutingMetrics | None = None
 ) -> tuple[CatalogModel, Opened]:
     """Start the request on the first model of ``chain`` whose upstreams accept it."""
-    last: ApiError | None = None
+    failures: list[ApiError] = []
     for model in chain:
         if not model.upstreams:
-            last = last or no_upstream(model)
             continue
         try:
-            return model, await open_upstream(model, call)
+            return model, await open_upstream(model, call, metrics=metrics)
         except InvalidRequest:
             raise
-        except (UpstreamError, ServiceUnavailable) as exc:
-            last = exc
+        except (UpstreamError, ServiceUnavailable, UpstreamsRateLimited) as exc:
+            failures.append(exc)
             if model is not chain[-1]:
                 log.warning(
                     "model %s could not answer (%s); falling back", model.name, type(exc).__name__
                 )
-    assert last is not None
-    raise last
+    raise _chain_failed(chain, failures)
+
+
+def _chain_failed(chain: list[CatalogModel], failures: list[ApiError]) -> ApiError:
+    """One error for a chain where no model answered, by the rule each model's upstreams
+    follow (:func:`relaygate.routing.router._nothing_answered`): 429 if every model's
+    upstreams refused for rate, 503 with the soonest ``Retry-After`` if any model gave one,
+    else the last model's error."""
+    if not failures:
+        return no_upstream(chain[0])
+    if len(failures) == 1:
+        return failures[0]
+    timed = [f for f in failures if isinstance(f, UpstreamsRateLimited | UpstreamsUnavailable)]
+    if not timed:
+        return failures[-1]
+    wait = min(f.wait_seconds for f in timed)
+    names = ", ".join(repr(model.name) for model in chain if model.upstreams)
+    if len(timed) == len(failures) and all(isinstance(f, UpstreamsRateLimited) for f in timed):
+        return UpstreamsRateLimited(
+            f"Every upstream of models {names} is rate-limited right now (their limits, not"
+            " this key's)",
+            retry_after=wait,
+        )
+    return UpstreamsUnavailable(
+        f"No upstream of models {names} can serve right now: rate-limited, out of rotation"
+        f" or failing (last: {failures[-1].message})",
+        retry_after=wait,
+    )

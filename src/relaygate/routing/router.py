@@ -11,31 +11,46 @@ longer one drops that upstream for this request). A 401 or 403 means our own cre
 wrong: it is logged at error level (without the key) and that upstream is not retried. A 400,
 404, 413 or 422 means the request itself is wrong: the client gets a 400 at once.
 
-An attempt counts as failed only before the provider's :class:`Started` event; after it the
-answer belongs to the client and failures end the stream instead. Each request gives each
-upstream it tried one outcome for its health window, however many attempts it made there.
+A non-streamed answer is read whole within its attempt, so an answer the upstream breaks off
+after accepting the request (a cut body, an unreadable one) is one more failed attempt: the next
+upstream is tried, and the cut attempt is recorded as unbilled (the upstream may bill relaygate
+for it; the key is not charged): a log line, ``relaygate_unbilled_attempts_total`` and
+``relaygate_unbilled_tokens_total``. A stream belongs to the client from its first event, so a
+cut there ends the stream (see :mod:`relaygate.api.stream`) instead of failing over.
 
-When nothing answers: 503 ``service_unavailable_error`` if any upstream was skipped as out of
-rotation (nothing could serve), else the last upstream's error (502 ``upstream_error``).
+Each request gives each upstream it tried one outcome for its health window, however many
+attempts it made there, and only once the answer is over: a success when it completed (or the
+client left a stream the upstream was still serving), a failure when it was cut.
+
+When nothing answers (see :func:`_nothing_answered`): 429 ``rate_limit_error`` if every upstream
+refused for rate (HTTP 429), 503 ``service_unavailable_error`` if some refused for rate or were
+skipped as out of rotation, both with a ``Retry-After`` for the soonest of them; else the last
+upstream's error (502 ``upstream_error``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
+from relaygate.accounting.estimate import prompt_token_guess
 from relaygate.errors import (
+    ApiError,
     InvalidRequest,
     ServiceUnavailable,
     UpstreamError,
     UpstreamProtocolError,
+    UpstreamsRateLimited,
     UpstreamStatus,
+    UpstreamsUnavailable,
     UpstreamUnreachable,
 )
+from relaygate.metrics import RoutingMetrics
+from relaygate.protocol.assemble import Collected
 from relaygate.providers.base import Batch, Provider, ProviderRequest, Started
 from relaygate.routing.catalog import CatalogModel
 from relaygate.routing.health import UpstreamHealth
@@ -46,6 +61,8 @@ MAX_BACKOFF = 2.0
 """Longest back-off between two rounds of attempts, in seconds."""
 MAX_RETRY_WAIT = 2.0
 """Longest ``Retry-After`` honoured by waiting; an upstream asking for more is not retried."""
+DEFAULT_RATE_WAIT = 1.0
+"""The wait a client is told for an upstream that answered 429 without ``Retry-After``."""
 _FIRST_BACKOFF = 0.1
 _random = random.Random()
 # Upstream answers that mean the request itself is wrong: the client gets a 400, not a 502.
@@ -87,9 +104,15 @@ class _Candidate:
     health: UpstreamHealth
     tries: int = 0
     error: UpstreamError | None = None
+    failed_at: float = 0.0
     recorded: bool = False
 
+    def fail(self, error: UpstreamError) -> None:
+        self.error = error
+        self.failed_at = time.monotonic()
+
     def record(self, ok: bool) -> None:
+        """This request's one outcome on this upstream (later calls change nothing)."""
         if not self.recorded:
             self.recorded = True
             self.health.record(ok, "" if ok or self.error is None else _summary(self.error))
@@ -101,6 +124,14 @@ class _Candidate:
         if error.retry_after is not None and error.retry_after > MAX_RETRY_WAIT:
             return False
         return self.tries <= self.provider.settings.retries
+
+    def rate_limited(self) -> bool:
+        return isinstance(self.error, UpstreamStatus) and self.error.upstream_status == 429
+
+    def rate_wait(self, now: float) -> float:
+        """Seconds from ``now`` until this rate-limited upstream said it would take requests."""
+        asked = self.error.retry_after if self.error is not None else None
+        return max(0.0, (DEFAULT_RATE_WAIT if asked is None else asked) - (now - self.failed_at))
 
 
 def _summary(error: UpstreamError) -> str:
@@ -121,21 +152,31 @@ def no_upstream(model: CatalogModel) -> ServiceUnavailable:
     )
 
 
+@dataclass(slots=True)
+class _Route:
+    """One request on one model: what an attempt needs besides its upstream."""
+
+    model: CatalogModel
+    request: ProviderRequest
+    metrics: RoutingMetrics | None
+
+
 async def open_upstream(
     model: CatalogModel,
     request: ProviderRequest,
     *,
     sleep: Sleep = asyncio.sleep,
     rng: random.Random | None = None,
+    metrics: RoutingMetrics | None = None,
 ) -> Opened:
     """Start the request on the first upstream that accepts it (see the module docstring)."""
     if not model.upstreams:
         raise no_upstream(model)
     rng = rng or _random
+    route = _Route(model, request, metrics)
     queue = [_Candidate(model.upstreams[i], model.health[i]) for i in route_order(model, rng)]
     tried: list[_Candidate] = []
     skipped: list[_Candidate] = []
-    last: UpstreamError | None = None
     try:
         for round_ in range(1 + max(p.settings.retries for p in model.upstreams)):
             retry: list[_Candidate] = []
@@ -145,10 +186,9 @@ async def open_upstream(
                         skipped.append(candidate)
                         continue
                     tried.append(candidate)
-                opened = await _attempt(candidate, model, request)
+                opened = await _attempt(candidate, route)
                 if opened is not None:
                     return opened
-                last = candidate.error
                 if candidate.may_retry():
                     retry.append(candidate)
             if not retry:
@@ -159,7 +199,7 @@ async def open_upstream(
         for candidate in tried:
             if candidate.error is not None:
                 candidate.record(False)
-    raise _nothing_answered(model, skipped, last)
+    raise _nothing_answered(model, tried, skipped)
 
 
 def _round_wait(round_: int, retry: list[_Candidate], rng: random.Random) -> float:
@@ -167,20 +207,19 @@ def _round_wait(round_: int, retry: list[_Candidate], rng: random.Random) -> flo
     return max([_backoff(round_, rng), *asked])
 
 
-async def _attempt(
-    candidate: _Candidate, model: CatalogModel, request: ProviderRequest
-) -> Opened | None:
+async def _attempt(candidate: _Candidate, route: _Route) -> Opened | None:
     """One attempt on one upstream: the opened answer, or ``None`` with ``candidate.error``."""
     provider = candidate.provider
     candidate.tries += 1
     candidate.error = None
-    upstream_model = provider.settings.model or model.name
+    upstream_model = provider.settings.model or route.model.name
+    request = route.request
     request.upstream_model = upstream_model
     events = provider.events(request.for_provider(provider))
     try:
         first = await anext(events)
     except UpstreamError as exc:
-        candidate.error = exc
+        candidate.fail(exc)
         _log_failure(provider, exc)
         if isinstance(exc, UpstreamStatus) and exc.upstream_status in _CLIENT_FAULT:
             candidate.error = None
@@ -188,36 +227,155 @@ async def _attempt(
             raise InvalidRequest(f"The upstream rejected the request: {exc.message}") from None
         return None
     except StopAsyncIteration:
-        candidate.error = UpstreamProtocolError(
-            f"Upstream {provider.label} answered nothing", upstream=provider.label
+        candidate.fail(
+            UpstreamProtocolError(
+                f"Upstream {provider.label} answered nothing", upstream=provider.label
+            )
         )
         return None
     if len(first) != 1 or not isinstance(first[0], Started):
-        aclose = getattr(events, "aclose", None)
-        if aclose is not None:
-            await aclose()
-        candidate.error = UpstreamProtocolError(
-            f"Upstream {provider.label} did not start its answer", upstream=provider.label
+        await _aclose(events)
+        candidate.fail(
+            UpstreamProtocolError(
+                f"Upstream {provider.label} did not start its answer", upstream=provider.label
+            )
         )
         return None
+    if request.stream:
+        return Opened(provider, upstream_model, _Watched(events, candidate, route))
+    batches = await _collect(events, candidate, route)
+    if batches is None:
+        return None
     candidate.record(True)
-    return Opened(provider, upstream_model, events)
+    return Opened(provider, upstream_model, _replay(batches))
+
+
+async def _collect(
+    events: AsyncIterator[Batch], candidate: _Candidate, route: _Route
+) -> list[Batch] | None:
+    """The rest of a started non-streamed answer, or ``None`` (with ``candidate.error``) when
+    the upstream broke it off: a failed attempt like any other, and an unbilled one."""
+    batches: list[Batch] = []
+    try:
+        async for batch in events:
+            batches.append(batch)
+    except UpstreamError as exc:
+        candidate.fail(exc)
+        _cut(candidate, route, exc, batches)
+        return None
+    finally:
+        await _aclose(events)
+    return batches
+
+
+async def _replay(batches: list[Batch]) -> AsyncIterator[Batch]:
+    for batch in batches:
+        yield batch
+
+
+class _Watched:
+    """A started stream's events, giving the upstream its outcome when the answer is over: a
+    success when it completes or is closed early (the client left), a failure when the
+    upstream breaks it off."""
+
+    __slots__ = ("_candidate", "_events", "_route")
+
+    def __init__(self, events: AsyncIterator[Batch], candidate: _Candidate, route: _Route) -> None:
+        self._events = events
+        self._candidate = candidate
+        self._route = route
+
+    def __aiter__(self) -> _Watched:
+        return self
+
+    async def __anext__(self) -> Batch:
+        try:
+            return await self._events.__anext__()
+        except StopAsyncIteration:
+            self._candidate.record(True)
+            raise
+        except UpstreamError as exc:
+            candidate = self._candidate
+            if not candidate.recorded:
+                candidate.fail(exc)
+                _cut(candidate, self._route, exc, ())
+            raise
+
+    async def aclose(self) -> None:
+        self._candidate.record(True)  # nothing went wrong on the upstream's side
+        await _aclose(self._events)
+
+
+def _cut(
+    candidate: _Candidate, route: _Route, error: UpstreamError, received: Sequence[Batch]
+) -> None:
+    """An answer the upstream broke off after it started: a failure for its health, and for a
+    non-streamed one, an attempt relaygate may pay for and does not charge."""
+    provider, model, request = candidate.provider, route.model, route.request
+    candidate.record(False)
+    if route.metrics is not None:
+        route.metrics.answer_cut(model.name, provider.label, request.stream)
+    if request.stream:
+        log.warning("upstream %s broke off a streamed answer: %s", provider.label, error)
+        return
+    collected = Collected()
+    for batch in received:
+        for event in batch:
+            collected.add(event)
+    guess = prompt_token_guess(request.request, model.settings.image_token_estimate)
+    usage = collected.usage_or_estimate(guess)
+    tokens = usage.prompt_tokens + usage.completion_tokens
+    if route.metrics is not None:
+        route.metrics.unbilled(model.name, provider.label, tokens)
+    log.warning(
+        "request %s: upstream %s broke off its answer after accepting it (%s); status"
+        " unbilled_attempt: about %d tokens the upstream may bill, not charged to the key;"
+        " the request fails over",
+        request.request_id,
+        provider.label,
+        error,
+        tokens,
+    )
+
+
+async def _aclose(events: AsyncIterator[Batch]) -> None:
+    aclose = getattr(events, "aclose", None)
+    if aclose is not None:
+        await aclose()
 
 
 def _nothing_answered(
-    model: CatalogModel, skipped: list[_Candidate], last: UpstreamError | None
-) -> ServiceUnavailable | UpstreamError:
-    if last is not None and not skipped:
-        return last
-    wait = max(1, math.ceil(min(c.health.retry_in() for c in skipped)))
-    out = ", ".join(c.provider.label for c in skipped)
-    message = (
-        f"No upstream of model {model.name!r} can serve right now: out of rotation after"
-        f" repeated failures ({out})"
-    )
-    if last is not None:
-        message += f"; the others failed: {last.message}"
-    return ServiceUnavailable(message, fallback_suggestion=f"retry after {wait} seconds")
+    model: CatalogModel, tried: list[_Candidate], skipped: list[_Candidate]
+) -> ApiError:
+    """The error when no upstream of ``model`` answered.
+
+    Every upstream refused for rate: 429 (the upstreams' limits say when to come back, and
+    OpenAI's SDKs back off on a 429 with its ``Retry-After``). Some refused for rate or are out
+    of rotation, the others failed: 503 with the soonest of those waits (retrying then may
+    work; a 502 would say the model is broken). Otherwise the last upstream's error (502).
+    """
+    now = time.monotonic()
+    limited = [c for c in tried if c.rate_limited()]
+    waits = [c.rate_wait(now) for c in limited] + [c.health.retry_in() for c in skipped]
+    if limited and len(limited) == len(tried) and not skipped:
+        return UpstreamsRateLimited(
+            f"Every upstream of model {model.name!r} is rate-limited right now (their limits,"
+            " not this key's)",
+            retry_after=min(waits),
+        )
+    failed = [c.error for c in tried if c.error is not None and not c.rate_limited()]
+    if not waits:
+        return failed[-1]  # every upstream was tried, and none refused for rate
+    parts = []
+    if limited:
+        parts.append("rate-limited (" + ", ".join(c.provider.label for c in limited) + ")")
+    if skipped:
+        out = ", ".join(c.provider.label for c in skipped)
+        parts.append(f"out of rotation after repeated failures ({out})")
+    message = f"No upstream of model {model.name!r} can serve right now: " + "; ".join(parts)
+    if failed:
+        message += f"; the others failed: {failed[-1].message}"
+    return UpstreamsUnavailable(message, retry_after=min(waits))
 
 
 def _log_failure(provider: Provider, error: UpstreamError) -> None:

@@ -1,0 +1,286 @@
+"""Upstreams that refuse for rate (HTTP 429; issue 11, item 21), against real fake upstreams on
+loopback: every upstream 429 is a 429 ``rate_limit_error`` with the soonest ``Retry-After`` any
+upstream gave (``retry-after-ms`` too); some 429 and some failing is a 503 with that wait; the
+upstream's ``Retry-After`` is read in seconds, HTTP-date and ``retry-after-ms`` forms; and the
+OpenAI SDK sees the 429 and its header.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import random
+import time
+from collections.abc import AsyncIterator, Iterator
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import openai
+import pytest
+
+from relaygate.accounting.prices import Price
+from relaygate.errors import UpstreamsRateLimited, UpstreamsUnavailable
+from relaygate.providers.http import parse_retry_after, retry_after_header
+from relaygate.providers.openai import OpenAIProvider
+from relaygate.routing.catalog import CatalogModel
+from relaygate.routing.fallback import open_chain
+from relaygate.routing.health import HealthPolicy, UpstreamHealth
+from relaygate.routing.router import DEFAULT_RATE_WAIT, Opened, open_upstream
+from relaygate.settings import ModelSettings, Pricing, UpstreamSettings
+from tests.providers.support import call
+from tests.routing.support import Clock
+from tests.support.fake_openai import Behavior, FakeOpenAI
+from tests.support.gateway import GatewayProcess
+
+SECRET = "sk-upstream-SECRET-rate-0123456789"
+PRICING = Pricing(input=Decimal(1), output=Decimal(1))
+HELLO = {"model": "routed", "messages": [{"role": "user", "content": "hello"}]}
+
+
+async def no_sleep(seconds: float) -> None:
+    pass
+
+
+@pytest.fixture
+def first() -> Iterator[FakeOpenAI]:
+    fake = FakeOpenAI(default=Behavior(status=429, retry_after="7")).start()
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture
+def second() -> Iterator[FakeOpenAI]:
+    fake = FakeOpenAI(default=Behavior(status=429, retry_after="3")).start()
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as client:
+        yield client
+
+
+def upstream(name: str, url: str, **fields: Any) -> UpstreamSettings:
+    fields = {"retries": 0, "health_min_requests": 5, **fields}
+    return UpstreamSettings(
+        provider="openai", name=name, base_url=url, api_key=SECRET, model=name, **fields
+    )
+
+
+def model_of(
+    session: aiohttp.ClientSession, *upstreams: UpstreamSettings, name: str = "routed"
+) -> CatalogModel:
+    clock = Clock()
+    providers = [OpenAIProvider(settings, session) for settings in upstreams]
+    health = [
+        UpstreamHealth(p.label, HealthPolicy.from_settings(p.settings), clock) for p in providers
+    ]
+    return CatalogModel(
+        name, ModelSettings(pricing=PRICING), Price.from_settings(PRICING), providers, health
+    )
+
+
+async def route(model: CatalogModel) -> Opened:
+    return await open_upstream(model, call(HELLO), sleep=no_sleep, rng=random.Random(1))
+
+
+def retry_headers(headers: list[tuple[bytes, bytes]]) -> tuple[int, int]:
+    """``Retry-After`` (whole seconds) and ``retry-after-ms`` of an error's headers."""
+    values = {name.decode(): int(value) for name, value in headers}
+    return values["retry-after"], values["retry-after-ms"]
+
+
+# --- reading the upstream's Retry-After ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"),
+    [
+        pytest.param("3", 3.0, id="seconds"),
+        pytest.param("1.5", 1.5, id="fractional-seconds"),
+        pytest.param("-4", 0.0, id="negative"),
+        pytest.param("Wed, 21 Oct 2015 07:28:30 GMT", 30.0, id="http-date"),
+        pytest.param("Wednesday, 21-Oct-15 07:28:10 GMT", 10.0, id="rfc850-date"),
+        pytest.param("Wed Oct 21 07:28:05 2015", 5.0, id="asctime-date"),
+        pytest.param("Wed, 21 Oct 2015 07:27:00 GMT", 0.0, id="past-date"),
+        pytest.param("soon", None, id="garbage"),
+        pytest.param("inf", None, id="infinite"),
+        pytest.param("nan", None, id="nan"),
+        pytest.param("", None, id="empty"),
+        pytest.param(None, None, id="absent"),
+    ],
+)
+def test_retry_after_is_read_as_seconds_or_an_http_date(
+    value: str | None, seconds: float | None
+) -> None:
+    now = email.utils.parsedate_to_datetime("Wed, 21 Oct 2015 07:28:00 GMT").timestamp()
+    assert parse_retry_after(value, now=now) == seconds
+
+
+@pytest.mark.parametrize(
+    ("headers", "value"),
+    [
+        pytest.param({"retry-after-ms": "250", "retry-after": "1"}, "0.25", id="ms-first"),
+        pytest.param({"retry-after-ms": "x", "retry-after": "2"}, "2", id="bad-ms"),
+        pytest.param({"retry-after": "2"}, "2", id="seconds-only"),
+        pytest.param({}, None, id="none"),
+    ],
+)
+def test_retry_after_ms_is_preferred_when_readable(
+    headers: dict[str, str], value: str | None
+) -> None:
+    assert retry_after_header(headers) == value
+
+
+# --- the router's verdict --------------------------------------------------------------------
+
+
+async def test_every_upstream_429_is_a_429_with_the_soonest_retry_after(
+    first: FakeOpenAI, second: FakeOpenAI, session: aiohttp.ClientSession
+) -> None:
+    model = model_of(
+        session, upstream("first", first.base_url), upstream("second", second.base_url, priority=1)
+    )
+    with pytest.raises(UpstreamsRateLimited) as caught:
+        await route(model)
+    error = caught.value
+    assert (error.status, error.type) == (429, "rate_limit_error")
+    seconds, millis = retry_headers(error.headers())
+    assert seconds == 3  # the soonest of 7 and 3
+    assert 2000 < millis <= 3000  # what is left of it
+    assert error.fallback_suggestion == "retry after 3 seconds"
+    assert "rate-limited" in error.message
+    assert "not this key's" in error.message
+    assert SECRET not in error.message
+    assert (len(first.received), len(second.received)) == (1, 1)
+
+
+async def test_a_429_without_retry_after_gets_the_default_wait(
+    first: FakeOpenAI, session: aiohttp.ClientSession
+) -> None:
+    first.default = Behavior(status=429)
+    model = model_of(session, upstream("first", first.base_url))
+    with pytest.raises(UpstreamsRateLimited) as caught:
+        await route(model)
+    seconds, millis = retry_headers(caught.value.headers())
+    assert seconds == DEFAULT_RATE_WAIT == 1
+    assert 0 < millis <= 1000
+
+
+async def test_an_http_date_retry_after_counts(
+    first: FakeOpenAI, second: FakeOpenAI, session: aiohttp.ClientSession
+) -> None:
+    first.default = Behavior(status=429, retry_after="60")
+    second.default = Behavior(
+        status=429, retry_after=email.utils.formatdate(time.time() + 30, usegmt=True)
+    )
+    model = model_of(
+        session, upstream("first", first.base_url), upstream("second", second.base_url, priority=1)
+    )
+    with pytest.raises(UpstreamsRateLimited) as caught:
+        await route(model)
+    seconds, _ = retry_headers(caught.value.headers())
+    assert 20 <= seconds <= 30  # the date's whole seconds, less the time since it was sent
+
+
+async def test_429_and_5xx_is_a_503_with_the_rate_limited_one_s_wait(
+    first: FakeOpenAI, second: FakeOpenAI, session: aiohttp.ClientSession
+) -> None:
+    first.default = Behavior(status=500)
+    model = model_of(
+        session, upstream("first", first.base_url), upstream("second", second.base_url, priority=1)
+    )
+    with pytest.raises(UpstreamsUnavailable) as caught:
+        await route(model)
+    error = caught.value
+    assert (error.status, error.type) == (503, "service_unavailable_error")
+    assert retry_headers(error.headers())[0] == 3
+    assert error.fallback_suggestion == "retry after 3 seconds"
+    assert "rate-limited (second)" in error.message
+    assert "HTTP 500" in error.message
+
+
+async def test_429_next_to_an_ejected_upstream_is_a_503_with_the_soonest_wait(
+    first: FakeOpenAI, second: FakeOpenAI, session: aiohttp.ClientSession
+) -> None:
+    first.default = Behavior(status=500)
+    model = model_of(
+        session,
+        upstream("first", first.base_url, health_min_requests=1, health_cooldown_seconds=2),
+        upstream("second", second.base_url, priority=1, health_min_requests=100),
+    )
+    with pytest.raises(UpstreamsUnavailable):
+        await route(model)  # "first" fails and is ejected for 2 s
+    with pytest.raises(UpstreamsUnavailable) as caught:
+        await route(model)
+    # "first" is skipped (back in 2 s: the clock does not move), "second" asks for 3 s
+    assert retry_headers(caught.value.headers()) == (2, 2000)
+    assert "out of rotation" in caught.value.message
+    assert len(first.received) == 1
+
+
+async def test_a_chain_of_rate_limited_models_is_a_429(
+    first: FakeOpenAI, second: FakeOpenAI, session: aiohttp.ClientSession
+) -> None:
+    one = model_of(session, upstream("first", first.base_url))
+    two = model_of(session, upstream("second", second.base_url), name="two")
+    with pytest.raises(UpstreamsRateLimited) as caught:
+        await open_chain([one, two], call(HELLO))
+    assert retry_headers(caught.value.headers())[0] == 3
+    assert "'routed', 'two'" in caught.value.message
+
+
+async def test_a_chain_of_a_rate_limited_and_a_failing_model_is_a_503(
+    first: FakeOpenAI, second: FakeOpenAI, session: aiohttp.ClientSession
+) -> None:
+    second.default = Behavior(status=502)
+    one = model_of(session, upstream("first", first.base_url))
+    two = model_of(session, upstream("second", second.base_url), name="two")
+    with pytest.raises(UpstreamsUnavailable) as caught:
+        await open_chain([one, two], call(HELLO))
+    assert retry_headers(caught.value.headers())[0] == 7
+
+
+# --- through a real gateway, with the OpenAI SDK ---------------------------------------------
+
+
+@pytest.fixture
+def gateway(first: FakeOpenAI, second: FakeOpenAI, tmp_path: Path) -> Iterator[GatewayProcess]:
+    upstreams = [
+        {
+            "provider": "openai",
+            "name": name,
+            "base_url": fake.base_url,
+            "api_key": SECRET,
+            "priority": i,
+            "retries": 0,
+        }
+        for i, (name, fake) in enumerate((("first", first), ("second", second)))
+    ]
+    model = {"pricing": {"input": "1", "output": "1"}, "upstreams": upstreams}
+    config = {"models": {"routed": model}, "ledger_flush_seconds": 0.05}
+    gateway = GatewayProcess(tmp_path, config).start()
+    yield gateway
+    gateway.stop()
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["completion", "stream"])
+def test_the_openai_sdk_sees_a_429_with_retry_after(gateway: GatewayProcess, stream: bool) -> None:
+    key = gateway.create_key("--credits", "10")["key"]
+    client = openai.OpenAI(base_url=gateway.url + "/v1", api_key=key, max_retries=0)
+    with pytest.raises(openai.RateLimitError) as caught:
+        client.chat.completions.create(
+            model="routed", messages=[{"role": "user", "content": "hello"}], stream=stream
+        )
+    error = caught.value
+    assert error.status_code == 429
+    assert error.response.headers["retry-after"] == "3"
+    assert 2000 < int(error.response.headers["retry-after-ms"]) <= 3000
+    assert error.type == "rate_limit_error"
+    body = error.response.json()
+    assert body["error"]["fallback_suggestion"] == "retry after 3 seconds"
+    assert SECRET not in json.dumps(body)
+    assert gateway.credits(key)["used_credits"] == 0  # nothing answered, nothing charged
