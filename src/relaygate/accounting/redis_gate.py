@@ -309,7 +309,10 @@ class RedisGate(Gate):
                     self.outage.ok()
                     async for message in pubsub.listen():
                         if message.get("type") == "message":
-                            await on_change()
+                            # a store failure here is the key cache's to report (its loop
+                            # retries), not a lost subscription
+                            with contextlib.suppress(Exception):
+                                await on_change()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
