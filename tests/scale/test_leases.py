@@ -92,3 +92,4 @@ def test_a_killed_replica_frees_its_slots_within_a_lease_and_its_charges_reconci
         return used == Decimal(micros_to_usd(ledger_micros(shared_pg, key["id"])))
 
     survivor.wait_until(agrees, timeout=30, message="/v1/credits agreeing with the ledger")
+    print(f"/v1/credits agrees with the ledger {time.monotonic() - killed:.2f} s after kill -9")
