@@ -188,9 +188,17 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     """Seconds to connect to Redis, or to wait for one command, before it counts as unreachable
     (credit admission then gets 503). Commands take microseconds; the margin is for a busy
     event loop, which delays reading an answer that has already arrived."""
+    lease_seconds: PositiveFloat = 30.0
+    """With Redis: a request's credit reservation and concurrency slot are leases of this
+    length, renewed every third of it while the request lives (one batched call per process).
+    A replica that dies frees them within one lease."""
     reservation_ttl_seconds: PositiveFloat = 3600.0
-    """How long a credit reservation or concurrency slot held in Redis outlives a replica that
-    died before settling it."""
+    """With Redis: the longest a single request's lease is renewed. A request still running
+    after this loses its reservation and slot (it is still charged when it ends)."""
+    pending_reconcile_seconds: PositiveFloat = 60.0
+    """With Redis: charges still pending (settled, not yet reported written to the ledger)
+    after this many seconds are reconciled with the ledger, checked this often: moved to
+    ``used`` if their row is in the store, dropped if the process that owed the row is dead."""
     images: ImageSettings = msgspec.field(default_factory=ImageSettings)
     """Image inputs: size and count limits, fetching (SSRF-safe), caching and forwarding."""
     models: dict[str, ModelSettings] = msgspec.field(default_factory=dict)

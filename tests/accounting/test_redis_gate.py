@@ -29,11 +29,18 @@ async def store(tmp_path: Path) -> AsyncIterator[SqlStore]:
     await store.close()
 
 
-def make_gate(store: SqlStore, **settings: object) -> RedisGate:
+def make_gate(store: SqlStore, prefix: str | None = None, **settings: object) -> RedisGate:
     need("Redis", 6379)
-    config = Settings(redis_url=REDIS_URL, redis_key_prefix=f"rgunit-{uuid.uuid4().hex[:8]}",
+    prefix = prefix or f"rgunit-{uuid.uuid4().hex[:8]}"
+    config = Settings(redis_url=REDIS_URL, redis_key_prefix=prefix,
                       **settings)  # type: ignore[arg-type]
     return RedisGate(config, Metrics(), store)
+
+
+async def crash(gate: RedisGate) -> None:
+    """What ``kill -9`` leaves: no more renewals, nothing released, the owner lease unrenewed."""
+    await gate.upkeep.stop()
+    await gate.client.aclose()
 
 
 async def new_key(store: SqlStore, granted: int, **limits: int) -> KeyRecord:
@@ -83,9 +90,9 @@ async def test_an_over_reporting_upstream_cannot_take_the_balance_below_zero(
         await gate.close()
 
 
-async def test_a_dead_replicas_reservation_expires(store: SqlStore) -> None:
-    # long enough that the second admit surely comes before it lapses, even on a slow machine
-    gate = make_gate(store, reservation_ttl_seconds=2.0)
+async def test_a_request_held_past_its_bound_loses_its_reservation(store: SqlStore) -> None:
+    # reservation_ttl_seconds bounds how long one request's lease is renewed
+    gate = make_gate(store, reservation_ttl_seconds=0.5, lease_seconds=2.0)
     key = await new_key(store, granted=1000)
     try:
         await gate.admit(key, tokens=1, amount=1000, request_id="never-settled")
@@ -180,3 +187,132 @@ async def test_a_resent_admit_settle_or_cancel_counts_once(store: SqlStore) -> N
             await gate.admit(key, tokens=1, amount=1, request_id="r6")
     finally:
         await gate.close()
+
+
+async def redis_ms(gate: RedisGate) -> float:
+    seconds, micros = await gate.client.time()
+    return seconds * 1000 + micros / 1000
+
+
+async def admitted_when_free(gate: RedisGate, key: KeyRecord, deadline: float) -> None:
+    """Poll ``admit`` until it takes the key's slot."""
+    while True:
+        try:
+            await gate.admit(key, tokens=1, amount=1, request_id=uuid.uuid4().hex)
+            return
+        except RateLimited:
+            assert time.monotonic() < deadline, "the slot was never freed"
+            await asyncio.sleep(0.05)
+
+
+async def test_a_dead_processes_slot_and_reservation_lapse_within_a_lease(
+    store: SqlStore,
+) -> None:
+    prefix = f"rgunit-{uuid.uuid4().hex[:8]}"
+    dead = make_gate(store, prefix, lease_seconds=2.0)
+    alive = make_gate(store, prefix, lease_seconds=2.0)
+    key = await new_key(store, granted=1000, max_concurrency=1)
+    try:
+        await dead.admit(key, tokens=1, amount=1000, request_id="in-flight")
+        await crash(dead)
+        with pytest.raises(RateLimited):
+            await alive.admit(key, tokens=1, amount=1, request_id="r1")
+        # a lease, not reservation_ttl_seconds (an hour): well within the deadline
+        await admitted_when_free(alive, key, time.monotonic() + 30)
+        (balance_reserved,) = await alive.client.hmget(alive.keys_of(key.id, "acct")[0],
+                                                       ["reserved"])
+        assert int(balance_reserved) == 1  # the dead request's 1000 are free again
+    finally:
+        await alive.close()
+
+
+async def test_a_live_request_keeps_its_slot_past_its_first_lease(store: SqlStore) -> None:
+    gate = make_gate(store, lease_seconds=0.6)
+    key = await new_key(store, granted=1000, max_concurrency=1)
+    gate.records = {key.id: key}.get
+    try:
+        hold = await gate.admit(key, tokens=1, amount=10, request_id="long")
+        conc = gate.keys_of(key.id, "conc")[0]
+        first_expiry = await gate.client.zscore(conc, "long")
+        assert first_expiry is not None
+        deadline = time.monotonic() + 30
+        while await redis_ms(gate) < first_expiry + 600:  # past its first lease, and more
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.05)
+        with pytest.raises(RateLimited):  # renewed: still held
+            await gate.admit(key, tokens=1, amount=1, request_id="other")
+        await gate.settle(hold, cost=1, tokens=1)
+        await gate.admit(key, tokens=1, amount=1, request_id="next")
+    finally:
+        await gate.close()
+
+
+async def test_retry_after_for_concurrency_tells_when_a_dead_slot_frees(
+    store: SqlStore,
+) -> None:
+    prefix = f"rgunit-{uuid.uuid4().hex[:8]}"
+    dead = make_gate(store, prefix, lease_seconds=4.0)
+    alive = make_gate(store, prefix, lease_seconds=4.0)
+    key = await new_key(store, granted=1000, max_concurrency=1)
+    try:
+        await dead.admit(key, tokens=1, amount=1, request_id="in-flight")
+        await crash(dead)
+        deadline = time.monotonic() + 30
+        while True:  # once the lease has missed a renewal, Retry-After is its remaining time
+            with pytest.raises(RateLimited) as refused:
+                await alive.admit(key, tokens=1, amount=1, request_id=uuid.uuid4().hex)
+            if refused.value.retry_after > 1:
+                break
+            assert time.monotonic() < deadline, "Retry-After never told the lease's end"
+            await asyncio.sleep(0.05)
+        assert refused.value.retry_after <= 4
+        await asyncio.sleep(refused.value.retry_after)  # do as told: then it is admitted
+        await alive.admit(key, tokens=1, amount=1, request_id="after")
+    finally:
+        await alive.close()
+
+
+async def test_a_busy_keys_retry_after_is_its_mean_request_time(store: SqlStore) -> None:
+    gate = make_gate(store, lease_seconds=30.0)
+    key = await new_key(store, granted=1000, max_concurrency=1)
+    gate.records = {key.id: key}.get
+    try:
+        await gate.admit(key, tokens=1, amount=1, request_id="live")
+        with pytest.raises(RateLimited) as refused:
+            await gate.admit(key, tokens=1, amount=1, request_id="other")
+        # a live holder: not the lease's 30 s, an estimate of when its request ends
+        assert refused.value.retry_after < 30
+    finally:
+        await gate.close()
+
+
+async def test_pending_charges_reconcile_with_the_ledger(store: SqlStore) -> None:
+    prefix = f"rgunit-{uuid.uuid4().hex[:8]}"
+    dead = make_gate(store, prefix, lease_seconds=1.0, pending_reconcile_seconds=0.5)
+    alive = make_gate(store, prefix, lease_seconds=1.0, pending_reconcile_seconds=0.5)
+    key = await new_key(store, granted=10_000)
+    dead.records = alive.records = {key.id: key}.get
+    try:
+        for rid, cost in (("written", 100), ("lost", 200), ("late", 400)):
+            hold = await dead.admit(key, tokens=1, amount=500, request_id=rid)
+            assert await dead.settle(hold, cost=cost, tokens=1) == cost
+        # "written" reached the store, but its report never reached Redis; "lost" was never
+        # written (no journal replays it yet); "late" is written after the reconciliation
+        await store.write_ledger([row(key, "written", 100)])
+        live = await alive.admit(key, tokens=1, amount=500, request_id="live")
+        await alive.settle(live, cost=800, tokens=1)  # its owner lives: its row is coming
+        await crash(dead)
+        assert (await alive.balance(key)).used == 1500
+        deadline = time.monotonic() + 30
+        while (await alive.balance(key)).used != 900:  # written + live
+            assert time.monotonic() < deadline, "pending charges were never reconciled"
+            await asyncio.sleep(0.05)
+        # the rows that come later count once each: late (replayed), written (a late report)
+        await store.write_ledger([row(key, "late", 400), row(key, "live", 800)])
+        await alive.ledger_written([row(key, "late", 400), row(key, "live", 800)])
+        await alive.ledger_written([row(key, "written", 100)])
+        stored = await store.get_key(key.id)
+        assert stored is not None
+        assert (await alive.balance(key)).used == stored.used_micros == 1300
+    finally:
+        await alive.close()

@@ -255,3 +255,13 @@ def test_new_limits_apply_to_a_known_key() -> None:
         limiter.acquire(key(rpm=1), 1, now=T0)
     # an administrator raises the limit: the new figure takes effect
     limiter.release(limiter.acquire(key(rpm=100), 1, now=T0), 1)
+
+
+def test_a_concurrency_refusal_retries_after_the_keys_mean_request_time() -> None:
+    limiter = MemoryLimiter()
+    k = key(concurrency=1)
+    limiter.release(limiter.acquire(k, 1, now=T0), 1, now=T0 + 7)  # requests take 7 s
+    limiter.acquire(k, 1, now=T0 + 10)
+    with pytest.raises(RateLimited) as refused:
+        limiter.acquire(k, 1, now=T0 + 10)
+    assert refused.value.retry_after == 7

@@ -37,6 +37,8 @@ class Hold:
     """Reserved micro-USD."""
     tokens: int
     """Tokens admitted against the TPM limit."""
+    started: float = 0.0
+    """When it was admitted (monotonic seconds)."""
     permit: Permit | None = None
     reservation: Reservation | None = None
 

@@ -10,14 +10,23 @@ When Redis cannot be reached:
 - credit admission fails closed: 503, no upstream call (unless the key is unlimited);
 - rate limits fall back to this process's own limiter (per-replica limits), and every such
   decision is counted in ``relaygate_limit_decisions_without_redis_total``;
-- settlement still appends the ledger row with the full cost; the reservation expires in Redis
-  after ``reservation_ttl_seconds``.
+- settlement still appends the ledger row with the full cost; the reservation's lease lapses
+  within ``lease_seconds``.
+
+Failures are logged through one :class:`relaygate.outage.Outage`: the first in detail, then a
+count a minute, then one line when Redis answers again.
+
+Reservations and concurrency slots are leases renewed while their request lives, and pending
+charges are reconciled with the ledger (:mod:`relaygate.accounting.redis_upkeep`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import time
+import uuid
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
@@ -28,11 +37,12 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
-from relaygate.accounting import redis_lua
 from relaygate.accounting.gate import Balance, Gate, Hold, Unaffordable
+from relaygate.accounting.redis_upkeep import Scripts, Upkeep
 from relaygate.errors import RateLimited, ServiceUnavailable
 from relaygate.limits.memory import MemoryLimiter
 from relaygate.metrics import Metrics
+from relaygate.outage import Outage
 from relaygate.settings import Settings
 from relaygate.store.records import KeyRecord, LedgerRow
 from relaygate.store.sql import SqlStore
@@ -59,24 +69,32 @@ class RedisGate(Gate):
             retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
         )
         self.prefix = settings.redis_key_prefix
-        self.ttl_ms = int(settings.reservation_ttl_seconds * 1000)
+        self.lease_ms = int(settings.lease_seconds * 1000)
+        self.max_hold_seconds = settings.reservation_ttl_seconds
         self.metrics = metrics
         self.store = store
         self.local = MemoryLimiter()
         self.channel = f"{self.prefix}:keys"
         self.description = f"redis ({settings.redis_url.split('@')[-1]})"
-        self._admit = self.client.register_script(redis_lua.ADMIT)
-        self._cancel = self.client.register_script(redis_lua.CANCEL)
-        self._settle = self.client.register_script(redis_lua.SETTLE)
-        self._written = self.client.register_script(redis_lua.WRITTEN)
-        self._sync = self.client.register_script(redis_lua.SYNC)
+        self.outage = Outage(log, self.description)
+        self.store_outage = Outage(log, "store (pending-charge reconciliation)")
+        self.owner = uuid.uuid4().hex[:16]
+        """This process, as the owner of the ledger rows its pending charges wait for."""
+        self.owner_key = self.owner_key_of(self.owner)
+        self.scripts = Scripts(self.client)
+        self.upkeep = Upkeep(self, settings.pending_reconcile_seconds)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._seeding: dict[str, asyncio.Future[None]] = {}
         self.records: Callable[[str], KeyRecord | None] = lambda key_id: None
         """Looks a key up in the key cache (set by the app)."""
 
-    def _keys(self, key_id: str, *names: str) -> list[str]:
+    def keys_of(self, key_id: str, *names: str) -> list[str]:
         return [f"{self.prefix}:{{{key_id}}}:{name}" for name in names]
+
+    _keys = keys_of
+
+    def owner_key_of(self, owner: str) -> str:
+        return f"{self.prefix}:owner:{owner}"
 
     # --- admission ---------------------------------------------------------------------------
 
@@ -89,17 +107,21 @@ class RedisGate(Gate):
             key.rpm or 0,
             key.tpm or 0,
             key.max_concurrency or 0,
-            self.ttl_ms,
+            self.lease_ms,
         ]
+        self.upkeep.start()
+        self.upkeep.known.add(key.id)
         try:
-            verdict, value = await self._admit(keys=keys, args=args)
+            verdict, value = await self.scripts.admit(keys=keys, args=args)
             if verdict == b"seed":
                 await self._seed(key.id)
-                verdict, value = await self._admit(keys=keys, args=args)
+                verdict, value = await self.scripts.admit(keys=keys, args=args)
         except (RedisError, OSError) as exc:
             return self._admit_without_redis(key, tokens, amount, request_id, exc)
+        self.outage.ok()
         if verdict == b"ok":
-            return Hold(key.id, request_id, amount, tokens)
+            started = self.upkeep.leases.add(key.id, request_id)
+            return Hold(key.id, request_id, amount, tokens, started=started)
         if verdict == b"funds":
             raise Unaffordable(max(0, int(value)))
         name = verdict.decode()
@@ -113,8 +135,8 @@ class RedisGate(Gate):
         self, key: KeyRecord, tokens: int, amount: int, request_id: str, exc: Exception
     ) -> Hold:
         self.metrics.redis_failures.labels("admit").inc()
+        self.outage.failed(exc, "admission: credit admission refused, rate limits per process")
         if not key.unlimited:
-            log.error("redis unreachable (%s): refusing credit admission", type(exc).__name__)
             raise ServiceUnavailable(
                 "Service temporarily unavailable: credit admission needs Redis, which cannot be"
                 " reached"
@@ -137,7 +159,7 @@ class RedisGate(Gate):
             await self._sync_record(record)
 
     async def _sync_record(self, record: KeyRecord) -> None:
-        await self._sync(
+        await self.scripts.sync(
             keys=self._keys(record.id, "acct"),
             args=[
                 record.granted_micros,
@@ -151,9 +173,10 @@ class RedisGate(Gate):
         if hold.permit is not None:
             self.local.cancel(hold.permit)
             return
+        self.upkeep.leases.remove(hold.key_id, hold.request_id)
         key = await self._record(hold.key_id)
         try:
-            await self._cancel(
+            await self.scripts.cancel(
                 keys=self._keys(hold.key_id, "acct", "res", "resexp", "conc", "rpm", "tpm"),
                 args=[
                     hold.request_id,
@@ -162,25 +185,34 @@ class RedisGate(Gate):
                     key.tpm or 0 if key else 0,
                 ],
             )
-        except (RedisError, OSError):
+        except (RedisError, OSError) as exc:
             self.metrics.redis_failures.labels("cancel").inc()
-            log.warning("redis unreachable: reservation of %s left to expire", hold.request_id)
+            self.outage.failed(exc, "cancel: the reservation's lease lapses by itself")
+        else:
+            self.outage.ok()
 
     async def settle(self, hold: Hold, cost: int, tokens: int) -> int:
         if hold.permit is not None:
             self.local.release(hold.permit, tokens)
             return cost
+        self.upkeep.leases.remove(hold.key_id, hold.request_id)
         key = await self._record(hold.key_id)
         tpm = key.tpm or 0 if key else 0
         delta = tokens - min(hold.tokens, tpm) if tpm else 0
+        held_ms = int((time.monotonic() - hold.started) * 1000) if hold.started else 0
         try:
-            charged = await self._settle(
-                keys=self._keys(hold.key_id, "acct", "res", "resexp", "conc", "tpm", "pend"),
-                args=[hold.request_id, cost, delta, tpm],
+            charged = await self.scripts.settle(
+                keys=self._keys(
+                    hold.key_id, "acct", "res", "resexp", "conc", "tpm", "pend", "pendt", "pendo"
+                ),
+                args=[hold.request_id, cost, delta, tpm, held_ms, self.owner],
             )
-        except (RedisError, OSError):
+        except (RedisError, OSError) as exc:
+            # The ledger row keeps the full cost; the reservation's lease lapses by itself.
             self.metrics.redis_failures.labels("settle").inc()
-            raise
+            self.outage.failed(exc, "settlement: ledger rows keep their full cost")
+            return cost
+        self.outage.ok()
         return int(charged)
 
     async def _record(self, key_id: str) -> KeyRecord | None:
@@ -189,19 +221,43 @@ class RedisGate(Gate):
     # --- balances and bookkeeping ------------------------------------------------------------
 
     async def balance(self, key: KeyRecord) -> Balance:
+        """The key's balance; pending charges older than a reconciliation period are
+        reconciled with the ledger first, so that it agrees with the ledger."""
+        self.upkeep.start()
+        self.upkeep.known.add(key.id)
         try:
-            seeded, granted, used, pending, unlimited = await self.client.hmget(
-                self._keys(key.id, "acct")[0],
-                ["seeded", "granted", "used", "pending", "unlimited"],
-            )
-        except (RedisError, OSError):
+            seeded, granted, used, pending, unlimited = await self._read_balance(key.id)
+        except (RedisError, OSError) as exc:
+            self.outage.failed(exc, "balance: answered from the store")
             seeded = None
         if seeded is None:
             record = await self.store.get_key(key.id) or key
             return Balance(record.granted_micros, record.used_micros, record.unlimited)
         return Balance(int(granted or 0), int(used or 0) + int(pending or 0), unlimited == b"1")
 
+    async def _read_balance(self, key_id: str) -> list[Any]:
+        acct, pendt = self._keys(key_id, "acct", "pendt")
+        fields = ["seeded", "granted", "used", "pending", "unlimited"]
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hmget(acct, fields)
+        pipe.zrange(pendt, 0, 0, withscores=True)
+        pipe.time()
+        values, oldest, (seconds, micros) = await pipe.execute()
+        age_ms = seconds * 1000 + micros // 1000 - (oldest[0][1] if oldest else 1e18)
+        if age_ms > self.upkeep.reconcile_seconds * 1000:
+            try:
+                await self.upkeep.reconcile([key_id])
+            except (RedisError, OSError):
+                raise
+            except Exception as exc:  # the store failed: answer from Redis as it stands
+                self.store_outage.failed(exc, "balance")
+            else:
+                self.store_outage.ok()
+            values = await self.client.hmget(acct, fields)
+        return list(values)
+
     def key_changed(self, record: KeyRecord) -> None:
+        self.upkeep.known.add(record.id)
         task = asyncio.get_running_loop().create_task(self._key_changed(record))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -209,8 +265,9 @@ class RedisGate(Gate):
     async def _key_changed(self, record: KeyRecord) -> None:
         try:
             await self._sync_record(record)
-        except (RedisError, OSError):
+        except (RedisError, OSError) as exc:
             self.metrics.redis_failures.labels("sync").inc()
+            self.outage.failed(exc, "key sync")
 
     async def ledger_written(self, rows: Sequence[LedgerRow]) -> None:
         by_key: dict[str, list[str | int]] = defaultdict(list)
@@ -219,11 +276,19 @@ class RedisGate(Gate):
         try:
             pipe = self.client.pipeline(transaction=False)
             for key_id, args in by_key.items():
-                await self._written(keys=self._keys(key_id, "acct", "pend"), args=args, client=pipe)
+                await self.scripts.written(
+                    keys=self._keys(key_id, "acct", "pend", "pendt", "pendo", "recon"),
+                    args=args,
+                    client=pipe,
+                )
             await pipe.execute()
-        except (RedisError, OSError):
+        except (RedisError, OSError) as exc:
             self.metrics.redis_failures.labels("written").inc()
-            log.warning("redis unreachable: %d ledger rows not moved from pending", len(rows))
+            self.outage.failed(
+                exc, f"ledger bookkeeping: {len(rows)} rows left pending for reconciliation"
+            )
+        else:
+            self.outage.ok()
 
     # --- key change notifications ------------------------------------------------------------
 
@@ -234,22 +299,32 @@ class RedisGate(Gate):
         """Call ``on_change`` whenever any replica or the CLI announces a key change."""
         task = asyncio.get_running_loop().create_task(self._watch(on_change), name="key-watch")
         self._tasks.add(task)
+        self.upkeep.start()
 
     async def _watch(self, on_change: Callable[[], Awaitable[Any]]) -> None:
         while True:
             try:
                 async with self.client.pubsub() as pubsub:
                     await pubsub.subscribe(self.channel)
+                    self.outage.ok()
                     async for message in pubsub.listen():
                         if message.get("type") == "message":
-                            await on_change()
+                            # a store failure here is the key cache's to report (its loop
+                            # retries), not a lost subscription
+                            with contextlib.suppress(Exception):
+                                await on_change()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                log.warning("key-change subscription lost (%s); retrying", type(exc).__name__)
+                self.outage.failed(exc, "key-change subscription, retried every second")
                 await asyncio.sleep(1.0)
 
     async def close(self) -> None:
+        await self.upkeep.stop()
+        # This process's rows are written (or spilled for the next start) by now: its pending
+        # charges may be reconciled at once.
+        with contextlib.suppress(RedisError, OSError):
+            await self.client.delete(self.owner_key)
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

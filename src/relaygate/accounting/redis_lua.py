@@ -5,10 +5,17 @@ Per API key:
 
 - ``acct`` hash: ``granted``, ``used`` (in the store), ``pending`` (charged, not yet in the
   store), ``reserved``, ``unlimited``, ``rev`` (the store revision these came from), ``seeded``.
-- ``res`` hash and ``resexp`` sorted set: reservations by request id, with their expiry.
-- ``conc`` sorted set: requests in flight, with their expiry.
+- ``res`` hash and ``resexp`` sorted set: reservations by request id, with their lease expiry.
+- ``conc`` sorted set: requests in flight, with their lease expiry.
 - ``rpm`` / ``tpm``: GCRA theoretical arrival times in milliseconds.
-- ``pend`` hash: charges by request id not yet written to the store's ledger.
+- ``pend`` hash: charges by request id not yet written to the store's ledger; ``pendt`` sorted
+  set: when each was settled; ``pendo`` hash: the process (owner id) that owes its ledger row.
+- ``recon`` set: request ids reconciliation moved to ``used`` before their writer reported them
+  (so the late report does not count them twice); expires.
+
+Reservations and slots are leases: admission gives ``lease_ms``, and each live request's
+process renews all of its leases in one call (:data:`RENEW`) every third of a lease. A process
+that dies stops renewing, and its leases lapse within one lease.
 
 Time is Redis's own (``TIME``), the same for every replica.
 """
@@ -55,7 +62,7 @@ end
 """
 
 # KEYS: acct res resexp conc rpm tpm
-# ARGV: request_id amount tokens rpm tpm concurrency ttl_ms
+# ARGV: request_id amount tokens rpm tpm concurrency lease_ms
 # -> {'ok', 0} | {'conc'|'rpm'|'tpm', wait_ms} | {'funds', available} | {'seed', 0}
 ADMIT = (
     _PRELUDE
@@ -70,7 +77,19 @@ expire_reservations(KEYS[1], KEYS[2], KEYS[3])
 -- the same request admitted again (a resent call): already reserved, reserve nothing more
 if redis.call('HEXISTS', KEYS[2], rid) == 1 then return {'ok', 0} end
 redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now)
-if conc > 0 and redis.call('ZCARD', KEYS[4]) >= conc then return {'conc', 1000} end
+if conc > 0 and redis.call('ZCARD', KEYS[4]) >= conc then
+  -- The earliest lease: renewed on time, it ends at least 2/3 of a lease from now; one nearer
+  -- than half a lease missed a renewal (its process is gone) and frees its slot at expiry.
+  -- Live holders end when their requests do: estimated by the key's mean request time.
+  local first = redis.call('ZRANGE', KEYS[4], 0, 0, 'WITHSCORES')
+  local wait = tonumber(first[2]) - now
+  if wait > ttl / 2 then
+    local mean = tonumber(redis.call('HGET', KEYS[1], 'meanms') or '1000')
+    if mean < wait then wait = mean end
+  end
+  if wait < 1 then wait = 1 end
+  return {'conc', math.ceil(wait)}
+end
 local function gcra(key, limit, cost)
   if limit <= 0 then return nil end
   if cost > limit then cost = limit end
@@ -118,16 +137,22 @@ return 1
 """
 )
 
-# KEYS: acct res resexp conc tpm pend ; ARGV: request_id cost token_delta tpm
+# KEYS: acct res resexp conc tpm pend pendt pendo
+# ARGV: request_id cost token_delta tpm held_ms owner
 # -> the charge (cost clamped so that the balance never goes below zero)
 SETTLE = (
     _PRELUDE
     + """
 local rid, cost, delta, tpm = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local held, owner = tonumber(ARGV[5]), ARGV[6]
 -- a resent settle: the request is charged already
 local charged = redis.call('HGET', KEYS[6], rid)
 if charged then return tonumber(charged) end
-redis.call('ZREM', KEYS[4], rid)
+if redis.call('ZREM', KEYS[4], rid) == 1 then
+  -- the key's mean request time (for a truthful Retry-After when its slots are all taken)
+  local mean = tonumber(redis.call('HGET', KEYS[1], 'meanms') or tostring(held))
+  redis.call('HSET', KEYS[1], 'meanms', math.floor(mean * 0.8 + held * 0.2))
+end
 shift_tat(KEYS[5], tpm, delta)
 release(KEYS[1], KEYS[2], KEYS[3], rid)
 local acct = redis.call('HMGET', KEYS[1], 'seeded', 'granted', 'used', 'pending', 'reserved',
@@ -143,14 +168,33 @@ end
 if charge > 0 then
   redis.call('HINCRBY', KEYS[1], 'pending', charge)
   redis.call('HSET', KEYS[6], rid, charge)
+  redis.call('ZADD', KEYS[7], now, rid)
+  redis.call('HSET', KEYS[8], rid, owner)
 end
 return charge
 """
 )
 
-# KEYS: acct pend ; ARGV: request_id, cost, request_id, cost, ...
-# Rows now in the store: move their charge from pending to used. A row without a pending
-# entry (Redis lost it and was re-seeded) is still added to used: never less than the store.
+# KEYS: resexp conc ; ARGV: lease_ms request_id...
+# The live requests of one process on one API key: their leases run for another lease_ms.
+# Only leases still held are renewed (one that lapsed stays lapsed).
+RENEW = """
+local t = redis.call('TIME')
+local lease = tonumber(ARGV[1])
+local expiry = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + lease
+for i = 2, #ARGV do
+  redis.call('ZADD', KEYS[1], 'XX', expiry, ARGV[i])
+  redis.call('ZADD', KEYS[2], 'XX', expiry, ARGV[i])
+end
+if redis.call('EXISTS', KEYS[2]) == 1 then redis.call('PEXPIRE', KEYS[2], lease) end
+return 1
+"""
+
+# KEYS: acct pend pendt pendo recon ; ARGV: request_id, cost, request_id, cost, ...
+# Rows newly in the store (each row's cost was just added to the key's used_micros there): move
+# their charge from pending to used. A row without a pending entry (charged by a settle that
+# could not reach Redis, replayed from a journal, or Redis lost it) is still added to used:
+# never less than the store. Unless reconciliation already moved it (``recon``).
 WRITTEN = """
 if redis.call('HEXISTS', KEYS[1], 'seeded') == 0 then return 0 end
 for i = 1, #ARGV, 2 do
@@ -158,11 +202,65 @@ for i = 1, #ARGV, 2 do
   local pending = redis.call('HGET', KEYS[2], rid)
   if pending then
     redis.call('HDEL', KEYS[2], rid)
+    redis.call('ZREM', KEYS[3], rid)
+    redis.call('HDEL', KEYS[4], rid)
     redis.call('HINCRBY', KEYS[1], 'pending', -tonumber(pending))
+    redis.call('HINCRBY', KEYS[1], 'used', cost)
+  elseif redis.call('SREM', KEYS[5], rid) == 0 then
+    redis.call('HINCRBY', KEYS[1], 'used', cost)
   end
-  redis.call('HINCRBY', KEYS[1], 'used', cost)
 end
 return 1
+"""
+
+# KEYS: pendt pendo pend ; ARGV: age_ms limit
+# -> {request_id, owner, ...}: pending charges settled more than age_ms ago. Entries written
+# before pendt existed are dated now (so they are reconciled one period later, owner unknown).
+STALE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+if redis.call('HLEN', KEYS[3]) > redis.call('ZCARD', KEYS[1]) then
+  for _, rid in ipairs(redis.call('HKEYS', KEYS[3])) do
+    redis.call('ZADD', KEYS[1], 'NX', now, rid)
+  end
+end
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[1]), 'LIMIT', 0,
+  tonumber(ARGV[2]))
+local out = {}
+for _, rid in ipairs(ids) do
+  out[#out + 1] = rid
+  out[#out + 1] = redis.call('HGET', KEYS[2], rid) or ''
+end
+return out
+"""
+
+# KEYS: acct pend pendt pendo recon ; ARGV: recon_ttl_ms, request_id, cost, ...
+# Old pending charges: a cost >= 0 is the ledger row's (the store has it: move it to used, and
+# remember that the writer's late report must not add it again); -1 means no row and its owner
+# is gone (drop it: the row, if a journal replays it later, is added when written).
+# -> {moved, dropped}
+RECONCILE = """
+if redis.call('HEXISTS', KEYS[1], 'seeded') == 0 then return {0, 0} end
+local moved, dropped = 0, 0
+for i = 2, #ARGV, 2 do
+  local rid, cost = ARGV[i], tonumber(ARGV[i + 1])
+  local pending = redis.call('HGET', KEYS[2], rid)
+  if pending then
+    redis.call('HDEL', KEYS[2], rid)
+    redis.call('ZREM', KEYS[3], rid)
+    redis.call('HDEL', KEYS[4], rid)
+    redis.call('HINCRBY', KEYS[1], 'pending', -tonumber(pending))
+    if cost >= 0 then
+      redis.call('HINCRBY', KEYS[1], 'used', cost)
+      redis.call('SADD', KEYS[5], rid)
+      moved = moved + 1
+    else
+      dropped = dropped + 1
+    end
+  end
+end
+if moved > 0 then redis.call('PEXPIRE', KEYS[5], tonumber(ARGV[1])) end
+return {moved, dropped}
 """
 
 # KEYS: acct ; ARGV: granted used unlimited revision

@@ -16,6 +16,7 @@ from collections.abc import Callable
 
 from relaygate.errors import AuthenticationFailed
 from relaygate.keys.tokens import hash_key
+from relaygate.outage import Outage
 from relaygate.store.records import KeyRecord
 from relaygate.store.sql import SqlStore
 
@@ -49,6 +50,7 @@ class KeyCache:
         self.by_id: dict[str, KeyRecord] = {}
         self.revision = 0
         self.listeners: list[KeyListener] = []
+        self.outage = Outage(log, "key store (key cache refresh; serving from the cache)")
         self._task: asyncio.Task[None] | None = None
 
     async def refresh(self) -> int:
@@ -73,8 +75,10 @@ class KeyCache:
             await asyncio.sleep(self.refresh_seconds)
             try:
                 await self.refresh()
-            except Exception:
-                log.exception("key refresh failed; serving from the cache")
+            except Exception as exc:
+                self.outage.failed(exc)
+            else:
+                self.outage.ok()
 
     async def close(self) -> None:
         if self._task is not None:

@@ -16,6 +16,9 @@ class _KeyState:
     rpm: Gcra | None = None
     tpm: Gcra | None = None
     inflight: int = 0
+    mean_held: float | None = None
+    """The key's mean request time in seconds (a moving average): the Retry-After of a
+    concurrency refusal."""
     limits: tuple[int | None, int | None] = (None, None)
 
 
@@ -25,6 +28,7 @@ class Permit:
 
     key_id: str
     tokens: int
+    started: float = 0.0
     rpm_tat: float | None = None
     tpm_tat: float | None = None
     previous: tuple[float, float] = field(default=(0.0, 0.0))
@@ -55,7 +59,7 @@ class MemoryLimiter:
         if key.max_concurrency is not None and state.inflight >= key.max_concurrency:
             raise RateLimited(
                 f"Rate limit exceeded: this key allows {key.max_concurrency} concurrent requests",
-                retry_after=1,
+                retry_after=state.mean_held or 1,
             )
         rpm_tat = tpm_tat = None
         if state.rpm is not None:
@@ -72,7 +76,7 @@ class MemoryLimiter:
                     f"Rate limit exceeded: this key allows {key.tpm} tokens per minute",
                     retry_after=wait,
                 )
-        permit = Permit(key.id, tokens)
+        permit = Permit(key.id, tokens, started=now)
         permit.previous = (
             state.rpm.tat if state.rpm else 0.0,
             state.tpm.tat if state.tpm else 0.0,
@@ -97,12 +101,14 @@ class MemoryLimiter:
         if state.tpm is not None and permit.tpm_tat == state.tpm.tat:
             state.tpm.tat = permit.previous[1]
 
-    def release(self, permit: Permit, actual_tokens: int) -> None:
+    def release(self, permit: Permit, actual_tokens: int, now: float | None = None) -> None:
         """The request is over: free its slot and charge the tokens it really used."""
         if permit.released:
             return
         permit.released = True
         state = self._keys[permit.key_id]
         state.inflight -= 1
+        held = (time.monotonic() if now is None else now) - permit.started
+        state.mean_held = held if state.mean_held is None else state.mean_held * 0.8 + held * 0.2
         if state.tpm is not None:
             state.tpm.adjust(actual_tokens - min(permit.tokens, state.tpm.limit))

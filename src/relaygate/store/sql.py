@@ -280,6 +280,18 @@ class SqlStore:
             rows = list(await conn.execute(query))
         return _summaries(rows)
 
+    async def ledger_costs(self, request_ids: list[str]) -> dict[str, int]:
+        """The cost of each of ``request_ids`` that is in the ledger (for reconciling the
+        charges Redis still holds as pending)."""
+        found: dict[str, int] = {}
+        async with self.engine.begin() as conn:
+            for start in range(0, len(request_ids), 500):
+                query = select(ledger.c.request_id, ledger.c.cost_micros).where(
+                    ledger.c.request_id.in_(request_ids[start : start + 500])
+                )
+                found.update((rid, cost) for rid, cost in await conn.execute(query))
+        return found
+
 
 def _summaries(rows: Iterable[Row[Any]]) -> list[UsageSummary]:
     by_group: dict[tuple[str, str], UsageSummary] = {}

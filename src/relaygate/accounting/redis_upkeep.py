@@ -1,0 +1,197 @@
+"""The Redis gate's background upkeep: lease renewal and the reconciliation of pending charges.
+
+- **Leases.** A request's reservation and concurrency slot are leases of ``lease_seconds``.
+  :class:`Leases` knows this process's live requests and renews all of them every third of a
+  lease, with one pipelined call (one :data:`~relaygate.accounting.redis_lua.RENEW` per API
+  key), together with this process's own owner lease. A request older than
+  ``reservation_ttl_seconds`` is no longer renewed. A process killed mid-request stops renewing:
+  its reservations and slots lapse within one lease.
+- **Pending charges.** A settled charge is pending in Redis until its ledger row is reported
+  written. One whose report never came (Redis unreachable then, or its process died before
+  writing it) is reconciled once it is ``pending_reconcile_seconds`` old: moved to ``used`` if
+  the row is in the store, dropped if not and the process that owed it no longer holds its owner
+  lease (a journal replaying the row later adds it when it is written).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from redis.exceptions import RedisError
+
+from relaygate.accounting import redis_lua
+
+if TYPE_CHECKING:
+    from relaygate.accounting.redis_gate import RedisGate
+
+_CHUNK = 200
+"""API keys examined per pipelined call when looking for old pending charges."""
+_STALE_LIMIT = 500
+"""Old pending charges taken per API key per pass."""
+
+
+class Leases:
+    """This process's live requests, by API key, and when each started (monotonic)."""
+
+    def __init__(self) -> None:
+        self.live: dict[str, dict[str, float]] = defaultdict(dict)
+
+    def add(self, key_id: str, request_id: str) -> float:
+        started = time.monotonic()
+        self.live[key_id][request_id] = started
+        return started
+
+    def remove(self, key_id: str, request_id: str) -> None:
+        holds = self.live.get(key_id)
+        if holds is not None:
+            holds.pop(request_id, None)
+            if not holds:
+                del self.live[key_id]
+
+    def renewable(self, max_age: float) -> list[tuple[str, list[str]]]:
+        """The live requests to renew; those older than ``max_age`` are let go."""
+        cutoff = time.monotonic() - max_age
+        batches = []
+        for key_id, holds in list(self.live.items()):
+            for request_id in [rid for rid, started in holds.items() if started < cutoff]:
+                del holds[request_id]
+            if holds:
+                batches.append((key_id, list(holds)))
+            else:
+                del self.live[key_id]
+        return batches
+
+
+class Upkeep:
+    """Runs :meth:`renew` every third of a lease and :meth:`reconcile` every
+    ``pending_reconcile_seconds``, each in its own task."""
+
+    def __init__(self, gate: RedisGate, reconcile_seconds: float) -> None:
+        self.gate = gate
+        self.reconcile_seconds = reconcile_seconds
+        self.leases = Leases()
+        self.known: set[str] = set()
+        """API keys whose pending charges this process checks."""
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def start(self) -> None:
+        if self._tasks:
+            return
+        loop = asyncio.get_running_loop()
+        self._tasks = [
+            loop.create_task(self._every(self.gate.lease_ms / 3000, self.renew), name="leases"),
+            loop.create_task(
+                self._every(self.reconcile_seconds, self.reconcile, first=False), name="reconcile"
+            ),
+        ]
+
+    async def _every(self, seconds: float, job: Callable[[], Any], first: bool = True) -> None:
+        if not first:
+            await asyncio.sleep(seconds)
+        while True:
+            try:
+                await job()
+            except asyncio.CancelledError:
+                raise
+            except (RedisError, OSError) as exc:
+                self.gate.outage.failed(exc, job.__name__)
+            except Exception as exc:
+                self.gate.store_outage.failed(exc, job.__name__)
+            else:
+                self.gate.outage.ok()
+                if job == self.reconcile:
+                    self.gate.store_outage.ok()
+            await asyncio.sleep(seconds)
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+
+    async def renew(self) -> None:
+        """Renew this process's owner lease and every live request's lease: one round trip."""
+        gate = self.gate
+        pipe = gate.client.pipeline(transaction=False)
+        pipe.set(gate.owner_key, 1, px=gate.lease_ms)
+        for key_id, request_ids in self.leases.renewable(gate.max_hold_seconds):
+            await gate.scripts.renew(
+                keys=gate.keys_of(key_id, "resexp", "conc"),
+                args=[gate.lease_ms, *request_ids],
+                client=pipe,
+            )
+        await pipe.execute()
+
+    async def reconcile(self, key_ids: Iterable[str] | None = None) -> tuple[int, int]:
+        """Reconcile old pending charges of ``key_ids`` (default: every known key); returns
+        ``(moved to used, dropped)``."""
+        gate = self.gate
+        ids = list(self.known if key_ids is None else key_ids)
+        moved = dropped = 0
+        for start in range(0, len(ids), _CHUNK):
+            chunk = ids[start : start + _CHUNK]
+            pipe = gate.client.pipeline(transaction=False)
+            for key_id in chunk:
+                await gate.scripts.stale(
+                    keys=gate.keys_of(key_id, "pendt", "pendo", "pend"),
+                    args=[int(self.reconcile_seconds * 1000), _STALE_LIMIT],
+                    client=pipe,
+                )
+            found = {
+                key_id: _pairs(result)
+                for key_id, result in zip(chunk, await pipe.execute(), strict=True)
+                if result
+            }
+            if found:
+                m, d = await self._settle_stale(found)
+                moved, dropped = moved + m, dropped + d
+        return moved, dropped
+
+    async def _settle_stale(self, found: dict[str, list[tuple[str, str]]]) -> tuple[int, int]:
+        gate = self.gate
+        owners = sorted({owner for pairs in found.values() for _, owner in pairs} - {""})
+        alive = {gate.owner}
+        if owners:
+            pipe = gate.client.pipeline(transaction=False)
+            for owner in owners:
+                pipe.exists(gate.owner_key_of(owner))
+            alive |= {o for o, n in zip(owners, await pipe.execute(), strict=True) if n}
+        costs = await gate.store.ledger_costs([rid for pairs in found.values() for rid, _ in pairs])
+        pipe = gate.client.pipeline(transaction=False)
+        for key_id, pairs in found.items():
+            args: list[str | int] = [max(3_600_000, int(self.reconcile_seconds * 10_000))]
+            for rid, owner in pairs:
+                if rid in costs:
+                    args += [rid, costs[rid]]
+                elif owner not in alive:
+                    args += [rid, -1]
+            await gate.scripts.reconcile(
+                keys=gate.keys_of(key_id, "acct", "pend", "pendt", "pendo", "recon"),
+                args=args,
+                client=pipe,
+            )
+        results = await pipe.execute()
+        return sum(int(r[0]) for r in results), sum(int(r[1]) for r in results)
+
+
+def _pairs(flat: Sequence[bytes]) -> list[tuple[str, str]]:
+    return [(flat[i].decode(), flat[i + 1].decode()) for i in range(0, len(flat), 2)]
+
+
+class Scripts:
+    """The registered Lua scripts (:mod:`relaygate.accounting.redis_lua`)."""
+
+    def __init__(self, client: Any) -> None:
+        register = client.register_script
+        self.admit = register(redis_lua.ADMIT)
+        self.cancel = register(redis_lua.CANCEL)
+        self.settle = register(redis_lua.SETTLE)
+        self.written = register(redis_lua.WRITTEN)
+        self.sync = register(redis_lua.SYNC)
+        self.renew = register(redis_lua.RENEW)
+        self.stale = register(redis_lua.STALE)
+        self.reconcile = register(redis_lua.RECONCILE)
