@@ -125,7 +125,7 @@ class ImageSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     per_key_fetches: PositiveInt = 16
     """Most image fetches one key may have in flight per worker; its further fetches wait
     for one of its own (within ``fetch_timeout``). Must be below ``fetch_connections``, so that
-    other keys always find free connections."""
+    one key never holds the whole pool and the others find free connections."""
     per_key_fetch_seconds: PositiveFloat = 240.0
     """Seconds of image fetching one key may use per minute and worker, its concurrent fetches
     added up (slow and timed-out ones included; cache hits and ``data:`` URLs are free). A key

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -186,7 +187,7 @@ def test_one_keys_slow_urls_do_not_starve_other_keys(
     make_gateway: Callable[..., GatewayProcess], upstream: FakeOpenAI
 ) -> None:
     """Before: 16 requests of 16 slow URLs from one key held all 256 fetch connections, and
-    the image requests of 5 other keys failed once ``connect_timeout`` ran out."""
+    the image requests of every other key failed once ``connect_timeout`` ran out."""
     slow = Holder()
     fast = ThreadingHTTPServer(("127.0.0.1", 0), _Images)
     threading.Thread(target=fast.serve_forever, daemon=True).start()
@@ -199,8 +200,9 @@ def test_one_keys_slow_urls_do_not_starve_other_keys(
             "fetch_timeout": 60,
         }
         gateway = make_gateway(images=images)
-        greedy = gateway.create_key("--credits", "1000")["key"]
-        others = [gateway.create_key("--credits", "5")["key"] for _ in range(5)]
+        with ThreadPoolExecutor(4) as pool:  # each key is a CLI run: in parallel
+            created = list(pool.map(gateway.create_key, ["--credits"] * 4, ["1000"] + ["5"] * 3))
+        greedy, *others = (key["key"] for key in created)
         results: list[int] = []
         for r in range(16):
             body = _ask([slow.url(f"/{r}/{i}.png") for i in range(16)])
@@ -213,7 +215,7 @@ def test_one_keys_slow_urls_do_not_starve_other_keys(
             attacks.append(attack)
         gateway.wait_until(lambda: slow.accepted >= 16, message="16 slow fetches")
         answers = [gateway.post("/v1/chat/completions", _ask([fast_url]), key) for key in others]
-        assert [status for status, _, _ in answers] == [200] * 5, answers
+        assert [status for status, _, _ in answers] == [200] * 3, answers
         assert slow.accepted == 16  # the key's share; before, all 256 connections
     finally:
         slow.close()
