@@ -163,6 +163,10 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     """Seconds to connect to Redis, or to wait for one command, before it counts as unreachable
     (credit admission then gets 503). Commands take microseconds; the margin is for a busy
     event loop, which delays reading an answer that has already arrived."""
+    operator_token: str | None = None
+    """The credential of the operator endpoints, ``GET /health/details`` and ``GET /metrics``
+    (``Authorization: Bearer <operator_token>``; at least 16 characters). Unset, both answer
+    403. API keys are never accepted there. A secret: never logged or echoed."""
     reservation_ttl_seconds: PositiveFloat = 3600.0
     """How long a credit reservation or concurrency slot held in Redis outlives a replica that
     died before settling it."""
@@ -177,9 +181,11 @@ _ENV_OVERRIDES = {
     "RELAYGATE_DATABASE_URL": "database_url",
     "RELAYGATE_REDIS_URL": "redis_url",
     "RELAYGATE_LOG_LEVEL": "log_level",
+    "RELAYGATE_OPERATOR_TOKEN": "operator_token",
 }
 _LOG_LEVELS = {"debug", "info", "warning", "error"}
 _DIGITS_LIMIT = 6
+_MIN_OPERATOR_TOKEN = 16
 
 
 def _expand(value: Any, env: Mapping[str, str], path: str, source: str) -> Any:
@@ -230,6 +236,12 @@ def _validate(settings: Settings, source: str) -> None:
     _check_url(settings.database_url, "database_url", source, {"sqlite", "postgresql"})
     if settings.redis_url is not None:
         _check_url(settings.redis_url, "redis_url", source, {"redis", "rediss", "unix"})
+    token = settings.operator_token
+    if token is not None and (len(token) < _MIN_OPERATOR_TOKEN or token != token.strip()):
+        raise ConfigError(
+            f"{source}: operator_token: must be at least {_MIN_OPERATOR_TOKEN} characters,"
+            " without surrounding spaces"
+        )
     for name, model in settings.models.items():
         for i, fallback in enumerate(model.fallbacks):
             if fallback not in settings.models or fallback == name:
