@@ -23,7 +23,7 @@ import base64
 import json
 import re
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, quote_plus, unquote, urlsplit
 
 if TYPE_CHECKING:
@@ -103,12 +103,46 @@ def escape_controls(text: str) -> str:
     return _CONTROL.sub(_escape, text)
 
 
+def _trie(words: Iterable[str]) -> str:
+    """One regular expression matching any of ``words``, longest first, as a trie.
+
+    An alternation of thousands of literals is tried one by one at every position of the text;
+    a trie is walked once (siblings differ in their first character, so nothing backtracks)."""
+    root: dict[str, Any] = {}
+    for word in words:
+        node = root
+        for char in word:
+            node = node.setdefault(char, {})
+        node[""] = {}
+
+    def emit(node: dict[str, Any]) -> str:
+        branches = [re.escape(char) + emit(child) for char, child in sorted(node.items()) if char]
+        if not branches:
+            return ""
+        body = branches[0] if len(branches) == 1 else "(?:" + "|".join(branches) + ")"
+        return f"(?:{body})?" if "" in node else body
+
+    return emit(root)
+
+
+class _Patterns:
+    """The compiled expressions of one set of secrets."""
+
+    def __init__(self, secrets: Iterable[str]) -> None:
+        forms = set().union(*(secret_forms(s) for s in secrets))
+        literal = _trie(forms) if forms else ""
+        known = f"{literal}|{_KEY_SHAPED}" if literal else _KEY_SHAPED
+        self.configured = re.compile(literal) if literal else None
+        self.known = re.compile(known)
+        self.upstream = re.compile(known + _RANDOM_LOOKING)
+
+
 class Redactor:
     """Replaces every form of the registered secrets, and key-shaped tokens, in text."""
 
     def __init__(self, secrets: Iterable[str] = ()) -> None:
         self.secrets: frozenset[str] = frozenset()
-        self._compile()
+        self._compiled: _Patterns | None = None
         self.add(secrets)
 
     def add(self, secrets: Iterable[str | None]) -> None:
@@ -116,31 +150,29 @@ class Redactor:
         new = {s for s in secrets if s and len(s) >= MIN_SECRET} - self.secrets
         if new:
             self.secrets = self.secrets | new
-            self._compile()
+            self._compiled = None  # compiled again on first use, once for a batch of adds
 
-    def _compile(self) -> None:
-        forms = set().union(*(secret_forms(s) for s in self.secrets))
-        literal = "|".join(re.escape(f) for f in sorted(forms, key=len, reverse=True))
-        known = f"{literal}|{_KEY_SHAPED}" if literal else _KEY_SHAPED
-        self._configured = re.compile(literal) if literal else None
-        self._pattern = re.compile(known)
-        self._upstream_pattern = re.compile(known + _RANDOM_LOOKING)
+    def _patterns(self) -> _Patterns:
+        compiled = self._compiled
+        if compiled is None:
+            compiled = self._compiled = _Patterns(self.secrets)
+        return compiled
 
     def redact(self, text: str) -> str:
         """``text`` with every form of every secret, and every key-shaped token, replaced."""
-        return self._pattern.sub(REDACTED, text)
+        return self._patterns().known.sub(REDACTED, text)
 
     def redact_configured(self, text: str) -> str:
         """``text`` with every form of every registered secret replaced (for relaygate's own
         messages, which may name a key's format, as in ``Authorization: Bearer KEY``)."""
-        pattern = self._configured
+        pattern = self._patterns().configured
         return pattern.sub(REDACTED, text) if pattern is not None else text
 
     def excerpt(self, text: str, limit: int = EXCERPT) -> str:
         """A short, one-line, redacted excerpt of upstream text, safe to show a client."""
         text = _INVISIBLE.sub("", text[:_SCAN])
         text = _BREAKS.sub(" ", text).strip()
-        text = self._upstream_pattern.sub(REDACTED, text)
+        text = self._patterns().upstream.sub(REDACTED, text)
         if len(text) > limit:
             text = text[: limit - 1].rstrip() + "\u2026"
         return text
