@@ -73,3 +73,18 @@ def test_cli_commands_create_the_database_0600(tmp_path: Path, command: tuple[st
     files = database_files(tmp_path)
     assert "relaygate.db" in files
     assert files == dict.fromkeys(files, 0o600)
+
+
+async def test_an_existing_readable_database_is_left_alone_with_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "relaygate.db"
+    path.touch()
+    path.chmod(0o644)
+    store = SqlStore(f"sqlite:///{path}")
+    try:
+        await store.upgrade()
+    finally:
+        await store.close()
+    assert mode(path) == 0o644  # the operator's choice; relaygate says so, once per start
+    assert "can be read by other users (mode 644)" in caplog.text

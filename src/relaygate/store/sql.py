@@ -62,6 +62,8 @@ def create_private(database: str | None) -> None:
                 database,
             )
         return
+    except OSError:
+        return  # no such directory, say: SQLite reports it in its own words
     try:
         os.fchmod(fd, 0o600)  # os.open's mode is narrowed by the umask, never widened
     finally:
