@@ -139,6 +139,10 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     """Optional ``redis://...`` for limits shared across replicas."""
     log_level: str = "info"
     """``debug``, ``info``, ``warning`` or ``error``."""
+    operator_token: str | None = None
+    """The credential of the operator endpoints, ``GET /health/details`` and ``GET /metrics``
+    (``Authorization: Bearer <operator_token>``; at least 16 characters). Unset, both answer
+    403. API keys are never accepted there. A secret: never logged or echoed."""
     key_refresh_seconds: PositiveFloat = 0.5
     """How often the in-memory key cache picks up new, revoked and re-credited keys."""
     stream_keepalive_seconds: PositiveFloat = 10.0
@@ -163,10 +167,6 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     """Seconds to connect to Redis, or to wait for one command, before it counts as unreachable
     (credit admission then gets 503). Commands take microseconds; the margin is for a busy
     event loop, which delays reading an answer that has already arrived."""
-    operator_token: str | None = None
-    """The credential of the operator endpoints, ``GET /health/details`` and ``GET /metrics``
-    (``Authorization: Bearer <operator_token>``; at least 16 characters). Unset, both answer
-    403. API keys are never accepted there. A secret: never logged or echoed."""
     reservation_ttl_seconds: PositiveFloat = 3600.0
     """How long a credit reservation or concurrency slot held in Redis outlives a replica that
     died before settling it."""

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from relaygate.errors import ConfigError
+from relaygate.settings import settings_from_mapping
 from tests.support.fake_openai import FakeOpenAI
 from tests.support.gateway import OPERATOR_TOKEN, GatewayProcess, http
 
@@ -76,3 +78,14 @@ def test_without_an_operator_token_they_are_off(
         assert gateway.get("/health")[0] == 200
     finally:
         gateway.stop()
+
+
+@pytest.mark.parametrize("token", ["short-token", " " + OPERATOR_TOKEN, ""])
+def test_a_weak_operator_token_stops_start_up(token: str) -> None:
+    with pytest.raises(ConfigError, match="operator_token: must be at least 16 characters"):
+        settings_from_mapping({"operator_token": token}, "test.yaml", {})
+
+
+def test_the_operator_token_can_come_from_the_environment() -> None:
+    settings = settings_from_mapping({}, "test.yaml", {"RELAYGATE_OPERATOR_TOKEN": OPERATOR_TOKEN})
+    assert settings.operator_token == OPERATOR_TOKEN
