@@ -24,6 +24,7 @@ def encodings(secret: str) -> dict[str, str]:
         "raw": secret,
         "json": json.dumps(secret),
         "json-slash": json.dumps(secret).replace("/", "\\/"),
+        "json-go": json.dumps(secret).replace("&", "\\u0026"),
         "url": quote(secret, safe=""),
         "url-lower": re.sub("%..", lambda m: m.group().lower(), quote(secret, safe="")),
         "url-plus": quote_plus(secret, safe=""),

@@ -84,6 +84,8 @@ def secret_forms(secret: str) -> set[str]:
         escaped,
         escaped.replace("/", "\\/"),
         json.dumps(secret, ensure_ascii=False)[1:-1],
+        # Go's encoding/json (Ollama, many OpenAI-compatible servers) also escapes <, > and &
+        escaped.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026"),
         secret.encode().hex(),
     }
     for encoded in (quote(secret, safe=""), quote_plus(secret, safe="")):
