@@ -37,6 +37,7 @@ ROUTES: dict[str, dict[str, Handler]] = {
     "/v1/models": {"GET": info.list_models},
     "/v1/credits": {"GET": info.credits},
     "/health": {"GET": info.health},
+    "/health/details": {"GET": info.health_details},
     "/metrics": {"GET": info.metrics},
 }
 

@@ -1,44 +1,65 @@
-"""Logging set-up with a redaction filter: no key, client or upstream, reaches a log line.
+"""Logging set-up with a redacting, escaping filter on the one handler.
 
-Nothing in relaygate logs a key on purpose; this filter is the second line of defence, for
-exceptions and third-party messages that might carry one.
+Nothing in relaygate logs a key on purpose; the filter is the second line of defence, for
+exceptions, upstream text and third-party messages that might carry one. Every record's final
+text goes through the process's :data:`~relaygate.redaction.REDACTOR` (every configured secret in
+every form, and anything key-shaped), and is escaped so that it stays on its line: a newline in
+upstream text cannot forge a log line. A traceback keeps its lines, each indented, so a line that
+starts at the left margin is always the start of a record.
 """
 
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Iterable
 
-_PATTERNS = re.compile(r"(sk-[A-Za-z0-9_\-]{6,}|(?i:bearer)\s+[A-Za-z0-9_\-.=~+/]{6,})")
-_REDACTED = "[redacted]"
+from relaygate.redaction import REDACTOR, Redactor, escape_controls
+
+
+def _block(text: str, redactor: Redactor) -> str:
+    """A multi-line block (a traceback, a stack), redacted, each line escaped and indented."""
+    return "\n".join("  " + escape_controls(line) for line in redactor.redact(text).split("\n"))
 
 
 class RedactingFilter(logging.Filter):
-    """Replaces anything key-like, and every configured secret, in a record's final text."""
+    """Redacts and escapes a record's final text (its message, traceback and stack)."""
 
-    def __init__(self, secrets: Iterable[str] = ()) -> None:
+    def __init__(self, secrets: Iterable[str] = (), redactor: Redactor = REDACTOR) -> None:
         super().__init__()
-        self.secrets = sorted({s for s in secrets if len(s) >= 6}, key=len, reverse=True)
+        self.redactor = redactor
+        redactor.add(secrets)
+
+    @property
+    def secrets(self) -> frozenset[str]:
+        return self.redactor.secrets
 
     def redact(self, text: str) -> str:
-        for secret in self.secrets:
-            text = text.replace(secret, _REDACTED)
-        return _PATTERNS.sub(_REDACTED, text)
+        return self.redactor.redact(text)
 
     def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
+        if getattr(record, "_relaygate_clean", False):
+            return True  # already done (the record reached a second handler)
+        try:
+            message = record.getMessage()
+        except (TypeError, ValueError):  # arguments that do not fit the format
+            message = f"{record.msg!r} % {record.args!r}"
         if record.exc_info and not record.exc_text:
             record.exc_text = logging.Formatter().formatException(record.exc_info)
-        record.msg = self.redact(message)
+        record.msg = escape_controls(self.redactor.redact(message))
         record.args = None
         if record.exc_text:
-            record.exc_text = self.redact(record.exc_text)
+            record.exc_text = _block(record.exc_text, self.redactor)
+        if record.stack_info:
+            record.stack_info = _block(record.stack_info, self.redactor)
+        record._relaygate_clean = True
         return True
 
 
 def configure_logging(level: str, secrets: Iterable[str] = ()) -> RedactingFilter:
-    """One stderr handler on the root logger, redacting; uvicorn's loggers propagate to it."""
+    """One stderr handler on the root logger, redacting; uvicorn's loggers propagate to it.
+
+    ``secrets`` (see :func:`relaygate.redaction.configured_secrets`) are registered with the
+    process's redactor, which error messages sent to clients use too."""
     root = logging.getLogger()
     redactor = RedactingFilter(secrets)
     handler = logging.StreamHandler()
@@ -58,6 +79,4 @@ def configure_logging(level: str, secrets: Iterable[str] = ()) -> RedactingFilte
 
 
 def add_secrets(redactor: RedactingFilter, secrets: Iterable[str]) -> None:
-    redactor.secrets = sorted(
-        set(redactor.secrets) | {s for s in secrets if len(s) >= 6}, key=len, reverse=True
-    )
+    redactor.redactor.add(secrets)

@@ -164,6 +164,10 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     """Optional ``redis://...`` for limits shared across replicas."""
     log_level: str = "info"
     """``debug``, ``info``, ``warning`` or ``error``."""
+    operator_token: str | None = None
+    """The credential of the operator endpoints, ``GET /health/details`` and ``GET /metrics``
+    (``Authorization: Bearer <operator_token>``; at least 16 characters). Unset, both answer
+    403. API keys are never accepted there. A secret: never logged or echoed."""
     key_refresh_seconds: PositiveFloat = 0.5
     """How often the in-memory key cache picks up new, revoked and re-credited keys."""
     stream_keepalive_seconds: PositiveFloat = 10.0
@@ -210,9 +214,11 @@ _ENV_OVERRIDES = {
     "RELAYGATE_DATABASE_URL": "database_url",
     "RELAYGATE_REDIS_URL": "redis_url",
     "RELAYGATE_LOG_LEVEL": "log_level",
+    "RELAYGATE_OPERATOR_TOKEN": "operator_token",
 }
 _LOG_LEVELS = {"debug", "info", "warning", "error"}
 _DIGITS_LIMIT = 6
+_MIN_OPERATOR_TOKEN = 16
 
 
 def _expand(value: Any, env: Mapping[str, str], path: str, source: str) -> Any:
@@ -263,6 +269,12 @@ def _validate(settings: Settings, source: str) -> None:
     _check_url(settings.database_url, "database_url", source, {"sqlite", "postgresql"})
     if settings.redis_url is not None:
         _check_url(settings.redis_url, "redis_url", source, {"redis", "rediss", "unix"})
+    token = settings.operator_token
+    if token is not None and (len(token) < _MIN_OPERATOR_TOKEN or token != token.strip()):
+        raise ConfigError(
+            f"{source}: operator_token: must be at least {_MIN_OPERATOR_TOKEN} characters,"
+            " without surrounding spaces"
+        )
     for name, model in settings.models.items():
         for i, fallback in enumerate(model.fallbacks):
             if fallback not in settings.models or fallback == name:

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from relaygate.logs import RedactingFilter
+from relaygate.redaction import Redactor
 from tests.support.fake_openai import Behavior, FakeOpenAI
 from tests.support.gateway import GatewayProcess
 
@@ -117,10 +118,10 @@ def test_redact_removes_keys(text: str, leaked: str) -> None:
 
 
 def test_redact_keeps_ordinary_text() -> None:
-    redactor = RedactingFilter(["abc"])  # too short to be a secret: never replaced
+    redactor = RedactingFilter(["abc"], Redactor())  # too short to be a secret: never replaced
     text = "upstream fake-openai failed: HTTP 500 for task-abc (sk-1)"
     assert redactor.redact(text) == text
-    assert redactor.secrets == []
+    assert redactor.secrets == frozenset()
 
 
 def test_filter_redacts_arguments_and_exceptions() -> None:

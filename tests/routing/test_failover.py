@@ -1,5 +1,6 @@
 """Failover through a real ``relaygate serve``: primary down, primary 429 then recovering, all
-down (502, then 503 once out of rotation), recovery, and the health states in ``GET /health``.
+down (502, then 503 once out of rotation), recovery, and the health states in
+``GET /health/details``.
 
 Nothing here waits on a clock: the only waiting is ``GatewayProcess.wait_until`` polling.
 """
@@ -57,7 +58,7 @@ def serve(tmp_path: Path) -> Iterator[Callable[..., tuple[GatewayProcess, str]]]
 
 
 def states(gateway: GatewayProcess) -> dict[str, str]:
-    status, _, raw = gateway.get("/health")
+    status, _, raw = gateway.operator_get("/health/details")
     assert status == 200
     return {u["upstream"]: u["state"] for u in json.loads(raw)["upstreams"]["routed"]}
 
@@ -134,12 +135,12 @@ def test_all_down_is_502_then_503_once_out_of_rotation(
         assert answer["error"]["type"] == "upstream_error"
         assert SECRET not in json.dumps(answer)
     assert states(gateway) == {"primary": "ejected", "secondary": "ejected"}
-    _, _, raw = gateway.get("/health")
+    _, _, raw = gateway.operator_get("/health/details")
     primary_health = json.loads(raw)["upstreams"]["routed"][0]
     assert primary_health["last_error"] == "HTTP 500"
     assert primary_health["retry_in_seconds"] > 0
-    assert b"fake failure" not in raw  # /health is public: no upstream message in it
-    metrics = gateway.get("/metrics")[2].decode()
+    assert b"fake failure" not in raw  # no upstream message in it
+    metrics = gateway.operator_get("/metrics")[2].decode()
     for name in ("primary", "secondary"):
         assert (f'relaygate_upstream_state{{model="routed",state="ejected",upstream="{name}"}}'
                 " 1.0") in metrics

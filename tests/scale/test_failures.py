@@ -116,7 +116,7 @@ def test_redis_unreachable_fails_closed_for_credits(
         assert len(upstream.received) == before  # no upstream call
         # rate limits fall back to this replica's own limiter, and say so in the metrics
         assert gateway.post(CHAT, BODY, unlimited["key"])[0] == 200
-        metrics = gateway.get("/metrics")[2].decode()
+        metrics = gateway.operator_get("/metrics")[2].decode()
         assert "relaygate_limit_decisions_without_redis_total 1.0" in metrics
     finally:
         gateway.stop()

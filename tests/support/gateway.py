@@ -17,6 +17,9 @@ from typing import Any
 
 import yaml
 
+OPERATOR_TOKEN = "operator-token-for-tests-0123456789"
+"""The ``operator_token`` every test gateway is configured with (unless its config says else)."""
+
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -37,6 +40,7 @@ def run_cli(config: Path, *args: str, check: bool = True) -> subprocess.Complete
 def http(
     method: str, url: str, body: Any = None, key: str | None = None, timeout: float = 30
 ) -> tuple[int, dict[str, str], bytes]:
+    """One request; ``key`` is sent as ``Authorization: Bearer <key>``."""
     data = json.dumps(body).encode() if body is not None else None
     request = urllib.request.Request(url, data=data, method=method)
     request.add_header("content-type", "application/json")
@@ -57,7 +61,11 @@ class GatewayProcess:
     ) -> None:
         self.directory = directory
         self.args = args
-        config = {"database_url": f"sqlite:///{directory / 'relaygate.db'}", **config}
+        config = {
+            "database_url": f"sqlite:///{directory / 'relaygate.db'}",
+            "operator_token": OPERATOR_TOKEN,
+            **config,
+        }
         self.config_path = directory / "relaygate.yaml"
         self.config_path.write_text(yaml.safe_dump(config))
         self.port = free_port()
@@ -114,6 +122,10 @@ class GatewayProcess:
 
     def get(self, path: str, key: str | None = None) -> tuple[int, dict[str, str], bytes]:
         return http("GET", self.url + path, key=key)
+
+    def operator_get(self, path: str) -> tuple[int, dict[str, str], bytes]:
+        """``GET`` an operator endpoint (``/health/details``, ``/metrics``) with the token."""
+        return http("GET", self.url + path, key=OPERATOR_TOKEN)
 
     def post(self, path: str, body: Any, key: str | None = None) -> tuple[int, dict[str, str], Any]:
         status, headers, raw = http("POST", self.url + path, body, key=key)

@@ -1,12 +1,22 @@
-"""The small endpoints: models, credits, health, metrics."""
+"""The small endpoints: models, credits, health, metrics.
+
+``GET /health`` is public and says only whether this process serves. The operator endpoints,
+``GET /health/details`` and ``GET /metrics``, show the store, models, upstreams, their errors and
+traffic: they need ``Authorization: Bearer <operator_token>`` (compared in constant time; API
+keys are never accepted), and answer 403 while no ``operator_token`` is configured.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import time
+from functools import cache
 from typing import TYPE_CHECKING
 
 from relaygate.accounting.prices import micros_to_usd
 from relaygate.api.http import Receive, Scope, Send, header, send_bytes
+from relaygate.errors import AuthenticationFailed, PermissionDenied
 from relaygate.metrics import CONTENT_TYPE
 from relaygate.protocol.render import encoder
 from relaygate.routing.health import State
@@ -37,9 +47,41 @@ async def credits(gw: Gateway, scope: Scope, receive: Receive, send: Send) -> No
     await send_bytes(send, 200, encoder.encode(body))
 
 
+@cache
+def _digest(token: str) -> bytes:
+    return hashlib.sha256(token.encode()).digest()
+
+
+def require_operator(gw: Gateway, scope: Scope) -> None:
+    """Pass only a request bearing the configured ``operator_token``."""
+    expected = gw.settings.operator_token
+    if expected is None:
+        raise PermissionDenied(
+            "The operator endpoints (/health/details, /metrics) are disabled:"
+            " set operator_token in the config to use them"
+        )
+    scheme, _, token = (header(scope, b"authorization") or b"").partition(b" ")
+    presented = hashlib.sha256(token.strip()).digest()
+    if scheme.lower() != b"bearer" or not hmac.compare_digest(presented, _digest(expected)):
+        raise AuthenticationFailed(
+            "The operator endpoints need 'Authorization: Bearer <operator_token>'"
+            " (API keys are not accepted here)"
+        )
+
+
 async def health(gw: Gateway, scope: Scope, receive: Receive, send: Send) -> None:
+    """Public: 200 ``{"status": "ok"}`` while serving, 503 before start-up ends and from
+    shutdown on."""
+    if gw.ready:
+        await send_bytes(send, 200, b'{"status":"ok"}')
+    else:
+        await send_bytes(send, 503, b'{"status":"unavailable"}')
+
+
+async def health_details(gw: Gateway, scope: Scope, receive: Receive, send: Send) -> None:
+    require_operator(gw, scope)
     body = {
-        "status": "ok",
+        "status": "ok" if gw.ready else "unavailable",
         "uptime_seconds": int(time.time()) - gw.started_at,
         "store": gw.store.describe(),
         "limiter": gw.gate.description,
@@ -56,6 +98,7 @@ async def health(gw: Gateway, scope: Scope, receive: Receive, send: Send) -> Non
 
 
 async def metrics(gw: Gateway, scope: Scope, receive: Receive, send: Send) -> None:
+    require_operator(gw, scope)
     gw.metrics.ledger_pending.set(len(gw.ledger.pending))
     gw.metrics.uncharged.set(gw.admissions.uncharged_micros)
     for name, model in gw.catalog.models.items():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import click
 
 from relaygate.cli.credits import credits
@@ -15,6 +17,9 @@ from relaygate.cli.usage import usage
 @click.version_option(package_name="relaygate")
 def main() -> None:
     """relaygate: an OpenAI-compatible LLM API gateway."""
+    # Every file relaygate writes (database, ledger spill and journal, ...) is its operator's
+    # alone: 0600, whatever umask it was started with. Worker processes inherit it.
+    os.umask(0o077)
 
 
 main.add_command(serve)

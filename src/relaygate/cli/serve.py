@@ -11,6 +11,7 @@ from relaygate.app import App, create_app
 from relaygate.cli.common import config_option, fail, settings_or_exit
 from relaygate.errors import ConfigError
 from relaygate.logs import configure_logging
+from relaygate.redaction import configured_secrets
 from relaygate.serving import HttpProtocol
 from relaygate.settings import Settings, load_settings
 from relaygate.store.sql import SqlStore
@@ -19,8 +20,7 @@ _SOURCE = "RELAYGATE_SOURCE_LABEL"
 
 
 def _prepare(settings: Settings, source: str) -> App:
-    secrets = [u.api_key for m in settings.models.values() for u in m.upstreams if u.api_key]
-    configure_logging(settings.log_level, secrets)
+    configure_logging(settings.log_level, configured_secrets(settings))
     return create_app(settings, source)
 
 

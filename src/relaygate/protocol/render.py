@@ -1,4 +1,5 @@
-"""Rendering of responses: the one place errors become ``{"error": {...}}`` bodies."""
+"""Rendering of responses: the one place errors become ``{"error": {...}}`` bodies (and SSE
+error events); every message passes the process's redactor on its way out."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import msgspec
 
 from relaygate.errors import ApiError
 from relaygate.protocol.types import ErrorBody, ErrorEnvelope
+from relaygate.redaction import REDACTOR
 
 encoder = msgspec.json.Encoder(decimal_format="number")
 
@@ -18,7 +20,7 @@ def error_body(error: ApiError) -> bytes:
         ErrorEnvelope(
             ErrorBody(
                 code=error.status,
-                message=error.message,
+                message=REDACTOR.redact_configured(error.message),
                 type=error.type,
                 param=error.param,
                 fallback_suggestion=error.fallback_suggestion,

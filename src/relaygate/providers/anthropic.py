@@ -71,6 +71,7 @@ from relaygate.providers.http import (
     parse_data_url,
     tool_arguments,
     upstream_message,
+    upstream_word,
 )
 from relaygate.settings import UpstreamSettings
 
@@ -449,7 +450,7 @@ class _StreamState:
             error = event.error or _ErrorDetail()
             detail = upstream_message(_encoder.encode({"error": {"message": error.message}}))
             raise UpstreamProtocolError(
-                f"Upstream {self.label} failed mid-stream: {error.type or 'error'}"
+                f"Upstream {self.label} failed mid-stream: {upstream_word(error.type)}"
                 + (f": {detail}" if detail else ""),
                 upstream=self.label,
             )

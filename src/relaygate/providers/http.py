@@ -8,7 +8,6 @@ import binascii
 import datetime
 import email.utils
 import math
-import re
 import time
 from collections.abc import AsyncIterator, Mapping
 from typing import Any, NoReturn
@@ -26,6 +25,8 @@ from relaygate.errors import (
 )
 from relaygate.providers.base import Provider
 from relaygate.providers.reading import LineSplitter, read_body
+from relaygate.redaction import REDACTOR
+from relaygate.settings import UpstreamSettings
 
 
 class _ErrorDetail(msgspec.Struct):
@@ -37,22 +38,25 @@ class _ErrorEnvelope(msgspec.Struct):
 
 
 _error_decoder = msgspec.json.Decoder(_ErrorEnvelope)
-_KEYLIKE = re.compile(r"(sk-[A-Za-z0-9_\-*]{4,}|Bearer\s+\S+|key[=:]\s*\S+)", re.IGNORECASE)
 _MAX_ERROR_BODY = 64 * 1024
-_MAX_MESSAGE = 300
 
 
 def upstream_message(body: bytes) -> str:
-    """The upstream's own error message, without anything that looks like a credential."""
+    """A short excerpt of the upstream's own error message, safe to show a client: on one
+    line, without any form of a configured secret or anything key-shaped (see
+    :meth:`relaygate.redaction.Redactor.excerpt`)."""
     try:
         envelope = _error_decoder.decode(body)
     except msgspec.MsgspecError:
         return ""
     detail = envelope.error
     message = detail if isinstance(detail, str) else (detail.message if detail else None)
-    if not message:
-        return ""
-    return _KEYLIKE.sub("[redacted]", message)[:_MAX_MESSAGE]
+    return REDACTOR.excerpt(message) if message else ""
+
+
+def upstream_word(text: str | None, default: str = "error") -> str:
+    """A short, sanitized excerpt of an upstream's error type or code."""
+    return REDACTOR.excerpt(text, 40) if text else default
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
@@ -160,6 +164,10 @@ class HttpJsonProvider(Provider):
 
     _fixed: tuple[dict[str, str], aiohttp.ClientTimeout] | None = None
 
+    def __init__(self, settings: UpstreamSettings, session: aiohttp.ClientSession) -> None:
+        super().__init__(settings, session)
+        REDACTOR.add(self.secrets())  # whatever this upstream echoes of its key is redacted
+
     def headers(self) -> dict[str, str]:
         raise NotImplementedError
 
@@ -194,8 +202,8 @@ class HttpJsonProvider(Provider):
         return response
 
     def raise_status(self, status: int, raw: bytes, retry_after: str | None) -> NoReturn:
-        """Raise the error for an error status, with the upstream's message (redacted) but
-        never its raw body."""
+        """Raise the error for an error status: relaygate's sentence, and a short sanitized
+        excerpt of the upstream's message, never its raw body."""
         if status in (401, 403):
             message = f"Upstream {self.label} rejected the gateway's credentials (HTTP {status})"
         else:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+import logging
+import os
 import random
 import sqlite3
 from collections import defaultdict
@@ -27,6 +29,8 @@ from relaygate.store import migrations
 from relaygate.store.records import KeyRecord, LedgerRow, UsageSummary
 from relaygate.store.schema import api_keys, key_revisions, ledger
 
+log = logging.getLogger("relaygate.store")
+
 _DRIVERS = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+asyncpg"}
 
 
@@ -35,6 +39,35 @@ def async_url(database_url: str) -> str:
     url = make_url(database_url)
     driver = _DRIVERS.get(url.drivername, url.drivername)
     return url.set(drivername=driver).render_as_string(hide_password=False)
+
+
+def create_private(database: str | None) -> None:
+    """Create a SQLite database file with mode 0600, whatever the umask, before SQLite opens it.
+
+    SQLite gives the ``-wal``, ``-shm`` and ``-journal`` files the database file's mode, so
+    they are 0600 too. An existing file is left as it is, with a warning if others may read it.
+    """
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return
+    try:
+        fd = os.open(database, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        mode = os.stat(database).st_mode & 0o777
+        if mode & 0o077:
+            log.warning(
+                "the database file %s can be read by other users (mode %o); relaygate creates"
+                " it 0600: chmod 600 %s (and its -wal and -shm files)",
+                database,
+                mode,
+                database,
+            )
+        return
+    except OSError:
+        return  # no such directory, say: SQLite reports it in its own words
+    try:
+        os.fchmod(fd, 0o600)  # os.open's mode is narrowed by the umask, never widened
+    finally:
+        os.close(fd)
 
 
 def _sqlite_pragmas(engine: AsyncEngine) -> None:
@@ -150,6 +183,7 @@ class SqlStore:
     async def upgrade(self) -> list[str]:
         """Bring the schema up to date (every process does this before it uses the store)."""
         if self.dialect == "sqlite":
+            create_private(make_url(self.database_url).database)
             await self._use_wal()
         async with self.engine.begin() as conn:
             return await conn.run_sync(migrations.upgrade)
