@@ -20,7 +20,9 @@ cut there ends the stream (see :mod:`relaygate.api.stream`) instead of failing o
 
 Each request gives each upstream it tried one outcome for its health window, however many
 attempts it made there, and only once the answer is over: a success when it completed (or the
-client left a stream the upstream was still serving), a failure when it was cut.
+client left a stream the upstream was still serving), a failure when it failed or was cut. A 429
+is no failure: the upstream is skipped for the ``Retry-After`` it gave, by every request
+(:meth:`relaygate.routing.health.UpstreamHealth.hold`).
 
 When nothing answers (see :func:`_nothing_answered`): 429 ``rate_limit_error`` if every upstream
 refused for rate (HTTP 429), 503 ``service_unavailable_error`` if some refused for rate or were
@@ -346,7 +348,7 @@ def _cut(
     log.warning(
         "request %s: upstream %s broke off its answer after accepting it (%s); status"
         " unbilled_attempt: about %d tokens the upstream may bill, not charged to the key;"
-        " the request fails over",
+        " the next upstream, if any, is tried",
         request.request_id,
         provider.label,
         error,
