@@ -84,6 +84,7 @@ class RoutingMetrics:
     """What the router reports (see :mod:`relaygate.routing.router`)."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
         self.cut = Counter(
             "relaygate_upstream_cut_answers",
             "Answers an upstream started and then broke off (a cut, an error or an unreadable"

@@ -65,16 +65,9 @@ async def session() -> AsyncIterator[aiohttp.ClientSession]:
         yield client
 
 
-REGISTRIES: dict[int, CollectorRegistry] = {}
-
-
 @pytest.fixture
-def metrics() -> Iterator[RoutingMetrics]:
-    registry = CollectorRegistry()
-    metrics = RoutingMetrics(registry)
-    REGISTRIES[id(metrics)] = registry
-    yield metrics
-    del REGISTRIES[id(metrics)]
+def metrics() -> RoutingMetrics:
+    return RoutingMetrics(CollectorRegistry())
 
 
 def upstream(name: str, url: str, **fields: Any) -> UpstreamSettings:
@@ -119,7 +112,7 @@ def window(model: CatalogModel, index: int) -> tuple[int, float]:
 
 
 def sample(metrics: RoutingMetrics, name: str, **labels: str) -> float | None:
-    value: float | None = REGISTRIES[id(metrics)].get_sample_value(name, labels)
+    value: float | None = metrics.registry.get_sample_value(name, labels)
     return value
 
 

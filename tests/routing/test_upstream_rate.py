@@ -71,9 +71,12 @@ def upstream(name: str, url: str, **fields: Any) -> UpstreamSettings:
 
 
 def model_of(
-    session: aiohttp.ClientSession, *upstreams: UpstreamSettings, name: str = "routed"
+    session: aiohttp.ClientSession,
+    *upstreams: UpstreamSettings,
+    name: str = "routed",
+    clock: Clock | None = None,
 ) -> CatalogModel:
-    clock = Clock()
+    clock = clock or Clock()
     providers = [OpenAIProvider(settings, session) for settings in upstreams]
     health = [
         UpstreamHealth(p.label, HealthPolicy.from_settings(p.settings), clock) for p in providers
@@ -244,6 +247,78 @@ async def test_a_chain_of_a_rate_limited_and_a_failing_model_is_a_503(
     assert retry_headers(caught.value.headers())[0] == 7
 
 
+# --- the pause a 429 asks for ----------------------------------------------------------------
+
+
+async def test_a_rate_limited_upstream_is_skipped_for_its_retry_after(
+    first: FakeOpenAI, second: FakeOpenAI, session: aiohttp.ClientSession
+) -> None:
+    clock = Clock()
+    model = model_of(
+        session,
+        upstream("first", first.base_url),
+        upstream("second", second.base_url, priority=1),
+        clock=clock,
+    )
+    with pytest.raises(UpstreamsRateLimited):
+        await route(model)
+    # within the wait they asked for, neither is sent the request: a 429 for what is left
+    clock.advance(1)
+    with pytest.raises(UpstreamsRateLimited) as caught:
+        await route(model)
+    assert retry_headers(caught.value.headers())[0] == 2  # "second" asked for 3 s, 1 s ago
+    assert (len(first.received), len(second.received)) == (1, 1)
+    assert model.health[1].snapshot()["rate_limited_seconds"] == 2
+    # once that wait is over, "second" is tried again (and "first" still waits)
+    second.default = Behavior(text="from second")
+    clock.advance(2)
+    opened = await route(model)
+    assert opened.provider.label == "second"
+    assert (len(first.received), len(second.received)) == (1, 2)
+    assert "rate_limited_seconds" not in model.health[1].snapshot()
+
+
+async def test_429s_are_no_failures_for_health(
+    first: FakeOpenAI, session: aiohttp.ClientSession
+) -> None:
+    clock = Clock()
+    model = model_of(session, upstream("first", first.base_url, health_min_requests=2), clock=clock)
+    for _ in range(5):
+        with pytest.raises(UpstreamsRateLimited):
+            await route(model)
+        clock.advance(7)
+    snapshot = model.health[0].snapshot()
+    # still in rotation: a 429 says "later", not "broken" (else a burst over an upstream's
+    # limit would take it out for a whole cool-down, and clients would get 503s)
+    assert (snapshot["state"], snapshot["window_failure_rate"]) == ("healthy", 0.0)
+    assert len(first.received) == 5
+
+
+async def test_a_pause_lasts_at_most_a_cool_down(
+    first: FakeOpenAI, session: aiohttp.ClientSession
+) -> None:
+    first.default = Behavior(status=429, retry_after="3600")
+    model = model_of(session, upstream("first", first.base_url, health_cooldown_seconds=30))
+    with pytest.raises(UpstreamsRateLimited) as caught:
+        await route(model)
+    assert retry_headers(caught.value.headers())[0] == 3600  # what the upstream said ...
+    assert model.health[0].snapshot()["rate_limited_seconds"] == 30  # ... but tried in 30 s
+    with pytest.raises(UpstreamsRateLimited) as caught:
+        await route(model)
+    assert retry_headers(caught.value.headers())[0] == 30
+
+
+async def test_a_429_without_retry_after_is_no_pause(
+    first: FakeOpenAI, session: aiohttp.ClientSession
+) -> None:
+    first.default = Behavior(status=429)
+    model = model_of(session, upstream("first", first.base_url))
+    for _ in range(2):
+        with pytest.raises(UpstreamsRateLimited):
+            await route(model)
+    assert len(first.received) == 2
+
+
 # --- through a real gateway, with the OpenAI SDK ---------------------------------------------
 
 
@@ -284,3 +359,15 @@ def test_the_openai_sdk_sees_a_429_with_retry_after(gateway: GatewayProcess, str
     assert body["error"]["fallback_suggestion"] == "retry after 3 seconds"
     assert SECRET not in json.dumps(body)
     assert gateway.credits(key)["used_credits"] == 0  # nothing answered, nothing charged
+
+
+def test_sustained_429s_stay_429s_with_their_wait(
+    gateway: GatewayProcess, first: FakeOpenAI, second: FakeOpenAI
+) -> None:
+    key = gateway.create_key("--credits", "10")["key"]
+    for _ in range(10):  # more than health_min_requests (5)
+        status, headers, answer = gateway.post("/v1/chat/completions", HELLO, key)
+        assert (status, answer["error"]["type"]) == (429, "rate_limit_error"), answer
+        assert 1 <= int(headers["retry-after"]) <= 3
+    # paused for the 3 s and 7 s they asked for, not sent 10 requests each
+    assert len(first.received) + len(second.received) < 20

@@ -9,8 +9,12 @@ Each upstream of each model has one :class:`UpstreamHealth`. It is a small circu
 
 One outcome is one request's verdict on the upstream (all its attempts there), so a retried
 request counts once. A single error never ejects an upstream: the window must hold at least
-``min_requests`` outcomes first. Outcomes are counted in :data:`BUCKETS` buckets per window, so
-the memory a tracker takes does not grow with the traffic. Time comes from an injected clock
+``min_requests`` outcomes first. A 429 is no failure: the upstream is up and asks for a pause.
+When it says how long (``Retry-After``), it is skipped for that long (:meth:`~UpstreamHealth.hold`,
+at most a cool-down), whatever its state, rather than sent requests it would refuse.
+
+Outcomes are counted in :data:`BUCKETS` buckets per window, so the memory a tracker takes does
+not grow with the traffic. Time comes from an injected clock
 (``time.monotonic`` in the app), so tests move it by hand instead of sleeping.
 """
 
@@ -83,6 +87,8 @@ class UpstreamHealth:
         """When the current state began (for the cool-down and a stuck trial)."""
         self.ejections = 0
         self.last_error = ""
+        self._rate_until = 0.0
+        """Until when (on the clock) the upstream asked not to be sent requests (429)."""
 
     # --- routing -------------------------------------------------------------------------
 
@@ -92,9 +98,23 @@ class UpstreamHealth:
             return 0.0
         return max(0.0, self._since + self.policy.cooldown_seconds - self._clock())
 
+    def rate_limited_for(self) -> float:
+        """Seconds the upstream still asked not to be sent requests for (0 when none)."""
+        if not self._rate_until:
+            return 0.0
+        return max(0.0, self._rate_until - self._clock())
+
+    def hold(self, seconds: float) -> None:
+        """The upstream refused for rate and asked for ``seconds``: skip it until then (for at
+        most a cool-down, so that a wrong ``Retry-After`` cannot silence it for long). The
+        latest answer wins."""
+        self._rate_until = self._clock() + min(seconds, self.policy.cooldown_seconds)
+
     def acquire(self) -> bool:
         """Whether a request may try this upstream now; the first request after a cool-down
         becomes the trial (and other requests keep away until its outcome is known)."""
+        if self._rate_until and self.rate_limited_for() > 0:
+            return False
         if self.state is State.HEALTHY:
             return True
         if self.retry_in() > 0:
@@ -107,7 +127,9 @@ class UpstreamHealth:
     def record(self, ok: bool, error: str = "") -> None:
         """One request's outcome on this upstream (``error``: a short summary for /health)."""
         now = self._clock()
-        if not ok:
+        if ok:
+            self._rate_until = 0.0  # it takes requests again
+        else:
             self.last_error = error
         if self.state is State.PROBING:
             if ok:
@@ -173,6 +195,9 @@ class UpstreamHealth:
         }
         if self.state is not State.HEALTHY:
             details["retry_in_seconds"] = math.ceil(self.retry_in())
+        paused = self.rate_limited_for()
+        if paused:
+            details["rate_limited_seconds"] = math.ceil(paused)
         if self.last_error:
             details["last_error"] = self.last_error
         return details

@@ -20,7 +20,9 @@ cut there ends the stream (see :mod:`relaygate.api.stream`) instead of failing o
 
 Each request gives each upstream it tried one outcome for its health window, however many
 attempts it made there, and only once the answer is over: a success when it completed (or the
-client left a stream the upstream was still serving), a failure when it was cut.
+client left a stream the upstream was still serving), a failure when it failed or was cut. A 429
+is no failure: the upstream is skipped for the ``Retry-After`` it gave, by every request
+(:meth:`relaygate.routing.health.UpstreamHealth.hold`).
 
 When nothing answers (see :func:`_nothing_answered`): 429 ``rate_limit_error`` if every upstream
 refused for rate (HTTP 429), 503 ``service_unavailable_error`` if some refused for rate or were
@@ -125,11 +127,28 @@ class _Candidate:
             return False
         return self.tries <= self.provider.settings.retries
 
+    def conclude(self) -> None:
+        """This request's outcome on an upstream it did not get an answer from. A 429 is no
+        failure: the upstream is up, and is skipped for the time it asked for, if it did."""
+        error = self.error
+        if error is None:
+            return
+        if not self.rate_limited():
+            self.record(False)
+        elif not self.recorded:
+            self.record(True)
+            if error.retry_after is not None:
+                self.health.hold(max(0.0, error.retry_after - (time.monotonic() - self.failed_at)))
+
     def rate_limited(self) -> bool:
         return isinstance(self.error, UpstreamStatus) and self.error.upstream_status == 429
 
-    def rate_wait(self, now: float) -> float:
-        """Seconds from ``now`` until this rate-limited upstream said it would take requests."""
+    def wait(self, now: float) -> float:
+        """Seconds from ``now`` until this upstream may take the request: for a 429, what it
+        asked for (:data:`DEFAULT_RATE_WAIT` if it did not say); for one skipped, the rest of
+        its pause or its cool-down."""
+        if not self.tries:
+            return max(self.health.rate_limited_for(), self.health.retry_in())
         asked = self.error.retry_after if self.error is not None else None
         return max(0.0, (DEFAULT_RATE_WAIT if asked is None else asked) - (now - self.failed_at))
 
@@ -197,8 +216,7 @@ async def open_upstream(
             queue = retry
     finally:
         for candidate in tried:
-            if candidate.error is not None:
-                candidate.record(False)
+            candidate.conclude()
     raise _nothing_answered(model, tried, skipped)
 
 
@@ -330,7 +348,7 @@ def _cut(
     log.warning(
         "request %s: upstream %s broke off its answer after accepting it (%s); status"
         " unbilled_attempt: about %d tokens the upstream may bill, not charged to the key;"
-        " the request fails over",
+        " the next upstream, if any, is tried",
         request.request_id,
         provider.label,
         error,
@@ -349,28 +367,31 @@ def _nothing_answered(
 ) -> ApiError:
     """The error when no upstream of ``model`` answered.
 
-    Every upstream refused for rate: 429 (the upstreams' limits say when to come back, and
-    OpenAI's SDKs back off on a 429 with its ``Retry-After``). Some refused for rate or are out
-    of rotation, the others failed: 503 with the soonest of those waits (retrying then may
-    work; a 502 would say the model is broken). Otherwise the last upstream's error (502).
+    Every upstream refused for rate (a 429 now, or skipped for the pause a 429 asked for): 429
+    (the upstreams' limits say when to come back, and OpenAI's SDKs back off on a 429 with its
+    ``Retry-After``). Some refused for rate or are out of rotation, the others failed: 503 with
+    the soonest of those waits (retrying then may work; a 502 would say the model is broken).
+    Otherwise the last upstream's error (502).
     """
     now = time.monotonic()
     limited = [c for c in tried if c.rate_limited()]
-    waits = [c.rate_wait(now) for c in limited] + [c.health.retry_in() for c in skipped]
-    if limited and len(limited) == len(tried) and not skipped:
+    limited += [c for c in skipped if c.health.rate_limited_for() > 0]
+    ejected = [c for c in skipped if c not in limited]
+    failed = [c.error for c in tried if c.error is not None and not c.rate_limited()]
+    waits = [c.wait(now) for c in limited + ejected]
+    if limited and not ejected and not failed:
         return UpstreamsRateLimited(
             f"Every upstream of model {model.name!r} is rate-limited right now (their limits,"
             " not this key's)",
             retry_after=min(waits),
         )
-    failed = [c.error for c in tried if c.error is not None and not c.rate_limited()]
     if not waits:
         return failed[-1]  # every upstream was tried, and none refused for rate
     parts = []
     if limited:
         parts.append("rate-limited (" + ", ".join(c.provider.label for c in limited) + ")")
-    if skipped:
-        out = ", ".join(c.provider.label for c in skipped)
+    if ejected:
+        out = ", ".join(c.provider.label for c in ejected)
         parts.append(f"out of rotation after repeated failures ({out})")
     message = f"No upstream of model {model.name!r} can serve right now: " + "; ".join(parts)
     if failed:
