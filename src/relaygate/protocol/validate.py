@@ -9,6 +9,8 @@ client values only as short excerpts (:func:`relaygate.errors.excerpt`).
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
+from itertools import chain, compress
 from typing import Any
 
 import msgspec
@@ -43,22 +45,25 @@ def _bounded(problem: str, limit: int = 160) -> str:
     return problem if len(problem) <= limit else f"{problem[:limit]}... (cut)"
 
 
+_CONTAINERS = frozenset((dict, list))
+_is_container = _CONTAINERS.__contains__
+
+
+def _children(container: dict[str, Any] | list[Any]) -> Iterable[Any]:
+    return container.values() if type(container) is dict else container
+
+
 def _too_deep(value: Any, limit: int) -> bool:
-    """Whether ``value`` nests arrays and objects more than ``limit`` levels (a walk by levels,
-    without recursion, that skips lists of scalars in C)."""
-    level = [value] if type(value) in (dict, list) else []
+    """Whether ``value`` nests arrays and objects more than ``limit`` levels: a walk by levels,
+    without recursion, whose per-item work (listing children, keeping the containers) runs in C."""
+    level = [value] if type(value) in _CONTAINERS else []
     depth = 0
     while level:
         depth += 1
         if depth > limit:
             return True
-        deeper: list[Any] = []
-        for container in level:
-            items = container.values() if type(container) is dict else container
-            kinds = set(map(type, items))
-            if dict in kinds or list in kinds:
-                deeper.extend(item for item in items if type(item) in (dict, list))
-        level = deeper
+        children = list(chain.from_iterable(map(_children, level)))
+        level = list(compress(children, map(_is_container, map(type, children))))
     return False
 
 
@@ -120,9 +125,12 @@ def _decode_raw(body: bytes) -> dict[str, Any]:
         ) from None
     except msgspec.DecodeError as exc:
         raise InvalidRequest(f"Request body is not valid JSON: {_bounded(str(exc))}") from None
-    for name, value in raw.items():
+    # Fewer opening brackets than MAX_DEPTH cannot nest deeper: most bodies skip the walk.
+    brackets = body.count(b"[") + body.count(b"{")
+    if brackets > MAX_DEPTH and _too_deep(raw, MAX_DEPTH):
         # The body object is level 1, so each field's value may nest MAX_DEPTH - 1 levels.
-        check_depth(value, name, MAX_DEPTH - 1)
+        for name, value in raw.items():
+            check_depth(value, name, MAX_DEPTH - 1)
     return raw
 
 
