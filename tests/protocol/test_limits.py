@@ -117,7 +117,11 @@ def test_counts_at_openais_limits_are_accepted(fields: dict[str, Any]) -> None:
 def test_an_invalid_enum_value_is_quoted_as_an_excerpt() -> None:
     part = {"type": "image_url", "image_url": {"url": "https://e.com/a.png", "detail": "x" * 10**6}}
     error = rejected(body(messages=[{"role": "user", "content": [part]}]))
-    assert len(error.message) < 400
+    assert len(error.message) < 250
+    assert "(999936 more characters)" in error.message
+    error = rejected(body(messages=[{"role": "q" * 5000, "content": "x"}]))
+    assert error.param == "messages[0].role"
+    assert len(error.message) < 250
 
 
 def test_excerpt_is_short_quoted_and_escaped() -> None:

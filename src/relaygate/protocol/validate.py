@@ -41,7 +41,12 @@ def _param_of(error: msgspec.ValidationError) -> tuple[str | None, str]:
     return (path[:_PARAM_CHARS] or None), _bounded(problem)
 
 
-def _bounded(problem: str, limit: int = 160) -> str:
+_QUOTED = re.compile(r"'(.*)'", re.DOTALL)
+
+
+def _bounded(problem: str, limit: int = 200) -> str:
+    """msgspec's message with any value it quotes cut to an excerpt, and the whole bounded."""
+    problem = _QUOTED.sub(lambda m: excerpt(m.group(1)), problem, count=1)
     return problem if len(problem) <= limit else f"{problem[:limit]}... (cut)"
 
 
