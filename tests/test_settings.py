@@ -271,6 +271,37 @@ def test_six_decimals_and_zero_are_fine_prices() -> None:
 
 
 @pytest.mark.parametrize(
+    ("tiers", "problem"),
+    [
+        pytest.param({"flex": 0}, "greater than 0", id="zero"),
+        pytest.param({"flex": "-0.5"}, "non-negative", id="negative"),
+        pytest.param({"flex": "0.1234567"}, "6 decimal places", id="seven-decimals"),
+        pytest.param({"flex": "cheap"}, "Invalid decimal", id="not-numeric"),
+    ],
+)
+def test_bad_service_tier_multipliers_are_named(tiers: dict[str, Any], problem: str) -> None:
+    pricing = {"input": "1", "output": "1", "service_tiers": tiers}
+    message = config_error({"models": {"m": {"pricing": pricing}}})
+    assert "models.m.pricing.service_tiers" in message
+    assert problem in message
+
+
+def test_service_tiers_and_allow_fields_are_read() -> None:
+    pricing = {"input": "1", "output": "1", "service_tiers": {"flex": 0.5, "priority": "2.0"}}
+    data = {"models": {"m": {"pricing": pricing, "allow_fields": ["store", "audio"]}}}
+    model = settings_from_mapping(data, "relaygate.yaml", {}).models["m"]
+    assert model.pricing.service_tiers == {"flex": Decimal("0.5"), "priority": Decimal("2.0")}
+    assert model.allow_fields == ["store", "audio"]
+    assert ModelSettings(pricing=Pricing(input=Decimal(1), output=Decimal(1))).allow_fields == []
+
+
+def test_an_unknown_allowed_field_is_named() -> None:
+    message = config_error({"models": {"m": model(allow_fields=["store", "temperature"])}})
+    assert "models.m.allow_fields[1]" in message
+    assert "'temperature' is not a price-changing field" in message
+
+
+@pytest.mark.parametrize(
     ("data", "key"),
     [
         pytest.param({"log_level": "loud"}, "log_level", id="log-level"),

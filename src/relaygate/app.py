@@ -18,7 +18,7 @@ from relaygate.accounting.ledger import LedgerWriter
 from relaygate.accounting.redis_gate import RedisGate
 from relaygate.api import chat, info
 from relaygate.api.http import Message, Receive, Scope, Send, send_error
-from relaygate.errors import ApiError, InternalError, NotFound
+from relaygate.errors import ApiError, InternalError, NotFound, excerpt
 from relaygate.keys.cache import KeyCache
 from relaygate.media.pipeline import ImagePipeline
 from relaygate.metrics import Metrics
@@ -152,7 +152,7 @@ class App:
         send = _Tracked(send)
         try:
             if methods is None:
-                raise NotFound(f"Unknown route: {scope['method']} {scope['path']}")
+                raise NotFound(f"Unknown route: {scope['method']} {excerpt(scope['path'])}")
             handler = methods.get(scope["method"])
             if handler is None:
                 allowed = ", ".join(methods)

@@ -30,6 +30,22 @@ from __future__ import annotations
 
 import math
 
+EXCERPT_CHARS = 64
+"""The most characters of a client's value an error message quotes."""
+
+
+def excerpt(value: object, limit: int = EXCERPT_CHARS) -> str:
+    """A short, quoted, escaped excerpt of a client-provided value, for an error message.
+
+    At most ``limit`` characters of the value are quoted (``repr`` escapes quotes, newlines and
+    control characters); a longer value is cut and the message says how much was left out, so an
+    error never echoes more than a short excerpt of client input.
+    """
+    text = value if isinstance(value, str) else str(value)
+    if len(text) <= limit:
+        return repr(text)
+    return f"{text[:limit]!r}... ({len(text) - limit} more characters)"
+
 
 class RelaygateError(Exception):
     """Base of every error relaygate raises on purpose."""
@@ -223,4 +239,5 @@ __all__ = [
     "UpstreamUnreachable",
     "UpstreamsRateLimited",
     "UpstreamsUnavailable",
+    "excerpt",
 ]

@@ -27,12 +27,30 @@ DEFAULT_DATABASE_URL = "sqlite:///relaygate.db"
 SIMULATOR_MODEL = "relaygate-simulator"
 
 
+PRICE_CHANGING_FIELDS = (
+    "service_tier",
+    "web_search_options",
+    "audio",
+    "modalities",
+    "prediction",
+    "store",
+)
+"""Request fields that can make an upstream charge more than the tokens relaygate counts; a
+request using one is refused (400 naming it) unless its model prices or allows it (see the
+README's "Price-changing fields")."""
+
+
 class Pricing(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     """USD per one million tokens. ``cached_input`` defaults to ``input``."""
 
     input: Decimal
     output: Decimal
     cached_input: Decimal | None = None
+    service_tiers: dict[str, Decimal] = msgspec.field(default_factory=dict)
+    """Cost multipliers by ``service_tier`` (e.g. ``{flex: 0.5, priority: 2.0}``): a request
+    asking for a listed tier is accepted, and its reservation and charge are multiplied (the
+    charge rounded up to the micro-dollar). Unlisted tiers other than ``auto`` and ``default``
+    get 400."""
 
 
 class UpstreamSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
@@ -94,6 +112,9 @@ class ModelSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     fallbacks: list[str] = msgspec.field(default_factory=list)
     """Models tried, in order, when every upstream of this one fails (a request's own
     ``models`` array takes precedence)."""
+    allow_fields: list[str] = msgspec.field(default_factory=list)
+    """Price-changing request fields (:data:`PRICE_CHANGING_FIELDS`) this model passes to its
+    upstreams although relaygate bills only the tokens they report; by default each gets 400."""
 
 
 class ImageSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
@@ -286,10 +307,25 @@ def _validate(settings: Settings, source: str) -> None:
             price = getattr(model.pricing, field)
             if price is not None:
                 _check_money(price, f"models.{name}.pricing.{field}", source)
+        _check_price_fields(name, model, source)
         for i, upstream in enumerate(model.upstreams):
             where = f"models.{name}.upstreams[{i}]"
             if upstream.base_url is not None:
                 _check_url(upstream.base_url, f"{where}.base_url", source, {"http", "https"})
+
+
+def _check_price_fields(name: str, model: ModelSettings, source: str) -> None:
+    for tier, multiplier in model.pricing.service_tiers.items():
+        where = f"models.{name}.pricing.service_tiers.{tier}"
+        _check_money(multiplier, where, source)
+        if multiplier == 0:
+            raise ConfigError(f"{source}: {where}: a multiplier must be greater than 0")
+    for i, field in enumerate(model.allow_fields):
+        if field not in PRICE_CHANGING_FIELDS:
+            raise ConfigError(
+                f"{source}: models.{name}.allow_fields[{i}]: {field!r} is not a price-changing"
+                f" field (one of {', '.join(PRICE_CHANGING_FIELDS)})"
+            )
 
 
 def _decimal_hook(type_: type, obj: Any) -> Any:

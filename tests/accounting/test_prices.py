@@ -164,3 +164,48 @@ def test_money_is_never_float() -> None:
     assert type(worst) is int
     assert worst == 15_750_000_000_000_000_014
     assert type(GPT52.affordable_output_tokens(10**20, 10**18)) is int
+
+
+# --- service_tier multipliers (issue 11, item 12) --------------------------------------------
+
+TIERED = Price.from_settings(
+    Pricing(
+        input=Decimal("5"),
+        output=Decimal("30"),
+        service_tiers={"flex": Decimal("0.5"), "priority": Decimal("2.0"), "odd": Decimal("1.5")},
+    )
+)
+
+
+@pytest.mark.parametrize(
+    ("tier", "expected"),
+    [
+        pytest.param(None, 665, id="none"),
+        pytest.param("default", 665, id="default-unlisted"),
+        pytest.param("flex", 333, id="flex-rounded-up"),  # 332.5
+        pytest.param("priority", 1330, id="priority"),
+        pytest.param("odd", 998, id="odd-rounded-up"),  # 997.5
+    ],
+)
+def test_a_tier_multiplies_the_cost_exactly_rounded_up(tier: str | None, expected: int) -> None:
+    usage = TokenUsage(prompt_tokens=13, completion_tokens=20)  # 665 micro-USD at 5/30
+    price = TIERED.for_tier(tier)
+    assert price.cost(usage) == expected
+    assert type(price.cost(usage)) is int
+    assert price.worst_case(13, 20) == expected
+
+
+def test_a_tier_multiplier_against_decimal_arithmetic() -> None:
+    for prompt, completion, cached in itertools.product((0, 1, 7, 999_983), (0, 3, 65_537), (0, 5)):
+        usage = TokenUsage(prompt_tokens=prompt, completion_tokens=completion, cached_tokens=cached)
+        for tier, multiplier in (("flex", Decimal("0.5")), ("odd", Decimal("1.5"))):
+            usd = (prompt * Decimal(5) + completion * Decimal(30)) * multiplier / 1_000_000
+            reference = int(usd.quantize(MICRO, rounding=ROUND_CEILING) / MICRO)
+            assert TIERED.for_tier(tier).cost(usage) == reference
+
+
+def test_affordable_output_tokens_follow_the_tier() -> None:
+    # 1000 micro-USD, no prompt: 33 output tokens at 30 USD/1M, 16 at priority (x2)
+    assert TIERED.affordable_output_tokens(1000, 0) == 33
+    assert TIERED.for_tier("priority").affordable_output_tokens(1000, 0) == 16
+    assert TIERED.for_tier("flex").affordable_output_tokens(1000, 0) == 66

@@ -37,6 +37,8 @@ class Ticket:
     prompt_guess: int
     started: float
     settled: bool = False
+    tier: str | None = None
+    """The request's ``service_tier``: its multiplier applies to the charge."""
 
 
 class Admissions:
@@ -77,6 +79,7 @@ class Admissions:
             hold=hold,
             prompt_guess=guess,
             started=time.monotonic(),
+            tier=request.service_tier,
         )
 
     async def cancel(self, ticket: Ticket) -> None:
@@ -103,7 +106,7 @@ class Admissions:
             return 0
         ticket.settled = True
         usage = usage or TokenUsage()
-        cost = ticket.model.price.cost(usage)
+        cost = ticket.model.price.for_tier(ticket.tier).cost(usage)
         tokens = usage.prompt_tokens + usage.completion_tokens
         try:
             charged = await self.gate.settle(ticket.hold, cost, tokens)
@@ -142,7 +145,8 @@ def _worst_case(
 ) -> tuple[int, CatalogModel, int]:
     prompt_bound = prompt_token_bound(request, body_size, model.settings.image_token_estimate)
     output_bound = output_token_bound(request, model.settings.max_output_tokens)
-    return model.price.worst_case(prompt_bound, output_bound), model, prompt_bound
+    price = model.price.for_tier(request.service_tier)
+    return price.worst_case(prompt_bound, output_bound), model, prompt_bound
 
 
 def _insufficient(

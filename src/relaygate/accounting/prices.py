@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
+from fractions import Fraction
 
 from relaygate.providers.base import TokenUsage
 from relaygate.settings import Pricing
@@ -35,6 +37,10 @@ class Price:
     input: int
     cached_input: int
     output: int
+    multiplier: Fraction = Fraction(1)
+    """Applied to every cost and bound (a ``service_tier``'s, see :meth:`for_tier`)."""
+    tiers: Mapping[str, Fraction] = field(default_factory=dict, compare=False)
+    """The model's ``service_tier`` multipliers, exact."""
 
     @classmethod
     def from_settings(cls, pricing: Pricing) -> Price:
@@ -43,7 +49,19 @@ class Price:
             input=usd_to_micros(pricing.input),
             cached_input=usd_to_micros(cached),
             output=usd_to_micros(pricing.output),
+            tiers={tier: Fraction(m) for tier, m in pricing.service_tiers.items()},
         )
+
+    def for_tier(self, tier: str | None) -> Price:
+        """This price for a request asking for ``tier`` (``service_tier``): multiplied by the
+        tier's configured multiplier, unchanged for an unlisted tier or none."""
+        multiplier = self.tiers.get(tier) if tier is not None else None
+        return self if multiplier is None else replace(self, multiplier=multiplier)
+
+    def _micros(self, pico: int) -> int:
+        """``pico`` times the multiplier in micro-USD, rounded up (exact integer arithmetic)."""
+        m = self.multiplier
+        return _ceil_div(pico * m.numerator, _PICO_PER_MICRO * m.denominator)
 
     def cost(self, usage: TokenUsage) -> int:
         """What ``usage`` costs in micro-USD, rounded up to the micro-dollar.
@@ -57,16 +75,18 @@ class Price:
             + cached * self.cached_input
             + usage.completion_tokens * self.output
         )
-        return _ceil_div(pico, _PICO_PER_MICRO)
+        return self._micros(pico)
 
     def worst_case(self, prompt_tokens: int, output_tokens: int) -> int:
         """The most a request with these bounds can cost, in micro-USD."""
         pico = prompt_tokens * self.input + output_tokens * self.output
-        return _ceil_div(pico, _PICO_PER_MICRO)
+        return self._micros(pico)
 
     def affordable_output_tokens(self, available_micros: int, prompt_tokens: int) -> int:
         """How many output tokens ``available_micros`` covers after the prompt."""
-        left = available_micros * _PICO_PER_MICRO - prompt_tokens * self.input
+        m = self.multiplier
+        budget = available_micros * _PICO_PER_MICRO * m.denominator // m.numerator
+        left = budget - prompt_tokens * self.input
         if left <= 0:
             return 0
         return left // self.output if self.output else 1 << 62

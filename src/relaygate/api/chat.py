@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
+from relaygate.accounting.fields import check_price_fields
 from relaygate.api.http import Receive, Scope, Send, header, read_body, send_bytes
 from relaygate.api.stream import stream_answer
 from relaygate.errors import InvalidRequest, UpstreamError
@@ -28,7 +29,7 @@ if TYPE_CHECKING:
 
 
 def check_for_model(request: ChatRequest, model: CatalogModel) -> None:
-    """Checks that depend on the model: images, output length."""
+    """Checks that depend on the model: images, output length, price-changing fields."""
     images = images_of(request)
     if images and not model.settings.vision:
         m, p, _ = images[0]
@@ -44,6 +45,7 @@ def check_for_model(request: ChatRequest, model: CatalogModel) -> None:
                 f"{field} is too large: {asked} (model {model.name!r} allows at most {limit})",
                 param=field,
             )
+    check_price_fields(request, model.name, model.settings)
 
 
 async def chat_completions(gw: Gateway, scope: Scope, receive: Receive, send: Send) -> None:

@@ -26,7 +26,7 @@ from typing import Any
 import aiohttp
 from yarl import URL
 
-from relaygate.errors import ApiError, InvalidRequest
+from relaygate.errors import ApiError, InvalidRequest, excerpt
 from relaygate.media.addresses import AddressPolicy
 from relaygate.media.cache import ImageCache
 from relaygate.media.dataurl import decode_data_url, is_data_url
@@ -150,7 +150,7 @@ class ImagePipeline:
         if not vision:
             m, p, _ = found[0]
             raise InvalidRequest(
-                f"Model {request.model!r} does not accept images (image_url parts);"
+                f"Model {excerpt(request.model)} does not accept images (image_url parts);"
                 " use a vision model",
                 param=where_of(m, p),
             )

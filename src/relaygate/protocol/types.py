@@ -14,6 +14,17 @@ import msgspec
 NonNegInt = Annotated[int, msgspec.Meta(ge=0)]
 PositiveInt = Annotated[int, msgspec.Meta(ge=1)]
 
+MAX_MODEL_NAME = 256
+"""The longest model name accepted (``model`` and each of ``models``); longer gets 400."""
+MAX_STOP = 4
+"""Stop sequences OpenAI accepts in ``stop``."""
+MAX_TOOLS = 128
+"""Tools OpenAI accepts in ``tools``."""
+MAX_LOGIT_BIAS = 300
+"""Entries OpenAI accepts in ``logit_bias``."""
+
+ModelName = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_MODEL_NAME)]
+
 
 # --- request ---------------------------------------------------------------------------------
 
@@ -72,7 +83,7 @@ class StreamOptions(msgspec.Struct, frozen=True):
 class ChatRequest(msgspec.Struct, frozen=True):
     """The fields of a chat-completions request that relaygate checks or uses."""
 
-    model: Annotated[str, msgspec.Meta(min_length=1)]
+    model: ModelName
     messages: Annotated[list[Message], msgspec.Meta(min_length=1)]
     stream: bool = False
     temperature: Annotated[float, msgspec.Meta(ge=0, le=2)] | None = None
@@ -81,24 +92,34 @@ class ChatRequest(msgspec.Struct, frozen=True):
     max_tokens: PositiveInt | None = None
     max_completion_tokens: PositiveInt | None = None
     n: Annotated[int, msgspec.Meta(ge=1, le=128)] | None = None
-    stop: str | list[str] | None = None
+    stop: str | Annotated[list[str], msgspec.Meta(max_length=MAX_STOP)] | None = None
     stream_options: StreamOptions | None = None
     presence_penalty: Annotated[float, msgspec.Meta(ge=-2, le=2)] | None = None
     frequency_penalty: Annotated[float, msgspec.Meta(ge=-2, le=2)] | None = None
     seed: int | None = None
-    tools: list[dict[str, Any]] | None = None
+    tools: Annotated[list[dict[str, Any]], msgspec.Meta(max_length=MAX_TOOLS)] | None = None
     tool_choice: str | dict[str, Any] | None = None
     response_format: dict[str, Any] | None = None
     reasoning_effort: str | None = None
     user: str | None = None
-    models: (
+    logit_bias: (
         Annotated[
-            list[Annotated[str, msgspec.Meta(min_length=1)]],
-            msgspec.Meta(min_length=1, max_length=8),
+            dict[str, Annotated[float, msgspec.Meta(ge=-100, le=100)]],
+            msgspec.Meta(max_length=MAX_LOGIT_BIAS),
         ]
         | None
     ) = None
+    logprobs: bool | None = None
+    top_logprobs: Annotated[int, msgspec.Meta(ge=0, le=20)] | None = None
+    models: Annotated[list[ModelName], msgspec.Meta(min_length=1, max_length=8)] | None = None
     """Fallback models, tried in order when ``model`` cannot answer (as OpenRouter does)."""
+    # Fields that can change what the upstream charges (see relaygate.accounting.fields):
+    service_tier: Annotated[str, msgspec.Meta(max_length=64)] | None = None
+    store: bool | None = None
+    modalities: Annotated[list[str], msgspec.Meta(max_length=8)] | None = None
+    audio: dict[str, Any] | None = None
+    prediction: dict[str, Any] | None = None
+    web_search_options: dict[str, Any] | None = None
 
 
 # --- response --------------------------------------------------------------------------------

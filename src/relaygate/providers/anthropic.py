@@ -42,6 +42,7 @@ from relaygate.errors import (
     UpstreamError,
     UpstreamProtocolError,
     UpstreamUnreachable,
+    excerpt,
 )
 from relaygate.protocol.types import (
     AssistantMessage,
@@ -130,7 +131,7 @@ def _image_block(url: str, param: str) -> dict[str, Any]:
     if url.startswith("data:"):
         media_type, data = parse_data_url(url, param)
         if media_type not in IMAGE_TYPES:
-            raise InvalidRequest(f"Unsupported image type {media_type!r}", param=param)
+            raise InvalidRequest(f"Unsupported image type {excerpt(media_type)}", param=param)
         source = {
             "type": "base64",
             "media_type": media_type,

@@ -23,6 +23,7 @@ from relaygate.errors import (
     UpstreamStatus,
     UpstreamUnreachable,
 )
+from relaygate.protocol.validate import decode_json
 from relaygate.providers.base import Provider
 from relaygate.providers.reading import LineSplitter, read_body
 from relaygate.redaction import REDACTOR
@@ -117,7 +118,7 @@ def tool_arguments(arguments: Any, param: str) -> dict[str, Any]:
     if not arguments:
         return {}
     try:
-        value = msgspec.json.decode(arguments if isinstance(arguments, str) else str(arguments))
+        value = decode_json(arguments if isinstance(arguments, str) else str(arguments), param)
     except msgspec.DecodeError:
         raise InvalidRequest("Tool call arguments must be a JSON object", param=param) from None
     if not isinstance(value, dict):

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 import aiohttp
 
 from relaygate.accounting.prices import Price
-from relaygate.errors import NotFound, PermissionDenied
+from relaygate.errors import NotFound, PermissionDenied, excerpt
 from relaygate.providers.base import Provider
 from relaygate.providers.registry import provider_class
 from relaygate.routing.health import Clock, HealthPolicy, UpstreamHealth
@@ -34,6 +34,27 @@ class CatalogModel:
 
 def may_use(key: KeyRecord, model: str) -> bool:
     return key.models is None or model in key.models
+
+
+SUGGEST_CHARS = 64
+"""The most characters of an unknown model name compared when suggesting the closest model."""
+SUGGEST_CANDIDATES = 256
+"""The most catalog models compared (in catalog order) when suggesting the closest model."""
+
+
+def closest(name: str, candidates: list[str]) -> str | None:
+    """The candidate closest to ``name`` (difflib's ratio), in bounded time: ``name`` and each
+    candidate are cut to :data:`SUGGEST_CHARS` and at most :data:`SUGGEST_CANDIDATES` are
+    compared, so a client's name costs at most a fixed amount of CPU whatever its length."""
+    if not candidates:
+        return None
+    matcher = difflib.SequenceMatcher()
+    matcher.set_seq2(name[:SUGGEST_CHARS])
+    scored = []
+    for candidate in candidates[:SUGGEST_CANDIDATES]:
+        matcher.set_seq1(candidate[:SUGGEST_CHARS])
+        scored.append((matcher.ratio(), candidate))
+    return max(scored)[1]  # ties go as in difflib.get_close_matches
 
 
 class Catalog:
@@ -67,16 +88,15 @@ class Catalog:
         """The model ``name`` for ``key``: 404 (with the closest allowed model) or 403."""
         model = self.models.get(name)
         if model is None:
-            allowed = self.allowed(key)
-            close = difflib.get_close_matches(name, allowed, n=1, cutoff=0.0)
             raise NotFound(
-                f"Specified model not found: {name!r}",
+                f"Specified model not found: {excerpt(name)}",
                 param="model",
-                fallback_suggestion=close[0] if close else None,
+                fallback_suggestion=closest(name, self.allowed(key)),
             )
         if not may_use(key, name):
             raise PermissionDenied(
-                f"Access denied for this model: this key may not use {name!r}", param="model"
+                f"Access denied for this model: this key may not use {excerpt(name)}",
+                param="model",
             )
         return model
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 
+from relaygate.accounting.fields import refused_field
 from relaygate.errors import (
     ApiError,
     InvalidRequest,
@@ -34,6 +35,8 @@ log = logging.getLogger("relaygate.routing")
 def _fits(model: CatalogModel, request: ChatRequest, has_images: bool) -> bool:
     if has_images and not model.settings.vision:
         return False
+    if refused_field(request, model.settings) is not None:
+        return False  # it would get an unpriced field through
     asked = request.max_completion_tokens or request.max_tokens
     return asked is None or asked <= model.settings.max_output_tokens
 
