@@ -45,6 +45,9 @@ class Admissions:
         self.ledger = ledger
         self.uncharged_micros = 0
         """Cost that exceeded a reservation plus the balance and could not be charged."""
+        self.deadline_passed = False
+        """The shutdown grace period is over: a cancelled request was ended by it (the stream
+        gets an SSE error event, a non-stream a 503; both are billed as ``cancelled``)."""
 
     async def admit(
         self,
@@ -69,6 +72,8 @@ class Admissions:
             hold = await self.gate.admit(key, guess, worst, request_id)
         except Unaffordable as exc:
             raise _insufficient(model, exc.available, worst, prompt_bound) from None
+        if self.ledger.journal is not None:
+            self.ledger.admitted(_interrupted_row(request_id, key, primary, request, guess))
         return Ticket(
             request_id=request_id,
             key=key,
@@ -84,6 +89,7 @@ class Admissions:
         if ticket.settled:
             return
         ticket.settled = True
+        self.ledger.cancelled(ticket.request_id)
         await self.gate.cancel(ticket.hold)
 
     async def settle(
@@ -135,6 +141,26 @@ class Admissions:
             )
         )
         return charged
+
+
+def _interrupted_row(
+    request_id: str, key: KeyRecord, model: CatalogModel, request: ChatRequest, guess: int
+) -> LedgerRow:
+    """The row of an admitted request if the process dies before settling it: the prompt
+    estimate, as a disconnect with nothing received is billed."""
+    return LedgerRow(
+        request_id=request_id,
+        key_id=key.id,
+        model=model.name,
+        upstream="",
+        upstream_model="",
+        created_at=int(time.time() * 1000),
+        status="interrupted",
+        cost_micros=model.price.cost(TokenUsage(prompt_tokens=guess)),
+        latency_ms=0,
+        stream=request.stream,
+        prompt_tokens=guess,
+    )
 
 
 def _worst_case(
