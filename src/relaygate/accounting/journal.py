@@ -157,8 +157,8 @@ class Journal:
         settled: dict[str, LedgerRow] = {}
         cancelled: set[str] = set()
         for path in sorted(self.directory.iterdir()):
-            if not path.name.endswith((_SUFFIX, _NEW)):
-                continue
+            if not path.name.endswith(_SUFFIX):
+                continue  # ``.new``: a segment being created (empty until it is renamed)
             fd = self._lock_orphan(path)
             if fd is None:
                 continue
