@@ -3,6 +3,7 @@ and the charge, release and ledger row that end every admitted request exactly o
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Sequence
@@ -108,6 +109,11 @@ class Admissions:
         if ticket.settled:
             return 0
         ticket.settled = True
+        if self.deadline_passed and status != "ok" and _cancelling():
+            # Ended by the shutdown deadline, whatever path settles it: billed as a disconnect
+            # (the prompt estimate plus the tokens received).
+            status = "cancelled"
+            usage = usage or TokenUsage(prompt_tokens=ticket.prompt_guess)
         usage = usage or TokenUsage()
         cost = ticket.model.price.cost(usage)
         tokens = usage.prompt_tokens + usage.completion_tokens
@@ -141,6 +147,11 @@ class Admissions:
             )
         )
         return charged
+
+
+def _cancelling() -> bool:
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
 
 
 def _interrupted_row(
