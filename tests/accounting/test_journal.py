@@ -51,6 +51,10 @@ def _writer(store: SqlStore, directory: Path, spill: Path | None = None) -> Ledg
                         journal=Journal(directory, "no"))
 
 
+def _admit(writer: LedgerWriter, n: int) -> None:
+    writer.admitted(f"req-{n}", "key-1", "m", False, prompt_tokens=7, cost=4)
+
+
 async def _crash(writer: LedgerWriter) -> None:
     """What a kill -9 leaves: the files, unlocked, nothing flushed."""
     assert writer._task is not None
@@ -69,10 +73,10 @@ async def test_a_crash_loses_no_settled_row_and_charges_requests_in_flight(
     first = _writer(store, directory)
     await first.start()
     for n in range(3):
-        first.admitted(_row(n, status="interrupted", cost=4))
+        _admit(first, n)
         first.append(_row(n))
-    first.admitted(_row(3, status="interrupted", cost=4))  # in flight at the crash
-    first.admitted(_row(4, status="interrupted", cost=4))
+    _admit(first, 3)  # in flight at the crash
+    _admit(first, 4)
     first.cancelled("req-4")  # ended before reaching an upstream: no row
     (path,) = directory.iterdir()
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
@@ -91,6 +95,7 @@ async def test_a_crash_loses_no_settled_row_and_charges_requests_in_flight(
         "req-0": ("ok", 10), "req-1": ("ok", 10), "req-2": ("ok", 10),
         "req-3": ("interrupted", 4),
     }
+    assert rows["req-3"].prompt_tokens == 7
     assert sorted(row.request_id for row in fresh) == sorted(rows)
     key = await store.get_key("key-1")
     assert key is not None
@@ -157,7 +162,7 @@ async def test_segments_rotate_and_go_once_the_store_holds_their_rows(
     directory = tmp_path / "journal"
     writer = _writer(store, directory)
     await writer.start()
-    writer.admitted(_row(0, status="interrupted", cost=4))  # stays in flight throughout
+    _admit(writer, 0)  # stays in flight throughout
     for n in range(1, 40):
         writer.append(_row(n))
         if n % 5 == 0:

@@ -73,8 +73,16 @@ class Admissions:
             hold = await self.gate.admit(key, guess, worst, request_id)
         except Unaffordable as exc:
             raise _insufficient(model, exc.available, worst, prompt_bound) from None
-        if self.ledger.journal is not None:
-            self.ledger.admitted(_interrupted_row(request_id, key, primary, request, guess))
+        # If the process dies before settling, the prompt estimate is charged (status
+        # ``interrupted``), as a disconnect with nothing received is.
+        self.ledger.admitted(
+            request_id,
+            key.id,
+            primary.name,
+            request.stream,
+            guess,
+            primary.price.worst_case(guess, 0),
+        )
         return Ticket(
             request_id=request_id,
             key=key,
@@ -152,26 +160,6 @@ class Admissions:
 def _cancelling() -> bool:
     task = asyncio.current_task()
     return task is not None and task.cancelling() > 0
-
-
-def _interrupted_row(
-    request_id: str, key: KeyRecord, model: CatalogModel, request: ChatRequest, guess: int
-) -> LedgerRow:
-    """The row of an admitted request if the process dies before settling it: the prompt
-    estimate, as a disconnect with nothing received is billed."""
-    return LedgerRow(
-        request_id=request_id,
-        key_id=key.id,
-        model=model.name,
-        upstream="",
-        upstream_model="",
-        created_at=int(time.time() * 1000),
-        status="interrupted",
-        cost_micros=model.price.cost(TokenUsage(prompt_tokens=guess)),
-        latency_ms=0,
-        stream=request.stream,
-        prompt_tokens=guess,
-    )
 
 
 def _worst_case(

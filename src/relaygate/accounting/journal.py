@@ -4,9 +4,10 @@ response ends, and remembers the requests in flight (Redis's AOF, PostgreSQL's W
 Each process writes its own files in the ``journal_path`` directory, each held with an
 ``flock`` for as long as the process lives. Records are lines, one ``os.write`` each:
 
-- ``O`` + a ledger row (JSON): a request was admitted and may reach an upstream. The row is the
-  one a crash leaves behind: status ``interrupted``, charged the prompt estimate.
-- ``S`` + a ledger row: the request was settled; this is its row.
+- ``O`` + ``[request id, key id, model, created (ms), stream, prompt estimate, its cost]``: a
+  request was admitted and may reach an upstream. If a crash leaves it unsettled, its row is
+  ``interrupted``, charged the prompt estimate.
+- ``S`` + a ledger row (a JSON array of its fields): the request was settled; this is its row.
 - ``C`` + a request id: the request was cancelled before reaching an upstream (no row).
 
 At start, a process replays every journal file no live process holds (a settled row wins over
@@ -54,6 +55,7 @@ _FIELDS = tuple(f.name for f in dataclasses.fields(LedgerRow))
 _values = operator.attrgetter(*_FIELDS)
 _encode = msgspec.json.Encoder().encode
 _decode_list = msgspec.json.Decoder(list[str | int | bool]).decode
+_decode_admitted = msgspec.json.Decoder(tuple[str, str, str, int, bool, int, int]).decode
 _decode_id = msgspec.json.Decoder(str).decode
 
 
@@ -68,6 +70,23 @@ def _decode_row(payload: bytes) -> LedgerRow:
     if len(values) != len(_FIELDS):
         raise msgspec.ValidationError(f"a ledger row has {len(_FIELDS)} fields")
     return LedgerRow(*values)  # type: ignore[arg-type]
+
+
+def _interrupted(payload: bytes) -> LedgerRow:
+    request_id, key_id, model, created_at, stream, prompt_tokens, cost = _decode_admitted(payload)
+    return LedgerRow(
+        request_id=request_id,
+        key_id=key_id,
+        model=model,
+        upstream="",
+        upstream_model="",
+        created_at=created_at,
+        status="interrupted",
+        cost_micros=cost,
+        latency_ms=0,
+        stream=stream,
+        prompt_tokens=prompt_tokens,
+    )
 
 
 @dataclass(slots=True)
@@ -94,11 +113,9 @@ class _Segment:
 
 
 def _write_all(fd: int, data: bytes) -> None:
-    written = os.write(fd, data)
-    if written < len(data):  # a short write (a nearly full disk): finish it, or raise
-        view = memoryview(data)[written:]
-        while view:
-            view = view[os.write(fd, view) :]
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
 
 
 def _read_records(
@@ -120,13 +137,13 @@ def _read_records(
                 row = _decode_row(payload)
                 settled[row.request_id] = row
             elif kind == b"O":
-                row = _decode_row(payload)
+                row = _interrupted(payload)
                 opened[row.request_id] = row
             elif kind == b"C":
                 cancelled.add(_decode_id(payload))
             else:
                 recovered.skipped += 1
-        except (msgspec.DecodeError, msgspec.ValidationError):
+        except (msgspec.DecodeError, msgspec.ValidationError, TypeError):
             recovered.skipped += 1
 
 
@@ -240,17 +257,34 @@ class Journal:
         segment = self._current
         if segment is None:
             return
-        _write_all(segment.fd, data)
+        fd = segment.fd
+        written = os.write(fd, data)
+        if written < len(data):  # a short write (a nearly full disk): finish it, or raise
+            _write_all(fd, data[written:])
         segment.size += len(data)
         if self.fsync == "always":
-            os.fdatasync(segment.fd)
+            os.fdatasync(fd)
         else:
-            self._dirty.add(segment.fd)
+            self._dirty.add(fd)
 
-    def admitted(self, row: LedgerRow) -> None:
-        """A request may now reach an upstream: ``row`` is what it costs if the process dies."""
-        record = b"O" + encode_row(row) + b"\n"
-        self.inflight[row.request_id] = record
+    def admitted(
+        self,
+        request_id: str,
+        key_id: str,
+        model: str,
+        created_at: int,
+        stream: bool,
+        prompt_tokens: int,
+        cost: int,
+    ) -> None:
+        """A request may now reach an upstream: the prompt estimate and its cost are its charge
+        if the process dies before it settles."""
+        record = (
+            b"O"
+            + _encode((request_id, key_id, model, created_at, stream, prompt_tokens, cost))
+            + b"\n"
+        )
+        self.inflight[request_id] = record
         self._append(record)
 
     def cancelled(self, request_id: str) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
@@ -88,14 +89,20 @@ class LedgerWriter:
                 len(self._unjournaled),
             )
 
-    def admitted(self, row: LedgerRow) -> None:
-        """A request was admitted: ``row`` is its charge if the process dies before it settles."""
-        if self.journal is not None:
+    def admitted(
+        self, request_id: str, key_id: str, model: str, stream: bool, prompt_tokens: int, cost: int
+    ) -> None:
+        """A request was admitted: the prompt estimate (``cost``) is its charge if the process
+        dies before it settles."""
+        journal = self.journal
+        if journal is not None:
             try:
-                self.journal.admitted(row)
+                journal.admitted(
+                    request_id, key_id, model, int(time.time() * 1000), stream, prompt_tokens, cost
+                )
             except OSError as exc:
-                self.journal.failures += 1
-                if self.journal.failures == 1:
+                journal.failures += 1
+                if journal.failures == 1:
                     log.error("journal write failed (%s) for an admitted request", exc)
 
     def cancelled(self, request_id: str) -> None:
