@@ -212,3 +212,23 @@ async def test_a_journal_write_failure_is_logged_with_the_rows_at_risk(
     with caplog.at_level(logging.ERROR):
         await writer.close(attempts=1)
     assert "1 ledger rows (10 micro-USD) lost" in caplog.text
+
+
+@pytest.mark.parametrize(("policy", "inline", "deferred"), [
+    pytest.param("always", 1, 0, id="always"),
+    pytest.param("everysec", 0, 1, id="everysec"),
+    pytest.param("no", 0, 0, id="no"),
+])
+async def test_the_fsync_policy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, policy: str, inline: int, deferred: int
+) -> None:
+    synced: list[int] = []
+    monkeypatch.setattr(journal_module.os, "fdatasync", synced.append)
+    journal = Journal(tmp_path / "journal", policy)  # type: ignore[arg-type]
+    journal.open()
+    journal.settled(_row(1))
+    assert len(synced) == inline  # ``always``: before the settle returns
+    await journal.sync()  # what the once-a-second task does (``everysec``)
+    assert len(synced) == inline + deferred
+    await journal.close(keep=False)
+    assert list((tmp_path / "journal").iterdir()) == []

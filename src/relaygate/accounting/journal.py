@@ -159,6 +159,7 @@ class Journal:
         self._current: _Segment | None = None
         self._retired: list[_Segment] = []
         self._dirty: set[int] = set()
+        self._directory_dirty = False
         self._syncing = False
         self._seq = itertools.count()
         self._sync_task: asyncio.Task[None] | None = None
@@ -242,8 +243,10 @@ class Journal:
         fcntl.flock(fd, fcntl.LOCK_EX)
         path = self.directory / (name + _SUFFIX)
         temporary.rename(path)
-        if self.fsync != "no":
+        if self.fsync == "always":
             self._sync_directory()
+        elif self.fsync == "everysec":
+            self._directory_dirty = True  # synced with the next second's records
         return _Segment(fd, path)
 
     def _sync_directory(self) -> None:
@@ -264,7 +267,7 @@ class Journal:
         segment.size += len(data)
         if self.fsync == "always":
             os.fdatasync(fd)
-        else:
+        elif self.fsync == "everysec":
             self._dirty.add(fd)
 
     def admitted(
@@ -312,7 +315,10 @@ class Journal:
                 if carried:
                     _write_all(fresh.fd, carried)
                     fresh.size = len(carried)
-                    self._dirty.add(fresh.fd)
+                    if self.fsync == "always":
+                        os.fdatasync(fresh.fd)
+                    elif self.fsync == "everysec":
+                        self._dirty.add(fresh.fd)
             except OSError as exc:
                 log.error("journal: cannot start a new segment (%s); keeping the current one", exc)
             else:
@@ -336,13 +342,17 @@ class Journal:
 
     async def sync(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
         """fsync what was written since the last sync (in a thread: off the event loop)."""
-        if not self._dirty:
+        if not self._dirty and not self._directory_dirty:
             return
         fds, self._dirty = list(self._dirty), set()
+        directory, self._directory_dirty = self._directory_dirty, False
+        loop = loop or asyncio.get_running_loop()
         self._syncing = True
         try:
             for fd in fds:
-                await (loop or asyncio.get_running_loop()).run_in_executor(None, os.fdatasync, fd)
+                await loop.run_in_executor(None, os.fdatasync, fd)
+            if directory:
+                await loop.run_in_executor(None, self._sync_directory)
         except OSError as exc:
             log.error("journal: fsync failed (%s)", exc)
         finally:
