@@ -53,8 +53,9 @@ async def test_requests_past_the_grace_period_end_cleanly_and_are_billed_as_canc
             _post(session, gateway, key["key"], stream, first_chunk))
         await asyncio.wait_for(first_chunk.wait(), 30)
         waiting = asyncio.create_task(_post(session, gateway, key["key"], plain))
-        while len(upstream.received) < 2:
-            await asyncio.sleep(0.02)  # the non-stream has reached the upstream
+        async with asyncio.timeout(30):
+            while len(upstream.received) < 2:
+                await asyncio.sleep(0.02)  # until the non-stream has reached the upstream
         assert gateway.process is not None
         gateway.process.terminate()
         (stream_status, raw), (status, body) = await asyncio.gather(streaming, waiting)
