@@ -6,19 +6,23 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import signal
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 
 from relaygate.accounting.admission import Admissions
 from relaygate.accounting.gate import Gate, MemoryGate
+from relaygate.accounting.journal import Journal
 from relaygate.accounting.ledger import LedgerWriter
 from relaygate.accounting.redis_gate import RedisGate
 from relaygate.api import chat, info
 from relaygate.api.http import Message, Receive, Scope, Send, send_error
-from relaygate.errors import ApiError, InternalError, NotFound, excerpt
+from relaygate.errors import ApiError, InternalError, NotFound, ServiceUnavailable, excerpt
 from relaygate.keys.cache import KeyCache
 from relaygate.media.pipeline import ImagePipeline
 from relaygate.metrics import Metrics
@@ -67,6 +71,7 @@ class Gateway:
             settings.ledger_batch_size,
             max_pending=settings.ledger_max_pending,
             spill_path=Path(settings.ledger_spill_path),
+            journal=Journal(Path(settings.journal_path), settings.journal_fsync),
         )
         self.ledger.on_written = self.gate.ledger_written
         self.admissions = Admissions(self.gate, self.ledger)
@@ -77,6 +82,9 @@ class Gateway:
             self.gate.records = self.keys.by_id.get
         self.started_at = int(time.time())
         self.ready = False
+        self.requests: set[asyncio.Task[Any]] = set()
+        """The tasks of the requests being served (ended by the shutdown deadline)."""
+        self._deadline: asyncio.TimerHandle | None = None
 
     async def open(self) -> None:
         await self.store.upgrade()
@@ -93,6 +101,7 @@ class Gateway:
         )
         self.catalog = Catalog(self.settings, self.session)
         self.keys.start()
+        self._watch_stop_signals()
         if isinstance(self.gate, RedisGate):
             self.gate.watch_key_changes(self.keys.refresh)
         gc.collect()
@@ -102,8 +111,52 @@ class Gateway:
         gc.set_threshold(10_000, 10, 10)
         self.ready = True
 
+    def _watch_stop_signals(self) -> None:
+        """Start the shutdown deadline when the server is asked to stop.
+
+        uvicorn's handlers (installed before the lifespan starts) stay in charge of the graceful
+        shutdown; each is wrapped to also arm :meth:`_end_requests` after
+        ``shutdown_grace_seconds``, before uvicorn's own timeout would cancel the tasks."""
+        if threading.current_thread() is not threading.main_thread():
+            return
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            previous = signal.getsignal(signum)
+            if not callable(previous):
+                continue
+
+            def handler(
+                number: int, frame: object, previous: Callable[..., object] = previous
+            ) -> None:
+                previous(number, frame)
+                loop.call_soon_threadsafe(self.stopping)
+
+            signal.signal(signum, handler)
+
+    def stopping(self) -> None:
+        """The server was asked to stop: requests still running at the deadline are ended."""
+        if self._deadline is None:
+            loop = asyncio.get_running_loop()
+            grace = self.settings.shutdown_grace_seconds
+            self._deadline = loop.call_later(grace, self._end_requests)
+
+    def _end_requests(self) -> None:
+        if not self.requests:
+            return
+        self.admissions.deadline_passed = True
+        log.warning(
+            "shutdown grace period (%g s) over: ending %d requests in flight (streams with an"
+            " SSE error event, others with 503; billed as cancelled)",
+            self.settings.shutdown_grace_seconds,
+            len(self.requests),
+        )
+        for task in self.requests:
+            task.cancel()
+
     async def close(self) -> None:
         self.ready = False
+        if self._deadline is not None:
+            self._deadline.cancel()
         await self.keys.close()
         await self.ledger.close()
         await self.gate.close()
@@ -132,6 +185,27 @@ class _Tracked:
         await self.send(message)
 
 
+def _uncancel() -> None:
+    task = asyncio.current_task()
+    if task is not None:
+        task.uncancel()
+
+
+async def _end_at_deadline(gw: Gateway, send: _Tracked) -> None:
+    """End a request cut by the shutdown deadline: 503, or an SSE error event when its stream
+    has started (never a truncated body). Its row was settled as ``cancelled``."""
+    error = ServiceUnavailable(
+        "Service unavailable: the server is shutting down and this request ran past its grace"
+        " period"
+    )
+    gw.metrics.responded(error.status, error.type)
+    if not send.started:
+        await send_error(send, error)
+    elif not send.finished:
+        tail = sse_error(error) if send.event_stream else b""
+        await send({"type": "http.response.body", "body": tail, "more_body": False})
+
+
 class App:
     """The pure-ASGI application."""
 
@@ -141,7 +215,13 @@ class App:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind == "http":
-            await self._http(scope, receive, send)
+            requests = self.gateway.requests
+            task = asyncio.current_task()
+            requests.add(task)  # type: ignore[arg-type]
+            try:
+                await self._http(scope, receive, send)
+            finally:
+                requests.discard(task)
         elif kind == "lifespan":
             await self._lifespan(receive, send)
 
@@ -163,7 +243,10 @@ class App:
             gw.metrics.responded(exc.status, exc.type)
             await send_error(send, exc)
         except asyncio.CancelledError:
-            raise
+            if not gw.admissions.deadline_passed:
+                raise
+            _uncancel()
+            await _end_at_deadline(gw, send)
         except Exception:
             log.exception("unhandled error on %s %s", scope["method"], path)
             error = InternalError("Internal server error")

@@ -11,7 +11,7 @@ import re
 from collections.abc import Mapping
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 from urllib.parse import urlsplit
 
 import msgspec
@@ -206,7 +206,19 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     """Unwritten ledger rows kept while the store is unreachable; past this, new requests get
     503 until it is back."""
     ledger_spill_path: str = "relaygate-ledger-spill.jsonl"
-    """Where rows still unwritten at shutdown are saved; the next start writes them first."""
+    """Deprecated (the journal replaces it): a spill file left here by an earlier version is
+    written to the ledger at start; nothing writes it any more."""
+    journal_path: str = "relaygate-journal"
+    """Directory of the ledger journal: each process appends every settled request's row (and
+    each admitted request) to its own file there before the response ends; the next start
+    replays what the store lacks. Files are created 0600."""
+    journal_fsync: Literal["always", "everysec", "no"] = "everysec"
+    """When the journal is forced to disk. A killed process loses nothing under any policy;
+    after a power loss, ``always`` loses nothing, ``everysec`` up to about a second of rows,
+    ``no`` what the operating system had not written yet (typically up to 30 s)."""
+    shutdown_grace_seconds: PositiveFloat = 30.0
+    """On SIGTERM, how long requests in flight may run; past it, streams end with an SSE error
+    event and other requests get 503, each billed as ``cancelled``."""
     redis_key_prefix: str = "relaygate"
     """Prefix of every Redis key relaygate uses (several deployments can share one Redis)."""
     redis_timeout_seconds: PositiveFloat = 5.0

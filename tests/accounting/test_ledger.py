@@ -37,7 +37,7 @@ class HeldStore(SqlStore):
         self.entered = asyncio.Event()
         self.release = asyncio.Event()
 
-    async def write_ledger(self, rows: list[LedgerRow]) -> int:
+    async def write_ledger(self, rows: list[LedgerRow]) -> list[LedgerRow]:
         self.batches.append(len(rows))
         self.entered.set()
         await self.release.wait()

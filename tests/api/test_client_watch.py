@@ -67,3 +67,22 @@ async def test_a_client_that_stays_arms_no_drain() -> None:
     assert not box[0].expired
     task.cancel()
     await asyncio.wait({task}, timeout=10)
+
+
+async def _gone() -> Message:
+    return {"type": "http.disconnect"}
+
+
+async def test_a_stream_that_ends_before_the_watch_starts_still_sees_its_client_gone() -> None:
+    """The watch starts after WATCH_AFTER_SECONDS; a client that left a shorter stream was
+    missed, and the stream recorded as ``ok``."""
+    watch = ClientWatch(_gone, 30)
+    watch.close()
+    assert watch.gone
+    assert not watch.expired
+
+
+async def test_a_stream_that_ends_before_the_watch_starts_with_its_client_there() -> None:
+    watch = ClientWatch(_never, 30)
+    watch.close()
+    assert not watch.gone

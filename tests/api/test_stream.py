@@ -240,3 +240,19 @@ async def test_include_usage_ends_with_a_usage_chunk_and_one_id(
     # only the last chunk carries usage; every other one has a choice
     assert all(c.get("usage") is None and c["choices"] for c in chunks[:-1])
     assert chunks[-2]["choices"][0]["finish_reason"] == "stop"
+
+
+async def test_a_short_stream_dropped_by_its_client_is_a_disconnect(
+    gateway: GatewayProcess, key: dict[str, Any], upstream: FakeOpenAI
+) -> None:
+    """The client hangs up after the first chunk of a stream that ends (about 0.1 s) before the
+    watch for disconnects starts (0.25 s): recorded as ``ok`` before, as a disconnect now."""
+    upstream.default = Behavior(text="abcde", chunks=5, chunk_delay=0.02,
+                                prompt_tokens=11, completion_tokens=5)
+    await read_first_chunk_and_hang_up(gateway, key["key"], stream_body())
+    gateway.wait_until(one_row(gateway, key["id"]), message="the ledger row")
+    (row,) = ledger(gateway, key["id"])
+    assert row["status"] == "client_disconnected"
+    # the upstream finished: its own usage is what the key is charged
+    assert (row["prompt_tokens"], row["completion_tokens"]) == (11, 5)
+    assert row["cost_micros"] == GPT52.cost(TokenUsage(prompt_tokens=11, completion_tokens=5))

@@ -159,7 +159,7 @@ def test_outages_under_load_lose_and_double_no_ledger_row(
     assert upstream.completed == len(answered)
 
 
-def test_shutdown_with_the_store_down_spills_and_replays_once(
+def test_shutdown_with_the_store_down_keeps_the_journal_and_replays_once(
     tmp_path: Path, upstream: FakeOpenAI, private_pg: PrivatePostgres
 ) -> None:
     (gateway,) = start_replicas(tmp_path, upstream, 1, database_url=private_pg.url)
@@ -170,13 +170,15 @@ def test_shutdown_with_the_store_down_spills_and_replays_once(
         status, _, answer = gateway.post(CHAT, BODY, key["key"])
         assert status == 200, answer
         ids.append(answer["id"])
-    gateway.stop()  # SIGTERM: drains, cannot write, spills
-    spill = gateway.directory / "relaygate-ledger-spill.jsonl"
-    assert spill.exists()
+    gateway.stop()  # SIGTERM: drains, cannot write, leaves the rows in its journal
+    journal = gateway.directory / "relaygate-journal"
+    left = set(journal.iterdir())
+    assert left
+    assert "rows kept in the journal" in gateway.logs(), gateway.logs()
     private_pg.start()
-    gateway.start()  # writes the spilled rows before serving
+    gateway.start()  # writes the journaled rows before serving
     try:
-        assert not spill.exists()
+        assert not left & set(journal.iterdir())  # replayed, then removed
         rows = ledger(private_pg.url, key["id"])
         assert sorted(row.request_id for row in rows) == sorted(ids)
         used = gateway.credits(key["key"])["used_credits"]

@@ -333,7 +333,7 @@ async def test_write_ledger_inserts_rows_and_charges_their_keys(store: SqlStore)
         make_row(a.id, cost_micros=80, created_at=1_700_000_000_002),
         make_row(b.id, cost_micros=1, created_at=1_700_000_000_003),
     ]
-    assert await store.write_ledger(rows) == 3
+    assert await store.write_ledger(rows) == rows
     assert await store.ledger_rows() == rows
     assert await store.ledger_rows(a.id) == rows[:2]
     key_a, key_b = await store.get_key(a.id), await store.get_key(b.id)
@@ -345,7 +345,7 @@ async def test_write_ledger_inserts_rows_and_charges_their_keys(store: SqlStore)
 
 
 async def test_write_ledger_of_nothing_writes_nothing(store: SqlStore) -> None:
-    assert await store.write_ledger([]) == 0
+    assert await store.write_ledger([]) == []
     assert await store.ledger_rows() == []
 
 
@@ -353,9 +353,9 @@ async def test_same_request_id_is_written_once_and_charged_once(store: SqlStore)
     key = await store.create_key(make_key())
     first = make_row(key.id, cost_micros=300, created_at=1)
     second = make_row(key.id, cost_micros=40, created_at=2)
-    assert await store.write_ledger([first]) == 1
-    assert await store.write_ledger([first, second]) == 1
-    assert await store.write_ledger([first, second]) == 0
+    assert await store.write_ledger([first]) == [first]
+    assert await store.write_ledger([first, second]) == [second]
+    assert await store.write_ledger([first, second]) == []
     assert await store.ledger_rows() == [first, second]
     charged = await store.get_key(key.id)
     assert charged is not None
@@ -365,7 +365,7 @@ async def test_same_request_id_is_written_once_and_charged_once(store: SqlStore)
 async def test_duplicate_request_ids_in_one_batch_are_written_once(store: SqlStore) -> None:
     key = await store.create_key(make_key())
     row = make_row(key.id, cost_micros=250)
-    assert await store.write_ledger([row, row]) == 1
+    assert await store.write_ledger([row, row]) == [row]
     assert await store.ledger_rows() == [row]
     charged = await store.get_key(key.id)
     assert charged is not None
@@ -384,7 +384,7 @@ async def test_a_failed_batch_writes_no_row_and_charges_nothing(store: SqlStore)
     assert unchanged is not None
     assert unchanged.used_micros == 10
     # the store still works afterwards, and the good row can be written again
-    assert await store.write_ledger([good]) == 1
+    assert await store.write_ledger([good]) == [good]
     charged = await store.get_key(key.id)
     assert charged is not None
     assert charged.used_micros == 510
@@ -425,7 +425,7 @@ async def test_usage_sums_by_key_model_and_status(store: SqlStore) -> None:
         make_row(a.id, model="m2", prompt_tokens=4, completion_tokens=4, cost_micros=40),
         make_row(b.id, model="m1", status="upstream_error", cost_micros=0),
     ]
-    assert await store.write_ledger(rows) == len(rows)
+    assert await store.write_ledger(rows) == rows
     expected_a = [
         UsageSummary(
             key_id="key_a",

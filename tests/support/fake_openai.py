@@ -31,6 +31,8 @@ class Behavior:
     first_delay: float = 0.0
     """Seconds before the first chunk (after the response headers)."""
     chunk_delay: float = 0.0
+    answer_delay: float = 0.0
+    """Seconds before a non-streamed answer is sent."""
     cut_after: int | None = None
     """End the stream abruptly after this many content chunks (no finish, no [DONE])."""
     send_usage: bool = True
@@ -113,6 +115,8 @@ class FakeOpenAI:
             return web.Response(status=b.status, text=text, headers=headers)
         if body.get("stream"):
             return await self._stream(request, body, b)
+        if b.answer_delay:
+            await asyncio.sleep(b.answer_delay)
         headers = {"set-cookie": b.set_cookie} if b.set_cookie else None
         return web.json_response(self._completion(body, b), headers=headers)
 

@@ -3,6 +3,7 @@ and the charge, release and ledger row that end every admitted request exactly o
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Sequence
@@ -47,6 +48,9 @@ class Admissions:
         self.ledger = ledger
         self.uncharged_micros = 0
         """Cost that exceeded a reservation plus the balance and could not be charged."""
+        self.deadline_passed = False
+        """The shutdown grace period is over: a cancelled request was ended by it (the stream
+        gets an SSE error event, a non-stream a 503; both are billed as ``cancelled``)."""
 
     async def admit(
         self,
@@ -71,6 +75,16 @@ class Admissions:
             hold = await self.gate.admit(key, guess, worst, request_id)
         except Unaffordable as exc:
             raise _insufficient(model, exc.available, worst, prompt_bound) from None
+        # If the process dies before settling, the prompt estimate is charged (status
+        # ``interrupted``), as a disconnect with nothing received is.
+        self.ledger.admitted(
+            request_id,
+            key.id,
+            primary.name,
+            request.stream,
+            guess,
+            primary.price.worst_case(guess, 0),
+        )
         return Ticket(
             request_id=request_id,
             key=key,
@@ -87,6 +101,7 @@ class Admissions:
         if ticket.settled:
             return
         ticket.settled = True
+        self.ledger.cancelled(ticket.request_id)
         await self.gate.cancel(ticket.hold)
 
     async def settle(
@@ -105,6 +120,11 @@ class Admissions:
         if ticket.settled:
             return 0
         ticket.settled = True
+        if self.deadline_passed and status != "ok" and _cancelling():
+            # Ended by the shutdown deadline, whatever path settles it: billed as a disconnect
+            # (the prompt estimate plus the tokens received).
+            status = "cancelled"
+            usage = usage or TokenUsage(prompt_tokens=ticket.prompt_guess)
         usage = usage or TokenUsage()
         cost = ticket.model.price.for_tier(ticket.tier).cost(usage)
         tokens = usage.prompt_tokens + usage.completion_tokens
@@ -138,6 +158,11 @@ class Admissions:
             )
         )
         return charged
+
+
+def _cancelling() -> bool:
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
 
 
 def _worst_case(

@@ -1,21 +1,26 @@
 """The ledger writer: settled requests are appended in bounded batches, off the request path.
 
-When the store cannot be reached, rows stay in memory and are retried; the store skips request
-ids it already holds, so a retried batch is never written twice. The buffer is bounded: past
-``max_pending`` rows, new requests are refused (503) until the store is back. Rows still unwritten
-when the process stops are spilled to a JSON-lines file, which the next start loads again.
+Each row is first written to the journal (:mod:`relaygate.accounting.journal`), before its
+response ends: a killed process forgets nothing, and the next start replays what the store does
+not hold yet. When the store cannot be reached, rows stay in memory (and in the journal) and are
+retried; the store skips request ids it already holds, so a retried batch is never written
+twice. The buffer is bounded: past ``max_pending`` rows, new requests are refused (503) until
+the store is back. Rows still unwritten when the process stops stay in its journal, which the
+next start writes first.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import asdict
 from pathlib import Path
 
+import msgspec
+
+from relaygate.accounting.journal import Journal, Recovered
 from relaygate.errors import ServiceUnavailable
 from relaygate.store.records import LedgerRow
 from relaygate.store.sql import SqlStore
@@ -39,25 +44,71 @@ class LedgerWriter:
         batch_size: int,
         max_pending: int = 100_000,
         spill_path: Path | None = None,
+        journal: Journal | None = None,
     ) -> None:
         self.store = store
         self.flush_seconds = flush_seconds
         self.batch_size = batch_size
         self.max_pending = max_pending
         self.spill_path = spill_path
+        """Deprecated: a spill file left by an earlier version is still written at start."""
+        self.journal = journal
         self.pending: list[LedgerRow] = []
         self.written = 0
+        self.appended = 0
+        """Rows appended so far; ``appended - len(pending)`` of them are in the store."""
         self.failing = False
         self.on_written: Written = _nothing
+        """Called with the rows newly written to the store (not those it already held)."""
+        self._unjournaled: dict[str, LedgerRow] = {}
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
         self._lock = asyncio.Lock()
 
     def append(self, row: LedgerRow) -> None:
+        """Queue ``row`` for the store, having written it to the journal."""
+        if self.journal is not None:
+            try:
+                self.journal.settled(row)
+            except OSError as exc:
+                self._journal_failed(row, exc)
         self.pending.append(row)
+        self.appended += 1
         if len(self.pending) >= self.batch_size:
             self._wake.set()
+
+    def _journal_failed(self, row: LedgerRow, exc: OSError) -> None:
+        self._unjournaled[row.request_id] = row
+        assert self.journal is not None
+        self.journal.failures += 1
+        if self.journal.failures == 1 or self.journal.failures % 1000 == 0:
+            log.error(
+                "journal write failed (%s): %d rows at risk until the store holds them",
+                exc,
+                len(self._unjournaled),
+            )
+
+    def admitted(
+        self, request_id: str, key_id: str, model: str, stream: bool, prompt_tokens: int, cost: int
+    ) -> None:
+        """A request was admitted: the prompt estimate (``cost``) is its charge if the process
+        dies before it settles."""
+        journal = self.journal
+        if journal is not None:
+            try:
+                journal.admitted(
+                    request_id, key_id, model, int(time.time() * 1000), stream, prompt_tokens, cost
+                )
+            except OSError as exc:
+                journal.failures += 1
+                if journal.failures == 1:
+                    log.error("journal write failed (%s) for an admitted request", exc)
+
+    def cancelled(self, request_id: str) -> None:
+        if self.journal is not None:
+            with contextlib.suppress(OSError):
+                self.journal.cancelled(request_id)
 
     def check_capacity(self) -> None:
         """Refuse new work while the buffer of unwritten rows is full (503)."""
@@ -68,11 +119,35 @@ class LedgerWriter:
             )
 
     async def start(self) -> None:
-        """Write rows spilled by an earlier process first (so key balances loaded after this
-        include them), then flush in the background."""
-        self._load_spill()
+        """Write the rows earlier processes left in their journals (and a spill file of an
+        earlier version) first, so key balances loaded after this include them; then open this
+        process's journal and flush in the background."""
+        recovered = self.journal.recover() if self.journal is not None else Recovered()
+        spilled = self._load_spill()
+        self.pending[:0] = recovered.rows + spilled
+        if recovered.skipped:
+            log.warning(
+                "journal: %d torn or unreadable records skipped in %s",
+                recovered.skipped,
+                self.journal.directory if self.journal else "",
+            )
         if not await self.drain():
-            raise RuntimeError("cannot write the spilled ledger rows: the store is unreachable")
+            if self.journal is not None:
+                self.journal.release(recovered)
+            raise RuntimeError("cannot write the journaled ledger rows: the store is unreachable")
+        if recovered.files:
+            log.warning(
+                "journal: replayed %d rows (%d of requests interrupted by a crash, charged their"
+                " prompt estimate) from %d files",
+                len(recovered.rows),
+                recovered.interrupted,
+                len(recovered.files),
+            )
+        if self.journal is not None:
+            self.journal.discard(recovered)
+            self.journal.open()
+        if spilled and self.spill_path is not None:
+            self.spill_path.unlink()
         self._task = asyncio.get_running_loop().create_task(self._run(), name="ledger-writer")
 
     async def _run(self) -> None:
@@ -93,7 +168,7 @@ class LedgerWriter:
             while left:
                 batch = self.pending[: min(self.batch_size, left)]
                 try:
-                    self.written += await self.store.write_ledger(batch)
+                    fresh = await self.store.write_ledger(batch)
                 except Exception as exc:
                     if not self.failing:
                         log.error(
@@ -106,12 +181,19 @@ class LedgerWriter:
                 if self.failing:
                     log.warning("ledger store is back; writing %d kept rows", len(self.pending))
                 self.failing = False
+                self.written += len(fresh)
                 del self.pending[: len(batch)]
                 left -= len(batch)
-                try:
-                    await self.on_written(batch)
-                except Exception:
-                    log.exception("after-write hook failed")
+                if self._unjournaled:
+                    for row in batch:
+                        self._unjournaled.pop(row.request_id, None)
+                if fresh:
+                    try:
+                        await self.on_written(fresh)
+                    except Exception:
+                        log.exception("after-write hook failed")
+            if self.journal is not None:
+                self.journal.compact(self.appended, self.appended - len(self.pending))
             return True
 
     async def drain(self) -> bool:
@@ -122,41 +204,71 @@ class LedgerWriter:
         return True
 
     async def close(self, attempts: int = 3) -> None:
-        """Stop the background task and write what is left (spilling it if the store is down)."""
+        """Stop the background task and write what is left; rows the store cannot take stay
+        in the journal for the next start."""
         self._closing = True
         self._wake.set()
         if self._task is not None:
             await self._task
         for attempt in range(attempts):
             if await self.drain():
-                return
+                break
             await asyncio.sleep(0.2 * (attempt + 1))
-        self._spill()
-
-    def _spill(self) -> None:
-        if not self.pending:
+        if self.journal is None:
+            if self.pending:
+                log.error("ledger store unreachable at shutdown: %d rows lost", len(self.pending))
             return
-        if self.spill_path is None:
-            log.error("ledger store unreachable at shutdown: %d rows lost", len(self.pending))
-            return
-        with self.spill_path.open("a", encoding="utf-8") as out:
-            for row in self.pending:
-                out.write(json.dumps(asdict(row)) + "\n")
-        log.error(
-            "ledger store unreachable at shutdown: %d rows spilled to %s",
-            len(self.pending),
-            self.spill_path,
-        )
-        self.pending.clear()
+        inflight = len(self.journal.inflight)
+        keep = bool(self.pending or inflight)
+        if self.pending:
+            self._rejournal()
+            log.error(
+                "ledger store unreachable at shutdown: %d rows kept in the journal (%s); the"
+                " next start writes them",
+                len(self.pending),
+                self.journal.directory.resolve(),
+            )
+        if inflight:
+            log.warning(
+                "%d requests never settled: the next start charges their prompt estimate",
+                inflight,
+            )
+        await self.journal.close(keep=keep)
 
-    def _load_spill(self) -> None:
+    def _rejournal(self) -> None:
+        """Try once more to journal the pending rows whose journal write had failed."""
+        assert self.journal is not None
+        at_risk = [row for row in self.pending if row.request_id in self._unjournaled]
+        if not at_risk:
+            return
+        try:
+            for row in at_risk:
+                self.journal.settled(row)
+        except OSError as exc:
+            log.error(
+                "journal write failed at shutdown (%s): %d ledger rows (%d micro-USD) lost",
+                exc,
+                len(at_risk),
+                sum(row.cost_micros for row in at_risk),
+            )
+
+    def _load_spill(self) -> list[LedgerRow]:
+        """Rows of a spill file written by an earlier version (a torn last line is skipped)."""
         if self.spill_path is None or not self.spill_path.exists():
-            return
-        rows = [
-            LedgerRow(**json.loads(line))
-            for line in self.spill_path.read_text(encoding="utf-8").splitlines()
-            if line.strip()
-        ]
-        self.pending[:0] = rows
-        self.spill_path.unlink()
-        log.warning("loaded %d spilled ledger rows from %s", len(rows), self.spill_path)
+            return []
+        rows, skipped = [], 0
+        decode = msgspec.json.Decoder(LedgerRow).decode
+        for line in self.spill_path.read_bytes().splitlines():
+            if not line.strip():
+                continue
+            try:
+                rows.append(decode(line))
+            except (msgspec.DecodeError, msgspec.ValidationError):
+                skipped += 1
+        log.warning(
+            "loaded %d spilled ledger rows from %s (%d torn or unreadable lines skipped)",
+            len(rows),
+            self.spill_path,
+            skipped,
+        )
+        return rows

@@ -115,7 +115,11 @@ async def _complete_answer(gw: Gateway, ticket: Ticket, opened: Opened, send: Se
         status = "upstream_error"
         raise
     finally:
-        usage = collected.usage_or_estimate(ticket.prompt_guess) if status == "ok" else None
+        # A cancelled answer (the shutdown deadline) is billed as a disconnect: the prompt
+        # estimate plus the tokens received.
+        usage = (
+            collected.usage_or_estimate(ticket.prompt_guess) if status != "upstream_error" else None
+        )
         await gw.admissions.settle(
             ticket, usage, status, opened.provider.label, opened.upstream_model
         )

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 
 from relaygate.accounting.admission import Admissions, Ticket
 from relaygate.api.http import Message, Receive, Send
@@ -73,12 +73,31 @@ class ClientWatch:
             self._stream.cancel()
 
     def close(self) -> None:
-        """Stop watching (before the stream's task awaits anything else)."""
+        """Stop watching (before the stream's task awaits anything else).
+
+        A stream that ended before the watch started looks once, without waiting, whether its
+        client is already gone: a client that dropped it early is a disconnect, not ``ok``."""
         self._timer.cancel()
+        if self._task is None and not self.gone:
+            self._poll()
         if self._expiry is not None:
             self._expiry.cancel()
         if self._task is not None:
             self._task.cancel()
+
+    def _poll(self) -> None:
+        """One step of ``receive()``: the server answers ``http.disconnect`` at once when the
+        client has gone; anything that would wait means it has not (no task, no wait)."""
+        step = self._receive()
+        if not isinstance(step, Coroutine):
+            return
+        try:
+            step.send(None)
+        except StopIteration as done:
+            if done.value["type"] == "http.disconnect":
+                self.gone = True
+        else:  # it waits: the client is still there
+            step.close()
 
     def drained(self) -> bool:
         """Whether a cancellation of the stream's task was the end of the drain time (and

@@ -73,7 +73,9 @@ def serve(config: str | None, host: str, port: int, workers: int) -> None:
         "log_config": None,
         "server_header": False,
         "proxy_headers": False,
-        "timeout_graceful_shutdown": 30,
+        # The app ends requests still running at its own deadline (an SSE error event or a
+        # 503, billed as cancelled); uvicorn's cancellation is only the backstop.
+        "timeout_graceful_shutdown": int(settings.shutdown_grace_seconds) + 5,
         # Idle keep-alive connections live longer than a load balancer's usual 60 s, so the
         # client side closes them: a server closing one as a request is sent on it races.
         "timeout_keep_alive": 75,

@@ -40,7 +40,7 @@ class LedgerRow:
     created_at: int
     """Unix milliseconds."""
     status: str
-    """``ok``, ``client_disconnected``, ``upstream_error`` or ``cancelled``."""
+    """``ok``, ``client_disconnected``, ``upstream_error``, ``cancelled`` or ``interrupted``."""
     cost_micros: int
     latency_ms: int
     stream: bool

@@ -131,7 +131,7 @@ def _insert_new_sql(dialect: str, rows: int) -> str:
     columns = ", ".join(_LEDGER_FIELDS)  # the schema's names and placeholders, no input
     return (
         f"INSERT INTO {ledger.name} ({columns}) VALUES {values}"  # noqa: S608
-        " ON CONFLICT (request_id) DO NOTHING RETURNING key_id, cost_micros"
+        " ON CONFLICT (request_id) DO NOTHING RETURNING request_id, key_id, cost_micros"
     )
 
 
@@ -256,26 +256,27 @@ class SqlStore:
 
     # --- ledger ------------------------------------------------------------------------------
 
-    async def write_ledger(self, rows: list[LedgerRow]) -> int:
+    async def write_ledger(self, rows: list[LedgerRow]) -> list[LedgerRow]:
         """Append rows and add their cost to their keys, in one transaction.
 
         A row whose request id is already in the ledger is skipped (written once, never twice):
         ``ON CONFLICT DO NOTHING ... RETURNING`` tells which rows were new, and only their cost
-        is added. Returns how many rows were new.
+        is added. Returns the rows that were new (those whose cost was just added to their
+        key's ``used_micros``), in the order given.
         """
         if not rows:
-            return 0
+            return []
         values = [_row_values(row) for row in rows]
         async with self.engine.begin() as conn:
             spent: dict[str, int] = defaultdict(int)
-            fresh = 0
+            new_ids: set[str] = set()
             for start, end in _pages(len(values)):
                 page = tuple(chain.from_iterable(values[start:end]))
                 sql = _insert_new_sql(self.dialect, end - start)
                 result = await conn.exec_driver_sql(sql, page)
-                for key_id, cost in cast("Iterable[tuple[str, int]]", result):
+                for request_id, key_id, cost in cast("Iterable[tuple[str, str, int]]", result):
                     spent[key_id] += cost
-                    fresh += 1
+                    new_ids.add(request_id)
             for key_id, micros in spent.items():
                 if micros:
                     await conn.execute(
@@ -283,6 +284,11 @@ class SqlStore:
                         .where(api_keys.c.id == key_id)
                         .values(used_micros=api_keys.c.used_micros + micros)
                     )
+        fresh = []
+        for row in rows:
+            if row.request_id in new_ids:
+                new_ids.discard(row.request_id)  # a request id repeated in ``rows`` is new once
+                fresh.append(row)
         return fresh
 
     async def ledger_rows(self, key_id: str | None = None) -> list[LedgerRow]:

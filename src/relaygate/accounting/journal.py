@@ -1,0 +1,379 @@
+"""The ledger journal: an append-only file that makes a settled request's row durable before its
+response ends, and remembers the requests in flight (Redis's AOF, PostgreSQL's WAL).
+
+Each process writes its own files in the ``journal_path`` directory, each held with an
+``flock`` for as long as the process lives. Records are lines, one ``os.write`` each:
+
+- ``O`` + ``[request id, key id, model, created (ms), stream, prompt estimate, its cost]``: a
+  request was admitted and may reach an upstream. If a crash leaves it unsettled, its row is
+  ``interrupted``, charged the prompt estimate.
+- ``S`` + a ledger row (a JSON array of its fields): the request was settled; this is its row.
+- ``C`` + a request id: the request was cancelled before reaching an upstream (no row).
+
+At start, a process replays every journal file no live process holds (a settled row wins over
+the admission of the same request, the store skips request ids it already holds), writes the rows
+and removes the files. A torn or unreadable record (the tail of a file cut by a power loss) is
+skipped and reported. Once a file's rows are all in the store, it is obsolete: the writer
+starts a new segment (carrying the records of the requests still in flight) past
+``SEGMENT_BYTES`` and removes the old one when the store has caught up with it.
+
+Durability (``journal_fsync``): every record is written with ``os.write`` before the response
+ends, so a killed process loses nothing. What a power loss (or a kernel crash) can lose depends on
+the policy: ``always`` fsyncs each record (nothing is lost; each settle waits for the disk),
+``everysec`` (the default) fsyncs once a second in a thread (up to about a second of rows),
+``no`` leaves it to the operating system (typically up to 30 seconds).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import fcntl
+import itertools
+import logging
+import operator
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import msgspec
+
+from relaygate.store.records import LedgerRow
+
+log = logging.getLogger("relaygate.journal")
+
+FsyncPolicy = Literal["always", "everysec", "no"]
+
+SEGMENT_BYTES = 1 << 20
+"""A segment is rotated once it is this large (and removed once the store holds its rows)."""
+
+_SUFFIX = ".journal"
+_NEW = ".new"
+_FIELDS = tuple(f.name for f in dataclasses.fields(LedgerRow))
+_values = operator.attrgetter(*_FIELDS)
+_encode = msgspec.json.Encoder().encode
+_decode_list = msgspec.json.Decoder(list[str | int | bool]).decode
+_decode_admitted = msgspec.json.Decoder(tuple[str, str, str, int, bool, int, int]).decode
+_decode_id = msgspec.json.Decoder(str).decode
+
+
+def encode_row(row: LedgerRow) -> bytes:
+    """A row as a JSON array of its fields, in their declared order (half the bytes, and half
+    the encoding time, of an object)."""
+    return _encode(_values(row))
+
+
+def _decode_row(payload: bytes) -> LedgerRow:
+    values = _decode_list(payload)
+    if len(values) != len(_FIELDS):
+        raise msgspec.ValidationError(f"a ledger row has {len(_FIELDS)} fields")
+    return LedgerRow(*values)  # type: ignore[arg-type]
+
+
+def _interrupted(payload: bytes) -> LedgerRow:
+    request_id, key_id, model, created_at, stream, prompt_tokens, cost = _decode_admitted(payload)
+    return LedgerRow(
+        request_id=request_id,
+        key_id=key_id,
+        model=model,
+        upstream="",
+        upstream_model="",
+        created_at=created_at,
+        status="interrupted",
+        cost_micros=cost,
+        latency_ms=0,
+        stream=stream,
+        prompt_tokens=prompt_tokens,
+    )
+
+
+@dataclass(slots=True)
+class Recovered:
+    """What the journal files of earlier processes hold."""
+
+    rows: list[LedgerRow] = field(default_factory=list)
+    interrupted: int = 0
+    """Rows of requests in flight at a crash (charged their prompt estimate)."""
+    skipped: int = 0
+    """Torn or unreadable records."""
+    files: list[tuple[int, Path]] = field(default_factory=list)
+    """The files read (descriptor still locked, path), removed by :meth:`Journal.discard`."""
+
+
+@dataclass(slots=True)
+class _Segment:
+    fd: int
+    path: Path
+    size: int = 0
+    mark: int = 0
+    """Rows appended to the ledger when this segment was retired: it is obsolete once as many
+    have been stored."""
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _read_records(
+    data: bytes,
+    recovered: Recovered,
+    opened: dict[str, LedgerRow],
+    settled: dict[str, LedgerRow],
+    cancelled: set[str],
+) -> None:
+    lines = data.split(b"\n")
+    if lines[-1]:
+        recovered.skipped += 1  # the last record has no end: torn
+    for line in lines[:-1]:
+        if not line:
+            continue
+        kind, payload = line[:1], line[1:]
+        try:
+            if kind == b"S":
+                row = _decode_row(payload)
+                settled[row.request_id] = row
+            elif kind == b"O":
+                row = _interrupted(payload)
+                opened[row.request_id] = row
+            elif kind == b"C":
+                cancelled.add(_decode_id(payload))
+            else:
+                recovered.skipped += 1
+        except (msgspec.DecodeError, msgspec.ValidationError, TypeError):
+            recovered.skipped += 1
+
+
+class Journal:
+    """This process's journal files in ``directory``."""
+
+    def __init__(self, directory: Path, fsync: FsyncPolicy = "everysec") -> None:
+        self.directory = directory
+        self.fsync = fsync
+        self.inflight: dict[str, bytes] = {}
+        """Admission records of the requests in flight (carried into each new segment)."""
+        self.failures = 0
+        self._current: _Segment | None = None
+        self._retired: list[_Segment] = []
+        self._dirty: set[int] = set()
+        self._directory_dirty = False
+        self._syncing = False
+        self._seq = itertools.count()
+        self._sync_task: asyncio.Task[None] | None = None
+
+    # --- recovery ----------------------------------------------------------------------------
+
+    def recover(self) -> Recovered:
+        """Read every journal file no live process holds (each stays locked until
+        :meth:`discard` or :meth:`release`)."""
+        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        recovered = Recovered()
+        opened: dict[str, LedgerRow] = {}
+        settled: dict[str, LedgerRow] = {}
+        cancelled: set[str] = set()
+        for path in sorted(self.directory.iterdir()):
+            if not path.name.endswith(_SUFFIX):
+                continue  # ``.new``: a segment being created (empty until it is renamed)
+            fd = self._lock_orphan(path)
+            if fd is None:
+                continue
+            recovered.files.append((fd, path))
+            with open(fd, "rb", closefd=False) as file:
+                _read_records(file.read(), recovered, opened, settled, cancelled)
+        recovered.rows = list(settled.values())
+        for request_id, row in opened.items():
+            if request_id not in settled and request_id not in cancelled:
+                recovered.rows.append(row)
+                recovered.interrupted += 1
+        return recovered
+
+    @staticmethod
+    def _lock_orphan(path: Path) -> int | None:
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return None  # another process replayed and removed it
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return None  # a live process holds it
+        if os.fstat(fd).st_nlink == 0:  # removed while we waited for it
+            os.close(fd)
+            return None
+        return fd
+
+    @staticmethod
+    def discard(recovered: Recovered) -> None:
+        """The recovered rows are in the store: remove their files."""
+        for fd, path in recovered.files:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+            os.close(fd)
+        recovered.files.clear()
+
+    @staticmethod
+    def release(recovered: Recovered) -> None:
+        """Leave the recovered files for a later start (the store could not take them)."""
+        for fd, _ in recovered.files:
+            os.close(fd)
+        recovered.files.clear()
+
+    # --- writing -----------------------------------------------------------------------------
+
+    def open(self) -> None:
+        """Start this process's first segment, and the once-a-second fsync if asked for."""
+        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self._current = self._new_segment()
+        if self.fsync == "everysec":
+            self._sync_task = asyncio.get_running_loop().create_task(
+                self._sync_every_second(), name="journal-fsync"
+            )
+
+    def _new_segment(self) -> _Segment:
+        name = f"{os.getpid()}-{next(self._seq)}-{os.urandom(3).hex()}"
+        temporary = self.directory / (name + _NEW)
+        fd = os.open(
+            temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC, 0o600
+        )
+        # Locked before it takes the name other processes replay: never mistaken for an orphan.
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        path = self.directory / (name + _SUFFIX)
+        temporary.rename(path)
+        if self.fsync == "always":
+            self._sync_directory()
+        elif self.fsync == "everysec":
+            self._directory_dirty = True  # synced with the next second's records
+        return _Segment(fd, path)
+
+    def _sync_directory(self) -> None:
+        fd = os.open(self.directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def _append(self, data: bytes) -> None:
+        segment = self._current
+        if segment is None:
+            return
+        fd = segment.fd
+        written = os.write(fd, data)
+        if written < len(data):  # a short write (a nearly full disk): finish it, or raise
+            _write_all(fd, data[written:])
+        segment.size += len(data)
+        if self.fsync == "always":
+            os.fdatasync(fd)
+        elif self.fsync == "everysec":
+            self._dirty.add(fd)
+
+    def admitted(
+        self,
+        request_id: str,
+        key_id: str,
+        model: str,
+        created_at: int,
+        stream: bool,
+        prompt_tokens: int,
+        cost: int,
+    ) -> None:
+        """A request may now reach an upstream: the prompt estimate and its cost are its charge
+        if the process dies before it settles."""
+        record = (
+            b"O"
+            + _encode((request_id, key_id, model, created_at, stream, prompt_tokens, cost))
+            + b"\n"
+        )
+        self.inflight[request_id] = record
+        self._append(record)
+
+    def cancelled(self, request_id: str) -> None:
+        """The request ended before reaching an upstream: no row."""
+        if self.inflight.pop(request_id, None) is not None:
+            self._append(b"C" + _encode(request_id) + b"\n")
+
+    def settled(self, row: LedgerRow) -> None:
+        """The request's row, durable before its response ends (raises OSError if it is not)."""
+        self.inflight.pop(row.request_id, None)
+        self._append(b"S" + encode_row(row) + b"\n")
+
+    # --- compaction --------------------------------------------------------------------------
+
+    def compact(self, appended: int, stored: int) -> None:
+        """Rotate a full segment; remove the segments whose rows are all in the store.
+
+        ``appended`` counts the rows handed to the ledger so far, ``stored`` those the store
+        holds (rows are stored in the order they were appended)."""
+        segment = self._current
+        if segment is not None and segment.size >= SEGMENT_BYTES:
+            try:
+                fresh = self._new_segment()
+                carried = b"".join(self.inflight.values())
+                if carried:
+                    _write_all(fresh.fd, carried)
+                    fresh.size = len(carried)
+                    if self.fsync == "always":
+                        os.fdatasync(fresh.fd)
+                    elif self.fsync == "everysec":
+                        self._dirty.add(fresh.fd)
+            except OSError as exc:
+                log.error("journal: cannot start a new segment (%s); keeping the current one", exc)
+            else:
+                segment.mark = appended
+                self._retired.append(segment)
+                self._current = fresh
+        if self._syncing:
+            return  # a descriptor may be in the fsync thread's hands: remove them next time
+        while self._retired and self._retired[0].mark <= stored:
+            old = self._retired.pop(0)
+            self._dirty.discard(old.fd)
+            with contextlib.suppress(FileNotFoundError):
+                old.path.unlink()
+            os.close(old.fd)
+
+    async def _sync_every_second(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(1.0)
+            await self.sync(loop)
+
+    async def sync(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        """fsync what was written since the last sync (in a thread: off the event loop)."""
+        if not self._dirty and not self._directory_dirty:
+            return
+        fds, self._dirty = list(self._dirty), set()
+        directory, self._directory_dirty = self._directory_dirty, False
+        loop = loop or asyncio.get_running_loop()
+        self._syncing = True
+        try:
+            for fd in fds:
+                await loop.run_in_executor(None, os.fdatasync, fd)
+            if directory:
+                await loop.run_in_executor(None, self._sync_directory)
+        except OSError as exc:
+            log.error("journal: fsync failed (%s)", exc)
+        finally:
+            self._syncing = False
+
+    async def close(self, keep: bool) -> None:
+        """Close this process's files: removed when ``keep`` is false (every row is in the
+        store), else left for the next start to replay."""
+        if self._sync_task is not None:
+            self._sync_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sync_task
+            self._sync_task = None
+        segments = [*self._retired, *([self._current] if self._current else [])]
+        self._retired, self._current = [], None
+        if keep and self.fsync != "no":
+            for segment in segments:
+                with contextlib.suppress(OSError):
+                    os.fdatasync(segment.fd)
+        for segment in segments:
+            if not keep:
+                with contextlib.suppress(FileNotFoundError):
+                    segment.path.unlink()
+            os.close(segment.fd)

@@ -1,0 +1,234 @@
+"""The ledger journal: replay at start (torn tails, locks, in-flight requests), rotation, and
+write failures at the OS boundary."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+import stat
+from collections.abc import AsyncIterator
+from dataclasses import asdict
+from pathlib import Path
+
+import pytest
+
+from relaygate.accounting import journal as journal_module
+from relaygate.accounting.journal import Journal
+from relaygate.accounting.ledger import LedgerWriter
+from relaygate.store.records import KeyRecord, LedgerRow
+from relaygate.store.sql import SqlStore
+
+
+def _row(n: int, status: str = "ok", cost: int = 10) -> LedgerRow:
+    return LedgerRow(
+        request_id=f"req-{n}",
+        key_id="key-1",
+        model="m",
+        upstream="u",
+        upstream_model="m",
+        created_at=n,
+        status=status,
+        cost_micros=cost,
+        latency_ms=1,
+        stream=False,
+    )
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[SqlStore]:
+    store = SqlStore(f"sqlite:///{tmp_path / 'ledger.db'}")
+    await store.upgrade()
+    await store.create_key(KeyRecord(id="key-1", name="k", key_hash="h", prefix="p",
+                                     created_at=0, granted_micros=10**9))
+    yield store
+    await store.close()
+
+
+def _writer(store: SqlStore, directory: Path, spill: Path | None = None) -> LedgerWriter:
+    return LedgerWriter(store, flush_seconds=60, batch_size=100, spill_path=spill,
+                        journal=Journal(directory, "no"))
+
+
+def _admit(writer: LedgerWriter, n: int) -> None:
+    writer.admitted(f"req-{n}", "key-1", "m", False, prompt_tokens=7, cost=4)
+
+
+async def _crash(writer: LedgerWriter) -> None:
+    """What a kill -9 leaves: the files, unlocked, nothing flushed."""
+    assert writer._task is not None
+    writer._task.cancel()
+    journal = writer.journal
+    assert journal is not None
+    for segment in [*journal._retired, journal._current]:
+        assert segment is not None
+        os.close(segment.fd)
+
+
+async def test_a_crash_loses_no_settled_row_and_charges_requests_in_flight(
+    store: SqlStore, tmp_path: Path
+) -> None:
+    directory = tmp_path / "journal"
+    first = _writer(store, directory)
+    await first.start()
+    for n in range(3):
+        _admit(first, n)
+        first.append(_row(n))
+    _admit(first, 3)  # in flight at the crash
+    _admit(first, 4)
+    first.cancelled("req-4")  # ended before reaching an upstream: no row
+    (path,) = directory.iterdir()
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    await _crash(first)
+
+    fresh: list[LedgerRow] = []
+    second = _writer(store, directory)
+
+    async def written(rows: object) -> None:
+        fresh.extend(rows)  # type: ignore[call-overload]
+
+    second.on_written = written
+    await second.start()
+    rows = {row.request_id: row for row in await store.ledger_rows("key-1")}
+    assert {k: (r.status, r.cost_micros) for k, r in rows.items()} == {
+        "req-0": ("ok", 10), "req-1": ("ok", 10), "req-2": ("ok", 10),
+        "req-3": ("interrupted", 4),
+    }
+    assert rows["req-3"].prompt_tokens == 7
+    assert sorted(row.request_id for row in fresh) == sorted(rows)
+    key = await store.get_key("key-1")
+    assert key is not None
+    assert key.used_micros == 34
+    assert path not in set(directory.iterdir())  # replayed, then removed
+    await second.close()
+    assert list(directory.iterdir()) == []
+
+
+async def test_a_torn_last_record_is_skipped_and_reported(
+    store: SqlStore, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    directory = tmp_path / "journal"
+    directory.mkdir()
+    good = b"S" + journal_module.encode_row(_row(1)) + b"\n"
+    torn = (b"S" + journal_module.encode_row(_row(2)))[:40]
+    (directory / "123-0-abc.journal").write_bytes(good + b"\x00\x00garbage\n" + torn)
+    writer = _writer(store, directory)
+    with caplog.at_level(logging.WARNING):
+        await writer.start()  # never a refusal to start
+    assert [row.request_id for row in await store.ledger_rows("key-1")] == ["req-1"]
+    assert "2 torn or unreadable records skipped" in caplog.text
+    await writer.close()
+
+
+async def test_a_torn_spill_file_of_an_earlier_version_is_loaded_up_to_its_tear(
+    store: SqlStore, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    spill = tmp_path / "spill.jsonl"
+    line = json.dumps(asdict(_row(1))) + "\n"
+    spill.write_text(line + json.dumps(asdict(_row(2)))[:30])
+    writer = _writer(store, tmp_path / "journal", spill)
+    with caplog.at_level(logging.WARNING):
+        await writer.start()
+    assert [row.request_id for row in await store.ledger_rows("key-1")] == ["req-1"]
+    assert "1 torn or unreadable lines skipped" in caplog.text
+    assert not spill.exists()
+    await writer.close()
+
+
+async def test_a_file_held_by_a_live_process_is_not_replayed(
+    store: SqlStore, tmp_path: Path
+) -> None:
+    directory = tmp_path / "journal"
+    directory.mkdir()
+    held = directory / "999-0-abc.journal"
+    held.write_bytes(b"S" + journal_module.encode_row(_row(1)) + b"\n")
+    fd = os.open(held, os.O_RDONLY)
+    fcntl.flock(fd, fcntl.LOCK_EX)  # another process (another open file description)
+    try:
+        writer = _writer(store, directory)
+        await writer.start()
+        assert await store.ledger_rows("key-1") == []
+        assert held.exists()
+        await writer.close()
+    finally:
+        os.close(fd)
+
+
+async def test_segments_rotate_and_go_once_the_store_holds_their_rows(
+    store: SqlStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(journal_module, "SEGMENT_BYTES", 1000)
+    directory = tmp_path / "journal"
+    writer = _writer(store, directory)
+    await writer.start()
+    _admit(writer, 0)  # stays in flight throughout
+    for n in range(1, 40):
+        writer.append(_row(n))
+        if n % 5 == 0:
+            assert await writer.flush()
+    assert await writer.flush()
+    files = list(directory.iterdir())
+    assert len(files) == 1  # the old segments went; the small current one stays
+    assert files[0].stat().st_size < 2000
+    # the request still in flight was carried into the current segment
+    await _crash(writer)
+    second = _writer(store, directory)
+    await second.start()
+    rows = {row.request_id: row.status for row in await store.ledger_rows("key-1")}
+    assert len(rows) == 40
+    assert rows["req-0"] == "interrupted"
+    await second.close()
+
+
+async def test_a_journal_write_failure_is_logged_with_the_rows_at_risk(
+    store: SqlStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A full disk: the rows are still written to the store, and the log says what is at risk;
+    at shutdown with the store down too, the loss is counted, never silent."""
+    writer = _writer(store, tmp_path / "journal")
+    await writer.start()
+
+    def full(fd: int, data: object) -> int:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(journal_module.os, "write", full)
+    with caplog.at_level(logging.ERROR):
+        writer.append(_row(1))
+        writer.append(_row(2))
+    assert "journal write failed ([Errno 28] No space left on device): 1 rows at risk" in (
+        caplog.text
+    )
+    assert await writer.flush()
+    assert len(await store.ledger_rows("key-1")) == 2
+
+    writer.append(_row(3))
+
+    async def down(rows: list[LedgerRow]) -> list[LedgerRow]:
+        raise OSError("store unreachable")
+
+    monkeypatch.setattr(store, "write_ledger", down)
+    with caplog.at_level(logging.ERROR):
+        await writer.close(attempts=1)
+    assert "1 ledger rows (10 micro-USD) lost" in caplog.text
+
+
+@pytest.mark.parametrize(("policy", "inline", "deferred"), [
+    pytest.param("always", 1, 0, id="always"),
+    pytest.param("everysec", 0, 1, id="everysec"),
+    pytest.param("no", 0, 0, id="no"),
+])
+async def test_the_fsync_policy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, policy: str, inline: int, deferred: int
+) -> None:
+    synced: list[int] = []
+    monkeypatch.setattr(journal_module.os, "fdatasync", synced.append)
+    journal = Journal(tmp_path / "journal", policy)  # type: ignore[arg-type]
+    journal.open()
+    journal.settled(_row(1))
+    assert len(synced) == inline  # ``always``: before the settle returns
+    await journal.sync()  # what the once-a-second task does (``everysec``)
+    assert len(synced) == inline + deferred
+    await journal.close(keep=False)
+    assert list((tmp_path / "journal").iterdir()) == []
