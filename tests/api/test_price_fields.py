@@ -4,6 +4,7 @@ operator allows them (``allow_fields``)."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
@@ -136,6 +137,11 @@ def test_a_tier_multiplier_raises_the_reservation(
     )
     assert status == 402, answer
     assert len(upstream.received) == 1
+    # The tokens the 402 says the balance affords are priced at the tier (2 x 30 USD/1M).
+    left = Decimal(str(credits_of(policy_gateway, key)["remaining_credits"]))
+    found = re.search(r"at most (\d+) output tokens", answer["error"]["message"])
+    assert found is not None, answer
+    assert int(found.group(1)) * Decimal("0.00006") <= left
 
 
 def test_a_fallback_that_does_not_price_the_field_is_skipped(

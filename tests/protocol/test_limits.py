@@ -178,3 +178,12 @@ def _post_raw(gateway: GatewayProcess, data: bytes, key: str) -> tuple[int, byte
             return response.status, response.read()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read()
+
+
+def test_a_large_body_is_walked_for_depth() -> None:
+    # Past 64 KiB the bracket count is skipped: a deep field after a long text is still found.
+    pad = json.dumps({"role": "user", "content": "x" * 100_000})
+    head = json.dumps({"model": "gpt-5.5", "messages": [USER]})[:-2]
+    raw = f'{head}, {pad}], "metadata": {"[" * 100}{"]" * 100}}}'.encode()
+    assert len(raw) > 64 * 1024
+    assert rejected(raw).param == "metadata"

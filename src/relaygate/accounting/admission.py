@@ -74,7 +74,9 @@ class Admissions:
         try:
             hold = await self.gate.admit(key, guess, worst, request_id)
         except Unaffordable as exc:
-            raise _insufficient(model, exc.available, worst, prompt_bound) from None
+            raise _insufficient(
+                model, request.service_tier, exc.available, worst, prompt_bound
+            ) from None
         # If the process dies before settling, the prompt estimate is charged (status
         # ``interrupted``), as a disconnect with nothing received is.
         self.ledger.admitted(
@@ -175,9 +177,9 @@ def _worst_case(
 
 
 def _insufficient(
-    model: CatalogModel, available: int, worst: int, prompt_bound: int
+    model: CatalogModel, tier: str | None, available: int, worst: int, prompt_bound: int
 ) -> InsufficientQuota:
-    affordable = model.price.affordable_output_tokens(available, prompt_bound)
+    affordable = model.price.for_tier(tier).affordable_output_tokens(available, prompt_bound)
     message = (
         f"Insufficient quota: this request may cost up to ${micros_to_usd(worst)} but the key"
         f" has ${micros_to_usd(available)} available"

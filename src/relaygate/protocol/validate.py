@@ -114,6 +114,16 @@ def _deep_field(body: bytes) -> str | None:
     return None
 
 
+_COUNT_BYTES = 64 * 1024
+"""Bodies up to this size count their brackets before walking their values."""
+
+
+def _may_nest(body: bytes) -> bool:
+    if len(body) > _COUNT_BYTES:
+        return True
+    return body.count(b"[") + body.count(b"{") > MAX_DEPTH
+
+
 def _decode_raw(body: bytes) -> dict[str, Any]:
     try:
         raw = _raw_decoder.decode(body)
@@ -130,9 +140,10 @@ def _decode_raw(body: bytes) -> dict[str, Any]:
         ) from None
     except msgspec.DecodeError as exc:
         raise InvalidRequest(f"Request body is not valid JSON: {_bounded(str(exc))}") from None
-    # Fewer opening brackets than MAX_DEPTH cannot nest deeper: most bodies skip the walk.
-    brackets = body.count(b"[") + body.count(b"{")
-    if brackets > MAX_DEPTH and _too_deep(raw, MAX_DEPTH):
+    # Fewer opening brackets than MAX_DEPTH cannot nest deeper: most bodies skip the walk. A
+    # large body is walked at once: counting its bytes (an image's base64, say) costs more than
+    # walking its few decoded values.
+    if _may_nest(body) and _too_deep(raw, MAX_DEPTH):
         # The body object is level 1, so each field's value may nest MAX_DEPTH - 1 levels.
         for name, value in raw.items():
             check_depth(value, name, MAX_DEPTH - 1)
