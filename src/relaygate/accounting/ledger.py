@@ -22,6 +22,7 @@ import msgspec
 
 from relaygate.accounting.journal import Journal, Recovered
 from relaygate.errors import ServiceUnavailable
+from relaygate.outage import Outage
 from relaygate.store.records import LedgerRow
 from relaygate.store.sql import SqlStore
 
@@ -57,7 +58,8 @@ class LedgerWriter:
         self.written = 0
         self.appended = 0
         """Rows appended so far; ``appended - len(pending)`` of them are in the store."""
-        self.failing = False
+        self.outage = Outage(log, "ledger store")
+        """The store's outage: its first failure, a count a minute, and its end are logged."""
         self.on_written: Written = _nothing
         """Called with the rows newly written to the store (not those it already held)."""
         self._unjournaled: dict[str, LedgerRow] = {}
@@ -170,17 +172,11 @@ class LedgerWriter:
                 try:
                     fresh = await self.store.write_ledger(batch)
                 except Exception as exc:
-                    if not self.failing:
-                        log.error(
-                            "ledger write failed (%s); %d rows kept for the next try",
-                            type(exc).__name__,
-                            len(self.pending),
-                        )
-                    self.failing = True
+                    self.outage.failed(exc, f"{len(self.pending)} rows kept for the next try")
                     return False
-                if self.failing:
-                    log.warning("ledger store is back; writing %d kept rows", len(self.pending))
-                self.failing = False
+                if self.outage.failing:
+                    log.warning("writing %d kept ledger rows", len(self.pending))
+                self.outage.ok()
                 self.written += len(fresh)
                 del self.pending[: len(batch)]
                 left -= len(batch)
