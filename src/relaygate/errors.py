@@ -32,6 +32,15 @@ import math
 
 EXCERPT_CHARS = 64
 """The most characters of a client's value an error message quotes."""
+MAX_RETRY_AFTER = 86400.0
+"""The longest wait, in seconds, relaygate reads from an upstream's ``Retry-After`` or tells a
+client in its own (a day)."""
+
+
+def bounded_wait(seconds: float) -> float:
+    """``seconds`` as a wait to read or tell: within 0 and :data:`MAX_RETRY_AFTER` (0 for
+    nan), so that no value an upstream sent can overflow a header."""
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER) if not math.isnan(seconds) else 0.0
 
 
 def excerpt(value: object, limit: int = EXCERPT_CHARS) -> str:
@@ -115,7 +124,7 @@ class RateLimited(ApiError):
     type = "rate_limit_error"
 
     def __init__(self, message: str, *, retry_after: float) -> None:
-        self.retry_after = max(1, math.ceil(retry_after))
+        self.retry_after = max(1, math.ceil(bounded_wait(retry_after)))
         super().__init__(message, fallback_suggestion=f"retry after {self.retry_after} seconds")
 
     def headers(self) -> list[tuple[bytes, bytes]]:
@@ -185,7 +194,8 @@ class ServiceUnavailable(ApiError):
 
 def _retry_headers(seconds: float) -> list[tuple[bytes, bytes]]:
     """``Retry-After`` in whole seconds (at least 1) and ``retry-after-ms`` (exact, which
-    OpenAI's SDKs read first)."""
+    OpenAI's SDKs read first), for a wait within 0 and :data:`MAX_RETRY_AFTER`."""
+    seconds = bounded_wait(seconds)
     return [
         (b"retry-after", str(max(1, math.ceil(seconds))).encode()),
         (b"retry-after-ms", str(math.ceil(seconds * 1000)).encode()),
@@ -200,7 +210,7 @@ class UpstreamsRateLimited(RateLimited):
     """
 
     def __init__(self, message: str, *, retry_after: float) -> None:
-        self.wait_seconds = max(0.0, retry_after)
+        self.wait_seconds = bounded_wait(retry_after)
         super().__init__(message, retry_after=retry_after)
 
     def headers(self) -> list[tuple[bytes, bytes]]:
@@ -212,8 +222,8 @@ class UpstreamsUnavailable(ServiceUnavailable):
     again after a known time (a rate limit's ``Retry-After``, or the end of a cool-down)."""
 
     def __init__(self, message: str, *, retry_after: float) -> None:
-        self.wait_seconds = max(0.0, retry_after)
-        self.retry_after = max(1, math.ceil(retry_after))
+        self.wait_seconds = bounded_wait(retry_after)
+        self.retry_after = max(1, math.ceil(self.wait_seconds))
         super().__init__(message, fallback_suggestion=f"retry after {self.retry_after} seconds")
 
     def headers(self) -> list[tuple[bytes, bytes]]:
@@ -221,6 +231,7 @@ class UpstreamsUnavailable(ServiceUnavailable):
 
 
 __all__ = [
+    "MAX_RETRY_AFTER",
     "ApiError",
     "AuthenticationFailed",
     "ConfigError",
@@ -239,5 +250,6 @@ __all__ = [
     "UpstreamUnreachable",
     "UpstreamsRateLimited",
     "UpstreamsUnavailable",
+    "bounded_wait",
     "excerpt",
 ]

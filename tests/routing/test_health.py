@@ -103,6 +103,32 @@ def test_a_probe_that_never_reports_back_is_replaced(health: UpstreamHealth, clo
     assert health.acquire()
 
 
+def test_a_probe_that_says_nothing_gives_its_slot_back(
+    health: UpstreamHealth, clock: Clock
+) -> None:
+    """A trial that got a 429, or was cancelled, is no evidence the upstream works again."""
+    record(health, "xxxx")
+    clock.advance(30)
+    assert health.acquire()  # the trial
+    assert not health.acquire()  # others keep away while it runs
+    health.release()
+    assert health.state is State.EJECTED  # not back in rotation on no evidence ...
+    assert health.acquire()  # ... and the next request is the trial, without a new cool-down
+    assert health.state is State.PROBING
+    health.record(True)
+    assert health.state is State.HEALTHY
+
+
+def test_released_outcomes_are_not_counted(health: UpstreamHealth) -> None:
+    record(health, "xx")
+    for _ in range(10):
+        health.release()
+    record(health, "o")
+    assert (health.state, health.snapshot()["window_requests"]) == (State.HEALTHY, 3)
+    record(health, "x")  # 3 failures of 4: out
+    assert health.state is State.EJECTED
+
+
 def test_late_outcomes_of_an_ejected_upstream_are_ignored(
     health: UpstreamHealth, clock: Clock
 ) -> None:

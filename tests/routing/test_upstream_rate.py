@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import email.utils
 import json
+import math
 import random
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -21,12 +22,12 @@ import openai
 import pytest
 
 from relaygate.accounting.prices import Price
-from relaygate.errors import UpstreamsRateLimited, UpstreamsUnavailable
+from relaygate.errors import UpstreamsRateLimited, UpstreamStatus, UpstreamsUnavailable
 from relaygate.providers.http import parse_retry_after, retry_after_header
 from relaygate.providers.openai import OpenAIProvider
 from relaygate.routing.catalog import CatalogModel
 from relaygate.routing.fallback import open_chain
-from relaygate.routing.health import HealthPolicy, UpstreamHealth
+from relaygate.routing.health import HealthPolicy, State, UpstreamHealth
 from relaygate.routing.router import DEFAULT_RATE_WAIT, Opened, open_upstream
 from relaygate.settings import ModelSettings, Pricing, UpstreamSettings
 from tests.providers.support import call
@@ -104,13 +105,16 @@ def retry_headers(headers: list[tuple[bytes, bytes]]) -> tuple[int, int]:
     [
         pytest.param("3", 3.0, id="seconds"),
         pytest.param("1.5", 1.5, id="fractional-seconds"),
-        pytest.param("-4", 0.0, id="negative"),
+        pytest.param("-4", None, id="negative"),
+        pytest.param("1e306", 86400.0, id="huge"),
+        pytest.param("1e20", 86400.0, id="very-long"),
         pytest.param("Wed, 21 Oct 2015 07:28:30 GMT", 30.0, id="http-date"),
         pytest.param("Wednesday, 21-Oct-15 07:28:10 GMT", 10.0, id="rfc850-date"),
         pytest.param("Wed Oct 21 07:28:05 2015", 5.0, id="asctime-date"),
         pytest.param("Wed, 21 Oct 2015 07:27:00 GMT", 0.0, id="past-date"),
         pytest.param("soon", None, id="garbage"),
         pytest.param("inf", None, id="infinite"),
+        pytest.param("-inf", None, id="minus-infinite"),
         pytest.param("nan", None, id="nan"),
         pytest.param("", None, id="empty"),
         pytest.param(None, None, id="absent"),
@@ -128,6 +132,9 @@ def test_retry_after_is_read_as_seconds_or_an_http_date(
     [
         pytest.param({"retry-after-ms": "250", "retry-after": "1"}, "0.25", id="ms-first"),
         pytest.param({"retry-after-ms": "x", "retry-after": "2"}, "2", id="bad-ms"),
+        pytest.param({"retry-after-ms": "-5", "retry-after": "2"}, "2", id="negative-ms"),
+        pytest.param({"retry-after-ms": "1e400", "retry-after": "2"}, "2", id="infinite-ms"),
+        pytest.param({"retry-after-ms": "nan", "retry-after": "2"}, "2", id="nan-ms"),
         pytest.param({"retry-after": "2"}, "2", id="seconds-only"),
         pytest.param({}, None, id="none"),
     ],
@@ -294,6 +301,44 @@ async def test_429s_are_no_failures_for_health(
     assert len(first.received) == 5
 
 
+async def test_a_probe_that_gets_a_429_leaves_the_upstream_out_of_rotation(
+    first: FakeOpenAI, session: aiohttp.ClientSession
+) -> None:
+    """Before: the 429 counted as the trial's success and put the upstream back in rotation."""
+    clock = Clock()
+    first.default = Behavior(status=500)
+    settings = upstream("first", first.base_url, health_min_requests=1, health_cooldown_seconds=30)
+    model = model_of(session, settings, clock=clock)
+    with pytest.raises(UpstreamStatus):
+        await route(model)
+    assert model.health[0].state is State.EJECTED
+    clock.advance(30)
+    first.default = Behavior(status=429)  # the trial is refused for rate
+    with pytest.raises(UpstreamsRateLimited):
+        await route(model)
+    assert model.health[0].state is State.EJECTED
+    first.default = Behavior(text="back")
+    opened = await route(model)  # the next request is the trial: no new cool-down
+    assert opened.provider.label == "first"
+    assert model.health[0].state is State.HEALTHY
+    assert len(first.received) == 3
+
+
+async def test_429s_do_not_dilute_the_failure_rate(
+    first: FakeOpenAI, session: aiohttp.ClientSession
+) -> None:
+    """Three 500s among three 429s: 100% of the outcomes that say anything are failures.
+    Before: 3 failures of 6 outcomes (50%, under the 60% threshold), still in rotation."""
+    first.script = [Behavior(status=429), Behavior(status=500)] * 3
+    settings = upstream("first", first.base_url, health_min_requests=3, health_failure_rate=0.6)
+    model = model_of(session, settings)
+    for _ in range(6):
+        with pytest.raises((UpstreamStatus, UpstreamsRateLimited)):
+            await route(model)
+    assert model.health[0].state is State.EJECTED
+    assert len(first.received) == 6
+
+
 async def test_a_pause_lasts_at_most_a_cool_down(
     first: FakeOpenAI, session: aiohttp.ClientSession
 ) -> None:
@@ -301,11 +346,49 @@ async def test_a_pause_lasts_at_most_a_cool_down(
     model = model_of(session, upstream("first", first.base_url, health_cooldown_seconds=30))
     with pytest.raises(UpstreamsRateLimited) as caught:
         await route(model)
-    assert retry_headers(caught.value.headers())[0] == 3600  # what the upstream said ...
-    assert model.health[0].snapshot()["rate_limited_seconds"] == 30  # ... but tried in 30 s
+    # it is tried again in 30 s, whatever it said: that is what the client is told
+    assert retry_headers(caught.value.headers()) == (30, 30000)
+    assert model.health[0].snapshot()["rate_limited_seconds"] == 30
     with pytest.raises(UpstreamsRateLimited) as caught:
         await route(model)
     assert retry_headers(caught.value.headers())[0] == 30
+
+
+@pytest.mark.parametrize("value", ["1e306", "1e20", "86401"])
+async def test_a_huge_retry_after_is_read_as_at_most_a_cool_down(
+    first: FakeOpenAI, session: aiohttp.ClientSession, value: str
+) -> None:
+    """``Retry-After: 1e306`` once overflowed the ``retry-after-ms`` header (an unhandled
+    ``OverflowError``: a 500), and ``1e20`` was passed on to clients as it was."""
+    first.default = Behavior(status=429, retry_after=value)
+    model = model_of(session, upstream("first", first.base_url, health_cooldown_seconds=30))
+    with pytest.raises(UpstreamsRateLimited) as caught:
+        await route(model)
+    seconds, millis = retry_headers(caught.value.headers())
+    assert seconds == 30
+    assert 29000 < millis <= 30000
+    assert caught.value.fallback_suggestion == "retry after 30 seconds"
+
+
+@pytest.mark.parametrize(
+    ("seconds", "header"),
+    [
+        pytest.param(math.inf, (86400, 86400000), id="infinite"),
+        pytest.param(1e306, (86400, 86400000), id="huge"),
+        pytest.param(math.nan, (1, 0), id="nan"),
+        pytest.param(-5.0, (1, 0), id="negative"),
+        pytest.param(2.5, (3, 2500), id="plain"),
+    ],
+)
+@pytest.mark.parametrize("error", [UpstreamsRateLimited, UpstreamsUnavailable])
+def test_retry_headers_are_bounded_for_any_wait(
+    error: type[UpstreamsRateLimited | UpstreamsUnavailable],
+    seconds: float,
+    header: tuple[int, int],
+) -> None:
+    raised = error("nothing answers", retry_after=seconds)
+    assert retry_headers(raised.headers()) == header
+    assert raised.fallback_suggestion == f"retry after {header[0]} seconds"
 
 
 async def test_a_429_without_retry_after_is_no_pause(
@@ -359,6 +442,18 @@ def test_the_openai_sdk_sees_a_429_with_retry_after(gateway: GatewayProcess, str
     assert body["error"]["fallback_suggestion"] == "retry after 3 seconds"
     assert SECRET not in json.dumps(body)
     assert gateway.credits(key)["used_credits"] == 0  # nothing answered, nothing charged
+
+
+def test_a_huge_retry_after_reaches_the_client_as_a_429(
+    gateway: GatewayProcess, first: FakeOpenAI, second: FakeOpenAI
+) -> None:
+    """Before: a 500 (or a dropped connection) and an ``OverflowError`` traceback each time."""
+    first.default = second.default = Behavior(status=429, retry_after="1e306")
+    key = gateway.create_key("--credits", "10")["key"]
+    status, headers, answer = gateway.post("/v1/chat/completions", HELLO, key)
+    assert (status, answer["error"]["type"]) == (429, "rate_limit_error"), answer
+    assert headers["retry-after"] == "30"  # the cool-down (health_cooldown_seconds)
+    assert "Traceback" not in gateway.logs()
 
 
 def test_sustained_429s_stay_429s_with_their_wait(

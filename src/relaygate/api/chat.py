@@ -21,7 +21,7 @@ from relaygate.protocol.validate import decode_chat_request, images_of, reparse
 from relaygate.providers.base import ProviderRequest
 from relaygate.routing.catalog import CatalogModel
 from relaygate.routing.fallback import fallback_chain, open_chain
-from relaygate.routing.router import Opened, no_upstream
+from relaygate.routing.router import AnswerCancelled, Opened, no_upstream
 
 if TYPE_CHECKING:
     from relaygate.accounting.admission import Ticket
@@ -85,7 +85,11 @@ async def chat_completions(gw: Gateway, scope: Scope, receive: Receive, send: Se
         ticket.model, opened = await open_chain(chain, call, gw.metrics.routing)
     except BaseException as exc:
         upstream = exc.upstream if isinstance(exc, UpstreamError) else ""
-        await gw.admissions.settle(ticket, None, "upstream_error", upstream, call.upstream_model)
+        usage, status = None, "upstream_error"
+        if isinstance(exc, AnswerCancelled):  # billed as a disconnect, on the upstream it was on
+            ticket.model, upstream, status = exc.model, exc.upstream, "cancelled"
+            usage = exc.received.usage_or_estimate(ticket.prompt_guess)
+        await gw.admissions.settle(ticket, usage, status, upstream, call.upstream_model)
         raise
     gw.metrics.upstream_answered(ticket.model.name, opened.provider.label)
     if request.stream:

@@ -69,6 +69,7 @@ from relaygate.providers.base import (
 from relaygate.providers.http import (
     HttpJsonProvider,
     SseReader,
+    decode_upstream,
     parse_data_url,
     tool_arguments,
     upstream_message,
@@ -352,12 +353,7 @@ _event_decoder = msgspec.json.Decoder(_StreamEvent)
 
 
 def _decode_event(data: bytes, label: str) -> _StreamEvent:
-    try:
-        return _event_decoder.decode(data)
-    except msgspec.MsgspecError:
-        raise UpstreamProtocolError(
-            f"Upstream {label} sent a stream event that could not be read", upstream=label
-        ) from None
+    return decode_upstream(_event_decoder, data, label, "a stream event")
 
 
 def merge_usage(total: _Usage, update: _Usage) -> None:
@@ -550,10 +546,7 @@ class AnthropicProvider(HttpJsonProvider):
                 response.close()
 
     def _message(self, raw: bytes) -> _Message:
-        try:
-            return _message_decoder.decode(raw)
-        except msgspec.MsgspecError:
-            raise self.unreadable("a body") from None
+        return decode_upstream(_message_decoder, raw, self.label, "a body")
 
     async def _first_payloads(self, reader: SseReader) -> list[bytes]:
         """The stream's first payloads; an error event before any content is an error status

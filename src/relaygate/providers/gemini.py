@@ -39,6 +39,7 @@ from relaygate.protocol.types import (
     TextPart,
     ToolMessage,
 )
+from relaygate.protocol.validate import decode_json
 from relaygate.providers.base import (
     DONE,
     STARTED,
@@ -53,6 +54,7 @@ from relaygate.providers.base import (
 )
 from relaygate.providers.http import (
     HttpJsonProvider,
+    decode_upstream,
     parse_data_url,
     tool_arguments,
     upstream_message,
@@ -140,9 +142,9 @@ def _model_parts(message: AssistantMessage, where: str) -> list[dict[str, Any]]:
 def _response_part(message: ToolMessage, names: dict[str, str]) -> dict[str, Any]:
     text = _text(message.content)
     try:
-        value = msgspec.json.decode(text)
-    except msgspec.DecodeError:
-        value = text
+        value = decode_json(text, "content")  # depth-bounded: Gemini gets it as JSON
+    except (msgspec.DecodeError, InvalidRequest):
+        value = text  # not JSON, or nested too deeply to pass on as JSON: as the text it is
     response = value if isinstance(value, dict) else {"result": value}
     name = names.get(message.tool_call_id, "")
     return {"functionResponse": {"name": name, "response": response}}
@@ -346,13 +348,7 @@ class _Answer:
         self.failed: UpstreamError | None = None
 
     def decode(self, data: bytes) -> _Response:
-        try:
-            return _response_decoder.decode(data)
-        except msgspec.MsgspecError:
-            raise UpstreamProtocolError(
-                f"Upstream {self.label} sent a response that could not be read",
-                upstream=self.label,
-            ) from None
+        return decode_upstream(_response_decoder, data, self.label, "a response")
 
     def feed(self, payloads: list[bytes]) -> list[Event]:
         """The events of one network read's payloads (streamed responses); an error among them

@@ -10,13 +10,14 @@ import email.utils
 import math
 import time
 from collections.abc import AsyncIterator, Mapping
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 from urllib.parse import unquote_to_bytes
 
 import aiohttp
 import msgspec
 
 from relaygate.errors import (
+    MAX_RETRY_AFTER,
     InvalidRequest,
     UpstreamError,
     UpstreamProtocolError,
@@ -40,15 +41,32 @@ class _ErrorEnvelope(msgspec.Struct):
 
 _error_decoder = msgspec.json.Decoder(_ErrorEnvelope)
 _MAX_ERROR_BODY = 64 * 1024
+T = TypeVar("T")
+
+
+def decode_upstream(decoder: msgspec.json.Decoder[T], data: bytes, label: str, what: str) -> T:
+    """Decode JSON an upstream sent (``what``: "a body", "a stream event", ...).
+
+    Anything unreadable is an :class:`UpstreamProtocolError` (a 502 and a failed attempt, so
+    the next upstream is tried): not JSON, the wrong shape, or nested too deeply for the
+    decoder. msgspec raises a bare ``RecursionError`` past about 1,000 levels (a 2 KB body),
+    even inside a field it skips; every provider decodes upstream JSON through here.
+    """
+    try:
+        return decoder.decode(data)
+    except (msgspec.MsgspecError, RecursionError):
+        raise UpstreamProtocolError(
+            f"Upstream {label} sent {what} that could not be read", upstream=label
+        ) from None
 
 
 def upstream_message(body: bytes) -> str:
     """A short excerpt of the upstream's own error message, safe to show a client: on one
     line, without any form of a configured secret or anything key-shaped (see
-    :meth:`relaygate.redaction.Redactor.excerpt`)."""
+    :meth:`relaygate.redaction.Redactor.excerpt`); "" when the body cannot be read."""
     try:
-        envelope = _error_decoder.decode(body)
-    except msgspec.MsgspecError:
+        envelope = decode_upstream(_error_decoder, body, "", "an error")
+    except UpstreamProtocolError:
         return ""
     detail = envelope.error
     message = detail if isinstance(detail, str) else (detail.message if detail else None)
@@ -62,7 +80,9 @@ def upstream_word(text: str | None, default: str = "error") -> str:
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
     """Seconds to wait from a ``Retry-After`` value: delay-seconds (fractions accepted, as
-    upstreams send them) or an HTTP-date (RFC 9110 section 10.2.3); ``None`` if unreadable."""
+    upstreams send them) or an HTTP-date (RFC 9110 section 10.2.3); ``None`` if unreadable
+    (negative, infinite or not a number). A date in the past is 0; a wait is read as at most
+    :data:`MAX_RETRY_AFTER` (the router holds an upstream for at most its cool-down anyway)."""
     if not value:
         return None
     try:
@@ -74,8 +94,10 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
             return None
         if when.tzinfo is None:  # "-0000": UTC, as RFC 5322 reads it
             when = when.replace(tzinfo=datetime.UTC)
-        seconds = when.timestamp() - (time.time() if now is None else now)
-    return max(0.0, seconds) if math.isfinite(seconds) else None
+        seconds = max(0.0, when.timestamp() - (time.time() if now is None else now))
+    if not 0.0 <= seconds < math.inf:  # also false for nan
+        return None
+    return min(seconds, MAX_RETRY_AFTER)
 
 
 def retry_after_header(headers: Mapping[str, str]) -> str | None:
@@ -87,8 +109,8 @@ def retry_after_header(headers: Mapping[str, str]) -> str | None:
             value = float(millis) / 1000
         except ValueError:
             value = math.nan
-        if math.isfinite(value):
-            return str(max(0.0, value))
+        if 0.0 <= value < math.inf:
+            return str(value)
     return headers.get("retry-after")
 
 
@@ -241,11 +263,6 @@ class HttpJsonProvider(Provider):
             f"Upstream {self.label} failed {when} ({type(exc).__name__})",
             upstream=self.label,
             retryable=retryable,
-        )
-
-    def unreadable(self, what: str) -> UpstreamError:
-        return UpstreamProtocolError(
-            f"Upstream {self.label} sent {what} that could not be read", upstream=self.label
         )
 
     def cut(self) -> UpstreamError:

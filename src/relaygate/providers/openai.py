@@ -25,7 +25,7 @@ from relaygate.providers.base import (
     TokenUsage,
     ToolCallDelta,
 )
-from relaygate.providers.http import HttpJsonProvider, upstream_message
+from relaygate.providers.http import HttpJsonProvider, decode_upstream, upstream_message
 from relaygate.providers.reading import LineSplitter
 from relaygate.providers.text_template import TextTemplate
 from relaygate.settings import UpstreamSettings
@@ -335,22 +335,10 @@ class OpenAIProvider(HttpJsonProvider):
 
     async def _completion_events(self, response: aiohttp.ClientResponse) -> list[Event]:
         body = await self.read_body(response)
-        try:
-            return completion_events(_completion_decoder.decode(body))
-        except msgspec.MsgspecError:
-            raise UpstreamProtocolError(
-                f"Upstream {self.label} answered with a body that is not a chat completion",
-                upstream=self.label,
-            ) from None
+        return completion_events(decode_upstream(_completion_decoder, body, self.label, "a body"))
 
     def _chunk_events(self, data: bytes, line: bytes, template: TextTemplate) -> list[Event]:
-        try:
-            chunk = _chunk_decoder.decode(data)
-        except msgspec.MsgspecError:
-            raise UpstreamProtocolError(
-                f"Upstream {self.label} sent a stream chunk that could not be read",
-                upstream=self.label,
-            ) from None
+        chunk = decode_upstream(_chunk_decoder, data, self.label, "a stream chunk")
         if chunk.error is not None:
             detail = upstream_message(_encoder.encode({"error": chunk.error}))
             raise UpstreamProtocolError(

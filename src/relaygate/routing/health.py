@@ -6,12 +6,15 @@ Each upstream of each model has one :class:`UpstreamHealth`. It is a small circu
     ejected ──(cool-down over: the next request is let through as a trial)──▶ probing
     probing ──(trial succeeds)──▶ healthy (window cleared)
     probing ──(trial fails)──▶ ejected (a new cool-down)
+    probing ──(trial says nothing: a 429, a cancellation)──▶ ejected (the next request probes)
 
 One outcome is one request's verdict on the upstream (all its attempts there), so a retried
 request counts once. A single error never ejects an upstream: the window must hold at least
-``min_requests`` outcomes first. A 429 is no failure: the upstream is up and asks for a pause.
-When it says how long (``Retry-After``), it is skipped for that long (:meth:`~UpstreamHealth.hold`,
-at most a cool-down), whatever its state, rather than sent requests it would refuse.
+``min_requests`` outcomes first. A 429 is neither failure nor success
+(:meth:`~UpstreamHealth.release`): the upstream is up and asks for a pause, so it is not counted
+in the window, and a trial that gets one proves nothing. When it says how long
+(``Retry-After``), it is skipped for that long (:meth:`~UpstreamHealth.hold`, at most a
+cool-down), whatever its state, rather than sent requests it would refuse.
 
 Outcomes are counted in :data:`BUCKETS` buckets per window, so the memory a tracker takes does
 not grow with the traffic. Time comes from an injected clock
@@ -28,6 +31,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from relaygate.errors import bounded_wait
 from relaygate.settings import UpstreamSettings
 
 Clock = Callable[[], float]
@@ -108,7 +112,7 @@ class UpstreamHealth:
         """The upstream refused for rate and asked for ``seconds``: skip it until then (for at
         most a cool-down, so that a wrong ``Retry-After`` cannot silence it for long). The
         latest answer wins."""
-        self._rate_until = self._clock() + min(seconds, self.policy.cooldown_seconds)
+        self._rate_until = self._clock() + min(bounded_wait(seconds), self.policy.cooldown_seconds)
 
     def acquire(self) -> bool:
         """Whether a request may try this upstream now; the first request after a cool-down
@@ -144,6 +148,15 @@ class UpstreamHealth:
         total = self._total
         if total >= self.policy.min_requests and self._failures / total >= self.policy.failure_rate:
             self._eject(now)
+
+    def release(self) -> None:
+        """A request's outcome that says nothing about the upstream's health (a 429, or a
+        request cancelled before its answer was over): not counted in the window. A trial
+        request gives its slot back: the upstream stays out of rotation, and the next request
+        may probe it (rather than being put back into rotation on no evidence)."""
+        if self.state is State.PROBING:
+            self.state = State.EJECTED
+            self._since = self._clock() - self.policy.cooldown_seconds
 
     # --- state ---------------------------------------------------------------------------
 

@@ -21,8 +21,13 @@ cut there ends the stream (see :mod:`relaygate.api.stream`) instead of failing o
 Each request gives each upstream it tried one outcome for its health window, however many
 attempts it made there, and only once the answer is over: a success when it completed (or the
 client left a stream the upstream was still serving), a failure when it failed or was cut. A 429
-is no failure: the upstream is skipped for the ``Retry-After`` it gave, by every request
-(:meth:`relaygate.routing.health.UpstreamHealth.hold`).
+is neither: it is not counted, and a trial request that gets one gives its slot back
+(:meth:`relaygate.routing.health.UpstreamHealth.release`); the upstream is skipped for the
+``Retry-After`` it gave, by every request (:meth:`~relaygate.routing.health.UpstreamHealth.hold`).
+An upstream's ``Retry-After`` is read as at most its cool-down, the longest it is skipped for,
+so that is also the longest wait a client is told. A request cancelled during an attempt (the
+shutdown deadline) gives no outcome either, and raises :class:`AnswerCancelled` with what it had
+received.
 
 When nothing answers (see :func:`_nothing_answered`): 429 ``rate_limit_error`` if every upstream
 refused for rate (HTTP 429), 503 ``service_unavailable_error`` if some refused for rate or were
@@ -50,6 +55,7 @@ from relaygate.errors import (
     UpstreamStatus,
     UpstreamsUnavailable,
     UpstreamUnreachable,
+    bounded_wait,
 )
 from relaygate.metrics import RoutingMetrics
 from relaygate.protocol.assemble import Collected
@@ -81,6 +87,19 @@ class Opened:
 
 
 Sleep = Callable[[float], Awaitable[None]]
+
+
+class AnswerCancelled(asyncio.CancelledError):
+    """The request was cancelled (the shutdown deadline) during an attempt: the model and
+    upstream it was on and what a non-streamed answer had delivered so far, so that the
+    request is settled on them (the prompt estimate plus the tokens received) rather than
+    with nothing. It is a :class:`asyncio.CancelledError`, and handled as one."""
+
+    def __init__(self, model: CatalogModel, upstream: str, received: Collected) -> None:
+        super().__init__()
+        self.model = model
+        self.upstream = upstream
+        self.received = received
 
 
 def _backoff(round_: int, rng: random.Random) -> float:
@@ -119,26 +138,44 @@ class _Candidate:
             self.recorded = True
             self.health.record(ok, "" if ok or self.error is None else _summary(self.error))
 
+    def release(self) -> None:
+        """This request says nothing about the upstream's health (a 429, a cancellation):
+        nothing is counted, and a trial it held is given back (later calls change nothing)."""
+        if not self.recorded:
+            self.recorded = True
+            self.health.release()
+
+    def asked(self) -> float | None:
+        """The wait the last error asked for (``Retry-After``), at most the upstream's
+        cool-down: it is tried again after that whatever it said, so that is the truth a client
+        is told. ``None`` when it did not say."""
+        error = self.error
+        if error is None or error.retry_after is None:
+            return None
+        return min(bounded_wait(error.retry_after), self.health.policy.cooldown_seconds)
+
     def may_retry(self) -> bool:
         error = self.error
         if error is None or not error.retryable:
             return False
-        if error.retry_after is not None and error.retry_after > MAX_RETRY_WAIT:
+        asked = self.asked()
+        if asked is not None and asked > MAX_RETRY_WAIT:
             return False
         return self.tries <= self.provider.settings.retries
 
     def conclude(self) -> None:
-        """This request's outcome on an upstream it did not get an answer from. A 429 is no
-        failure: the upstream is up, and is skipped for the time it asked for, if it did."""
-        error = self.error
-        if error is None:
+        """This request's outcome on an upstream it did not get an answer from. A 429 is
+        neither success nor failure: the upstream is up, and is skipped for the time it asked
+        for, if it did."""
+        if self.error is None:
             return
         if not self.rate_limited():
             self.record(False)
         elif not self.recorded:
-            self.record(True)
-            if error.retry_after is not None:
-                self.health.hold(max(0.0, error.retry_after - (time.monotonic() - self.failed_at)))
+            self.release()
+            asked = self.asked()
+            if asked is not None:
+                self.health.hold(max(0.0, asked - (time.monotonic() - self.failed_at)))
 
     def rate_limited(self) -> bool:
         return isinstance(self.error, UpstreamStatus) and self.error.upstream_status == 429
@@ -149,7 +186,7 @@ class _Candidate:
         its pause or its cool-down."""
         if not self.tries:
             return max(self.health.rate_limited_for(), self.health.retry_in())
-        asked = self.error.retry_after if self.error is not None else None
+        asked = self.asked()
         return max(0.0, (DEFAULT_RATE_WAIT if asked is None else asked) - (now - self.failed_at))
 
 
@@ -214,6 +251,11 @@ async def open_upstream(
                 break
             await sleep(_round_wait(round_, retry, rng))
             queue = retry
+    except asyncio.CancelledError:
+        for candidate in tried:
+            if candidate.error is None:
+                candidate.release()  # cut short: neither a success nor a failure
+        raise
     finally:
         for candidate in tried:
             candidate.conclude()
@@ -221,19 +263,36 @@ async def open_upstream(
 
 
 def _round_wait(round_: int, retry: list[_Candidate], rng: random.Random) -> float:
-    asked = [c.error.retry_after for c in retry if c.error and c.error.retry_after is not None]
+    asked = [wait for c in retry if (wait := c.asked()) is not None]
     return max([_backoff(round_, rng), *asked])
 
 
 async def _attempt(candidate: _Candidate, route: _Route) -> Opened | None:
-    """One attempt on one upstream: the opened answer, or ``None`` with ``candidate.error``."""
+    """One attempt on one upstream: the opened answer, or ``None`` with ``candidate.error``;
+    :class:`AnswerCancelled` (with what was received) when the request is cancelled."""
     provider = candidate.provider
     candidate.tries += 1
     candidate.error = None
-    upstream_model = provider.settings.model or route.model.name
     request = route.request
-    request.upstream_model = upstream_model
+    request.upstream_model = provider.settings.model or route.model.name
     events = provider.events(request.for_provider(provider))
+    received: list[Batch] = []
+    try:
+        return await _open(events, candidate, route, received)
+    except asyncio.CancelledError as exc:
+        if isinstance(exc, AnswerCancelled):
+            raise
+        await _aclose(events)
+        raise AnswerCancelled(route.model, provider.label, _collected(received)) from None
+
+
+async def _open(
+    events: AsyncIterator[Batch], candidate: _Candidate, route: _Route, received: list[Batch]
+) -> Opened | None:
+    """:func:`_attempt` once the upstream was called; the batches of a non-streamed answer
+    are read into ``received``."""
+    provider, request = candidate.provider, route.request
+    upstream_model = request.upstream_model
     try:
         first = await anext(events)
     except UpstreamError as exc:
@@ -261,29 +320,36 @@ async def _attempt(candidate: _Candidate, route: _Route) -> Opened | None:
         return None
     if request.stream:
         return Opened(provider, upstream_model, _Watched(events, candidate, route))
-    batches = await _collect(events, candidate, route)
-    if batches is None:
+    if not await _collect(events, candidate, route, received):
         return None
     candidate.record(True)
-    return Opened(provider, upstream_model, _replay(batches))
+    return Opened(provider, upstream_model, _replay(received))
 
 
 async def _collect(
-    events: AsyncIterator[Batch], candidate: _Candidate, route: _Route
-) -> list[Batch] | None:
-    """The rest of a started non-streamed answer, or ``None`` (with ``candidate.error``) when
-    the upstream broke it off: a failed attempt like any other, and an unbilled one."""
-    batches: list[Batch] = []
+    events: AsyncIterator[Batch], candidate: _Candidate, route: _Route, batches: list[Batch]
+) -> bool:
+    """Read the rest of a started non-streamed answer into ``batches``: ``False`` (with
+    ``candidate.error``) when the upstream broke it off, a failed attempt like any other, and
+    an unbilled one."""
     try:
         async for batch in events:
             batches.append(batch)
     except UpstreamError as exc:
         candidate.fail(exc)
         _cut(candidate, route, exc, batches)
-        return None
+        return False
     finally:
         await _aclose(events)
-    return batches
+    return True
+
+
+def _collected(batches: Sequence[Batch]) -> Collected:
+    collected = Collected()
+    for batch in batches:
+        for event in batch:
+            collected.add(event)
+    return collected
 
 
 async def _replay(batches: list[Batch]) -> AsyncIterator[Batch]:
@@ -336,12 +402,8 @@ def _cut(
     if request.stream:
         log.warning("upstream %s broke off a streamed answer: %s", provider.label, error)
         return
-    collected = Collected()
-    for batch in received:
-        for event in batch:
-            collected.add(event)
     guess = prompt_token_guess(request.request, model.settings.image_token_estimate)
-    usage = collected.usage_or_estimate(guess)
+    usage = _collected(received).usage_or_estimate(guess)
     tokens = usage.prompt_tokens + usage.completion_tokens
     if route.metrics is not None:
         route.metrics.unbilled(model.name, provider.label, tokens)
