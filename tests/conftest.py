@@ -14,6 +14,14 @@ from tests.support.gateway import GatewayProcess
 
 REQUIRE_SERVICES = os.environ.get("RELAYGATE_REQUIRE_SERVICES") == "1"
 
+# Every relaygate process a test starts (in its own working directory) runs this checkout's
+# code, whichever checkout the installed package points at: the source folder goes first on
+# the path of every child process, as an absolute path.
+_SRC = str(Path(__file__).resolve().parent.parent / "src")
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    [_SRC, *(p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and p != "src")]
+)
+
 
 def catalog(
     upstream_url: str, upstream_settings: dict[str, Any] | None = None, **overrides: Any
