@@ -50,11 +50,20 @@ def closest(name: str, candidates: list[str]) -> str | None:
         return None
     matcher = difflib.SequenceMatcher()
     matcher.set_seq2(name[:SUGGEST_CHARS])
-    scored = []
+    best: tuple[float, str] | None = None
     for candidate in candidates[:SUGGEST_CANDIDATES]:
         matcher.set_seq1(candidate[:SUGGEST_CHARS])
-        scored.append((matcher.ratio(), candidate))
-    return max(scored)[1]  # ties go as in difflib.get_close_matches
+        # The cheap upper bounds skip candidates that cannot reach the best so far (as
+        # difflib.get_close_matches does); an equal bound is still compared, for the ties.
+        if best is not None and (
+            matcher.real_quick_ratio() < best[0] or matcher.quick_ratio() < best[0]
+        ):
+            continue
+        scored = (matcher.ratio(), candidate)
+        if best is None or scored > best:
+            best = scored
+    assert best is not None
+    return best[1]  # ties go as in difflib.get_close_matches
 
 
 class Catalog:
