@@ -107,6 +107,8 @@ class _Segment:
     fd: int
     path: Path
     size: int = 0
+    torn: bool = False
+    """A failed write left a partial record that could not be cut off."""
     mark: int = 0
     """Rows appended to the ledger when this segment was retired: it is obsolete once as many
     have been stored."""
@@ -261,14 +263,33 @@ class Journal:
         if segment is None:
             return
         fd = segment.fd
-        written = os.write(fd, data)
-        if written < len(data):  # a short write (a nearly full disk): finish it, or raise
-            _write_all(fd, data[written:])
-        segment.size += len(data)
+        if segment.torn:
+            data = b"\n" + data  # end the partial record a failed write left (an empty line)
+        try:
+            _write_all(fd, data)
+        except OSError:
+            self._cut(segment)
+            raise
+        if segment.torn:
+            segment.size = os.fstat(fd).st_size  # past the partial record
+            segment.torn = False
+        else:
+            segment.size += len(data)
         if self.fsync == "always":
             os.fdatasync(fd)
         elif self.fsync == "everysec":
             self._dirty.add(fd)
+
+    @staticmethod
+    def _cut(segment: _Segment) -> None:
+        """A write failed, perhaps part way (a nearly full disk): cut the partial record off,
+        or, if even that fails, end it with a newline before the next record (the reader skips
+        it as torn) so it cannot swallow the next one."""
+        try:
+            if os.fstat(segment.fd).st_size != segment.size:
+                os.ftruncate(segment.fd, segment.size)
+        except OSError:
+            segment.torn = True
 
     def admitted(
         self,
