@@ -3,15 +3,22 @@ recovering together, and a settle cancelled by the shutdown deadline."""
 
 from __future__ import annotations
 
+import asyncio
 import errno
+import logging
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
+from relaygate.accounting import journal as journal_module
+from relaygate.accounting.admission import Admissions, Ticket
 from relaygate.accounting.journal import Journal
+from relaygate.accounting.ledger import LedgerWriter
+from relaygate.providers.base import TokenUsage
 from relaygate.store.records import KeyRecord, LedgerRow
 from relaygate.store.sql import SqlStore
 
@@ -88,3 +95,79 @@ async def test_a_short_write_never_swallows_the_next_record(
     assert [row.request_id for row in recovered.rows] == ["req-1", "req-3", "req-4"]
     assert recovered.skipped == (1 if truncate_fails else 0)
     Journal.release(recovered)
+
+
+class _SlowGate:
+    def __init__(self) -> None:
+        self.entered = asyncio.Event()
+
+    async def settle(self, hold: object, cost: int, tokens: int) -> int:
+        self.entered.set()
+        await asyncio.Event().wait()  # a Redis round trip the shutdown deadline cuts
+        return cost
+
+
+class _Price:
+    def for_tier(self, tier: str | None) -> _Price:
+        return self
+
+    def cost(self, usage: TokenUsage) -> int:
+        return 10 * (usage.prompt_tokens + usage.completion_tokens)
+
+
+async def test_a_settle_cancelled_while_it_awaits_the_gate_still_writes_its_row(
+    tmp_path: Path,
+) -> None:
+    journal = Journal(tmp_path / "journal", "no")
+    ledger = LedgerWriter(SimpleNamespace(), 60, 100, journal=journal)  # type: ignore[arg-type]
+    journal.open()
+    gate = _SlowGate()
+    admissions = Admissions(gate, ledger)  # type: ignore[arg-type]
+    ledger.admitted("req-1", "key-1", "m", False, 5, 50)
+    model = SimpleNamespace(name="m", price=_Price())
+    ticket = Ticket("req-1", SimpleNamespace(id="key-1"), model, False, None, 5, 0.0)  # type: ignore[arg-type]
+    usage = TokenUsage(prompt_tokens=5, completion_tokens=100)
+    task = asyncio.create_task(admissions.settle(ticket, usage, "ok", "u", "m"))
+    await gate.entered.wait()
+    task.cancel()  # the shutdown deadline
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert [(row.request_id, row.status, row.cost_micros) for row in ledger.pending] == [
+        ("req-1", "ok", 1050)
+    ]
+    assert journal.inflight == {}
+    await journal.close(keep=False)
+
+
+async def test_a_failed_rotation_leaks_no_file_or_descriptor_and_backs_off(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(journal_module, "SEGMENT_BYTES", 200)
+    directory = tmp_path / "journal"
+    journal = Journal(directory, "no")
+    journal.open()
+    journal.admitted("in-flight", "key-1", "m", 0, False, 5, 4)
+    for n in range(5):
+        journal.settled(_row(n))
+    calls = []
+
+    def full_disk(fd: int, data: bytes) -> None:
+        calls.append(fd)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    descriptors = len(os.listdir("/proc/self/fd"))
+    with monkeypatch.context() as patch, caplog.at_level(logging.ERROR):
+        patch.setattr(journal_module, "_write_all", full_disk)
+        for _ in range(50):  # 50 flushes
+            journal.compact(appended=5, stored=5)
+    assert len(list(directory.iterdir())) == 1
+    assert len(os.listdir("/proc/self/fd")) == descriptors
+    assert len(calls) == 1  # retried after a back-off, not at every flush
+    assert caplog.text.count("journal rotation unreachable") == 1
+    journal._rotate_after = 0.0  # the back-off is over, the disk has room again
+    journal.compact(appended=5, stored=5)
+    assert len(list(directory.iterdir())) == 1  # rotated, and the old segment removed
+    assert journal._current is not None
+    assert journal._current.size > 0  # carries the request in flight
+    await journal.close(keep=False)
+    assert list(directory.iterdir()) == []

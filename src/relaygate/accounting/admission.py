@@ -130,14 +130,28 @@ class Admissions:
         usage = usage or TokenUsage()
         cost = ticket.model.price.for_tier(ticket.tier).cost(usage)
         tokens = usage.prompt_tokens + usage.completion_tokens
+        charged = cost
         try:
             charged = await self.gate.settle(ticket.hold, cost, tokens)
         except Exception:
             log.exception(
                 "settling %s with the gate failed; the ledger row keeps its cost", ticket.request_id
             )
-            charged = cost
-        self.uncharged_micros += cost - charged
+        finally:
+            # Also when the shutdown deadline cancels the gate call: the row is written.
+            self.uncharged_micros += cost - charged
+            self._append_row(ticket, usage, status, upstream, upstream_model, charged)
+        return charged
+
+    def _append_row(
+        self,
+        ticket: Ticket,
+        usage: TokenUsage,
+        status: str,
+        upstream: str,
+        upstream_model: str,
+        charged: int,
+    ) -> None:
         self.ledger.append(
             LedgerRow(
                 request_id=ticket.request_id,
@@ -159,7 +173,6 @@ class Admissions:
                 completion_audio_tokens=usage.completion_audio_tokens,
             )
         )
-        return charged
 
 
 def _cancelling() -> bool:

@@ -34,12 +34,14 @@ import itertools
 import logging
 import operator
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 import msgspec
 
+from relaygate.outage import Outage
 from relaygate.store.records import LedgerRow
 
 log = logging.getLogger("relaygate.journal")
@@ -48,6 +50,9 @@ FsyncPolicy = Literal["always", "everysec", "no"]
 
 SEGMENT_BYTES = 1 << 20
 """A segment is rotated once it is this large (and removed once the store holds its rows)."""
+
+ROTATE_BACKOFF_MAX = 30.0
+"""A failed rotation is retried after 1 s, then twice as long each time, up to this."""
 
 _SUFFIX = ".journal"
 _NEW = ".new"
@@ -165,6 +170,10 @@ class Journal:
         self._syncing = False
         self._seq = itertools.count()
         self._sync_task: asyncio.Task[None] | None = None
+        self.rotation_outage = Outage(log, "journal rotation")
+        """Failures to start a new segment (a full disk): logged once, then counted."""
+        self._rotate_after = 0.0
+        self._rotate_backoff = 0.0
 
     # --- recovery ----------------------------------------------------------------------------
 
@@ -329,20 +338,13 @@ class Journal:
         ``appended`` counts the rows handed to the ledger so far, ``stored`` those the store
         holds (rows are stored in the order they were appended)."""
         segment = self._current
-        if segment is not None and segment.size >= SEGMENT_BYTES:
-            try:
-                fresh = self._new_segment()
-                carried = b"".join(self.inflight.values())
-                if carried:
-                    _write_all(fresh.fd, carried)
-                    fresh.size = len(carried)
-                    if self.fsync == "always":
-                        os.fdatasync(fresh.fd)
-                    elif self.fsync == "everysec":
-                        self._dirty.add(fresh.fd)
-            except OSError as exc:
-                log.error("journal: cannot start a new segment (%s); keeping the current one", exc)
-            else:
+        if (
+            segment is not None
+            and segment.size >= SEGMENT_BYTES
+            and time.monotonic() >= self._rotate_after
+        ):
+            fresh = self._rotate()
+            if fresh is not None:
                 segment.mark = appended
                 self._retired.append(segment)
                 self._current = fresh
@@ -354,6 +356,34 @@ class Journal:
             with contextlib.suppress(FileNotFoundError):
                 old.path.unlink()
             os.close(old.fd)
+
+    def _rotate(self) -> _Segment | None:
+        """A new segment carrying the records of the requests in flight, or None (the current
+        one is kept, and rotation is retried after a back-off)."""
+        fresh: _Segment | None = None
+        try:
+            fresh = self._new_segment()
+            carried = b"".join(self.inflight.values())
+            if carried:
+                _write_all(fresh.fd, carried)
+                fresh.size = len(carried)
+                if self.fsync == "always":
+                    os.fdatasync(fresh.fd)
+                elif self.fsync == "everysec":
+                    self._dirty.add(fresh.fd)
+        except OSError as exc:
+            if fresh is not None:
+                self._dirty.discard(fresh.fd)
+                with contextlib.suppress(OSError):
+                    fresh.path.unlink()
+                os.close(fresh.fd)
+            self.rotation_outage.failed(exc, "keeping the current segment")
+            self._rotate_backoff = min(max(2 * self._rotate_backoff, 1.0), ROTATE_BACKOFF_MAX)
+            self._rotate_after = time.monotonic() + self._rotate_backoff
+            return None
+        self.rotation_outage.ok()
+        self._rotate_backoff = 0.0
+        return fresh
 
     async def _sync_every_second(self) -> None:
         loop = asyncio.get_running_loop()
