@@ -78,7 +78,7 @@ async def test_a_crash_loses_no_settled_row_and_charges_requests_in_flight(
     _admit(first, 3)  # in flight at the crash
     _admit(first, 4)
     first.cancelled("req-4")  # ended before reaching an upstream: no row
-    (path,) = directory.iterdir()
+    (path,) = directory.glob("*.journal")
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     await _crash(first)
 
@@ -100,9 +100,9 @@ async def test_a_crash_loses_no_settled_row_and_charges_requests_in_flight(
     key = await store.get_key("key-1")
     assert key is not None
     assert key.used_micros == 34
-    assert path not in set(directory.iterdir())  # replayed, then removed
+    assert path not in set(directory.glob("*.journal"))  # replayed, then removed
     await second.close()
-    assert list(directory.iterdir()) == []
+    assert list(directory.glob("*.journal")) == []
 
 
 async def test_a_torn_last_record_is_skipped_and_reported(
@@ -168,7 +168,7 @@ async def test_segments_rotate_and_go_once_the_store_holds_their_rows(
         if n % 5 == 0:
             assert await writer.flush()
     assert await writer.flush()
-    files = list(directory.iterdir())
+    files = list(directory.glob("*.journal"))
     assert len(files) == 1  # the old segments went; the small current one stays
     assert files[0].stat().st_size < 2000
     # the request still in flight was carried into the current segment
@@ -231,4 +231,4 @@ async def test_the_fsync_policy(
     await journal.sync()  # what the once-a-second task does (``everysec``)
     assert len(synced) == inline + deferred
     await journal.close(keep=False)
-    assert list((tmp_path / "journal").iterdir()) == []
+    assert list((tmp_path / "journal").glob("*.journal")) == []

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import fcntl
 import logging
 import os
 from collections.abc import AsyncIterator
@@ -15,6 +16,7 @@ from typing import Any
 import pytest
 
 from relaygate.accounting import journal as journal_module
+from relaygate.accounting import ledger as ledger_module
 from relaygate.accounting.admission import Admissions, Ticket
 from relaygate.accounting.journal import Journal
 from relaygate.accounting.ledger import LedgerWriter
@@ -160,14 +162,91 @@ async def test_a_failed_rotation_leaks_no_file_or_descriptor_and_backs_off(
         patch.setattr(journal_module, "_write_all", full_disk)
         for _ in range(50):  # 50 flushes
             journal.compact(appended=5, stored=5)
-    assert len(list(directory.iterdir())) == 1
+    assert len(list(directory.glob("*.journal"))) == 1
     assert len(os.listdir("/proc/self/fd")) == descriptors
     assert len(calls) == 1  # retried after a back-off, not at every flush
     assert caplog.text.count("journal rotation unreachable") == 1
     journal._rotate_after = 0.0  # the back-off is over, the disk has room again
     journal.compact(appended=5, stored=5)
-    assert len(list(directory.iterdir())) == 1  # rotated, and the old segment removed
+    assert len(list(directory.glob("*.journal"))) == 1  # rotated, and the old segment removed
     assert journal._current is not None
     assert journal._current.size > 0  # carries the request in flight
     await journal.close(keep=False)
-    assert list(directory.iterdir()) == []
+    assert list(directory.glob("*.journal")) == []
+
+
+def _orphan(directory: Path, name: str, *records: bytes) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / name
+    path.write_bytes(b"".join(records))
+    return path
+
+
+def _settled(row: LedgerRow) -> bytes:
+    return b"S" + journal_module.encode_row(row) + b"\n"
+
+
+async def test_workers_starting_together_recover_one_at_a_time(
+    store: SqlStore, tmp_path: Path
+) -> None:
+    directory = tmp_path / "journal"
+    _orphan(directory, "1-0-aaa.journal", _settled(_row(1)))
+    lock = os.open(directory / ".recover", os.O_RDWR | os.O_CREAT)
+    fcntl.flock(lock, fcntl.LOCK_EX)  # another worker is recovering
+    writer = LedgerWriter(store, 60, 100, journal=Journal(directory, "no"))
+    try:
+        starting = asyncio.create_task(writer.start())
+        done, _ = await asyncio.wait({starting}, timeout=0.3)
+        assert not done  # it waits for the other worker's recovery
+    finally:
+        os.close(lock)
+    await starting
+    assert [row.request_id for row in await store.ledger_rows("key-1")] == ["req-1"]
+    await writer.close()
+
+
+async def test_a_dead_process_split_between_two_workers_keeps_its_real_row(
+    store: SqlStore, tmp_path: Path
+) -> None:
+    """The admission and the real row in different files, replayed by different workers in
+    the wrong order: the real row replaces the ``interrupted`` one."""
+    directory = tmp_path / "journal"
+    admitted = b'O["req-long","key-1","m",1,true,5,4]\n'
+    real = _row(2, cost=5000, request_id="req-long")
+    later = _orphan(directory, "1-1-bbb.journal", admitted, _settled(real))
+    held = os.open(later, os.O_RDONLY)
+    fcntl.flock(held, fcntl.LOCK_EX)  # read by another worker, not yet replayed
+    _orphan(directory, "1-0-aaa.journal", admitted)
+    first = LedgerWriter(store, 60, 100, journal=Journal(directory, "no"))
+    await first.start()
+    os.close(held)
+    second = LedgerWriter(store, 60, 100, journal=Journal(directory, "no"))
+    await second.start()
+    rows = await store.ledger_rows("key-1")
+    assert [(row.status, row.cost_micros) for row in rows] == [("ok", 5000)]
+    key = await store.get_key("key-1")
+    assert key is not None
+    assert key.used_micros == 5000
+    await first.close()
+    await second.close()
+
+
+async def test_orphan_journals_are_replayed_without_a_restart(
+    store: SqlStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A replica that stopped with the store down left its journal: a live worker writes it
+    (about once a minute, and when the store recovers)."""
+    monkeypatch.setattr(ledger_module, "ORPHAN_SECONDS", 0.0)
+    directory = tmp_path / "journal"
+    writer = LedgerWriter(store, 0.01, 100, journal=Journal(directory, "no"))
+    await writer.start()
+    orphan = _orphan(directory, "7-0-ccc.journal", _settled(_row(7)))
+    deadline = asyncio.get_running_loop().time() + 10
+    while not await store.ledger_rows("key-1"):
+        assert asyncio.get_running_loop().time() < deadline, "the orphan was never replayed"
+        await asyncio.sleep(0.01)
+    assert [row.request_id for row in await store.ledger_rows("key-1")] == ["req-7"]
+    while orphan.exists():
+        assert asyncio.get_running_loop().time() < deadline, "the orphan was never removed"
+        await asyncio.sleep(0.01)
+    await writer.close()

@@ -54,6 +54,9 @@ SEGMENT_BYTES = 1 << 20
 ROTATE_BACKOFF_MAX = 30.0
 """A failed rotation is retried after 1 s, then twice as long each time, up to this."""
 
+RECOVER_LOCK = ".recover"
+"""The file whose lock serializes recovery in a journal directory."""
+
 _SUFFIX = ".journal"
 _NEW = ".new"
 _FIELDS = tuple(f.name for f in dataclasses.fields(LedgerRow))
@@ -105,6 +108,9 @@ class Recovered:
     """Torn or unreadable records."""
     files: list[tuple[int, Path]] = field(default_factory=list)
     """The files read (descriptor still locked, path), removed by :meth:`Journal.discard`."""
+    lock: int = -1
+    """The directory's recovery lock, held until :meth:`Journal.discard` or
+    :meth:`Journal.release`: one process at a time replays the files of dead ones."""
 
 
 @dataclass(slots=True)
@@ -177,11 +183,31 @@ class Journal:
 
     # --- recovery ----------------------------------------------------------------------------
 
-    def recover(self) -> Recovered:
+    def recover(self, wait: bool = True) -> Recovered | None:
         """Read every journal file no live process holds (each stays locked until
-        :meth:`discard` or :meth:`release`)."""
+        :meth:`discard` or :meth:`release`).
+
+        Recovery is serialized by a lock on the directory's ``.recover`` file, held until
+        :meth:`discard` or :meth:`release`: workers starting together never split a dead
+        process's files between them (one would charge a request ``interrupted`` whose real row
+        is in a file the other read). Blocks for it if ``wait``, else returns None when another
+        process is recovering. Blocking: call it in a thread."""
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        recovered = Recovered()
+        lock = os.open(self.directory / RECOVER_LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            os.close(lock)
+            return None
+        recovered = Recovered(lock=lock)
+        try:
+            self._read_orphans(recovered)
+        except BaseException:
+            self.release(recovered)
+            raise
+        return recovered
+
+    def _read_orphans(self, recovered: Recovered) -> None:
         opened: dict[str, LedgerRow] = {}
         settled: dict[str, LedgerRow] = {}
         cancelled: set[str] = set()
@@ -199,7 +225,6 @@ class Journal:
             if request_id not in settled and request_id not in cancelled:
                 recovered.rows.append(row)
                 recovered.interrupted += 1
-        return recovered
 
     @staticmethod
     def _lock_orphan(path: Path) -> int | None:
@@ -225,6 +250,7 @@ class Journal:
                 path.unlink()
             os.close(fd)
         recovered.files.clear()
+        Journal._unlock(recovered)
 
     @staticmethod
     def release(recovered: Recovered) -> None:
@@ -232,6 +258,13 @@ class Journal:
         for fd, _ in recovered.files:
             os.close(fd)
         recovered.files.clear()
+        Journal._unlock(recovered)
+
+    @staticmethod
+    def _unlock(recovered: Recovered) -> None:
+        if recovered.lock >= 0:
+            os.close(recovered.lock)
+            recovered.lock = -1
 
     # --- writing -----------------------------------------------------------------------------
 
