@@ -6,9 +6,11 @@ from __future__ import annotations
 import asyncio
 import errno
 import fcntl
+import json
 import logging
 import os
 from collections.abc import AsyncIterator
+from decimal import Decimal
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -18,9 +20,15 @@ import pytest
 from relaygate.accounting import journal as journal_module
 from relaygate.accounting import ledger as ledger_module
 from relaygate.accounting.admission import Admissions, Ticket
+from relaygate.accounting.gate import MemoryGate
 from relaygate.accounting.journal import Journal
 from relaygate.accounting.ledger import LedgerWriter
+from relaygate.accounting.prices import Price
+from relaygate.api.chat import _complete_answer
+from relaygate.protocol.validate import decode_chat_request
 from relaygate.providers.base import TokenUsage
+from relaygate.routing.catalog import CatalogModel
+from relaygate.settings import ModelSettings, Pricing
 from relaygate.store.records import KeyRecord, LedgerRow
 from relaygate.store.sql import SqlStore
 
@@ -250,3 +258,73 @@ async def test_orphan_journals_are_replayed_without_a_restart(
         assert asyncio.get_running_loop().time() < deadline, "the orphan was never removed"
         await asyncio.sleep(0.01)
     await writer.close()
+
+
+async def test_in_flight_charge_is_journaled_at_the_tier_price_when_going_upstream(
+    tmp_path: Path,
+) -> None:
+    """The admission record is written when the request is about to reach an upstream (not
+    before its images are fetched), with the prompt estimate priced at its service tier."""
+    journal = Journal(tmp_path / "journal", "no")
+    journal.open()
+    ledger = LedgerWriter(SimpleNamespace(), 60, 100, journal=journal)  # type: ignore[arg-type]
+    gate = MemoryGate()
+    key = KeyRecord(
+        id="key-1", name="", key_hash="h", prefix="p", created_at=0, granted_micros=10**9
+    )
+    gate.credits.load(key.id, key.granted_micros, 0, False)
+    settings = ModelSettings(
+        pricing=Pricing(
+            input=Decimal("5"), output=Decimal("30"), service_tiers={"priority": Decimal("2")}
+        ),
+        max_output_tokens=1000,
+    )
+    model = CatalogModel("m", settings, Price.from_settings(settings.pricing), [])
+    body = (
+        b'{"model": "m", "service_tier": "priority", "max_tokens": 10,'
+        b' "messages": [{"role": "user", "content": "hi"}]}'
+    )
+    request, _ = decode_chat_request(body)
+    admissions = Admissions(gate, ledger)
+    ticket = await admissions.admit(key, model, request, len(body), "req-1")
+    assert journal.inflight == {}  # images not fetched yet: a crash here charges nothing
+    admissions.going_upstream(ticket)
+    (record,) = journal.inflight.values()
+    cost = json.loads(record[1:])[-1]
+    assert cost == 2 * model.price.worst_case(ticket.prompt_guess, 0)
+    await admissions.settle(ticket, None, "upstream_error", "u", "m")
+    await journal.close(keep=False)
+
+
+class _Broken:
+    def __init__(self) -> None:
+        self.provider = SimpleNamespace(label="u")
+        self.upstream_model = "m"
+        self.events = self._events()
+
+    async def _events(self) -> AsyncIterator[list[Any]]:
+        yield []
+        raise RuntimeError("a bug of relaygate's")
+
+
+async def test_a_non_stream_failing_inside_relaygate_is_an_internal_error_not_cancelled(
+    tmp_path: Path,
+) -> None:
+    ledger = LedgerWriter(SimpleNamespace(), 60, 100)  # type: ignore[arg-type]
+    admissions = Admissions(SimpleNamespace(), ledger)  # type: ignore[arg-type]
+
+    async def settle(hold: object, cost: int, tokens: int) -> int:
+        return cost
+
+    admissions.gate.settle = settle  # type: ignore[attr-defined]
+    model = SimpleNamespace(name="m", price=_Price())
+    ticket = Ticket("req-1", SimpleNamespace(id="key-1"), model, False, None, 5, 0.0)  # type: ignore[arg-type]
+    gw = SimpleNamespace(admissions=admissions)
+
+    async def send(message: object) -> None:
+        raise AssertionError("nothing is sent")
+
+    with pytest.raises(RuntimeError, match="a bug"):
+        await _complete_answer(gw, ticket, _Broken(), send)  # type: ignore[arg-type]
+    (row,) = ledger.pending
+    assert (row.status, row.prompt_tokens, row.cost_micros) == ("internal_error", 5, 50)

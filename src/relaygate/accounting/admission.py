@@ -77,16 +77,6 @@ class Admissions:
             raise _insufficient(
                 model, request.service_tier, exc.available, worst, prompt_bound
             ) from None
-        # If the process dies before settling, the prompt estimate is charged (status
-        # ``interrupted``), as a disconnect with nothing received is.
-        self.ledger.admitted(
-            request_id,
-            key.id,
-            primary.name,
-            request.stream,
-            guess,
-            primary.price.worst_case(guess, 0),
-        )
         return Ticket(
             request_id=request_id,
             key=key,
@@ -96,6 +86,19 @@ class Admissions:
             prompt_guess=guess,
             started=time.monotonic(),
             tier=request.service_tier,
+        )
+
+    def going_upstream(self, ticket: Ticket) -> None:
+        """The request is about to reach an upstream (its images fetched): journal it. If the
+        process dies before it settles, its prompt estimate is charged (status
+        ``interrupted``), as a disconnect with nothing received is, at its tier's price."""
+        self.ledger.admitted(
+            ticket.request_id,
+            ticket.key.id,
+            ticket.model.name,
+            ticket.stream,
+            ticket.prompt_guess,
+            ticket.model.price.for_tier(ticket.tier).worst_case(ticket.prompt_guess, 0),
         )
 
     async def cancel(self, ticket: Ticket) -> None:
