@@ -25,10 +25,11 @@ from relaygate.accounting.journal import Journal
 from relaygate.accounting.ledger import LedgerWriter
 from relaygate.accounting.prices import Price
 from relaygate.api.chat import _complete_answer
+from relaygate.app import Gateway
 from relaygate.protocol.validate import decode_chat_request
 from relaygate.providers.base import TokenUsage
 from relaygate.routing.catalog import CatalogModel
-from relaygate.settings import ModelSettings, Pricing
+from relaygate.settings import ModelSettings, Pricing, Settings
 from relaygate.store.records import KeyRecord, LedgerRow
 from relaygate.store.sql import SqlStore
 
@@ -328,3 +329,42 @@ async def test_a_non_stream_failing_inside_relaygate_is_an_internal_error_not_ca
         await _complete_answer(gw, ticket, _Broken(), send)  # type: ignore[arg-type]
     (row,) = ledger.pending
     assert (row.status, row.prompt_tokens, row.cost_micros) == ("internal_error", 5, 50)
+
+
+async def test_a_record_after_close_is_logged_not_dropped_silently(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    journal = Journal(tmp_path / "journal", "no")
+    journal.open()
+    await journal.close(keep=False)
+    with caplog.at_level(logging.ERROR):
+        journal.settled(_row(1))
+    assert "journal closed: 1 records not journaled" in caplog.text
+
+
+async def test_shutdown_waits_for_the_cancelled_requests_to_settle(tmp_path: Path) -> None:
+    """uvicorn's backstop cancels the request tasks and runs the lifespan shutdown at once: the
+    gateway lets them settle (a Redis round trip) before it closes the ledger."""
+    settings = Settings(
+        database_url=f"sqlite:///{tmp_path / 'db.sqlite'}", journal_path=str(tmp_path / "j")
+    )
+    gateway = Gateway(settings)
+    settled = asyncio.Event()
+    started = asyncio.Event()
+
+    async def request() -> None:
+        started.set()
+        try:
+            await asyncio.Event().wait()
+        finally:
+            for _ in range(3):
+                await asyncio.sleep(0)  # settle() awaiting the gate
+            settled.set()
+
+    task = asyncio.create_task(request())
+    gateway.requests.add(task)
+    await started.wait()
+    task.cancel()
+    await gateway._wait_for_requests()
+    assert settled.is_set()
+    await gateway.store.close()

@@ -169,6 +169,8 @@ class Journal:
         self.inflight: dict[str, bytes] = {}
         """Admission records of the requests in flight (carried into each new segment)."""
         self.failures = 0
+        self.closed_drops = 0
+        """Records written while no segment was open (after :meth:`close`)."""
         self._current: _Segment | None = None
         self._retired: list[_Segment] = []
         self._dirty: set[int] = set()
@@ -303,6 +305,7 @@ class Journal:
     def _append(self, data: bytes) -> None:
         segment = self._current
         if segment is None:
+            self._dropped(data)
             return
         fd = segment.fd
         if segment.torn:
@@ -321,6 +324,16 @@ class Journal:
             os.fdatasync(fd)
         elif self.fsync == "everysec":
             self._dirty.add(fd)
+
+    def _dropped(self, data: bytes) -> None:
+        """A record after :meth:`close` (or before :meth:`open`): it cannot be journaled."""
+        self.closed_drops += 1
+        if self.closed_drops == 1 or self.closed_drops % 1000 == 0:
+            log.error(
+                "journal closed: %d records not journaled (this one: %s)",
+                self.closed_drops,
+                data[:1].decode(errors="replace"),
+            )
 
     @staticmethod
     def _cut(segment: _Segment) -> None:
