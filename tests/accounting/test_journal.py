@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import stat
+import threading
 from collections.abc import AsyncIterator
 from dataclasses import asdict
 from pathlib import Path
@@ -214,21 +215,31 @@ async def test_a_journal_write_failure_is_logged_with_the_rows_at_risk(
     assert "1 ledger rows (10 micro-USD) lost" in caplog.text
 
 
-@pytest.mark.parametrize(("policy", "inline", "deferred"), [
-    pytest.param("always", 1, 0, id="always"),
-    pytest.param("everysec", 0, 1, id="everysec"),
-    pytest.param("no", 0, 0, id="no"),
+@pytest.mark.parametrize(("policy", "synced_after"), [
+    pytest.param("always", 1, id="always"),
+    pytest.param("everysec", 1, id="everysec"),
+    pytest.param("no", 0, id="no"),
 ])
 async def test_the_fsync_policy(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, policy: str, inline: int, deferred: int
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, policy: str, synced_after: int
 ) -> None:
-    synced: list[int] = []
-    monkeypatch.setattr(journal_module.os, "fdatasync", synced.append)
+    synced: list[str] = []
+    monkeypatch.setattr(
+        journal_module.os, "fdatasync", lambda fd: synced.append(threading.current_thread().name)
+    )
     journal = Journal(tmp_path / "journal", policy)  # type: ignore[arg-type]
     journal.open()
+    journal.admitted("req-1", "key-1", "m", 0, False, 5, 4)
     journal.settled(_row(1))
-    assert len(synced) == inline  # ``always``: before the settle returns
-    await journal.sync()  # what the once-a-second task does (``everysec``)
-    assert len(synced) == inline + deferred
+    assert synced == []  # never on the event loop
+    durable = journal.durable()
+    if policy == "always":  # the response awaits it
+        assert durable is not None
+        await durable
+    else:
+        assert durable is None
+        await journal.sync()  # what the once-a-second task does (``everysec``)
+    assert len(synced) == synced_after
+    assert threading.main_thread().name not in synced
     await journal.close(keep=False)
     assert list((tmp_path / "journal").glob("*.journal")) == []

@@ -9,6 +9,7 @@ import fcntl
 import json
 import logging
 import os
+import threading
 from collections.abc import AsyncIterator
 from decimal import Decimal
 from pathlib import Path
@@ -368,3 +369,47 @@ async def test_shutdown_waits_for_the_cancelled_requests_to_settle(tmp_path: Pat
     await gateway._wait_for_requests()
     assert settled.is_set()
     await gateway.store.close()
+
+
+async def test_always_shares_one_fdatasync_between_concurrent_requests(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``journal_fsync: always``: every settled row is on disk before its response ends, and
+    the rows written while one fdatasync runs share the next one (a group commit)."""
+    release = threading.Event()
+    calls: list[str] = []
+
+    def fdatasync(fd: int) -> None:
+        calls.append(threading.current_thread().name)
+        release.wait(30)  # the disk is slow: rows pile up behind this sync
+
+    monkeypatch.setattr(os, "fdatasync", fdatasync)
+    journal = Journal(tmp_path / "journal", "always")
+    journal.open()
+    ledger = LedgerWriter(SimpleNamespace(), 60, 1000, journal=journal)  # type: ignore[arg-type]
+    admissions = Admissions(SimpleNamespace(), ledger)  # type: ignore[arg-type]
+
+    async def settle(hold: object, cost: int, tokens: int) -> int:
+        return cost
+
+    admissions.gate.settle = settle  # type: ignore[attr-defined]
+    model = SimpleNamespace(name="m", price=_Price())
+    done: list[int] = []
+
+    async def request(n: int) -> None:
+        ticket = Ticket(f"req-{n}", SimpleNamespace(id="key-1"), model, False, None, 5, 0.0)  # type: ignore[arg-type]
+        await admissions.settle(ticket, TokenUsage(prompt_tokens=5), "ok", "u", "m")
+        done.append(n)
+
+    first = asyncio.create_task(request(0))
+    while not calls:  # the first sync is running in its thread
+        await asyncio.sleep(0.001)
+    others = [asyncio.create_task(request(n)) for n in range(1, 50)]
+    await asyncio.sleep(0)
+    assert done == []  # nobody's response ends before its row is on disk
+    release.set()
+    await asyncio.gather(first, *others)
+    assert sorted(done) == list(range(50))
+    assert 2 <= len(calls) <= 3  # 50 rows: the first sync, then one (or two) for the rest
+    assert threading.main_thread().name not in calls
+    await journal.close(keep=False)

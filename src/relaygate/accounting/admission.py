@@ -144,6 +144,9 @@ class Admissions:
             # Also when the shutdown deadline cancels the gate call: the row is written.
             self.uncharged_micros += cost - charged
             self._append_row(ticket, usage, status, upstream, upstream_model, charged)
+        durable = self.ledger.durable()
+        if durable is not None:  # ``journal_fsync: always``: on disk before the response ends
+            await durable
         return charged
 
     def _append_row(

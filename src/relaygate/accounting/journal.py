@@ -19,7 +19,9 @@ starts a new segment (carrying the records of the requests still in flight) past
 
 Durability (``journal_fsync``): every record is written with ``os.write`` before the response
 ends, so a killed process loses nothing. What a power loss (or a kernel crash) can lose depends on
-the policy: ``always`` fsyncs each record (nothing is lost; each settle waits for the disk),
+the policy: ``always`` makes each settled row durable before its response ends (the response
+awaits a group commit: one fdatasync in a thread serves every row written while the previous
+one ran, so the event loop never waits for the disk; admission records are synced with them),
 ``everysec`` (the default) fsyncs once a second in a thread (up to about a second of rows),
 ``no`` leaves it to the operating system (typically up to 30 seconds).
 """
@@ -35,6 +37,7 @@ import logging
 import operator
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -175,7 +178,12 @@ class Journal:
         self._retired: list[_Segment] = []
         self._dirty: set[int] = set()
         self._directory_dirty = False
-        self._syncing = False
+        self._syncing: set[int] = set()
+        """Descriptors the fsync thread is syncing (not closed until it is done)."""
+        self._thread_call: asyncio.Future[None] | None = None
+        self._waiters: list[asyncio.Future[None]] = []
+        self._committer: asyncio.Task[None] | None = None
+        self.fsync_outage = Outage(log, "journal fsync")
         self._seq = itertools.count()
         self._sync_task: asyncio.Task[None] | None = None
         self.rotation_outage = Outage(log, "journal rotation")
@@ -289,10 +297,8 @@ class Journal:
         fcntl.flock(fd, fcntl.LOCK_EX)
         path = self.directory / (name + _SUFFIX)
         temporary.rename(path)
-        if self.fsync == "always":
-            self._sync_directory()
-        elif self.fsync == "everysec":
-            self._directory_dirty = True  # synced with the next second's records
+        if self.fsync != "no":
+            self._directory_dirty = True  # synced with the next records
         return _Segment(fd, path)
 
     def _sync_directory(self) -> None:
@@ -320,10 +326,8 @@ class Journal:
             segment.torn = False
         else:
             segment.size += len(data)
-        if self.fsync == "always":
-            os.fdatasync(fd)
-        elif self.fsync == "everysec":
-            self._dirty.add(fd)
+        if self.fsync != "no":
+            self._dirty.add(fd)  # synced in a thread: once a second, or by the group commit
 
     def _dropped(self, data: bytes) -> None:
         """A record after :meth:`close` (or before :meth:`open`): it cannot be journaled."""
@@ -394,9 +398,9 @@ class Journal:
                 segment.mark = appended
                 self._retired.append(segment)
                 self._current = fresh
-        if self._syncing:
-            return  # a descriptor may be in the fsync thread's hands: remove them next time
         while self._retired and self._retired[0].mark <= stored:
+            if self._retired[0].fd in self._syncing:
+                break  # in the fsync thread's hands: removed next time
             old = self._retired.pop(0)
             self._dirty.discard(old.fd)
             with contextlib.suppress(FileNotFoundError):
@@ -413,9 +417,7 @@ class Journal:
             if carried:
                 _write_all(fresh.fd, carried)
                 fresh.size = len(carried)
-                if self.fsync == "always":
-                    os.fdatasync(fresh.fd)
-                elif self.fsync == "everysec":
+                if self.fsync != "no":
                     self._dirty.add(fresh.fd)
         except OSError as exc:
             if fresh is not None:
@@ -444,25 +446,68 @@ class Journal:
         fds, self._dirty = list(self._dirty), set()
         directory, self._directory_dirty = self._directory_dirty, False
         loop = loop or asyncio.get_running_loop()
-        self._syncing = True
+        self._syncing.update(fds)
         try:
             for fd in fds:
-                await loop.run_in_executor(None, os.fdatasync, fd)
+                await self._in_thread(loop, os.fdatasync, fd)
             if directory:
-                await loop.run_in_executor(None, self._sync_directory)
+                await self._in_thread(loop, self._sync_directory)
         except OSError as exc:
-            log.error("journal: fsync failed (%s)", exc)
+            self.fsync_outage.failed(exc, "rows written but perhaps not on disk")
+        else:
+            self.fsync_outage.ok()
         finally:
-            self._syncing = False
+            self._syncing.difference_update(fds)
+
+    async def _in_thread(
+        self, loop: asyncio.AbstractEventLoop, call: Callable[..., None], *args: object
+    ) -> None:
+        # Shielded: a cancelled caller (close) still waits for the thread before closing fds.
+        self._thread_call = loop.run_in_executor(None, call, *args)
+        await asyncio.shield(self._thread_call)
+
+    def durable(self) -> asyncio.Future[None] | None:
+        """With ``journal_fsync: always``, a future done once what was written so far is on
+        disk (None with other policies). One fdatasync, in a thread, serves every record written
+        while the previous one ran (a group commit): the event loop never waits for the disk."""
+        if self.fsync != "always" or self._current is None:
+            return None
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[None] = loop.create_future()
+        self._waiters.append(waiter)
+        if self._committer is None:
+            self._committer = loop.create_task(self._group_commit(), name="journal-commit")
+        return waiter
+
+    async def _group_commit(self) -> None:
+        waiters: list[asyncio.Future[None]] = []
+        try:
+            while self._waiters:
+                waiters, self._waiters = self._waiters, []
+                await self.sync()
+                for waiter in waiters:
+                    if not waiter.done():
+                        waiter.set_result(None)
+        finally:
+            self._committer = None
+            for waiter in [*waiters, *self._waiters]:
+                if not waiter.done():
+                    waiter.set_result(None)
+            self._waiters.clear()
 
     async def close(self, keep: bool) -> None:
         """Close this process's files: removed when ``keep`` is false (every row is in the
         store), else left for the next start to replay."""
+        if self._committer is not None:
+            await self._committer
         if self._sync_task is not None:
             self._sync_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sync_task
             self._sync_task = None
+        if self._thread_call is not None:
+            with contextlib.suppress(OSError):
+                await self._thread_call  # a fsync still running in its thread
         segments = [*self._retired, *([self._current] if self._current else [])]
         self._retired, self._current = [], None
         if keep and self.fsync != "no":

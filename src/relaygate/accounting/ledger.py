@@ -83,6 +83,11 @@ class LedgerWriter:
         if len(self.pending) >= self.batch_size:
             self._wake.set()
 
+    def durable(self) -> asyncio.Future[None] | None:
+        """With ``journal_fsync: always``, what to await before the response ends (the rows
+        appended so far on disk); None otherwise."""
+        return self.journal.durable() if self.journal is not None else None
+
     def _journal_failed(self, row: LedgerRow, exc: OSError) -> None:
         self._unjournaled[row.request_id] = row
         assert self.journal is not None
