@@ -18,6 +18,7 @@ import aiohttp
 from relaygate.accounting.admission import Admissions
 from relaygate.accounting.gate import Gate, MemoryGate
 from relaygate.accounting.journal import Journal
+from relaygate.accounting.journal_format import store_fingerprint
 from relaygate.accounting.ledger import LedgerWriter
 from relaygate.accounting.redis_gate import RedisGate
 from relaygate.api import chat, info
@@ -76,7 +77,11 @@ class Gateway:
             settings.ledger_batch_size,
             max_pending=settings.ledger_max_pending,
             spill_path=Path(settings.ledger_spill_path),
-            journal=Journal(Path(settings.journal_path), settings.journal_fsync),
+            journal=Journal(
+                Path(settings.journal_path),
+                settings.journal_fsync,
+                store=store_fingerprint(settings.database_url),
+            ),
         )
         self.ledger.on_written = self.gate.ledger_written
         self.admissions = Admissions(self.gate, self.ledger)

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from relaygate.accounting import journal as journal_module
+from relaygate.accounting import journal_format
 from relaygate.accounting import ledger as ledger_module
 from relaygate.accounting.admission import Admissions, Ticket
 from relaygate.accounting.gate import MemoryGate
@@ -413,3 +414,89 @@ async def test_always_shares_one_fdatasync_between_concurrent_requests(
     assert 2 <= len(calls) <= 3  # 50 rows: the first sync, then one (or two) for the rest
     assert threading.main_thread().name not in calls
     await journal.close(keep=False)
+
+
+def _header(store: str, row: list[str], admitted: list[str] | None = None) -> bytes:
+    fields = {
+        "version": 1,
+        "row": row,
+        "admitted": admitted or list(journal_format.ADMITTED_FIELDS),
+        "store": store,
+    }
+    return b"H" + json.dumps(fields).encode() + b"\n"
+
+
+async def test_replay_decodes_a_file_by_its_own_field_list(store: SqlStore, tmp_path: Path) -> None:
+    """A file written by a version whose rows had other fields, in another order."""
+    directory = tmp_path / "journal"
+    fields = [
+        "cost_micros",
+        "request_id",
+        "key_id",
+        "model",
+        "upstream",
+        "upstream_model",
+        "created_at",
+        "status",
+        "latency_ms",
+        "stream",
+        "completion_tokens",
+        "gone",
+    ]
+    values = [123, "req-1", "key-1", "m", "u", "m", 5, "ok", 9, False, 40, "dropped"]
+    admitted = [
+        "cost_micros",
+        "request_id",
+        "key_id",
+        "model",
+        "created_at",
+        "stream",
+        "prompt_tokens",
+    ]
+    _orphan(
+        directory,
+        "1-0-aaa.journal",
+        _header("", fields, admitted),
+        b"S" + json.dumps(values).encode() + b"\n",
+        b'O[4,"req-2","key-1","m",6,true,7]\n',
+    )
+    writer = LedgerWriter(store, 60, 100, journal=Journal(directory, "no"))
+    await writer.start()
+    rows = {row.request_id: row for row in await store.ledger_rows("key-1")}
+    assert (rows["req-1"].cost_micros, rows["req-1"].completion_tokens) == (123, 40)
+    assert (rows["req-2"].status, rows["req-2"].cost_micros) == ("interrupted", 4)
+    assert rows["req-2"].prompt_tokens == 7
+    await writer.close()
+
+
+async def test_files_of_another_store_are_left_in_place(
+    store: SqlStore, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    directory = tmp_path / "journal"
+    ours = journal_format.store_fingerprint(f"sqlite:///{tmp_path / 'ledger.db'}")
+    theirs = journal_format.store_fingerprint(f"sqlite:///{tmp_path / 'other.db'}")
+    old = Journal(directory, "no", store=theirs)  # another deployment, same directory
+    old.open()
+    old.settled(_row(1))
+    assert old._current is not None
+    os.close(old._current.fd)  # it died
+    foreign = old._current.path
+    written = Journal(directory, "no", store=ours)
+    written.open()
+    written.settled(_row(2))
+    assert written._current is not None
+    os.close(written._current.fd)
+    writer = LedgerWriter(store, 60, 100, journal=Journal(directory, "no", store=ours))
+    with caplog.at_level(logging.ERROR):
+        await writer.start()
+    assert [row.request_id for row in await store.ledger_rows("key-1")] == ["req-2"]
+    assert foreign.exists()
+    assert "is left in place, not replayed: another store" in caplog.text
+    await writer.close()
+
+
+def test_the_store_fingerprint_ignores_the_password() -> None:
+    fingerprint = journal_format.store_fingerprint
+    assert fingerprint("postgresql://u:one@db/x") == fingerprint("postgresql://u:two@db/x")
+    assert fingerprint("postgresql://u:one@db/x") != fingerprint("postgresql://u:one@db/y")
+    assert "one" not in fingerprint("postgresql://u:one@db/x")

@@ -30,20 +30,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import fcntl
 import itertools
 import logging
-import operator
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-import msgspec
-
+from relaygate.accounting.journal_format import (
+    Foreign,
+    Recovered,
+    encode_admitted,
+    encode_id,
+    encode_row,
+    header,
+    read_records,
+)
 from relaygate.outage import Outage
 from relaygate.store.records import LedgerRow
 
@@ -62,58 +67,6 @@ RECOVER_LOCK = ".recover"
 
 _SUFFIX = ".journal"
 _NEW = ".new"
-_FIELDS = tuple(f.name for f in dataclasses.fields(LedgerRow))
-_values = operator.attrgetter(*_FIELDS)
-_encode = msgspec.json.Encoder().encode
-_decode_list = msgspec.json.Decoder(list[str | int | bool]).decode
-_decode_admitted = msgspec.json.Decoder(tuple[str, str, str, int, bool, int, int]).decode
-_decode_id = msgspec.json.Decoder(str).decode
-
-
-def encode_row(row: LedgerRow) -> bytes:
-    """A row as a JSON array of its fields, in their declared order (half the bytes, and half
-    the encoding time, of an object)."""
-    return _encode(_values(row))
-
-
-def _decode_row(payload: bytes) -> LedgerRow:
-    values = _decode_list(payload)
-    if len(values) != len(_FIELDS):
-        raise msgspec.ValidationError(f"a ledger row has {len(_FIELDS)} fields")
-    return LedgerRow(*values)  # type: ignore[arg-type]
-
-
-def _interrupted(payload: bytes) -> LedgerRow:
-    request_id, key_id, model, created_at, stream, prompt_tokens, cost = _decode_admitted(payload)
-    return LedgerRow(
-        request_id=request_id,
-        key_id=key_id,
-        model=model,
-        upstream="",
-        upstream_model="",
-        created_at=created_at,
-        status="interrupted",
-        cost_micros=cost,
-        latency_ms=0,
-        stream=stream,
-        prompt_tokens=prompt_tokens,
-    )
-
-
-@dataclass(slots=True)
-class Recovered:
-    """What the journal files of earlier processes hold."""
-
-    rows: list[LedgerRow] = field(default_factory=list)
-    interrupted: int = 0
-    """Rows of requests in flight at a crash (charged their prompt estimate)."""
-    skipped: int = 0
-    """Torn or unreadable records."""
-    files: list[tuple[int, Path]] = field(default_factory=list)
-    """The files read (descriptor still locked, path), removed by :meth:`Journal.discard`."""
-    lock: int = -1
-    """The directory's recovery lock, held until :meth:`Journal.discard` or
-    :meth:`Journal.release`: one process at a time replays the files of dead ones."""
 
 
 @dataclass(slots=True)
@@ -134,41 +87,15 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view) :]
 
 
-def _read_records(
-    data: bytes,
-    recovered: Recovered,
-    opened: dict[str, LedgerRow],
-    settled: dict[str, LedgerRow],
-    cancelled: set[str],
-) -> None:
-    lines = data.split(b"\n")
-    if lines[-1]:
-        recovered.skipped += 1  # the last record has no end: torn
-    for line in lines[:-1]:
-        if not line:
-            continue
-        kind, payload = line[:1], line[1:]
-        try:
-            if kind == b"S":
-                row = _decode_row(payload)
-                settled[row.request_id] = row
-            elif kind == b"O":
-                row = _interrupted(payload)
-                opened[row.request_id] = row
-            elif kind == b"C":
-                cancelled.add(_decode_id(payload))
-            else:
-                recovered.skipped += 1
-        except (msgspec.DecodeError, msgspec.ValidationError, TypeError):
-            recovered.skipped += 1
-
-
 class Journal:
     """This process's journal files in ``directory``."""
 
-    def __init__(self, directory: Path, fsync: FsyncPolicy = "everysec") -> None:
+    def __init__(self, directory: Path, fsync: FsyncPolicy = "everysec", store: str = "") -> None:
         self.directory = directory
         self.fsync = fsync
+        self.store = store
+        """The fingerprint of the store its rows belong to (:func:`store_fingerprint`): written
+        in each file's header; files of another store are not replayed."""
         self.inflight: dict[str, bytes] = {}
         """Admission records of the requests in flight (carried into each new segment)."""
         self.failures = 0
@@ -223,18 +150,37 @@ class Journal:
         cancelled: set[str] = set()
         for path in sorted(self.directory.iterdir()):
             if not path.name.endswith(_SUFFIX):
-                continue  # ``.new``: a segment being created (empty until it is renamed)
+                self._remove_stale_new(path)
+                continue
             fd = self._lock_orphan(path)
             if fd is None:
                 continue
-            recovered.files.append((fd, path))
             with open(fd, "rb", closefd=False) as file:
-                _read_records(file.read(), recovered, opened, settled, cancelled)
+                data = file.read()
+            try:
+                read_records(data, self.store, recovered, opened, settled, cancelled)
+            except Foreign as exc:
+                os.close(fd)
+                recovered.foreign.append(path)
+                log.error("journal: %s is left in place, not replayed: %s", path, exc)
+                continue
+            recovered.files.append((fd, path))
         recovered.rows = list(settled.values())
         for request_id, row in opened.items():
             if request_id not in settled and request_id not in cancelled:
                 recovered.rows.append(row)
                 recovered.interrupted += 1
+
+    def _remove_stale_new(self, path: Path) -> None:
+        """A ``.new`` file is a segment being created (locked, header only, until renamed);
+        one no process holds was left by a crash during its creation: removed."""
+        if not path.name.endswith(_NEW):
+            return
+        fd = self._lock_orphan(path)
+        if fd is not None:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+            os.close(fd)
 
     @staticmethod
     def _lock_orphan(path: Path) -> int | None:
@@ -293,13 +239,21 @@ class Journal:
         fd = os.open(
             temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC, 0o600
         )
-        # Locked before it takes the name other processes replay: never mistaken for an orphan.
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        first = header(self.store)
         path = self.directory / (name + _SUFFIX)
-        temporary.rename(path)
+        try:
+            # Locked before it takes the name other processes replay: never an orphan.
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            _write_all(fd, first)
+            temporary.rename(path)
+        except OSError:
+            os.close(fd)
+            with contextlib.suppress(OSError):
+                temporary.unlink()
+            raise
         if self.fsync != "no":
             self._directory_dirty = True  # synced with the next records
-        return _Segment(fd, path)
+        return _Segment(fd, path, size=len(first))
 
     def _sync_directory(self) -> None:
         fd = os.open(self.directory, os.O_RDONLY)
@@ -364,7 +318,7 @@ class Journal:
         if the process dies before it settles."""
         record = (
             b"O"
-            + _encode((request_id, key_id, model, created_at, stream, prompt_tokens, cost))
+            + encode_admitted((request_id, key_id, model, created_at, stream, prompt_tokens, cost))
             + b"\n"
         )
         self.inflight[request_id] = record
@@ -373,7 +327,7 @@ class Journal:
     def cancelled(self, request_id: str) -> None:
         """The request ended before reaching an upstream: no row."""
         if self.inflight.pop(request_id, None) is not None:
-            self._append(b"C" + _encode(request_id) + b"\n")
+            self._append(b"C" + encode_id(request_id) + b"\n")
 
     def settled(self, row: LedgerRow) -> None:
         """The request's row, durable before its response ends (raises OSError if it is not)."""
@@ -416,7 +370,7 @@ class Journal:
             carried = b"".join(self.inflight.values())
             if carried:
                 _write_all(fresh.fd, carried)
-                fresh.size = len(carried)
+                fresh.size += len(carried)
                 if self.fsync != "no":
                     self._dirty.add(fresh.fd)
         except OSError as exc:

@@ -20,7 +20,8 @@ from pathlib import Path
 
 import msgspec
 
-from relaygate.accounting.journal import Journal, Recovered
+from relaygate.accounting.journal import Journal
+from relaygate.accounting.journal_format import Recovered
 from relaygate.errors import ServiceUnavailable
 from relaygate.outage import Outage
 from relaygate.store.records import LedgerRow
