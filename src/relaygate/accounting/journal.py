@@ -2,20 +2,25 @@
 response ends, and remembers the requests in flight (Redis's AOF, PostgreSQL's WAL).
 
 Each process writes its own files in the ``journal_path`` directory, each held with an
-``flock`` for as long as the process lives. Records are lines, one ``os.write`` each:
+``flock`` for as long as the process lives. Records are lines, one ``os.write`` each (a write
+that fails part way is cut off, so a partial record never swallows the next one):
 
+- ``H`` + a header: the format version, the field names of the other records, and the store the
+  rows belong to (:mod:`relaygate.accounting.journal_format`).
 - ``O`` + ``[request id, key id, model, created (ms), stream, prompt estimate, its cost]``: a
-  request was admitted and may reach an upstream. If a crash leaves it unsettled, its row is
+  request is about to reach an upstream. If a crash leaves it unsettled, its row is
   ``interrupted``, charged the prompt estimate.
 - ``S`` + a ledger row (a JSON array of its fields): the request was settled; this is its row.
 - ``C`` + a request id: the request was cancelled before reaching an upstream (no row).
 
-At start, a process replays every journal file no live process holds (a settled row wins over
-the admission of the same request, the store skips request ids it already holds), writes the rows
-and removes the files. A torn or unreadable record (the tail of a file cut by a power loss) is
-skipped and reported. Once a file's rows are all in the store, it is obsolete: the writer
-starts a new segment (carrying the records of the requests still in flight) past
-``SEGMENT_BYTES`` and removes the old one when the store has caught up with it.
+At start (and about once a minute while it runs), a process replays every journal file no live
+process holds, one process at a time (a lock on ``.recover``): a settled row wins over the
+admission of the same request, the store skips request ids it already holds but lets a real row
+replace an ``interrupted`` one; it writes the rows and removes the files. A torn or unreadable
+record (the tail of a file cut by a power loss) is skipped and reported. Once a file's rows
+are all in the store, it is obsolete: the writer starts a new segment (carrying the records of
+the requests still in flight) past ``SEGMENT_BYTES`` and removes the old one when the store
+has caught up with it.
 
 Durability (``journal_fsync``): every record is written with ``os.write`` before the response
 ends, so a killed process loses nothing. What a power loss (or a kernel crash) can lose depends on

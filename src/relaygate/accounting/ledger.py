@@ -201,6 +201,9 @@ class LedgerWriter:
             Journal.release(recovered)
             self.outage.failed(exc, "replaying the journals of stopped processes")
             return written
+        except BaseException:
+            Journal.release(recovered)  # cancelled: the files stay for the next try
+            raise
         if recovered.files:
             log.warning(
                 "journal: replayed %d rows (%d new, %d of interrupted requests) from %d files"
