@@ -18,6 +18,7 @@ import aiohttp
 from relaygate.accounting.admission import Admissions
 from relaygate.accounting.gate import Gate, MemoryGate
 from relaygate.accounting.journal import Journal
+from relaygate.accounting.journal_format import store_fingerprint
 from relaygate.accounting.ledger import LedgerWriter
 from relaygate.accounting.redis_gate import RedisGate
 from relaygate.api import chat, info
@@ -46,6 +47,11 @@ ROUTES: dict[str, dict[str, Handler]] = {
 }
 
 
+CLOSE_WAIT_SECONDS = 3.0
+"""At shutdown, how long the requests still running may take to settle before the ledger
+closes (they were cancelled: settling takes a Redis round trip at most)."""
+
+
 def make_gate(settings: Settings, metrics: Metrics, store: SqlStore) -> Gate:
     """Redis when ``redis_url`` is set (shared by every replica and worker), else in-process."""
     if settings.redis_url is None:
@@ -71,7 +77,11 @@ class Gateway:
             settings.ledger_batch_size,
             max_pending=settings.ledger_max_pending,
             spill_path=Path(settings.ledger_spill_path),
-            journal=Journal(Path(settings.journal_path), settings.journal_fsync),
+            journal=Journal(
+                Path(settings.journal_path),
+                settings.journal_fsync,
+                store=store_fingerprint(settings.database_url),
+            ),
         )
         self.ledger.on_written = self.gate.ledger_written
         self.admissions = Admissions(self.gate, self.ledger)
@@ -134,11 +144,19 @@ class Gateway:
             signal.signal(signum, handler)
 
     def stopping(self) -> None:
-        """The server was asked to stop: requests still running at the deadline are ended."""
+        """The server was asked to stop: requests still running at the deadline are ended.
+
+        Asked again (a second Ctrl-C: uvicorn's force exit skips the graceful wait and the
+        lifespan shutdown), they are ended now, each with its 503 or SSE error event and its
+        ``cancelled`` row in the journal, which the next start writes."""
         if self._deadline is None:
             loop = asyncio.get_running_loop()
             grace = self.settings.shutdown_grace_seconds
             self._deadline = loop.call_later(grace, self._end_requests)
+        elif not self.admissions.deadline_passed:
+            self._deadline.cancel()
+            log.warning("asked to stop again: not waiting for the grace period")
+            self._end_requests()
 
     def _end_requests(self) -> None:
         if not self.requests:
@@ -157,12 +175,28 @@ class Gateway:
         self.ready = False
         if self._deadline is not None:
             self._deadline.cancel()
+        await self._wait_for_requests()
         await self.keys.close()
         await self.ledger.close()
         await self.gate.close()
         await self.images.close()
         await self.session.close()
         await self.store.close()
+
+    async def _wait_for_requests(self) -> None:
+        """Let the requests still running settle before the ledger closes: uvicorn's backstop
+        cancels them and runs the lifespan shutdown without waiting for them to end."""
+        running = {task for task in self.requests if not task.done()}
+        if not running:
+            return
+        _, late = await asyncio.wait(running, timeout=CLOSE_WAIT_SECONDS)
+        if late:
+            log.error(
+                "%d requests still running %g s after the shutdown began: their rows are not"
+                " in the ledger; the next start charges their prompt estimate",
+                len(late),
+                CLOSE_WAIT_SECONDS,
+            )
 
 
 class _Tracked:
@@ -261,7 +295,16 @@ class App:
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
-            message = await receive()
+            try:
+                message = await receive()
+            except asyncio.CancelledError:
+                # uvicorn's force exit (a second Ctrl-C) skips the lifespan shutdown and cancels
+                # this task as the loop ends: a line, not a traceback.
+                log.warning(
+                    "forced exit: ledger rows not yet in the store stay in the journal; the next"
+                    " start writes them"
+                )
+                return
             if message["type"] == "lifespan.startup":
                 try:
                     await self.gateway.open()

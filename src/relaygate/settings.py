@@ -216,9 +216,12 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     """When the journal is forced to disk. A killed process loses nothing under any policy;
     after a power loss, ``always`` loses nothing, ``everysec`` up to about a second of rows,
     ``no`` what the operating system had not written yet (typically up to 30 s)."""
-    shutdown_grace_seconds: PositiveFloat = 30.0
+    shutdown_grace_seconds: PositiveFloat = 20.0
     """On SIGTERM, how long requests in flight may run; past it, streams end with an SSE error
-    event and other requests get 503, each billed as ``cancelled``."""
+    event and other requests get 503, each billed as ``cancelled``. A second SIGTERM or Ctrl-C
+    ends them at once. The orchestrator's kill timeout must exceed this plus 5 s (Kubernetes'
+    ``terminationGracePeriodSeconds`` is 30 by default, ``docker stop`` waits 10 s: use
+    ``docker stop -t 30``)."""
     redis_key_prefix: str = "relaygate"
     """Prefix of every Redis key relaygate uses (several deployments can share one Redis)."""
     redis_timeout_seconds: PositiveFloat = 5.0

@@ -147,7 +147,7 @@ def _crash_three_times(
     assert all(row.cost_micros > 0 for row in rows)
     assert used == sum(row.cost_micros for row in rows)
     journal = tmp_path / "relaygate-journal"
-    assert not journal.exists() or [p.name for p in journal.iterdir()] == []
+    assert not journal.exists() or [p.name for p in journal.glob("*.journal")] == []
 
 
 def test_kill_9_under_load_on_sqlite_forgets_no_charge(

@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import stat
+import threading
 from collections.abc import AsyncIterator
 from dataclasses import asdict
 from pathlib import Path
@@ -78,7 +79,7 @@ async def test_a_crash_loses_no_settled_row_and_charges_requests_in_flight(
     _admit(first, 3)  # in flight at the crash
     _admit(first, 4)
     first.cancelled("req-4")  # ended before reaching an upstream: no row
-    (path,) = directory.iterdir()
+    (path,) = directory.glob("*.journal")
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     await _crash(first)
 
@@ -100,9 +101,9 @@ async def test_a_crash_loses_no_settled_row_and_charges_requests_in_flight(
     key = await store.get_key("key-1")
     assert key is not None
     assert key.used_micros == 34
-    assert path not in set(directory.iterdir())  # replayed, then removed
+    assert path not in set(directory.glob("*.journal"))  # replayed, then removed
     await second.close()
-    assert list(directory.iterdir()) == []
+    assert list(directory.glob("*.journal")) == []
 
 
 async def test_a_torn_last_record_is_skipped_and_reported(
@@ -168,7 +169,7 @@ async def test_segments_rotate_and_go_once_the_store_holds_their_rows(
         if n % 5 == 0:
             assert await writer.flush()
     assert await writer.flush()
-    files = list(directory.iterdir())
+    files = list(directory.glob("*.journal"))
     assert len(files) == 1  # the old segments went; the small current one stays
     assert files[0].stat().st_size < 2000
     # the request still in flight was carried into the current segment
@@ -214,21 +215,31 @@ async def test_a_journal_write_failure_is_logged_with_the_rows_at_risk(
     assert "1 ledger rows (10 micro-USD) lost" in caplog.text
 
 
-@pytest.mark.parametrize(("policy", "inline", "deferred"), [
-    pytest.param("always", 1, 0, id="always"),
-    pytest.param("everysec", 0, 1, id="everysec"),
-    pytest.param("no", 0, 0, id="no"),
+@pytest.mark.parametrize(("policy", "synced_after"), [
+    pytest.param("always", 1, id="always"),
+    pytest.param("everysec", 1, id="everysec"),
+    pytest.param("no", 0, id="no"),
 ])
 async def test_the_fsync_policy(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, policy: str, inline: int, deferred: int
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, policy: str, synced_after: int
 ) -> None:
-    synced: list[int] = []
-    monkeypatch.setattr(journal_module.os, "fdatasync", synced.append)
+    synced: list[str] = []
+    monkeypatch.setattr(
+        journal_module.os, "fdatasync", lambda fd: synced.append(threading.current_thread().name)
+    )
     journal = Journal(tmp_path / "journal", policy)  # type: ignore[arg-type]
     journal.open()
+    journal.admitted("req-1", "key-1", "m", 0, False, 5, 4)
     journal.settled(_row(1))
-    assert len(synced) == inline  # ``always``: before the settle returns
-    await journal.sync()  # what the once-a-second task does (``everysec``)
-    assert len(synced) == inline + deferred
+    assert synced == []  # never on the event loop
+    durable = journal.durable()
+    if policy == "always":  # the response awaits it
+        assert durable is not None
+        await durable
+    else:
+        assert durable is None
+        await journal.sync()  # what the once-a-second task does (``everysec``)
+    assert len(synced) == synced_after
+    assert threading.main_thread().name not in synced
     await journal.close(keep=False)
-    assert list((tmp_path / "journal").iterdir()) == []
+    assert list((tmp_path / "journal").glob("*.journal")) == []

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 from collections.abc import Callable
 from typing import Any
 
@@ -88,3 +89,41 @@ async def test_requests_past_the_grace_period_end_cleanly_and_are_billed_as_canc
     assert answered["prompt_tokens"] == guess_of(plain)
     assert answered["cost_micros"] == GPT52.cost(TokenUsage(prompt_tokens=guess_of(plain)))
     assert answered["cost_micros"] > 0
+
+
+async def test_a_second_signal_ends_the_requests_at_once_and_their_rows_survive(
+    make_gateway: Callable[..., GatewayProcess], upstream: FakeOpenAI
+) -> None:
+    """A second Ctrl-C (uvicorn's force exit skips the graceful wait and the lifespan
+    shutdown): the stream ends with an SSE error event now, without a traceback, and its
+    ``cancelled`` row, journaled, is written by the next start."""
+    gateway = make_gateway(shutdown_grace_seconds=120)
+    key = gateway.create_key("--credits", "10")
+    stream = stream_body("a very long story")
+    upstream.script = [Behavior(text="z" * 100, chunks=100, chunk_delay=1)]  # 100 s
+    first_chunk = asyncio.Event()
+    timeout = aiohttp.ClientTimeout(total=60)
+    assert gateway.process is not None
+    async with aiohttp.ClientSession(timeout=timeout) as session:
+        streaming = asyncio.create_task(
+            _post(session, gateway, key["key"], stream, first_chunk))
+        await asyncio.wait_for(first_chunk.wait(), 30)
+        gateway.process.send_signal(signal.SIGINT)
+        async with asyncio.timeout(30):
+            while "Waiting for connections to close" not in gateway.logs():
+                await asyncio.sleep(0.02)  # the first signal is being handled
+        gateway.process.send_signal(signal.SIGINT)
+        stream_status, raw = await streaming
+    gateway.process.wait(30)
+    assert stream_status == 200
+    last = json.loads(data_of(events_of(raw))[-1][5:])
+    assert set(last) == {"error"}, raw[-300:]
+    logs = gateway.logs()
+    assert "asked to stop again" in logs, logs
+    assert "Traceback" not in logs, logs
+    assert "CancelledError" not in logs, logs
+    gateway.stop()  # closes its log (the process has exited)
+    gateway.start()  # replays the journal
+    rows = ledger(gateway, key["id"])
+    assert [row["status"] for row in rows] == ["cancelled"]
+    assert rows[0]["cost_micros"] > 0

@@ -362,6 +362,23 @@ async def test_same_request_id_is_written_once_and_charged_once(store: SqlStore)
     assert charged.used_micros == 340
 
 
+async def test_a_real_row_replaces_an_interrupted_one_and_charges_the_difference(
+    store: SqlStore,
+) -> None:
+    """A replay may write a request's ``interrupted`` row (its prompt estimate) before its real
+    row, found in another journal file: the real row wins, its key pays the difference."""
+    key = await store.create_key(make_key())
+    interrupted = make_row(key.id, cost_micros=40, status="interrupted", upstream="")
+    real = replace(interrupted, status="ok", cost_micros=500, upstream="openai")
+    assert await store.write_ledger([interrupted]) == [interrupted]
+    assert await store.write_ledger([real]) == [replace(real, cost_micros=460)]
+    assert await store.write_ledger([real, interrupted]) == []  # written once
+    assert await store.ledger_rows() == [real]
+    charged = await store.get_key(key.id)
+    assert charged is not None
+    assert charged.used_micros == 500
+
+
 async def test_duplicate_request_ids_in_one_batch_are_written_once(store: SqlStore) -> None:
     key = await store.create_key(make_key())
     row = make_row(key.id, cost_micros=250)

@@ -77,16 +77,6 @@ class Admissions:
             raise _insufficient(
                 model, request.service_tier, exc.available, worst, prompt_bound
             ) from None
-        # If the process dies before settling, the prompt estimate is charged (status
-        # ``interrupted``), as a disconnect with nothing received is.
-        self.ledger.admitted(
-            request_id,
-            key.id,
-            primary.name,
-            request.stream,
-            guess,
-            primary.price.worst_case(guess, 0),
-        )
         return Ticket(
             request_id=request_id,
             key=key,
@@ -96,6 +86,19 @@ class Admissions:
             prompt_guess=guess,
             started=time.monotonic(),
             tier=request.service_tier,
+        )
+
+    def going_upstream(self, ticket: Ticket) -> None:
+        """The request is about to reach an upstream (its images fetched): journal it. If the
+        process dies before it settles, its prompt estimate is charged (status
+        ``interrupted``), as a disconnect with nothing received is, at its tier's price."""
+        self.ledger.admitted(
+            ticket.request_id,
+            ticket.key.id,
+            ticket.model.name,
+            ticket.stream,
+            ticket.prompt_guess,
+            ticket.model.price.for_tier(ticket.tier).worst_case(ticket.prompt_guess, 0),
         )
 
     async def cancel(self, ticket: Ticket) -> None:
@@ -130,14 +133,31 @@ class Admissions:
         usage = usage or TokenUsage()
         cost = ticket.model.price.for_tier(ticket.tier).cost(usage)
         tokens = usage.prompt_tokens + usage.completion_tokens
+        charged = cost
         try:
             charged = await self.gate.settle(ticket.hold, cost, tokens)
         except Exception:
             log.exception(
                 "settling %s with the gate failed; the ledger row keeps its cost", ticket.request_id
             )
-            charged = cost
-        self.uncharged_micros += cost - charged
+        finally:
+            # Also when the shutdown deadline cancels the gate call: the row is written.
+            self.uncharged_micros += cost - charged
+            self._append_row(ticket, usage, status, upstream, upstream_model, charged)
+        durable = self.ledger.durable()
+        if durable is not None:  # ``journal_fsync: always``: on disk before the response ends
+            await durable
+        return charged
+
+    def _append_row(
+        self,
+        ticket: Ticket,
+        usage: TokenUsage,
+        status: str,
+        upstream: str,
+        upstream_model: str,
+        charged: int,
+    ) -> None:
         self.ledger.append(
             LedgerRow(
                 request_id=ticket.request_id,
@@ -159,7 +179,6 @@ class Admissions:
                 completion_audio_tokens=usage.completion_audio_tokens,
             )
         )
-        return charged
 
 
 def _cancelling() -> bool:

@@ -2,24 +2,31 @@
 response ends, and remembers the requests in flight (Redis's AOF, PostgreSQL's WAL).
 
 Each process writes its own files in the ``journal_path`` directory, each held with an
-``flock`` for as long as the process lives. Records are lines, one ``os.write`` each:
+``flock`` for as long as the process lives. Records are lines, one ``os.write`` each (a write
+that fails part way is cut off, so a partial record never swallows the next one):
 
+- ``H`` + a header: the format version, the field names of the other records, and the store the
+  rows belong to (:mod:`relaygate.accounting.journal_format`).
 - ``O`` + ``[request id, key id, model, created (ms), stream, prompt estimate, its cost]``: a
-  request was admitted and may reach an upstream. If a crash leaves it unsettled, its row is
+  request is about to reach an upstream. If a crash leaves it unsettled, its row is
   ``interrupted``, charged the prompt estimate.
 - ``S`` + a ledger row (a JSON array of its fields): the request was settled; this is its row.
 - ``C`` + a request id: the request was cancelled before reaching an upstream (no row).
 
-At start, a process replays every journal file no live process holds (a settled row wins over
-the admission of the same request, the store skips request ids it already holds), writes the rows
-and removes the files. A torn or unreadable record (the tail of a file cut by a power loss) is
-skipped and reported. Once a file's rows are all in the store, it is obsolete: the writer
-starts a new segment (carrying the records of the requests still in flight) past
-``SEGMENT_BYTES`` and removes the old one when the store has caught up with it.
+At start (and about once a minute while it runs), a process replays every journal file no live
+process holds, one process at a time (a lock on ``.recover``): a settled row wins over the
+admission of the same request, the store skips request ids it already holds but lets a real row
+replace an ``interrupted`` one; it writes the rows and removes the files. A torn or unreadable
+record (the tail of a file cut by a power loss) is skipped and reported. Once a file's rows
+are all in the store, it is obsolete: the writer starts a new segment (carrying the records of
+the requests still in flight) past ``SEGMENT_BYTES`` and removes the old one when the store
+has caught up with it.
 
 Durability (``journal_fsync``): every record is written with ``os.write`` before the response
 ends, so a killed process loses nothing. What a power loss (or a kernel crash) can lose depends on
-the policy: ``always`` fsyncs each record (nothing is lost; each settle waits for the disk),
+the policy: ``always`` makes each settled row durable before its response ends (the response
+awaits a group commit: one fdatasync in a thread serves every row written while the previous
+one ran, so the event loop never waits for the disk; admission records are synced with them),
 ``everysec`` (the default) fsyncs once a second in a thread (up to about a second of rows),
 ``no`` leaves it to the operating system (typically up to 30 seconds).
 """
@@ -28,18 +35,26 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import fcntl
 import itertools
 import logging
-import operator
 import os
-from dataclasses import dataclass, field
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-import msgspec
-
+from relaygate.accounting.journal_format import (
+    Foreign,
+    Recovered,
+    encode_admitted,
+    encode_id,
+    encode_row,
+    header,
+    read_records,
+)
+from relaygate.outage import Outage
 from relaygate.store.records import LedgerRow
 
 log = logging.getLogger("relaygate.journal")
@@ -49,57 +64,14 @@ FsyncPolicy = Literal["always", "everysec", "no"]
 SEGMENT_BYTES = 1 << 20
 """A segment is rotated once it is this large (and removed once the store holds its rows)."""
 
+ROTATE_BACKOFF_MAX = 30.0
+"""A failed rotation is retried after 1 s, then twice as long each time, up to this."""
+
+RECOVER_LOCK = ".recover"
+"""The file whose lock serializes recovery in a journal directory."""
+
 _SUFFIX = ".journal"
 _NEW = ".new"
-_FIELDS = tuple(f.name for f in dataclasses.fields(LedgerRow))
-_values = operator.attrgetter(*_FIELDS)
-_encode = msgspec.json.Encoder().encode
-_decode_list = msgspec.json.Decoder(list[str | int | bool]).decode
-_decode_admitted = msgspec.json.Decoder(tuple[str, str, str, int, bool, int, int]).decode
-_decode_id = msgspec.json.Decoder(str).decode
-
-
-def encode_row(row: LedgerRow) -> bytes:
-    """A row as a JSON array of its fields, in their declared order (half the bytes, and half
-    the encoding time, of an object)."""
-    return _encode(_values(row))
-
-
-def _decode_row(payload: bytes) -> LedgerRow:
-    values = _decode_list(payload)
-    if len(values) != len(_FIELDS):
-        raise msgspec.ValidationError(f"a ledger row has {len(_FIELDS)} fields")
-    return LedgerRow(*values)  # type: ignore[arg-type]
-
-
-def _interrupted(payload: bytes) -> LedgerRow:
-    request_id, key_id, model, created_at, stream, prompt_tokens, cost = _decode_admitted(payload)
-    return LedgerRow(
-        request_id=request_id,
-        key_id=key_id,
-        model=model,
-        upstream="",
-        upstream_model="",
-        created_at=created_at,
-        status="interrupted",
-        cost_micros=cost,
-        latency_ms=0,
-        stream=stream,
-        prompt_tokens=prompt_tokens,
-    )
-
-
-@dataclass(slots=True)
-class Recovered:
-    """What the journal files of earlier processes hold."""
-
-    rows: list[LedgerRow] = field(default_factory=list)
-    interrupted: int = 0
-    """Rows of requests in flight at a crash (charged their prompt estimate)."""
-    skipped: int = 0
-    """Torn or unreadable records."""
-    files: list[tuple[int, Path]] = field(default_factory=list)
-    """The files read (descriptor still locked, path), removed by :meth:`Journal.discard`."""
 
 
 @dataclass(slots=True)
@@ -107,6 +79,8 @@ class _Segment:
     fd: int
     path: Path
     size: int = 0
+    torn: bool = False
+    """A failed write left a partial record that could not be cut off."""
     mark: int = 0
     """Rows appended to the ledger when this segment was retired: it is obsolete once as many
     have been stored."""
@@ -118,77 +92,100 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view) :]
 
 
-def _read_records(
-    data: bytes,
-    recovered: Recovered,
-    opened: dict[str, LedgerRow],
-    settled: dict[str, LedgerRow],
-    cancelled: set[str],
-) -> None:
-    lines = data.split(b"\n")
-    if lines[-1]:
-        recovered.skipped += 1  # the last record has no end: torn
-    for line in lines[:-1]:
-        if not line:
-            continue
-        kind, payload = line[:1], line[1:]
-        try:
-            if kind == b"S":
-                row = _decode_row(payload)
-                settled[row.request_id] = row
-            elif kind == b"O":
-                row = _interrupted(payload)
-                opened[row.request_id] = row
-            elif kind == b"C":
-                cancelled.add(_decode_id(payload))
-            else:
-                recovered.skipped += 1
-        except (msgspec.DecodeError, msgspec.ValidationError, TypeError):
-            recovered.skipped += 1
-
-
 class Journal:
     """This process's journal files in ``directory``."""
 
-    def __init__(self, directory: Path, fsync: FsyncPolicy = "everysec") -> None:
+    def __init__(self, directory: Path, fsync: FsyncPolicy = "everysec", store: str = "") -> None:
         self.directory = directory
         self.fsync = fsync
+        self.store = store
+        """The fingerprint of the store its rows belong to (:func:`store_fingerprint`): written
+        in each file's header; files of another store are not replayed."""
         self.inflight: dict[str, bytes] = {}
         """Admission records of the requests in flight (carried into each new segment)."""
         self.failures = 0
+        self.closed_drops = 0
+        """Records written while no segment was open (after :meth:`close`)."""
         self._current: _Segment | None = None
         self._retired: list[_Segment] = []
         self._dirty: set[int] = set()
         self._directory_dirty = False
-        self._syncing = False
+        self._syncing: set[int] = set()
+        """Descriptors the fsync thread is syncing (not closed until it is done)."""
+        self._thread_call: asyncio.Future[None] | None = None
+        self._waiters: list[asyncio.Future[None]] = []
+        self._committer: asyncio.Task[None] | None = None
+        self.fsync_outage = Outage(log, "journal fsync")
         self._seq = itertools.count()
         self._sync_task: asyncio.Task[None] | None = None
+        self.rotation_outage = Outage(log, "journal rotation")
+        """Failures to start a new segment (a full disk): logged once, then counted."""
+        self._rotate_after = 0.0
+        self._rotate_backoff = 0.0
 
     # --- recovery ----------------------------------------------------------------------------
 
-    def recover(self) -> Recovered:
+    def recover(self, wait: bool = True) -> Recovered | None:
         """Read every journal file no live process holds (each stays locked until
-        :meth:`discard` or :meth:`release`)."""
+        :meth:`discard` or :meth:`release`).
+
+        Recovery is serialized by a lock on the directory's ``.recover`` file, held until
+        :meth:`discard` or :meth:`release`: workers starting together never split a dead
+        process's files between them (one would charge a request ``interrupted`` whose real row
+        is in a file the other read). Blocks for it if ``wait``, else returns None when another
+        process is recovering. Blocking: call it in a thread."""
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        recovered = Recovered()
+        lock = os.open(self.directory / RECOVER_LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            os.close(lock)
+            return None
+        recovered = Recovered(lock=lock)
+        try:
+            self._read_orphans(recovered)
+        except BaseException:
+            self.release(recovered)
+            raise
+        return recovered
+
+    def _read_orphans(self, recovered: Recovered) -> None:
         opened: dict[str, LedgerRow] = {}
         settled: dict[str, LedgerRow] = {}
         cancelled: set[str] = set()
         for path in sorted(self.directory.iterdir()):
             if not path.name.endswith(_SUFFIX):
-                continue  # ``.new``: a segment being created (empty until it is renamed)
+                self._remove_stale_new(path)
+                continue
             fd = self._lock_orphan(path)
             if fd is None:
                 continue
-            recovered.files.append((fd, path))
             with open(fd, "rb", closefd=False) as file:
-                _read_records(file.read(), recovered, opened, settled, cancelled)
+                data = file.read()
+            try:
+                read_records(data, self.store, recovered, opened, settled, cancelled)
+            except Foreign as exc:
+                os.close(fd)
+                recovered.foreign.append(path)
+                log.error("journal: %s is left in place, not replayed: %s", path, exc)
+                continue
+            recovered.files.append((fd, path))
         recovered.rows = list(settled.values())
         for request_id, row in opened.items():
             if request_id not in settled and request_id not in cancelled:
                 recovered.rows.append(row)
                 recovered.interrupted += 1
-        return recovered
+
+    def _remove_stale_new(self, path: Path) -> None:
+        """A ``.new`` file is a segment being created (locked, header only, until renamed);
+        one no process holds was left by a crash during its creation: removed."""
+        if not path.name.endswith(_NEW):
+            return
+        fd = self._lock_orphan(path)
+        if fd is not None:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+            os.close(fd)
 
     @staticmethod
     def _lock_orphan(path: Path) -> int | None:
@@ -214,6 +211,7 @@ class Journal:
                 path.unlink()
             os.close(fd)
         recovered.files.clear()
+        Journal._unlock(recovered)
 
     @staticmethod
     def release(recovered: Recovered) -> None:
@@ -221,6 +219,13 @@ class Journal:
         for fd, _ in recovered.files:
             os.close(fd)
         recovered.files.clear()
+        Journal._unlock(recovered)
+
+    @staticmethod
+    def _unlock(recovered: Recovered) -> None:
+        if recovered.lock >= 0:
+            os.close(recovered.lock)
+            recovered.lock = -1
 
     # --- writing -----------------------------------------------------------------------------
 
@@ -239,15 +244,21 @@ class Journal:
         fd = os.open(
             temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC, 0o600
         )
-        # Locked before it takes the name other processes replay: never mistaken for an orphan.
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        first = header(self.store)
         path = self.directory / (name + _SUFFIX)
-        temporary.rename(path)
-        if self.fsync == "always":
-            self._sync_directory()
-        elif self.fsync == "everysec":
-            self._directory_dirty = True  # synced with the next second's records
-        return _Segment(fd, path)
+        try:
+            # Locked before it takes the name other processes replay: never an orphan.
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            _write_all(fd, first)
+            temporary.rename(path)
+        except OSError:
+            os.close(fd)
+            with contextlib.suppress(OSError):
+                temporary.unlink()
+            raise
+        if self.fsync != "no":
+            self._directory_dirty = True  # synced with the next records
+        return _Segment(fd, path, size=len(first))
 
     def _sync_directory(self) -> None:
         fd = os.open(self.directory, os.O_RDONLY)
@@ -259,16 +270,44 @@ class Journal:
     def _append(self, data: bytes) -> None:
         segment = self._current
         if segment is None:
+            self._dropped(data)
             return
         fd = segment.fd
-        written = os.write(fd, data)
-        if written < len(data):  # a short write (a nearly full disk): finish it, or raise
-            _write_all(fd, data[written:])
-        segment.size += len(data)
-        if self.fsync == "always":
-            os.fdatasync(fd)
-        elif self.fsync == "everysec":
-            self._dirty.add(fd)
+        if segment.torn:
+            data = b"\n" + data  # end the partial record a failed write left (an empty line)
+        try:
+            _write_all(fd, data)
+        except OSError:
+            self._cut(segment)
+            raise
+        if segment.torn:
+            segment.size = os.fstat(fd).st_size  # past the partial record
+            segment.torn = False
+        else:
+            segment.size += len(data)
+        if self.fsync != "no":
+            self._dirty.add(fd)  # synced in a thread: once a second, or by the group commit
+
+    def _dropped(self, data: bytes) -> None:
+        """A record after :meth:`close` (or before :meth:`open`): it cannot be journaled."""
+        self.closed_drops += 1
+        if self.closed_drops == 1 or self.closed_drops % 1000 == 0:
+            log.error(
+                "journal closed: %d records not journaled (this one: %s)",
+                self.closed_drops,
+                data[:1].decode(errors="replace"),
+            )
+
+    @staticmethod
+    def _cut(segment: _Segment) -> None:
+        """A write failed, perhaps part way (a nearly full disk): cut the partial record off,
+        or, if even that fails, end it with a newline before the next record (the reader skips
+        it as torn) so it cannot swallow the next one."""
+        try:
+            if os.fstat(segment.fd).st_size != segment.size:
+                os.ftruncate(segment.fd, segment.size)
+        except OSError:
+            segment.torn = True
 
     def admitted(
         self,
@@ -284,7 +323,7 @@ class Journal:
         if the process dies before it settles."""
         record = (
             b"O"
-            + _encode((request_id, key_id, model, created_at, stream, prompt_tokens, cost))
+            + encode_admitted((request_id, key_id, model, created_at, stream, prompt_tokens, cost))
             + b"\n"
         )
         self.inflight[request_id] = record
@@ -293,7 +332,7 @@ class Journal:
     def cancelled(self, request_id: str) -> None:
         """The request ended before reaching an upstream: no row."""
         if self.inflight.pop(request_id, None) is not None:
-            self._append(b"C" + _encode(request_id) + b"\n")
+            self._append(b"C" + encode_id(request_id) + b"\n")
 
     def settled(self, row: LedgerRow) -> None:
         """The request's row, durable before its response ends (raises OSError if it is not)."""
@@ -308,31 +347,50 @@ class Journal:
         ``appended`` counts the rows handed to the ledger so far, ``stored`` those the store
         holds (rows are stored in the order they were appended)."""
         segment = self._current
-        if segment is not None and segment.size >= SEGMENT_BYTES:
-            try:
-                fresh = self._new_segment()
-                carried = b"".join(self.inflight.values())
-                if carried:
-                    _write_all(fresh.fd, carried)
-                    fresh.size = len(carried)
-                    if self.fsync == "always":
-                        os.fdatasync(fresh.fd)
-                    elif self.fsync == "everysec":
-                        self._dirty.add(fresh.fd)
-            except OSError as exc:
-                log.error("journal: cannot start a new segment (%s); keeping the current one", exc)
-            else:
+        if (
+            segment is not None
+            and segment.size >= SEGMENT_BYTES
+            and time.monotonic() >= self._rotate_after
+        ):
+            fresh = self._rotate()
+            if fresh is not None:
                 segment.mark = appended
                 self._retired.append(segment)
                 self._current = fresh
-        if self._syncing:
-            return  # a descriptor may be in the fsync thread's hands: remove them next time
         while self._retired and self._retired[0].mark <= stored:
+            if self._retired[0].fd in self._syncing:
+                break  # in the fsync thread's hands: removed next time
             old = self._retired.pop(0)
             self._dirty.discard(old.fd)
             with contextlib.suppress(FileNotFoundError):
                 old.path.unlink()
             os.close(old.fd)
+
+    def _rotate(self) -> _Segment | None:
+        """A new segment carrying the records of the requests in flight, or None (the current
+        one is kept, and rotation is retried after a back-off)."""
+        fresh: _Segment | None = None
+        try:
+            fresh = self._new_segment()
+            carried = b"".join(self.inflight.values())
+            if carried:
+                _write_all(fresh.fd, carried)
+                fresh.size += len(carried)
+                if self.fsync != "no":
+                    self._dirty.add(fresh.fd)
+        except OSError as exc:
+            if fresh is not None:
+                self._dirty.discard(fresh.fd)
+                with contextlib.suppress(OSError):
+                    fresh.path.unlink()
+                os.close(fresh.fd)
+            self.rotation_outage.failed(exc, "keeping the current segment")
+            self._rotate_backoff = min(max(2 * self._rotate_backoff, 1.0), ROTATE_BACKOFF_MAX)
+            self._rotate_after = time.monotonic() + self._rotate_backoff
+            return None
+        self.rotation_outage.ok()
+        self._rotate_backoff = 0.0
+        return fresh
 
     async def _sync_every_second(self) -> None:
         loop = asyncio.get_running_loop()
@@ -347,25 +405,68 @@ class Journal:
         fds, self._dirty = list(self._dirty), set()
         directory, self._directory_dirty = self._directory_dirty, False
         loop = loop or asyncio.get_running_loop()
-        self._syncing = True
+        self._syncing.update(fds)
         try:
             for fd in fds:
-                await loop.run_in_executor(None, os.fdatasync, fd)
+                await self._in_thread(loop, os.fdatasync, fd)
             if directory:
-                await loop.run_in_executor(None, self._sync_directory)
+                await self._in_thread(loop, self._sync_directory)
         except OSError as exc:
-            log.error("journal: fsync failed (%s)", exc)
+            self.fsync_outage.failed(exc, "rows written but perhaps not on disk")
+        else:
+            self.fsync_outage.ok()
         finally:
-            self._syncing = False
+            self._syncing.difference_update(fds)
+
+    async def _in_thread(
+        self, loop: asyncio.AbstractEventLoop, call: Callable[..., None], *args: object
+    ) -> None:
+        # Shielded: a cancelled caller (close) still waits for the thread before closing fds.
+        self._thread_call = loop.run_in_executor(None, call, *args)
+        await asyncio.shield(self._thread_call)
+
+    def durable(self) -> asyncio.Future[None] | None:
+        """With ``journal_fsync: always``, a future done once what was written so far is on
+        disk (None with other policies). One fdatasync, in a thread, serves every record written
+        while the previous one ran (a group commit): the event loop never waits for the disk."""
+        if self.fsync != "always" or self._current is None:
+            return None
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[None] = loop.create_future()
+        self._waiters.append(waiter)
+        if self._committer is None:
+            self._committer = loop.create_task(self._group_commit(), name="journal-commit")
+        return waiter
+
+    async def _group_commit(self) -> None:
+        waiters: list[asyncio.Future[None]] = []
+        try:
+            while self._waiters:
+                waiters, self._waiters = self._waiters, []
+                await self.sync()
+                for waiter in waiters:
+                    if not waiter.done():
+                        waiter.set_result(None)
+        finally:
+            self._committer = None
+            for waiter in [*waiters, *self._waiters]:
+                if not waiter.done():
+                    waiter.set_result(None)
+            self._waiters.clear()
 
     async def close(self, keep: bool) -> None:
         """Close this process's files: removed when ``keep`` is false (every row is in the
         store), else left for the next start to replay."""
+        if self._committer is not None:
+            await self._committer
         if self._sync_task is not None:
             self._sync_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sync_task
             self._sync_task = None
+        if self._thread_call is not None:
+            with contextlib.suppress(OSError):
+                await self._thread_call  # a fsync still running in its thread
         segments = [*self._retired, *([self._current] if self._current else [])]
         self._retired, self._current = [], None
         if keep and self.fsync != "no":

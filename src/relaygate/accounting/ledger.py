@@ -20,13 +20,17 @@ from pathlib import Path
 
 import msgspec
 
-from relaygate.accounting.journal import Journal, Recovered
+from relaygate.accounting.journal import Journal
+from relaygate.accounting.journal_format import Recovered
 from relaygate.errors import ServiceUnavailable
 from relaygate.outage import Outage
 from relaygate.store.records import LedgerRow
 from relaygate.store.sql import SqlStore
 
 log = logging.getLogger("relaygate.ledger")
+
+ORPHAN_SECONDS = 60.0
+"""How often the writer looks for journal files that no live process holds."""
 
 Written = Callable[[Sequence[LedgerRow]], Awaitable[None]]
 
@@ -80,6 +84,11 @@ class LedgerWriter:
         if len(self.pending) >= self.batch_size:
             self._wake.set()
 
+    def durable(self) -> asyncio.Future[None] | None:
+        """With ``journal_fsync: always``, what to await before the response ends (the rows
+        appended so far on disk); None otherwise."""
+        return self.journal.durable() if self.journal is not None else None
+
     def _journal_failed(self, row: LedgerRow, exc: OSError) -> None:
         self._unjournaled[row.request_id] = row
         assert self.journal is not None
@@ -124,7 +133,10 @@ class LedgerWriter:
         """Write the rows earlier processes left in their journals (and a spill file of an
         earlier version) first, so key balances loaded after this include them; then open this
         process's journal and flush in the background."""
-        recovered = self.journal.recover() if self.journal is not None else Recovered()
+        recovered: Recovered | None = Recovered()
+        if self.journal is not None:
+            recovered = await asyncio.to_thread(self.journal.recover)  # waits for its lock
+        assert recovered is not None
         spilled = self._load_spill()
         self.pending[:0] = recovered.rows + spilled
         if recovered.skipped:
@@ -134,8 +146,7 @@ class LedgerWriter:
                 self.journal.directory if self.journal else "",
             )
         if not await self.drain():
-            if self.journal is not None:
-                self.journal.release(recovered)
+            Journal.release(recovered)
             raise RuntimeError("cannot write the journaled ledger rows: the store is unreachable")
         if recovered.files:
             log.warning(
@@ -145,19 +156,71 @@ class LedgerWriter:
                 recovered.interrupted,
                 len(recovered.files),
             )
+        Journal.discard(recovered)
         if self.journal is not None:
-            self.journal.discard(recovered)
             self.journal.open()
         if spilled and self.spill_path is not None:
             self.spill_path.unlink()
         self._task = asyncio.get_running_loop().create_task(self._run(), name="ledger-writer")
 
     async def _run(self) -> None:
+        orphans_at = time.monotonic() + ORPHAN_SECONDS
         while not self._closing:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.flush_seconds)
             self._wake.clear()
-            await self.flush()
+            was_failing = self.outage.failing
+            if not await self.flush() or self.journal is None:
+                continue
+            if was_failing or time.monotonic() >= orphans_at:
+                orphans_at = time.monotonic() + ORPHAN_SECONDS
+                await self.replay_orphans()
+
+    async def replay_orphans(self) -> int:
+        """Write the rows of journal files no live process holds (a process that stopped with
+        the store down, a scaled-in replica) and remove the files; the number of rows written.
+
+        Runs at start, then about once a minute and after each store outage. Skipped while
+        another process is recovering; on a store failure the files stay for the next try."""
+        if self.journal is None:
+            return 0
+        recovered = await asyncio.to_thread(self.journal.recover, False)
+        if recovered is None:
+            return 0
+        written = 0
+        try:
+            async with self._lock:
+                rows = recovered.rows
+                for start in range(0, len(rows), self.batch_size):
+                    fresh = await self.store.write_ledger(rows[start : start + self.batch_size])
+                    written += len(fresh)
+                    self.written += len(fresh)
+                    if fresh:
+                        await self._after_write(fresh)
+        except Exception as exc:
+            Journal.release(recovered)
+            self.outage.failed(exc, "replaying the journals of stopped processes")
+            return written
+        except BaseException:
+            Journal.release(recovered)  # cancelled: the files stay for the next try
+            raise
+        if recovered.files:
+            log.warning(
+                "journal: replayed %d rows (%d new, %d of interrupted requests) from %d files"
+                " of stopped processes",
+                len(recovered.rows),
+                written,
+                recovered.interrupted,
+                len(recovered.files),
+            )
+        Journal.discard(recovered)
+        return written
+
+    async def _after_write(self, fresh: list[LedgerRow]) -> None:
+        try:
+            await self.on_written(fresh)
+        except Exception:
+            log.exception("after-write hook failed")
 
     async def flush(self) -> bool:
         """Write the rows pending now, one batch at a time; False if the store failed.
@@ -184,10 +247,7 @@ class LedgerWriter:
                     for row in batch:
                         self._unjournaled.pop(row.request_id, None)
                 if fresh:
-                    try:
-                        await self.on_written(fresh)
-                    except Exception:
-                        log.exception("after-write hook failed")
+                    await self._after_write(fresh)
             if self.journal is not None:
                 self.journal.compact(self.appended, self.appended - len(self.pending))
             return True

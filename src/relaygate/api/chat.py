@@ -81,6 +81,7 @@ async def chat_completions(gw: Gateway, scope: Scope, receive: Receive, send: Se
         request_id=request_id,
         images=prepared if forward and prepared.images else None,
     )
+    gw.admissions.going_upstream(ticket)
     try:
         ticket.model, opened = await open_chain(chain, call, gw.metrics.routing)
     except BaseException as exc:
@@ -118,9 +119,12 @@ async def _complete_answer(gw: Gateway, ticket: Ticket, opened: Opened, send: Se
     except UpstreamError:
         status = "upstream_error"
         raise
+    except Exception:
+        status = "internal_error"  # a fault of relaygate's (cancellation keeps ``cancelled``)
+        raise
     finally:
-        # A cancelled answer (the shutdown deadline) is billed as a disconnect: the prompt
-        # estimate plus the tokens received.
+        # A cancelled answer (the shutdown deadline), or one relaygate failed on, is billed as
+        # a disconnect: the prompt estimate plus the tokens received (the upstream billed them).
         usage = (
             collected.usage_or_estimate(ticket.prompt_guess) if status != "upstream_error" else None
         )

@@ -16,7 +16,7 @@ import random
 import sqlite3
 from collections import defaultdict
 from collections.abc import Iterable
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from itertools import chain
 from operator import attrgetter
 from typing import Any, cast
@@ -133,6 +133,40 @@ def _insert_new_sql(dialect: str, rows: int) -> str:
         f"INSERT INTO {ledger.name} ({columns}) VALUES {values}"  # noqa: S608
         " ON CONFLICT (request_id) DO NOTHING RETURNING request_id, key_id, cost_micros"
     )
+
+
+async def _replace_interrupted(
+    conn: AsyncConnection, rows: list[LedgerRow], new_ids: set[str], spent: dict[str, int]
+) -> dict[str, int]:
+    """Replace the ``interrupted`` rows the store holds by the real rows among ``rows`` that
+    conflicted with them; add the cost differences to ``spent``. Returns them by request id.
+
+    Conflicts are rare (a retried batch, a replay), so the common batch costs no query here."""
+    conflicting = {
+        row.request_id: row
+        for row in rows
+        if row.request_id not in new_ids and row.status != "interrupted"
+    }
+    if not conflicting:
+        return {}
+    c = ledger.c
+    held = await conn.execute(
+        select(c.request_id, c.key_id, c.cost_micros)
+        .where(c.request_id.in_(list(conflicting)), c.status == "interrupted")
+        .with_for_update()
+    )
+    replaced: dict[str, int] = {}
+    for request_id, key_id, old_cost in held.all():
+        row = conflicting[request_id]
+        await conn.execute(
+            update(ledger)
+            .where(c.request_id == request_id, c.status == "interrupted")
+            .values(asdict(row))
+        )
+        difference = row.cost_micros - old_cost
+        spent[key_id] += difference
+        replaced[request_id] = difference
+    return replaced
 
 
 def _pages(count: int) -> list[tuple[int, int]]:
@@ -261,8 +295,12 @@ class SqlStore:
 
         A row whose request id is already in the ledger is skipped (written once, never twice):
         ``ON CONFLICT DO NOTHING ... RETURNING`` tells which rows were new, and only their cost
-        is added. Returns the rows that were new (those whose cost was just added to their
-        key's ``used_micros``), in the order given.
+        is added. One exception: a real row replaces an ``interrupted`` one (the prompt
+        estimate a replay charged for a request whose row was in another journal file), and the
+        key is charged the difference. Returns the rows that were new (those whose cost was just
+        added to their key's ``used_micros``), in the order given; a replacing row is returned
+        with ``cost_micros`` set to the difference it added, so a consumer that adds each
+        returned row's cost (the Redis gate's ``ledger_written``) stays consistent.
         """
         if not rows:
             return []
@@ -277,6 +315,7 @@ class SqlStore:
                 for request_id, key_id, cost in cast("Iterable[tuple[str, str, int]]", result):
                     spent[key_id] += cost
                     new_ids.add(request_id)
+            replaced = await _replace_interrupted(conn, rows, new_ids, spent)
             for key_id, micros in spent.items():
                 if micros:
                     await conn.execute(
@@ -289,6 +328,8 @@ class SqlStore:
             if row.request_id in new_ids:
                 new_ids.discard(row.request_id)  # a request id repeated in ``rows`` is new once
                 fresh.append(row)
+            elif row.request_id in replaced:
+                fresh.append(replace(row, cost_micros=replaced.pop(row.request_id)))
         return fresh
 
     async def ledger_rows(self, key_id: str | None = None) -> list[LedgerRow]:
