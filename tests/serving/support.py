@@ -24,7 +24,9 @@ App = Callable[[Scope, Receive, Send], Awaitable[None]]
 class ServerThread:
     """``app`` served on loopback by uvicorn with :class:`HttpProtocol` and ``limits``."""
 
-    def __init__(self, app: App, limits: Limits, keep_alive: float = 75) -> None:
+    def __init__(
+        self, app: App, limits: Limits, keep_alive: float = 75, protocol: type = HttpProtocol
+    ) -> None:
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
             self.port = int(sock.getsockname()[1])
@@ -32,7 +34,7 @@ class ServerThread:
             app,
             host="127.0.0.1",
             port=self.port,
-            http=functools.partial(HttpProtocol, limits=limits),  # type: ignore[arg-type]
+            http=functools.partial(protocol, limits=limits),  # type: ignore[arg-type]
             lifespan="off",
             log_config=None,
             timeout_keep_alive=keep_alive,  # type: ignore[arg-type]
@@ -73,8 +75,10 @@ class ServerThread:
 
 
 @contextmanager
-def serving(app: App, keep_alive: float = 75, **limits: Any) -> Iterator[ServerThread]:
-    server = ServerThread(app, Limits(**limits), keep_alive).start()
+def serving(
+    app: App, keep_alive: float = 75, protocol: type = HttpProtocol, **limits: Any
+) -> Iterator[ServerThread]:
+    server = ServerThread(app, Limits(**limits), keep_alive, protocol).start()
     try:
         yield server
     finally:
