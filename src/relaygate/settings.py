@@ -163,8 +163,9 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     """Open client connections per process; one more is answered 503 (``Retry-After: 1``) and
     closed. Capped at start to what the process's open-file limit leaves room for."""
     max_body_bytes_in_flight: PositiveInt = 256 * 1024 * 1024
-    """Request body bytes held per process by requests in flight (their bodies being read or
-    answered); a request whose body would pass it gets 503 with ``Retry-After``."""
+    """Request body bytes held per process by requests in flight (from before their bodies are
+    read until they are answered); a request whose body would pass it gets 503 with
+    ``Retry-After``. Bodies up to 64 KiB are not counted: the connection limit bounds them."""
     ledger_flush_seconds: PositiveFloat = 0.2
     """How often settled requests are written to the ledger."""
     ledger_batch_size: PositiveInt = 512

@@ -58,12 +58,15 @@ def test_a_key_at_its_concurrency_gets_429_before_its_body_is_read(
     slow = padded_body(100_000)
     sock = start_slow_body(gateway, key, slow)
     hello = json.loads(padded_body(0))
-    status, headers, answer = until_refused(gateway, key, hello)
+    big = json.loads(padded_body(0))
+    big["messages"][0]["content"] = "x" * 70_000  # small bodies take no slot: see SMALL_BODY
+    status, headers, answer = until_refused(gateway, key, big)
     assert status == 429
     assert answer["error"]["type"] == "rate_limit_error"
     assert {k.lower(): v for k, v in headers.items()}["retry-after"] == "1"
     assert finish(sock, slow) == 200
-    assert gateway.post(CHAT, hello, key)[0] == 200  # the slot is free again
+    assert gateway.post(CHAT, big, key)[0] == 200  # the slot is free again
+    assert gateway.post(CHAT, hello, key)[0] == 200
 
 
 def test_body_bytes_in_flight_are_bounded_per_process(
@@ -74,7 +77,7 @@ def test_body_bytes_in_flight_are_bounded_per_process(
     slow = padded_body(100_000)
     sock = start_slow_body(gateway, key, slow)
     big = json.loads(padded_body(0))
-    big["messages"][0]["content"] = "x" * 60_000
+    big["messages"][0]["content"] = "x" * 70_000
     status, headers, answer = until_refused(gateway, key, big)
     assert status == 503
     assert answer["error"]["type"] == "service_unavailable_error"

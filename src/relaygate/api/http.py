@@ -87,6 +87,11 @@ BODIES = BodyBudget()
 """The process's request bodies in flight."""
 
 
+SMALL_BODY = 64 * 1024
+"""A body declared at most this long takes no share of :data:`BODIES`: all of them together
+are bounded by the connections a process accepts, and taking a share costs every request."""
+
+
 async def read_body(
     scope: Scope,
     receive: Receive,
@@ -97,18 +102,20 @@ async def read_body(
 ) -> bytes:
     """The whole request body, or 413 once it passes ``limit`` bytes.
 
-    With ``in_flight_limit``, the body takes its share of :data:`BODIES` first: one of the
-    key's ``key_slots`` (429 when it has that many bodies in flight) and its bytes among all
-    the process's (503 when they would pass ``in_flight_limit``).
+    With ``in_flight_limit``, a body over :data:`SMALL_BODY` (or of unknown length) takes its
+    share of :data:`BODIES` first: one of the key's ``key_slots`` (429 when it has that many
+    such bodies in flight) and its bytes among all the process's (503 when they would pass
+    ``in_flight_limit``).
     """
     declared = header(scope, b"content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
+    length = int(declared) if declared is not None and declared.isdigit() else -1
+    if length > limit:
         raise RequestTooLarge(f"Request body too large: at most {limit} bytes are accepted")
     share = None
-    if in_flight_limit is not None:
+    if in_flight_limit is not None and not 0 <= length <= SMALL_BODY:
         share = BODIES.enter(key_id, key_slots)
-        if declared is not None and declared.isdigit():
-            share.grow(int(declared), in_flight_limit)
+        if length > 0:
+            share.grow(length, in_flight_limit)
     chunks: list[bytes] = []
     size = 0
     while True:

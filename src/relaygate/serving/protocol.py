@@ -65,7 +65,46 @@ warnings = _Warnings()
 
 
 class HttpProtocol(asyncio.Protocol):
-    """One client connection (uvicorn creates one per accepted socket)."""
+    """One client connection (uvicorn creates one per accepted socket).
+
+    Its attributes are slots: past 30 attributes an instance's dict is no longer shared with
+    its class, and every attribute access on the hot path would cost a dict lookup.
+    """
+
+    __slots__ = (
+        "__weakref__",
+        "_deadline",
+        "_drain_left",
+        "_drained",
+        "_expect",
+        "_fed",
+        "_head_bytes",
+        "_headers",
+        "_in_head",
+        "_mode",
+        "_refusal",
+        "_timer",
+        "_timer_at",
+        "_url",
+        "_waiting",
+        "app",
+        "app_state",
+        "client",
+        "closing",
+        "cycle",
+        "keep_alive_seconds",
+        "limits",
+        "loop",
+        "parser",
+        "parsing",
+        "pipeline",
+        "read_paused",
+        "scheme",
+        "server",
+        "state",
+        "transport",
+        "write_paused",
+    )
 
     def __init__(
         self,
@@ -105,7 +144,9 @@ class HttpProtocol(asyncio.Protocol):
         self._in_head = False
         """A request head has begun and is not complete."""
         self._head_bytes = 0
-        self._head_size = 0
+        """Bytes of the current head, counted when it spans reads (never 0 then)."""
+        self._fed = 0
+        """The size of the read being parsed."""
         self._mode = _PARSE
         self._drain_left = 0
         self._refusal: bytes | None = None
@@ -158,6 +199,7 @@ class HttpProtocol(asyncio.Protocol):
             self._discard(data)
             return
         began = self._in_head
+        self._fed = len(data)
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -184,11 +226,15 @@ class HttpProtocol(asyncio.Protocol):
 
     def _head_arriving(self, size: int) -> None:
         """After bytes that left a head incomplete (``size`` of them all part of it)."""
-        self._head_bytes += size
-        if max(self._head_bytes, len(self._url) + self._head_size) > self.limits.max_head_bytes:
+        self._head_bytes += size or 1
+        if max(self._head_bytes, self._head_size()) > self.limits.max_head_bytes:
             self._refuse(wire.HEAD_TOO_LARGE, "a request head over max_head_bytes")
         elif self.cycle is None and (self._deadline is None or self._waiting != _HEAD):
             self._wait(_HEAD, self.limits.head_timeout)
+
+    def _head_size(self) -> int:
+        """The request line and the headers parsed so far (httptools holds the one being read)."""
+        return len(self._url) + sum(len(name) + len(value) + 4 for name, value in self._headers)
 
     def _refuse(self, answer: bytes, reason: str) -> None:
         """Answer ``answer`` and close: the request being read cannot be served."""
@@ -247,7 +293,7 @@ class HttpProtocol(asyncio.Protocol):
         self._headers = []
         self._expect = False
         self._in_head = True
-        self._head_bytes = self._head_size = 0
+        self._head_bytes = 0
 
     def on_url(self, url: bytes) -> None:
         self._url += url
@@ -256,17 +302,19 @@ class HttpProtocol(asyncio.Protocol):
         name = name.lower()
         if name == b"expect" and value.lower() == b"100-continue":
             self._expect = True
-        self._head_size += len(name) + len(value) + 4
         self._headers.append((name, value))
 
     def on_headers_complete(self) -> None:
         self._in_head = False
         if self.closing:
             return  # no new request on a connection that is closing
-        url = self._url
-        if len(url) + self._head_size > self.limits.max_head_bytes:
+        # Counted only if the head spanned reads or its read was large (a read holding a whole
+        # head is its bound).
+        limit = self.limits.max_head_bytes
+        if (self._head_bytes or self._fed > limit) and self._head_size() > limit:
             self._refuse(wire.HEAD_TOO_LARGE, "a request head over max_head_bytes")
             raise _Refused
+        url = self._url
         parser = self.parser
         if b"#" in url:
             url = url.partition(b"#")[0]  # a fragment is not sent to a server: not our path
@@ -358,8 +406,14 @@ class HttpProtocol(asyncio.Protocol):
         self.cycle = None
         if self.pipeline:
             self._start(self.pipeline.popleft())
-        else:
+        elif self.write_paused or self._in_head:
             self._idle()
+        else:  # idle: _wait(_IDLE, ...) inline, as after every response
+            deadline = self.loop.time() + self.keep_alive_seconds
+            self._waiting = _IDLE
+            self._deadline = deadline
+            if self._timer is None or self._timer_at > deadline:
+                self._wait(_IDLE, self.keep_alive_seconds)
         self.resume_reading()
 
     def _end(self, cycle: Cycle) -> None:
