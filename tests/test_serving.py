@@ -25,6 +25,7 @@ class Recorder(asyncio.Transport):
         super().__init__()
         self.writes: list[bytes] = []
         self.closed = False
+        self.eof = False
         self.reading = True
 
     def write(self, data: Any) -> None:
@@ -36,6 +37,15 @@ class Recorder(asyncio.Transport):
 
     def is_closing(self) -> bool:
         return self.closed
+
+    def can_write_eof(self) -> bool:
+        return True
+
+    def write_eof(self) -> None:
+        self.eof = True
+
+    def abort(self) -> None:
+        self.closed = True
 
     def pause_reading(self) -> None:
         self.reading = False
@@ -200,7 +210,7 @@ async def plain_empty(send: Send) -> None:
     await send({"type": "http.response.body", "body": b""})
 
 
-async def test_an_answer_before_the_whole_body_closes_the_connection() -> None:
+async def test_an_answer_before_the_whole_body_closes_the_connection_after_the_body() -> None:
     async def early(scope: Scope, receive: Receive, send: Send) -> None:
         await plain_empty(send)
 
@@ -208,7 +218,13 @@ async def test_an_answer_before_the_whole_body_closes_the_connection() -> None:
     protocol.data_received(b"POST / HTTP/1.1\r\ncontent-length: 100\r\n\r\nonly part")
     await settle(protocol)
     assert transport.writes[0].startswith(b"HTTP/1.1 204 No Content")
+    # The rest of the body is read and dropped (the client can read the answer, not a reset),
+    # and not parsed as a request; then the connection closes.
+    assert transport.eof
+    assert not transport.closed
+    protocol.data_received(b"GET /not-a-request HTTP/1.1\r\n\r\n".ljust(91, b"x"))
     assert transport.closed
+    assert len(transport.writes) == 1
 
 
 # --- on a real server ----------------------------------------------------------------------

@@ -23,7 +23,14 @@ from relaygate.accounting.ledger import LedgerWriter
 from relaygate.accounting.redis_gate import RedisGate
 from relaygate.api import chat, info
 from relaygate.api.http import Message, Receive, Scope, Send, send_error
-from relaygate.errors import ApiError, InternalError, NotFound, ServiceUnavailable, excerpt
+from relaygate.errors import (
+    ApiError,
+    InternalError,
+    MethodNotAllowed,
+    NotFound,
+    ServiceUnavailable,
+    excerpt,
+)
 from relaygate.keys.cache import KeyCache
 from relaygate.media.pipeline import ImagePipeline
 from relaygate.metrics import Metrics
@@ -268,9 +275,15 @@ class App:
             if methods is None:
                 raise NotFound(f"Unknown route: {scope['method']} {excerpt(scope['path'])}")
             handler = methods.get(scope["method"])
+            if handler is None and scope["method"] == "HEAD":
+                handler = methods.get("GET")  # the protocol sends the head only
             if handler is None:
-                allowed = ", ".join(methods)
-                raise NotFound(f"Method {scope['method']} is not allowed on {path} (use {allowed})")
+                allow = [*methods, "HEAD"] if "GET" in methods else list(methods)
+                raise MethodNotAllowed(
+                    f"Method {scope['method'][:16]} is not allowed on {path}"
+                    f" (use {', '.join(allow)})",
+                    allow=allow,
+                )
             await handler(gw, scope, receive, send)
             gw.metrics.responded(200)
         except ApiError as exc:

@@ -7,6 +7,7 @@ Every error a client can see carries the contract's HTTP status and ``type``; it
     ├── ConfigError                      start-up only: a bad config file or setting
     └── ApiError                         anything a client can receive
         ├── InvalidRequest               400 invalid_request_error
+        │   └── MethodNotAllowed         405 invalid_request_error (+ Allow)
         ├── AuthenticationFailed         401 authentication_error
         ├── InsufficientQuota            402 insufficient_quota_error
         ├── PermissionDenied             403 permission_error
@@ -20,7 +21,8 @@ Every error a client can see carries the contract's HTTP status and ``type``; it
         │   ├── UpstreamStatus           the upstream answered an error status
         │   └── UpstreamProtocolError    the upstream answered something we cannot read
         └── ServiceUnavailable           503 service_unavailable_error
-            └── UpstreamsUnavailable     nothing answered; retry after a known time (+ headers)
+            ├── UpstreamsUnavailable     nothing answered; retry after a known time (+ headers)
+            └── ServerBusy               the process is at a capacity limit (+ Retry-After)
 
 Upstream failures are mapped to :class:`UpstreamError` where the upstream is called (including
 while a stream is read); their messages never contain the upstream's key or raw body.
@@ -91,6 +93,19 @@ class ApiError(RelaygateError):
 class InvalidRequest(ApiError):
     status = 400
     type = "invalid_request_error"
+
+
+class MethodNotAllowed(InvalidRequest):
+    """A known route asked with a method it does not serve."""
+
+    status = 405
+
+    def __init__(self, message: str, *, allow: list[str]) -> None:
+        super().__init__(message)
+        self.allow = allow
+
+    def headers(self) -> list[tuple[bytes, bytes]]:
+        return [(b"allow", ", ".join(self.allow).encode())]
 
 
 class AuthenticationFailed(ApiError):
@@ -230,6 +245,17 @@ class UpstreamsUnavailable(ServiceUnavailable):
         return _retry_headers(self.wait_seconds)
 
 
+class ServerBusy(ServiceUnavailable):
+    """The process is at one of its capacity limits; the client is told when to retry."""
+
+    def __init__(self, message: str, *, retry_after: int = 1) -> None:
+        self.retry_after = retry_after
+        super().__init__(message, fallback_suggestion=f"retry after {retry_after} seconds")
+
+    def headers(self) -> list[tuple[bytes, bytes]]:
+        return [(b"retry-after", str(self.retry_after).encode())]
+
+
 __all__ = [
     "MAX_RETRY_AFTER",
     "ApiError",
@@ -238,11 +264,13 @@ __all__ = [
     "InsufficientQuota",
     "InternalError",
     "InvalidRequest",
+    "MethodNotAllowed",
     "NotFound",
     "PermissionDenied",
     "RateLimited",
     "RelaygateError",
     "RequestTooLarge",
+    "ServerBusy",
     "ServiceUnavailable",
     "UpstreamError",
     "UpstreamProtocolError",

@@ -198,6 +198,24 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     usage before it cancels and charges what it received."""
     max_request_bytes: PositiveInt = 32 * 1024 * 1024
     """Largest request body accepted; larger ones get 413."""
+    max_head_bytes: Annotated[int, msgspec.Meta(ge=1024)] = 64 * 1024
+    """Largest request line and headers together, in bytes; larger ones get 431 and a close."""
+    head_timeout_seconds: PositiveFloat = 20.0
+    """Seconds a client has to send a whole request head once it has begun; then 408 and a
+    close."""
+    body_timeout_seconds: PositiveFloat = 30.0
+    """Seconds a request body may go without a byte arriving while it is awaited; then 408 and
+    a close (the request ends as a client disconnect)."""
+    send_timeout_seconds: PositiveFloat = 60.0
+    """Seconds a response may wait on a client that does not read; then the connection is
+    dropped and the request ends as a client disconnect (billed by the disconnect rule)."""
+    max_connections: PositiveInt = 2048
+    """Open client connections per process; one more is answered 503 (``Retry-After: 1``) and
+    closed. Capped at start to what the process's open-file limit leaves room for."""
+    max_body_bytes_in_flight: PositiveInt = 256 * 1024 * 1024
+    """Request body bytes held per process by requests in flight (from before their bodies are
+    read until they are answered); a request whose body would pass it gets 503 with
+    ``Retry-After``. Bodies up to 64 KiB are not counted: the connection limit bounds them."""
     ledger_flush_seconds: PositiveFloat = 0.2
     """How often settled requests are written to the ledger."""
     ledger_batch_size: PositiveInt = 512

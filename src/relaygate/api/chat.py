@@ -50,7 +50,11 @@ def check_for_model(request: ChatRequest, model: CatalogModel) -> None:
 
 async def chat_completions(gw: Gateway, scope: Scope, receive: Receive, send: Send) -> None:
     key = gw.keys.authenticate(header(scope, b"authorization"))
-    body = await read_body(scope, receive, gw.settings.max_request_bytes)
+    settings = gw.settings
+    body = await read_body(
+        scope, receive, settings.max_request_bytes,
+        key.id, key.max_concurrency, settings.max_body_bytes_in_flight,
+    )  # fmt: skip
     request, raw = decode_chat_request(body)
     model = gw.catalog.resolve(request.model, key)
     check_for_model(request, model)

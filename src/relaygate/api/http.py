@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from relaygate.errors import ApiError, RequestTooLarge
+from relaygate.errors import ApiError, InvalidRequest, RateLimited, RequestTooLarge, ServerBusy
 from relaygate.protocol.render import error_body
 
 Scope = MutableMapping[str, Any]
@@ -24,21 +25,109 @@ def header(scope: Scope, name: bytes) -> bytes | None:
     return None
 
 
-async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
-    """The whole request body, or 413 once it passes ``limit`` bytes."""
+class BodyBudget:
+    """The request bodies in flight in this process: their bytes, and how many each key has.
+
+    A request's share is taken before its body is read and given back when the request's task
+    ends (its body lives as long as the request does), so that memory is bounded before any
+    other limit is checked.
+    """
+
+    def __init__(self) -> None:
+        self.bytes = 0
+        self.per_key: dict[str, int] = {}
+
+    def enter(self, key_id: str, slots: int | None) -> _Share:
+        count = self.per_key.get(key_id, 0)
+        if slots is not None and count >= slots:
+            raise RateLimited(
+                f"Rate limit exceeded: this key allows {slots} concurrent requests",
+                retry_after=1,
+            )
+        self.per_key[key_id] = count + 1
+        share = _Share(self, key_id)
+        task = asyncio.current_task()
+        if task is not None:
+            task.add_done_callback(share.release)
+        return share
+
+
+class _Share:
+    """One request's part of the :class:`BodyBudget`."""
+
+    __slots__ = ("budget", "bytes", "key_id")
+
+    def __init__(self, budget: BodyBudget, key_id: str) -> None:
+        self.budget = budget
+        self.key_id = key_id
+        self.bytes = 0
+
+    def grow(self, size: int, limit: int) -> None:
+        """Hold ``size`` bytes in all, or raise 503 when the process cannot."""
+        more = size - self.bytes
+        if more > 0:
+            if self.budget.bytes + more > limit:
+                raise ServerBusy(
+                    "The server has too many request bodies in flight: retry shortly",
+                    retry_after=1,
+                )
+            self.budget.bytes += more
+            self.bytes = size
+
+    def release(self, _: object = None) -> None:
+        budget = self.budget
+        budget.bytes -= self.bytes
+        self.bytes = 0
+        count = budget.per_key.pop(self.key_id, 1) - 1
+        if count > 0:
+            budget.per_key[self.key_id] = count
+
+
+BODIES = BodyBudget()
+"""The process's request bodies in flight."""
+
+
+SMALL_BODY = 64 * 1024
+"""A body declared at most this long takes no share of :data:`BODIES`: all of them together
+are bounded by the connections a process accepts, and taking a share costs every request."""
+
+
+async def read_body(
+    scope: Scope,
+    receive: Receive,
+    limit: int,
+    key_id: str = "",
+    key_slots: int | None = None,
+    in_flight_limit: int | None = None,
+) -> bytes:
+    """The whole request body, or 413 once it passes ``limit`` bytes.
+
+    With ``in_flight_limit``, a body over :data:`SMALL_BODY` (or of unknown length) takes its
+    share of :data:`BODIES` first: one of the key's ``key_slots`` (429 when it has that many
+    such bodies in flight) and its bytes among all the process's (503 when they would pass
+    ``in_flight_limit``).
+    """
     declared = header(scope, b"content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
+    length = int(declared) if declared is not None and declared.isdigit() else -1
+    if length > limit:
         raise RequestTooLarge(f"Request body too large: at most {limit} bytes are accepted")
+    share = None
+    if in_flight_limit is not None and not 0 <= length <= SMALL_BODY:
+        share = BODIES.enter(key_id, key_slots)
+        if length > 0:
+            share.grow(length, in_flight_limit)
     chunks: list[bytes] = []
     size = 0
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
-            break
+            raise InvalidRequest("The client went away before its request body was complete")
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
             raise RequestTooLarge(f"Request body too large: at most {limit} bytes are accepted")
+        if share is not None and size > share.bytes:
+            share.grow(size, in_flight_limit)  # type: ignore[arg-type]
         chunks.append(chunk)
         if not message.get("more_body", False):
             break

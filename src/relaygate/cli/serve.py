@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import functools
+import logging
 import os
+import resource
 
 import click
 import uvicorn
@@ -12,11 +15,49 @@ from relaygate.cli.common import config_option, fail, settings_or_exit
 from relaygate.errors import ConfigError
 from relaygate.logs import configure_logging
 from relaygate.redaction import configured_secrets
-from relaygate.serving import HttpProtocol
+from relaygate.serving import HttpProtocol, Limits
 from relaygate.settings import Settings, load_settings
 from relaygate.store.sql import SqlStore
 
 _SOURCE = "RELAYGATE_SOURCE_LABEL"
+_SPARE_FILES = 64
+"""Open files kept for the store, logs, Redis and the like, beside client connections."""
+log = logging.getLogger("relaygate")
+
+
+def connection_room(wanted: int) -> int:
+    """Client connections the open-file limit allows: each may hold an upstream connection
+    too. The soft limit is raised towards the hard one first, as far as ``wanted`` needs."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    needed = 2 * wanted + _SPARE_FILES
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        raised = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (raised, hard))
+            soft = raised
+        except (ValueError, OSError):
+            pass
+    if soft == resource.RLIM_INFINITY:
+        return wanted
+    return max(1, min(wanted, (soft - _SPARE_FILES) // 2))
+
+
+def protocol_limits(settings: Settings) -> Limits:
+    """The connection limits of the HTTP protocol, from the settings."""
+    connections = connection_room(settings.max_connections)
+    if connections < settings.max_connections:
+        log.warning(
+            "max_connections is %d: the open-file limit leaves room for no more"
+            " (raise it with ulimit -n)",
+            connections,
+        )
+    return Limits(
+        max_head_bytes=settings.max_head_bytes,
+        head_timeout=settings.head_timeout_seconds,
+        body_timeout=settings.body_timeout_seconds,
+        send_timeout=settings.send_timeout_seconds,
+        max_connections=connections,
+    )
 
 
 def _prepare(settings: Settings, source: str) -> App:
@@ -66,7 +107,7 @@ def serve(config: str | None, host: str, port: int, workers: int) -> None:
         "host": host,
         "port": port,
         "loop": "uvloop",
-        "http": HttpProtocol,
+        "http": functools.partial(HttpProtocol, limits=protocol_limits(settings)),
         "ws": "none",
         "lifespan": "on",
         "access_log": False,
