@@ -15,6 +15,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from relaygate.accounting.gate import Unaffordable
 from relaygate.accounting.redis_gate import RedisGate
+from relaygate.accounting.redis_upkeep import Unreported
 from relaygate.errors import RateLimited
 from relaygate.metrics import Metrics
 from relaygate.settings import Settings
@@ -485,3 +486,13 @@ async def test_reconciliation_examines_only_keys_with_pending_charges(store: Sql
         assert examined == []
     finally:
         await gate.close()
+
+
+def test_unreported_rows_are_bounded_and_keep_their_keys() -> None:
+    unreported = Unreported(limit=3)
+    unreported.add({"k1": ["a", "b", "a"], "k2": ["c", "d"]})
+    unreported.add({"k3": ["e"]})
+    # past the bound only the keys are kept: their report still brings ``used`` up to the store
+    assert unreported.by_key == {"k1": {"a", "b"}, "k2": {"c"}, "k3": set()}
+    assert len(unreported.take()) == 3
+    assert len(unreported) == unreported.count == 0

@@ -224,7 +224,11 @@ WRITTEN = (
 if redis.call('HEXISTS', KEYS[1], 'seeded') == 0 then return 0 end
 for i = 3, #ARGV do forget_pending(KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[i]) end
 take_used(KEYS[1], ARGV[2])
-if redis.call('HLEN', KEYS[2]) == 0 then redis.call('SREM', KEYS[5], ARGV[1]) end
+if redis.call('HLEN', KEYS[2]) == 0 then
+  redis.call('SREM', KEYS[5], ARGV[1])
+else  -- also a key whose charges became pending before ``pendkeys`` existed
+  redis.call('SADD', KEYS[5], ARGV[1])
+end
 return 1
 """
 )
@@ -273,7 +277,11 @@ for i = 3, #ARGV, 2 do
   end
 end
 take_used(KEYS[1], ARGV[2])
-if redis.call('HLEN', KEYS[2]) == 0 then redis.call('SREM', KEYS[5], ARGV[1]) end
+if redis.call('HLEN', KEYS[2]) == 0 then
+  redis.call('SREM', KEYS[5], ARGV[1])
+else  -- also a key whose charges became pending before ``pendkeys`` existed
+  redis.call('SADD', KEYS[5], ARGV[1])
+end
 return {moved, dropped}
 """
 )

@@ -133,7 +133,7 @@ class Upkeep:
             await asyncio.sleep(seconds)
         while True:
             try:
-                await job()
+                done = await job()
             except asyncio.CancelledError:
                 raise
             except (RedisError, OSError) as exc:
@@ -141,9 +141,10 @@ class Upkeep:
             except Exception as exc:
                 self.gate.store_outage.failed(exc, job.__name__)
             else:
-                self.gate.outage.ok()
-                if job != self.renew:
-                    self.gate.store_outage.ok()
+                if done is not False:  # False: nothing was asked (Redis may still be down)
+                    self.gate.outage.ok()
+                    if job != self.renew:
+                        self.gate.store_outage.ok()
             await asyncio.sleep(seconds)
 
     async def stop(self) -> None:
@@ -184,16 +185,18 @@ class Upkeep:
                 )
         await pipe.execute()
 
-    async def report_again(self) -> None:
-        """Send the reports that could not reach Redis (kept again if it still fails)."""
+    async def report_again(self) -> bool:
+        """Send the reports that could not reach Redis (kept again if it still fails); False
+        if there were none."""
         if not self.unreported:
-            return
+            return False
         taken = self.unreported.take()
         try:
             await self.report(taken)
         except BaseException:
             self.unreported.add(taken)
             raise
+        return True
 
     async def reconcile(self, key_ids: Iterable[str] | None = None) -> tuple[int, int]:
         """Reconcile old pending charges of ``key_ids`` (default: every key with pending
