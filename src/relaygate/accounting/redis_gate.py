@@ -3,7 +3,8 @@
 One Lua call admits (concurrency, RPM, TPM and the credit reservation, all or nothing), one
 settles, one records each ledger batch after the store committed it (see
 :mod:`relaygate.accounting.redis_lua`). Balances are seeded from the store the first time a key
-is seen and kept in step with its grants by revision.
+is seen, kept in step with its grants by revision, and with its use by each ledger report
+(which carries the key's ``used_micros`` from the store: Redis keeps the highest it has seen).
 
 When Redis cannot be reached:
 
