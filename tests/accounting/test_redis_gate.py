@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -10,9 +11,11 @@ from pathlib import Path
 
 import pytest
 import pytest_asyncio
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from relaygate.accounting.gate import Unaffordable
 from relaygate.accounting.redis_gate import RedisGate
+from relaygate.accounting.redis_upkeep import Unreported
 from relaygate.errors import RateLimited
 from relaygate.metrics import Metrics
 from relaygate.settings import Settings
@@ -29,10 +32,11 @@ async def store(tmp_path: Path) -> AsyncIterator[SqlStore]:
     await store.close()
 
 
-def make_gate(store: SqlStore, prefix: str | None = None, **settings: object) -> RedisGate:
+def make_gate(store: SqlStore, prefix: str | None = None, url: str = REDIS_URL,
+              **settings: object) -> RedisGate:
     need("Redis", 6379)
     prefix = prefix or f"rgunit-{uuid.uuid4().hex[:8]}"
-    config = Settings(redis_url=REDIS_URL, redis_key_prefix=prefix,
+    config = Settings(redis_url=url, redis_key_prefix=prefix,
                       **settings)  # type: ignore[arg-type]
     return RedisGate(config, Metrics(), store)
 
@@ -316,3 +320,179 @@ async def test_pending_charges_reconcile_with_the_ledger(store: SqlStore) -> Non
         assert (await alive.balance(key)).used == stored.used_micros == 1300
     finally:
         await alive.close()
+
+
+class Link:
+    """A TCP relay to Redis that can be cut: a network outage, as the gate sees it."""
+
+    def __init__(self) -> None:
+        self.up = True
+        self.relays: set[asyncio.Task[None]] = set()
+        self.server: asyncio.Server | None = None
+
+    async def start(self) -> str:
+        self.server = await asyncio.start_server(self._relay, "127.0.0.1", 0)
+        port = self.server.sockets[0].getsockname()[1]
+        return f"redis://127.0.0.1:{port}/0"
+
+    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self.relays.add(task)
+        upstream: asyncio.StreamWriter | None = None
+        try:
+            if not self.up:
+                return
+            upstream_reader, upstream = await asyncio.open_connection("127.0.0.1", 6379)
+            await asyncio.gather(copy(reader, upstream), copy(upstream_reader, writer))
+        finally:
+            writer.transport.abort()
+            if upstream is not None:
+                upstream.transport.abort()
+            self.relays.discard(task)
+
+    def cut(self) -> None:
+        """Close every connection, and the new ones at once, until ``up`` is set again."""
+        self.up = False
+        for task in list(self.relays):
+            task.cancel()
+
+    async def close(self) -> None:
+        relays = list(self.relays)
+        self.cut()
+        await asyncio.gather(*relays, return_exceptions=True)
+        assert self.server is not None
+        self.server.close()
+        await self.server.wait_closed()
+        await asyncio.sleep(0)  # connections accepted before the close see ``up`` is false
+        await asyncio.gather(*self.relays, return_exceptions=True)
+
+
+async def copy(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+    with contextlib.suppress(OSError):
+        while data := await src.read(65536):
+            dst.write(data)
+            await dst.drain()
+    dst.transport.abort()
+
+
+async def redis_used(gate: RedisGate, key: KeyRecord) -> int:
+    (used,) = await gate.client.hmget(gate.keys_of(key.id, "acct")[0], ["used"])
+    return int(used)
+
+
+async def store_used(store: SqlStore, key: KeyRecord) -> int:
+    stored = await store.get_key(key.id)
+    assert stored is not None
+    return stored.used_micros
+
+
+async def test_a_report_sent_twice_counts_once(store: SqlStore) -> None:
+    # redis-py resends a whole pipeline after a ConnectionError, also when Redis had run it and
+    # only the reply was lost: the WRITTEN report runs twice
+    gate = make_gate(store)
+    key = await new_key(store, granted=1000)
+    gate.records = {key.id: key}.get
+    try:
+        hold = await gate.admit(key, tokens=10, amount=500, request_id="r1")
+        charged = await gate.settle(hold, cost=300, tokens=10)
+        fresh = await store.write_ledger([row(key, "r1", charged)])
+        await gate.ledger_written(fresh)
+        await gate.ledger_written(fresh)
+        assert await redis_used(gate, key) == await store_used(store, key) == 300
+        assert (await gate.balance(key)).used == 300
+    finally:
+        await gate.close()
+
+
+async def test_a_charge_settled_and_reported_during_an_outage_reaches_redis(
+    store: SqlStore,
+) -> None:
+    link = Link()
+    gate = make_gate(store, url=await link.start(), lease_seconds=1.0)
+    key = await new_key(store, granted=1000)
+    gate.records = {key.id: key}.get
+    try:
+        hold = await gate.admit(key, tokens=10, amount=900, request_id="r1")
+        link.cut()  # Redis unreachable when the request settles and when its row is reported
+        assert await gate.settle(hold, cost=900, tokens=10) == 900  # the full cost
+        fresh = await store.write_ledger([row(key, "r1", 900)])
+        await gate.ledger_written(fresh)
+        with pytest.raises(RedisConnectionError):
+            await gate.client.ping()
+        link.up = True  # Redis answers again
+        deadline = time.monotonic() + 30
+        while await redis_used(gate, key) != 900:  # the report is sent again by the upkeep
+            assert time.monotonic() < deadline, "the charge never reached Redis's balance"
+            await asyncio.sleep(0.05)
+        assert await store_used(store, key) == 900
+        assert (await gate.balance(key)).used == 900
+        with pytest.raises(Unaffordable):  # 900 more on a grant of 1000 with 900 spent
+            await gate.admit(key, tokens=10, amount=900, request_id="r2")
+    finally:
+        await gate.close()
+        await link.close()
+
+
+async def test_a_row_the_seed_counted_is_not_counted_again_by_its_report(
+    store: SqlStore,
+) -> None:
+    gate = make_gate(store)
+    key = await new_key(store, granted=1000)
+    gate.records = {key.id: key}.get
+    try:
+        hold = await gate.admit(key, tokens=1, amount=500, request_id="r1")
+        await gate.settle(hold, cost=300, tokens=1)
+        fresh = await store.write_ledger([row(key, "r1", 300)])  # committed, not yet reported
+        # Redis restarts empty; the next request seeds the key from the store, which counts r1
+        await gate.client.delete(*[k async for k in gate.client.scan_iter(f"{gate.prefix}:*")])
+        second = await gate.admit(key, tokens=1, amount=100, request_id="r2")
+        await gate.ledger_written(fresh)  # the late report of r1
+        assert (await gate.balance(key)).used == 300
+        # a charge settled after the seed still counts, pending and then written
+        await gate.settle(second, cost=200, tokens=1)
+        assert (await gate.balance(key)).used == 500
+        fresh = await store.write_ledger([row(key, "r2", 200)])
+        await gate.ledger_written(fresh)
+        assert await redis_used(gate, key) == await store_used(store, key) == 500
+        assert (await gate.balance(key)).used == 500
+    finally:
+        await gate.close()
+
+
+async def test_reconciliation_examines_only_keys_with_pending_charges(store: SqlStore) -> None:
+    gate = make_gate(store)
+    keys = [await new_key(store, granted=1000) for _ in range(4)]
+    gate.records = {key.id: key for key in keys}.get
+    try:
+        for n, key in enumerate(keys):
+            hold = await gate.admit(key, tokens=1, amount=100, request_id=f"r{n}")
+            await gate.settle(hold, cost=10, tokens=1)
+        fresh = await store.write_ledger([row(key, f"r{n}", 10) for n, key in enumerate(keys)])
+        await gate.ledger_written(fresh[1:])  # the first key's report is late
+        examined: list[str] = []
+        stale = gate.scripts.stale
+
+        async def counting_stale(*, keys: list[str], args: list[object], client: object) -> object:
+            examined.append(keys[0])
+            return await stale(keys=keys, args=args, client=client)
+
+        gate.scripts.stale = counting_stale  # type: ignore[assignment]
+        await gate.upkeep.reconcile()
+        assert examined == gate.keys_of(keys[0].id, "pendt")
+        await gate.ledger_written(fresh[:1])
+        examined.clear()
+        await gate.upkeep.reconcile()
+        assert examined == []
+    finally:
+        await gate.close()
+
+
+def test_unreported_rows_are_bounded_and_keep_their_keys() -> None:
+    unreported = Unreported(limit=3)
+    unreported.add({"k1": ["a", "b", "a"], "k2": ["c", "d"]})
+    unreported.add({"k3": ["e"]})
+    # past the bound only the keys are kept: their report still brings ``used`` up to the store
+    assert unreported.by_key == {"k1": {"a", "b"}, "k2": {"c"}, "k3": set()}
+    assert len(unreported.take()) == 3
+    assert len(unreported) == unreported.count == 0

@@ -3,7 +3,8 @@
 One Lua call admits (concurrency, RPM, TPM and the credit reservation, all or nothing), one
 settles, one records each ledger batch after the store committed it (see
 :mod:`relaygate.accounting.redis_lua`). Balances are seeded from the store the first time a key
-is seen and kept in step with its grants by revision.
+is seen, kept in step with its grants by revision, and with its use by each ledger report
+(which carries the key's ``used_micros`` from the store: Redis keeps the highest it has seen).
 
 When Redis cannot be reached:
 
@@ -11,7 +12,8 @@ When Redis cannot be reached:
 - rate limits fall back to this process's own limiter (per-replica limits), and every such
   decision is counted in ``relaygate_limit_decisions_without_redis_total``;
 - settlement still appends the ledger row with the full cost; the reservation's lease lapses
-  within ``lease_seconds``.
+  within ``lease_seconds``; the row's report (with the key's ``used_micros`` from the store) is
+  sent again until Redis takes it, so the charge reaches the balance in Redis all the same.
 
 Failures are logged through one :class:`relaygate.outage.Outage`: the first in detail, then a
 count a minute, then one line when Redis answers again.
@@ -55,6 +57,8 @@ _LIMIT_NAMES = {
     "tpm": "tokens per minute",
 }
 
+_SETTLE_KEYS = ("acct", "res", "resexp", "conc", "tpm", "pend", "pendt", "pendo")
+
 
 class RedisGate(Gate):
     def __init__(self, settings: Settings, metrics: Metrics, store: SqlStore) -> None:
@@ -75,6 +79,8 @@ class RedisGate(Gate):
         self.store = store
         self.local = MemoryLimiter()
         self.channel = f"{self.prefix}:keys"
+        self.pendkeys = f"{self.prefix}:pendkeys"
+        """The API keys with pending charges (a set): those reconciliation examines."""
         self.description = f"redis ({settings.redis_url.split('@')[-1]})"
         self.outage = Outage(log, self.description)
         self.store_outage = Outage(log, "store (pending-charge reconciliation)")
@@ -110,7 +116,6 @@ class RedisGate(Gate):
             self.lease_ms,
         ]
         self.upkeep.start()
-        self.upkeep.known.add(key.id)
         try:
             verdict, value = await self.scripts.admit(keys=keys, args=args)
             if verdict == b"seed":
@@ -202,13 +207,12 @@ class RedisGate(Gate):
         held_ms = int((time.monotonic() - hold.started) * 1000) if hold.started else 0
         try:
             charged = await self.scripts.settle(
-                keys=self._keys(
-                    hold.key_id, "acct", "res", "resexp", "conc", "tpm", "pend", "pendt", "pendo"
-                ),
-                args=[hold.request_id, cost, delta, tpm, held_ms, self.owner],
+                keys=[*self._keys(hold.key_id, *_SETTLE_KEYS), self.pendkeys],
+                args=[hold.request_id, cost, delta, tpm, held_ms, self.owner, hold.key_id],
             )
         except (RedisError, OSError) as exc:
-            # The ledger row keeps the full cost; the reservation's lease lapses by itself.
+            # The ledger row keeps the full cost, and its report (retried until Redis takes
+            # it) brings it into Redis's balance; the reservation's lease lapses by itself.
             self.metrics.redis_failures.labels("settle").inc()
             self.outage.failed(exc, "settlement: ledger rows keep their full cost")
             return cost
@@ -224,7 +228,6 @@ class RedisGate(Gate):
         """The key's balance; pending charges older than a reconciliation period are
         reconciled with the ledger first, so that it agrees with the ledger."""
         self.upkeep.start()
-        self.upkeep.known.add(key.id)
         try:
             seeded, granted, used, pending, unlimited = await self._read_balance(key.id)
         except (RedisError, OSError) as exc:
@@ -257,7 +260,6 @@ class RedisGate(Gate):
         return list(values)
 
     def key_changed(self, record: KeyRecord) -> None:
-        self.upkeep.known.add(record.id)
         task = asyncio.get_running_loop().create_task(self._key_changed(record))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -270,23 +272,22 @@ class RedisGate(Gate):
             self.outage.failed(exc, "key sync")
 
     async def ledger_written(self, rows: Sequence[LedgerRow]) -> None:
-        by_key: dict[str, list[str | int]] = defaultdict(list)
+        """Report rows newly in the store; a report that fails is sent again by the upkeep
+        until Redis takes it (each is idempotent)."""
+        by_key: dict[str, list[str]] = defaultdict(list)
         for row in rows:
-            by_key[row.key_id] += [row.request_id, row.cost_micros]
+            by_key[row.key_id].append(row.request_id)
         try:
-            pipe = self.client.pipeline(transaction=False)
-            for key_id, args in by_key.items():
-                await self.scripts.written(
-                    keys=self._keys(key_id, "acct", "pend", "pendt", "pendo", "recon"),
-                    args=args,
-                    client=pipe,
-                )
-            await pipe.execute()
-        except (RedisError, OSError) as exc:
-            self.metrics.redis_failures.labels("written").inc()
-            self.outage.failed(
-                exc, f"ledger bookkeeping: {len(rows)} rows left pending for reconciliation"
-            )
+            await self.upkeep.report(by_key)
+        except Exception as exc:
+            self.upkeep.unreported.add(by_key)
+            self.upkeep.start()
+            what = f"ledger bookkeeping: {len(rows)} rows reported again later"
+            if isinstance(exc, (RedisError, OSError)):
+                self.metrics.redis_failures.labels("written").inc()
+                self.outage.failed(exc, what)
+            else:
+                self.store_outage.failed(exc, what)
         else:
             self.outage.ok()
 
@@ -321,6 +322,16 @@ class RedisGate(Gate):
 
     async def close(self) -> None:
         await self.upkeep.stop()
+        try:
+            await self.upkeep.report_again()
+        except Exception as exc:
+            # their rows are in the store: the next report on those keys, from any process,
+            # brings ``used`` up to it, and reconciliation clears their pending charges
+            log.warning(
+                "%d keys' ledger reports could not reach Redis at shutdown (%s)",
+                len(self.upkeep.unreported),
+                type(exc).__name__,
+            )
         # This process's rows are written (or spilled for the next start) by now: its pending
         # charges may be reconciled at once.
         with contextlib.suppress(RedisError, OSError):

@@ -3,15 +3,19 @@
 Every key of one API key shares a hash tag (``{key_id}``), so each script touches one slot.
 Per API key:
 
-- ``acct`` hash: ``granted``, ``used`` (in the store), ``pending`` (charged, not yet in the
-  store), ``reserved``, ``unlimited``, ``rev`` (the store revision these came from), ``seeded``.
+- ``acct`` hash: ``granted``, ``used`` (the highest ``used_micros`` read from the store: it
+  only grows, so a report read late or twice never counts a row twice), ``pending`` (charged,
+  not yet reported in the store), ``reserved``, ``unlimited``, ``rev`` (the store revision
+  these came from), ``seeded``.
 - ``res`` hash and ``resexp`` sorted set: reservations by request id, with their lease expiry.
 - ``conc`` sorted set: requests in flight, with their lease expiry.
 - ``rpm`` / ``tpm``: GCRA theoretical arrival times in milliseconds.
 - ``pend`` hash: charges by request id not yet written to the store's ledger; ``pendt`` sorted
   set: when each was settled; ``pendo`` hash: the process (owner id) that owes its ledger row.
-- ``recon`` set: request ids reconciliation moved to ``used`` before their writer reported them
-  (so the late report does not count them twice); expires.
+
+And one set for the whole deployment, ``pendkeys``: the API keys that have pending charges
+(added when a charge becomes pending, removed when the key's last one goes), the only keys
+reconciliation examines.
 
 Reservations and slots are leases: admission gives ``lease_ms``, and each live request's
 process renews all of its leases in one call (:data:`RENEW`) every third of a lease. A process
@@ -137,8 +141,8 @@ return 1
 """
 )
 
-# KEYS: acct res resexp conc tpm pend pendt pendo
-# ARGV: request_id cost token_delta tpm held_ms owner
+# KEYS: acct res resexp conc tpm pend pendt pendo pendkeys
+# ARGV: request_id cost token_delta tpm held_ms owner key_id
 # -> the charge (cost clamped so that the balance never goes below zero)
 SETTLE = (
     _PRELUDE
@@ -170,6 +174,7 @@ if charge > 0 then
   redis.call('HSET', KEYS[6], rid, charge)
   redis.call('ZADD', KEYS[7], now, rid)
   redis.call('HSET', KEYS[8], rid, owner)
+  redis.call('SADD', KEYS[9], ARGV[7])
 end
 return charge
 """
@@ -190,36 +195,57 @@ if redis.call('EXISTS', KEYS[2]) == 1 then redis.call('PEXPIRE', KEYS[2], lease)
 return 1
 """
 
-# KEYS: acct pend pendt pendo recon ; ARGV: request_id, cost, request_id, cost, ...
-# Rows newly in the store (each row's cost was just added to the key's used_micros there): move
-# their charge from pending to used. A row without a pending entry (charged by a settle that
-# could not reach Redis, replayed from a journal, or Redis lost it) is still added to used:
-# never less than the store. Unless reconciliation already moved it (``recon``).
-WRITTEN = """
-if redis.call('HEXISTS', KEYS[1], 'seeded') == 0 then return 0 end
-for i = 1, #ARGV, 2 do
-  local rid, cost = ARGV[i], tonumber(ARGV[i + 1])
-  local pending = redis.call('HGET', KEYS[2], rid)
-  if pending then
-    redis.call('HDEL', KEYS[2], rid)
-    redis.call('ZREM', KEYS[3], rid)
-    redis.call('HDEL', KEYS[4], rid)
-    redis.call('HINCRBY', KEYS[1], 'pending', -tonumber(pending))
-    redis.call('HINCRBY', KEYS[1], 'used', cost)
-  elseif redis.call('SREM', KEYS[5], rid) == 0 then
-    redis.call('HINCRBY', KEYS[1], 'used', cost)
+_FORGET_PENDING = """
+local function forget_pending(acct, pend, pendt, pendo, rid)
+  local pending = redis.call('HGET', pend, rid)
+  if not pending then return false end
+  redis.call('HDEL', pend, rid)
+  redis.call('ZREM', pendt, rid)
+  redis.call('HDEL', pendo, rid)
+  redis.call('HINCRBY', acct, 'pending', -tonumber(pending))
+  return true
+end
+local function take_used(acct, used)
+  if tonumber(used) > tonumber(redis.call('HGET', acct, 'used') or '0') then
+    redis.call('HSET', acct, 'used', used)
   end
+end
+"""
+
+# KEYS: acct pend pendt pendo pendkeys ; ARGV: key_id store_used request_id...
+# These rows are in the store, and ``store_used`` (the key's ``used_micros``, read after they
+# were committed) counts them: their pending charges go, and ``used`` takes ``store_used`` if it
+# is higher. Idempotent: a report run twice (redis-py resends a pipeline whose reply was lost),
+# read before a newer one, or for rows the seed already counted, counts nothing twice; a row
+# without a pending entry (its settle could not reach Redis) is counted all the same.
+WRITTEN = (
+    _FORGET_PENDING
+    + """
+if redis.call('HEXISTS', KEYS[1], 'seeded') == 0 then return 0 end
+for i = 3, #ARGV do forget_pending(KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[i]) end
+take_used(KEYS[1], ARGV[2])
+if redis.call('HLEN', KEYS[2]) == 0 then
+  redis.call('SREM', KEYS[5], ARGV[1])
+else  -- also a key whose charges became pending before ``pendkeys`` existed
+  redis.call('SADD', KEYS[5], ARGV[1])
 end
 return 1
 """
+)
 
-# KEYS: pendt pendo pend ; ARGV: age_ms limit
+# KEYS: pendt pendo pend pendkeys ; ARGV: age_ms limit key_id
 # -> {request_id, owner, ...}: pending charges settled more than age_ms ago. Entries written
 # before pendt existed are dated now (so they are reconciled one period later, owner unknown).
+# A key without pending charges leaves ``pendkeys``.
 STALE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-if redis.call('HLEN', KEYS[3]) > redis.call('ZCARD', KEYS[1]) then
+local count = redis.call('HLEN', KEYS[3])
+if count == 0 then
+  redis.call('SREM', KEYS[4], ARGV[3])
+  return {}
+end
+if count > redis.call('ZCARD', KEYS[1]) then
   for _, rid in ipairs(redis.call('HKEYS', KEYS[3])) do
     redis.call('ZADD', KEYS[1], 'NX', now, rid)
   end
@@ -234,37 +260,34 @@ end
 return out
 """
 
-# KEYS: acct pend pendt pendo recon ; ARGV: recon_ttl_ms, request_id, cost, ...
-# Old pending charges: a cost >= 0 is the ledger row's (the store has it: move it to used, and
-# remember that the writer's late report must not add it again); -1 means no row and its owner
-# is gone (drop it: the row, if a journal replays it later, is added when written).
+# KEYS: acct pend pendt pendo pendkeys ; ARGV: key_id store_used request_id, found, ...
+# Old pending charges: ``found`` 1 means the ledger row is in the store, and ``store_used``
+# (read after the rows were looked up) counts it: the charge goes, and ``used`` takes
+# ``store_used`` if it is higher (-1: unknown); 0 means no row and its owner is gone (drop it:
+# the row, if a journal replays it later, is counted when written).
 # -> {moved, dropped}
-RECONCILE = """
+RECONCILE = (
+    _FORGET_PENDING
+    + """
 if redis.call('HEXISTS', KEYS[1], 'seeded') == 0 then return {0, 0} end
 local moved, dropped = 0, 0
-for i = 2, #ARGV, 2 do
-  local rid, cost = ARGV[i], tonumber(ARGV[i + 1])
-  local pending = redis.call('HGET', KEYS[2], rid)
-  if pending then
-    redis.call('HDEL', KEYS[2], rid)
-    redis.call('ZREM', KEYS[3], rid)
-    redis.call('HDEL', KEYS[4], rid)
-    redis.call('HINCRBY', KEYS[1], 'pending', -tonumber(pending))
-    if cost >= 0 then
-      redis.call('HINCRBY', KEYS[1], 'used', cost)
-      redis.call('SADD', KEYS[5], rid)
-      moved = moved + 1
-    else
-      dropped = dropped + 1
-    end
+for i = 3, #ARGV, 2 do
+  if forget_pending(KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[i]) then
+    if ARGV[i + 1] == '1' then moved = moved + 1 else dropped = dropped + 1 end
   end
 end
-if moved > 0 then redis.call('PEXPIRE', KEYS[5], tonumber(ARGV[1])) end
+take_used(KEYS[1], ARGV[2])
+if redis.call('HLEN', KEYS[2]) == 0 then
+  redis.call('SREM', KEYS[5], ARGV[1])
+else  -- also a key whose charges became pending before ``pendkeys`` existed
+  redis.call('SADD', KEYS[5], ARGV[1])
+end
 return {moved, dropped}
 """
+)
 
 # KEYS: acct ; ARGV: granted used unlimited revision
-# Seed an account from the store once; afterwards only take newer grants.
+# Seed an account from the store once; afterwards only take newer grants, and a higher use.
 SYNC = """
 if redis.call('HEXISTS', KEYS[1], 'seeded') == 0 then
   redis.call('HSET', KEYS[1], 'seeded', 1, 'granted', ARGV[1], 'used', ARGV[2], 'pending', 0,
@@ -273,7 +296,9 @@ if redis.call('HEXISTS', KEYS[1], 'seeded') == 0 then
 end
 if tonumber(redis.call('HGET', KEYS[1], 'rev') or '0') < tonumber(ARGV[4]) then
   redis.call('HSET', KEYS[1], 'granted', ARGV[1], 'unlimited', ARGV[3], 'rev', ARGV[4])
-  return 2
 end
-return 0
+if tonumber(redis.call('HGET', KEYS[1], 'used') or '0') < tonumber(ARGV[2]) then
+  redis.call('HSET', KEYS[1], 'used', ARGV[2])
+end
+return 2
 """

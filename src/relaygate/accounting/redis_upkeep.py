@@ -6,11 +6,17 @@
   key), together with this process's own owner lease. A request older than
   ``reservation_ttl_seconds`` is no longer renewed. A process killed mid-request stops renewing:
   its reservations and slots lapse within one lease.
+- **Reports.** Rows the ledger wrote are reported to Redis with their key's ``used_micros``
+  read after the write (:data:`~relaygate.accounting.redis_lua.WRITTEN`). A report that cannot
+  reach Redis is kept (:class:`Unreported`) and sent again every third of a lease until Redis
+  takes it, so that a charge settled and written while Redis was unreachable still reaches the
+  key's balance there.
 - **Pending charges.** A settled charge is pending in Redis until its ledger row is reported
-  written. One whose report never came (Redis unreachable then, or its process died before
-  writing it) is reconciled once it is ``pending_reconcile_seconds`` old: moved to ``used`` if
-  the row is in the store, dropped if not and the process that owed it no longer holds its owner
-  lease (a journal replaying the row later adds it when it is written).
+  written. One whose report never came (its process died before writing it or reporting it) is
+  reconciled once it is ``pending_reconcile_seconds`` old: it goes, with ``used`` read from the
+  store, if the row is in the store; it is dropped if not and the process that owed it no longer
+  holds its owner lease (a journal replaying the row later counts it when it is written). Only
+  the keys in the deployment's ``pendkeys`` set, those with pending charges, are examined.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import RedisError
@@ -32,6 +38,38 @@ _CHUNK = 200
 """API keys examined per pipelined call when looking for old pending charges."""
 _STALE_LIMIT = 500
 """Old pending charges taken per API key per pass."""
+_REPORT_CHUNK = 500
+"""Request ids per WRITTEN call."""
+_UNREPORTED_LIMIT = 100_000
+"""Request ids of unreported rows kept in memory. Past it only their keys are kept: the report
+still brings their ``used`` up to the store's, and reconciliation clears their pending charges
+(their rows are in the store, and in the journal until then)."""
+
+
+class Unreported:
+    """Rows in the store whose report to Redis failed: request ids by API key (bounded)."""
+
+    def __init__(self, limit: int = _UNREPORTED_LIMIT) -> None:
+        self.limit = limit
+        self.by_key: dict[str, set[str]] = {}
+        self.count = 0
+
+    def __len__(self) -> int:
+        return len(self.by_key)
+
+    def add(self, by_key: Mapping[str, Iterable[str]]) -> None:
+        for key_id, request_ids in by_key.items():
+            held = self.by_key.setdefault(key_id, set())
+            for request_id in request_ids:
+                if self.count >= self.limit:
+                    break
+                if request_id not in held:
+                    held.add(request_id)
+                    self.count += 1
+
+    def take(self) -> dict[str, set[str]]:
+        taken, self.by_key, self.count = self.by_key, {}, 0
+        return taken
 
 
 class Leases:
@@ -67,23 +105,24 @@ class Leases:
 
 
 class Upkeep:
-    """Runs :meth:`renew` every third of a lease and :meth:`reconcile` every
-    ``pending_reconcile_seconds``, each in its own task."""
+    """Runs :meth:`renew` and :meth:`report_again` every third of a lease and :meth:`reconcile`
+    every ``pending_reconcile_seconds``, each in its own task."""
 
     def __init__(self, gate: RedisGate, reconcile_seconds: float) -> None:
         self.gate = gate
         self.reconcile_seconds = reconcile_seconds
         self.leases = Leases()
-        self.known: set[str] = set()
-        """API keys whose pending charges this process checks."""
+        self.unreported = Unreported()
         self._tasks: list[asyncio.Task[None]] = []
 
     def start(self) -> None:
         if self._tasks:
             return
         loop = asyncio.get_running_loop()
+        third = self.gate.lease_ms / 3000
         self._tasks = [
-            loop.create_task(self._every(self.gate.lease_ms / 3000, self.renew), name="leases"),
+            loop.create_task(self._every(third, self.renew), name="leases"),
+            loop.create_task(self._every(third, self.report_again), name="reports"),
             loop.create_task(
                 self._every(self.reconcile_seconds, self.reconcile, first=False), name="reconcile"
             ),
@@ -94,7 +133,7 @@ class Upkeep:
             await asyncio.sleep(seconds)
         while True:
             try:
-                await job()
+                done = await job()
             except asyncio.CancelledError:
                 raise
             except (RedisError, OSError) as exc:
@@ -102,9 +141,10 @@ class Upkeep:
             except Exception as exc:
                 self.gate.store_outage.failed(exc, job.__name__)
             else:
-                self.gate.outage.ok()
-                if job == self.reconcile:
-                    self.gate.store_outage.ok()
+                if done is not False:  # False: nothing was asked (Redis may still be down)
+                    self.gate.outage.ok()
+                    if job != self.renew:
+                        self.gate.store_outage.ok()
             await asyncio.sleep(seconds)
 
     async def stop(self) -> None:
@@ -126,19 +166,55 @@ class Upkeep:
             )
         await pipe.execute()
 
-    async def reconcile(self, key_ids: Iterable[str] | None = None) -> tuple[int, int]:
-        """Reconcile old pending charges of ``key_ids`` (default: every known key); returns
-        ``(moved to used, dropped)``."""
+    async def report(self, by_key: Mapping[str, Collection[str]]) -> None:
+        """Report rows newly in the store (request ids by key) to Redis, with each key's
+        ``used_micros`` read now, after they were committed. Raises if the store or Redis
+        fails; sending it again is harmless."""
         gate = self.gate
-        ids = list(self.known if key_ids is None else key_ids)
+        used = await gate.store.used_micros(list(by_key))
+        pipe = gate.client.pipeline(transaction=False)
+        for key_id, request_ids in by_key.items():
+            if key_id not in used:
+                continue  # no such key (any more): nothing to count
+            ids = list(request_ids)
+            for start in range(0, max(len(ids), 1), _REPORT_CHUNK):
+                await gate.scripts.written(
+                    keys=[*gate.keys_of(key_id, "acct", "pend", "pendt", "pendo"), gate.pendkeys],
+                    args=[key_id, used[key_id], *ids[start : start + _REPORT_CHUNK]],
+                    client=pipe,
+                )
+        await pipe.execute()
+
+    async def report_again(self) -> bool:
+        """Send the reports that could not reach Redis (kept again if it still fails); False
+        if there were none."""
+        if not self.unreported:
+            return False
+        taken = self.unreported.take()
+        try:
+            await self.report(taken)
+        except BaseException:
+            self.unreported.add(taken)
+            raise
+        return True
+
+    async def reconcile(self, key_ids: Iterable[str] | None = None) -> tuple[int, int]:
+        """Reconcile old pending charges of ``key_ids`` (default: every key with pending
+        charges); returns ``(moved to used, dropped)``."""
+        gate = self.gate
+        if key_ids is None:
+            members = await gate.client.smembers(gate.pendkeys)
+            ids = sorted(m.decode() if isinstance(m, bytes) else m for m in members)
+        else:
+            ids = list(key_ids)
         moved = dropped = 0
         for start in range(0, len(ids), _CHUNK):
             chunk = ids[start : start + _CHUNK]
             pipe = gate.client.pipeline(transaction=False)
             for key_id in chunk:
                 await gate.scripts.stale(
-                    keys=gate.keys_of(key_id, "pendt", "pendo", "pend"),
-                    args=[int(self.reconcile_seconds * 1000), _STALE_LIMIT],
+                    keys=[*gate.keys_of(key_id, "pendt", "pendo", "pend"), gate.pendkeys],
+                    args=[int(self.reconcile_seconds * 1000), _STALE_LIMIT, key_id],
                     client=pipe,
                 )
             found = {
@@ -161,16 +237,18 @@ class Upkeep:
                 pipe.exists(gate.owner_key_of(owner))
             alive |= {o for o, n in zip(owners, await pipe.execute(), strict=True) if n}
         costs = await gate.store.ledger_costs([rid for pairs in found.values() for rid, _ in pairs])
+        # read after the rows were looked up: it counts every row found
+        used = await gate.store.used_micros(list(found))
         pipe = gate.client.pipeline(transaction=False)
         for key_id, pairs in found.items():
-            args: list[str | int] = [max(3_600_000, int(self.reconcile_seconds * 10_000))]
+            args: list[str | int] = [key_id, used.get(key_id, -1)]
             for rid, owner in pairs:
                 if rid in costs:
-                    args += [rid, costs[rid]]
+                    args += [rid, 1]
                 elif owner not in alive:
-                    args += [rid, -1]
+                    args += [rid, 0]
             await gate.scripts.reconcile(
-                keys=gate.keys_of(key_id, "acct", "pend", "pendt", "pendo", "recon"),
+                keys=[*gate.keys_of(key_id, "acct", "pend", "pendt", "pendo"), gate.pendkeys],
                 args=args,
                 client=pipe,
             )

@@ -361,6 +361,20 @@ class SqlStore:
             rows = list(await conn.execute(query))
         return _summaries(rows)
 
+    async def used_micros(self, key_ids: list[str]) -> dict[str, int]:
+        """Each of ``key_ids``'s ``used_micros`` now (keys that do not exist are left out).
+
+        It only grows, by the cost of each ledger row as it is written: the Redis gate keeps
+        the highest value it has read as a key's settled use."""
+        found: dict[str, int] = {}
+        async with self.engine.begin() as conn:
+            for start in range(0, len(key_ids), 500):
+                query = select(api_keys.c.id, api_keys.c.used_micros).where(
+                    api_keys.c.id.in_(key_ids[start : start + 500])
+                )
+                found.update((key_id, int(used)) for key_id, used in await conn.execute(query))
+        return found
+
     async def ledger_costs(self, request_ids: list[str]) -> dict[str, int]:
         """The cost of each of ``request_ids`` that is in the ledger (for reconciling the
         charges Redis still holds as pending)."""
