@@ -365,6 +365,9 @@ class _Replay:
             raise StopAsyncIteration
         return batch
 
+    async def aclose(self) -> None:
+        self._batches = iter(())
+
 
 class _Watched:
     """A started stream's events, giving the upstream its outcome when the answer is over: a
