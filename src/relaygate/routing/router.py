@@ -329,9 +329,9 @@ async def _collect(
         async for batch in events:
             batches.append(batch)
     except UpstreamError as exc:
-        await _aclose(events)
         candidate.fail(exc)
         _cut(candidate, route, exc, batches)
+        await _aclose(events)
         return False
     except BaseException:
         await _aclose(events)
@@ -349,7 +349,7 @@ def _collected(batches: Sequence[Batch]) -> Collected:
 
 class _Replay:
     """The batches of a non-streamed answer read whole, as the answer's events (a plain
-    iterator, not an async generator: no event-loop hooks, nothing to close)."""
+    iterator, not an async generator: no event-loop hooks; closing drops what is left)."""
 
     __slots__ = ("_batches",)
 
