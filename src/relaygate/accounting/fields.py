@@ -39,6 +39,15 @@ def price_changing(request: ChatRequest) -> list[str]:
 
 def refused_field(request: ChatRequest, settings: ModelSettings) -> str | None:
     """The first price-changing field the model neither prices nor allows, if any."""
+    if (
+        request.service_tier is None
+        and request.web_search_options is None
+        and request.audio is None
+        and request.modalities is None
+        and request.prediction is None
+        and not request.store
+    ):
+        return None  # most requests: none of the fields (one pass, no list)
     for field in price_changing(request):
         if field in settings.allow_fields:
             continue

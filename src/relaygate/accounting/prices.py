@@ -30,6 +30,11 @@ def _ceil_div(a: int, b: int) -> int:
     return -(-a // b)
 
 
+_ONE = Fraction(1)
+"""The default multiplier: compared by identity, the standard price skips the Fraction
+arithmetic (``Fraction.numerator`` is a Python-level property)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Price:
     """A model's prices in pico-USD per token (USD per 1M tokens times 10^6)."""
@@ -37,7 +42,7 @@ class Price:
     input: int
     cached_input: int
     output: int
-    multiplier: Fraction = Fraction(1)
+    multiplier: Fraction = _ONE
     """Applied to every cost and bound (a ``service_tier``'s, see :meth:`for_tier`)."""
     tiers: Mapping[str, Fraction] = field(default_factory=dict, compare=False)
     """The model's ``service_tier`` multipliers, exact."""
@@ -55,12 +60,16 @@ class Price:
     def for_tier(self, tier: str | None) -> Price:
         """This price for a request asking for ``tier`` (``service_tier``): multiplied by the
         tier's configured multiplier, unchanged for an unlisted tier or none."""
-        multiplier = self.tiers.get(tier) if tier is not None else None
+        if tier is None or not self.tiers:
+            return self
+        multiplier = self.tiers.get(tier)
         return self if multiplier is None else replace(self, multiplier=multiplier)
 
     def _micros(self, pico: int) -> int:
         """``pico`` times the multiplier in micro-USD, rounded up (exact integer arithmetic)."""
         m = self.multiplier
+        if m is _ONE:
+            return -(-pico // _PICO_PER_MICRO)
         return _ceil_div(pico * m.numerator, _PICO_PER_MICRO * m.denominator)
 
     def cost(self, usage: TokenUsage) -> int:
@@ -85,7 +94,10 @@ class Price:
     def affordable_output_tokens(self, available_micros: int, prompt_tokens: int) -> int:
         """How many output tokens ``available_micros`` covers after the prompt."""
         m = self.multiplier
-        budget = available_micros * _PICO_PER_MICRO * m.denominator // m.numerator
+        if m is _ONE:
+            budget = available_micros * _PICO_PER_MICRO
+        else:
+            budget = available_micros * _PICO_PER_MICRO * m.denominator // m.numerator
         left = budget - prompt_tokens * self.input
         if left <= 0:
             return 0

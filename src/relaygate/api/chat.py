@@ -38,8 +38,10 @@ def check_for_model(request: ChatRequest, model: CatalogModel) -> None:
             param=f"messages[{m}].content[{p}]",
         )
     limit = model.settings.max_output_tokens
-    for field in ("max_tokens", "max_completion_tokens"):
-        asked = getattr(request, field)
+    for field, asked in (
+        ("max_tokens", request.max_tokens),
+        ("max_completion_tokens", request.max_completion_tokens),
+    ):
         if asked is not None and asked > limit:
             raise InvalidRequest(
                 f"{field} is too large: {asked} (model {model.name!r} allows at most {limit})",

@@ -118,8 +118,15 @@ _COUNT_BYTES = 64 * 1024
 """Bodies up to this size count their brackets before walking their values."""
 
 
+_NEST_BYTES = 2 * (MAX_DEPTH + 1)
+"""The shortest JSON that nests deeper than MAX_DEPTH: that many brackets, opened and closed."""
+
+
 def _may_nest(body: bytes) -> bool:
-    if len(body) > _COUNT_BYTES:
+    size = len(body)
+    if size < _NEST_BYTES:
+        return False
+    if size > _COUNT_BYTES:
         return True
     return body.count(b"[") + body.count(b"{") > MAX_DEPTH
 

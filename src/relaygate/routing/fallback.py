@@ -46,6 +46,8 @@ def fallback_chain(
 ) -> list[CatalogModel]:
     """``primary`` and the models to try after it, in order (see the module docstring)."""
     chain = [primary]
+    if request.models is None and not primary.settings.fallbacks:
+        return chain  # most requests: nothing to choose from
     has_images = bool(images_of(request))
     if request.models is not None:
         for i, name in enumerate(request.models):

@@ -110,6 +110,8 @@ def _backoff(round_: int, rng: random.Random) -> float:
 def route_order(model: CatalogModel, rng: random.Random) -> list[int]:
     """Indices of ``model.upstreams`` in the order to try them: by priority, then a weighted
     random order among equal priorities (Efraimidis-Spirakis: sort by ``u ** (1 / w)``)."""
+    if len(model.upstreams) == 1:
+        return [0]
     keyed = [
         (p.settings.priority, -(rng.random() ** (1.0 / p.settings.weight)), i)
         for i, p in enumerate(model.upstreams)
@@ -258,7 +260,8 @@ async def open_upstream(
         raise
     finally:
         for candidate in tried:
-            candidate.conclude()
+            if candidate.error is not None:
+                candidate.conclude()
     raise _nothing_answered(model, tried, skipped)
 
 
@@ -269,33 +272,30 @@ def _round_wait(round_: int, retry: list[_Candidate], rng: random.Random) -> flo
 
 async def _attempt(candidate: _Candidate, route: _Route) -> Opened | None:
     """One attempt on one upstream: the opened answer, or ``None`` with ``candidate.error``;
-    :class:`AnswerCancelled` (with what was received) when the request is cancelled."""
+    :class:`AnswerCancelled` (with what was received) when the request is cancelled. The
+    batches of a non-streamed answer are read whole here (:func:`_collect`)."""
     provider = candidate.provider
     candidate.tries += 1
     candidate.error = None
     request = route.request
-    request.upstream_model = provider.settings.model or route.model.name
+    request.upstream_model = upstream_model = provider.settings.model or route.model.name
     events = provider.events(request.for_provider(provider))
     received: list[Batch] = []
     try:
-        return await _open(events, candidate, route, received)
-    except asyncio.CancelledError as exc:
-        if isinstance(exc, AnswerCancelled):
-            raise
-        await _aclose(events)
-        raise AnswerCancelled(route.model, provider.label, _collected(received)) from None
-
-
-async def _open(
-    events: AsyncIterator[Batch], candidate: _Candidate, route: _Route, received: list[Batch]
-) -> Opened | None:
-    """:func:`_attempt` once the upstream was called; the batches of a non-streamed answer
-    are read into ``received``."""
-    provider, request = candidate.provider, route.request
-    upstream_model = request.upstream_model
-    try:
         first = await anext(events)
-    except UpstreamError as exc:
+        if len(first) != 1 or not isinstance(first[0], Started):
+            await _aclose(events)
+            candidate.fail(
+                UpstreamProtocolError(
+                    f"Upstream {provider.label} did not start its answer", upstream=provider.label
+                )
+            )
+            return None
+        if request.stream:
+            return Opened(provider, upstream_model, _Watched(events, candidate, route))
+        if not await _collect(events, candidate, route, received):
+            return None
+    except UpstreamError as exc:  # raised by the first ``anext``: _collect handles its own
         candidate.fail(exc)
         _log_failure(provider, exc)
         if isinstance(exc, UpstreamStatus) and exc.upstream_status in _CLIENT_FAULT:
@@ -310,20 +310,13 @@ async def _open(
             )
         )
         return None
-    if len(first) != 1 or not isinstance(first[0], Started):
+    except asyncio.CancelledError as exc:
+        if isinstance(exc, AnswerCancelled):
+            raise
         await _aclose(events)
-        candidate.fail(
-            UpstreamProtocolError(
-                f"Upstream {provider.label} did not start its answer", upstream=provider.label
-            )
-        )
-        return None
-    if request.stream:
-        return Opened(provider, upstream_model, _Watched(events, candidate, route))
-    if not await _collect(events, candidate, route, received):
-        return None
+        raise AnswerCancelled(route.model, provider.label, _collected(received)) from None
     candidate.record(True)
-    return Opened(provider, upstream_model, _replay(received))
+    return Opened(provider, upstream_model, _Replay(received))
 
 
 async def _collect(
@@ -331,16 +324,18 @@ async def _collect(
 ) -> bool:
     """Read the rest of a started non-streamed answer into ``batches``: ``False`` (with
     ``candidate.error``) when the upstream broke it off, a failed attempt like any other, and
-    an unbilled one."""
+    an unbilled one. An answer read to its end needs no ``aclose``."""
     try:
         async for batch in events:
             batches.append(batch)
     except UpstreamError as exc:
         candidate.fail(exc)
         _cut(candidate, route, exc, batches)
-        return False
-    finally:
         await _aclose(events)
+        return False
+    except BaseException:
+        await _aclose(events)
+        raise
     return True
 
 
@@ -352,15 +347,33 @@ def _collected(batches: Sequence[Batch]) -> Collected:
     return collected
 
 
-async def _replay(batches: list[Batch]) -> AsyncIterator[Batch]:
-    for batch in batches:
-        yield batch
+class _Replay:
+    """The batches of a non-streamed answer read whole, as the answer's events (a plain
+    iterator, not an async generator: no event-loop hooks; closing drops what is left)."""
+
+    __slots__ = ("_batches",)
+
+    def __init__(self, batches: list[Batch]) -> None:
+        self._batches = iter(batches)
+
+    def __aiter__(self) -> _Replay:
+        return self
+
+    async def __anext__(self) -> Batch:
+        batch = next(self._batches, None)
+        if batch is None:
+            raise StopAsyncIteration
+        return batch
+
+    async def aclose(self) -> None:
+        self._batches = iter(())
 
 
 class _Watched:
     """A started stream's events, giving the upstream its outcome when the answer is over: a
     success when it completes or is closed early (the client left), a failure when the
-    upstream breaks it off."""
+    upstream breaks it off. Once the events have ended (their outcome recorded), closing
+    has nothing left to do."""
 
     __slots__ = ("_candidate", "_events", "_route")
 
@@ -386,8 +399,10 @@ class _Watched:
             raise
 
     async def aclose(self) -> None:
-        self._candidate.record(True)  # nothing went wrong on the upstream's side
-        await _aclose(self._events)
+        candidate = self._candidate
+        if not candidate.recorded:  # closed before its end: the client left
+            candidate.record(True)  # nothing went wrong on the upstream's side
+            await _aclose(self._events)
 
 
 def _cut(
