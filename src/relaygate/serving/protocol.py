@@ -532,6 +532,8 @@ class HttpProtocol(asyncio.Protocol):
                 self._set_send_deadline()
             elif unsent:
                 self._send_timed_out()
+            elif self.cycle is None and not self._mode:
+                self._idle()
         elif self.write_paused:  # the client does not even read the answer that ends it
             self._send_timed_out()
         else:
