@@ -251,12 +251,13 @@ class HttpProtocol(asyncio.Protocol):
     def _upgrade_refused(self) -> None:
         """No upgrades: the request is answered as plain HTTP and the connection closes after
         the answer in flight (httptools parses nothing after an upgrade head: the bytes that
-        follow are left unread and the close tells the client so, rather than lost silently on
-        a connection kept alive)."""
+        follow are left unread, and the close tells the client so rather than losing them
+        silently on a connection kept alive). An upgrade request pipelined behind another is
+        not answered: the close after the first answer tells the client to send it again."""
         cycle = self.parsing
         if cycle is not None:
             cycle.keep_alive = False
-        self.closing = True  # a pipelined request before it is answered, then the close
+        self.closing = True
         self.pause_reading()
 
     def _close(self) -> None:
