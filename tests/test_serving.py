@@ -47,6 +47,9 @@ class Recorder(asyncio.Transport):
     def abort(self) -> None:
         self.closed = True
 
+    def get_write_buffer_size(self) -> int:
+        return 0  # everything written is sent at once
+
     def pause_reading(self) -> None:
         self.reading = False
 

@@ -3,11 +3,14 @@ it has in flight, and the bytes of all bodies in flight are bounded per process.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import socket
 from collections.abc import Callable
 from typing import Any
 
+from relaygate.api.http import BODIES, Message, read_body
 from tests.serving.support import read_to_close, status_of
 from tests.support.gateway import GatewayProcess
 
@@ -22,19 +25,21 @@ def padded_body(size: int) -> bytes:
     return body.ljust(size)
 
 
-def start_slow_body(gateway: GatewayProcess, key: str, body: bytes) -> socket.socket:
-    """A request whose body arrives only in part (the rest is sent by ``finish``)."""
+def start_slow_body(
+    gateway: GatewayProcess, key: str, body: bytes, sent: int = 10
+) -> socket.socket:
+    """A request whose first ``sent`` bytes of body arrive (the rest is sent by ``finish``)."""
     sock = socket.create_connection(("127.0.0.1", gateway.port), timeout=30)
     sock.sendall(
         b"POST %s HTTP/1.1\r\nhost: x\r\nauthorization: Bearer %s\r\ncontent-type: "
         b"application/json\r\nconnection: close\r\ncontent-length: %d\r\n\r\n%s"
-        % (CHAT.encode(), key.encode(), len(body), body[:10])
+        % (CHAT.encode(), key.encode(), len(body), body[:sent])
     )
     return sock
 
 
-def finish(sock: socket.socket, body: bytes) -> int:
-    sock.sendall(body[10:])
+def finish(sock: socket.socket, body: bytes, sent: int = 10) -> int:
+    sock.sendall(body[sent:])
     return status_of(read_to_close(sock))
 
 
@@ -75,12 +80,39 @@ def test_body_bytes_in_flight_are_bounded_per_process(
     gateway = make_gateway(max_body_bytes_in_flight=150_000)
     key = gateway.create_key("--credits", "10")["key"]
     slow = padded_body(100_000)
-    sock = start_slow_body(gateway, key, slow)
+    sock = start_slow_body(gateway, key, slow, sent=90_000)  # holds the 90,000 bytes it sent
     big = json.loads(padded_body(0))
     big["messages"][0]["content"] = "x" * 70_000
     status, headers, answer = until_refused(gateway, key, big)
     assert status == 503
     assert answer["error"]["type"] == "service_unavailable_error"
     assert {k.lower(): v for k, v in headers.items()}["retry-after"] == "1"
-    assert finish(sock, slow) == 200
+    assert finish(sock, slow, sent=90_000) == 200
     assert gateway.post(CHAT, big, key)[0] == 200  # its bytes are free again
+
+
+async def test_a_declared_length_reserves_no_bytes_before_they_arrive() -> None:
+    """A body sent a byte at a time holds what it sent, not the 32 MiB it declares."""
+    called = asyncio.Event()
+    calls = 0
+
+    async def receive() -> Message:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            return {"type": "http.request", "body": b"x", "more_body": True}
+        called.set()
+        await asyncio.Future()  # the next byte never comes
+        raise AssertionError
+
+    scope = {"headers": [(b"content-length", b"%d" % (32 << 20))]}
+    before = BODIES.bytes
+    task = asyncio.create_task(
+        read_body(scope, receive, 64 << 20, key_id="slow", in_flight_limit=256 << 20)
+    )
+    await called.wait()
+    assert BODIES.bytes - before == 1
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    assert BODIES.bytes == before

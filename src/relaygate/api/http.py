@@ -104,8 +104,9 @@ async def read_body(
 
     With ``in_flight_limit``, a body over :data:`SMALL_BODY` (or of unknown length) takes its
     share of :data:`BODIES` first: one of the key's ``key_slots`` (429 when it has that many
-    such bodies in flight) and its bytes among all the process's (503 when they would pass
-    ``in_flight_limit``).
+    such bodies in flight), then its bytes among all the process's as they arrive (503 when they
+    would pass ``in_flight_limit``: a declared length reserves nothing, so that a body sent one
+    byte at a time holds only what it has sent).
     """
     declared = header(scope, b"content-length")
     length = int(declared) if declared is not None and declared.isdigit() else -1
@@ -113,9 +114,7 @@ async def read_body(
         raise RequestTooLarge(f"Request body too large: at most {limit} bytes are accepted")
     share = None
     if in_flight_limit is not None and not 0 <= length <= SMALL_BODY:
-        share = BODIES.enter(key_id, key_slots)
-        if length > 0:
-            share.grow(length, in_flight_limit)
+        share = BODIES.enter(key_id, key_slots)  # its bytes as they arrive, not as declared
     chunks: list[bytes] = []
     size = 0
     while True:

@@ -73,16 +73,20 @@ class HttpProtocol(asyncio.Protocol):
 
     __slots__ = (
         "__weakref__",
+        "_closer",
         "_deadline",
         "_drain_left",
         "_drained",
         "_expect",
         "_fed",
+        "_fresh",
         "_head_bytes",
+        "_head_parsed",
         "_headers",
         "_in_head",
         "_mode",
         "_refusal",
+        "_sent_mark",
         "_timer",
         "_timer_at",
         "_url",
@@ -145,6 +149,10 @@ class HttpProtocol(asyncio.Protocol):
         """A request head has begun and is not complete."""
         self._head_bytes = 0
         """Bytes of the current head, counted when it spans reads (never 0 then)."""
+        self._head_parsed = 0
+        """The request line and the headers parsed so far (httptools holds the one being read)."""
+        self._fresh = False
+        """The current head began in the read being parsed."""
         self._fed = 0
         """The size of the read being parsed."""
         self._mode = _PARSE
@@ -154,6 +162,10 @@ class HttpProtocol(asyncio.Protocol):
         self._waiting = _IDLE
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = 0.0
+        self._sent_mark = 0
+        """Unsent bytes when the send deadline was set: fewer at the deadline is progress."""
+        self._closer: asyncio.TimerHandle | None = None
+        """Aborts a closed connection whose client does not read what is left to send."""
 
     # --- connection ------------------------------------------------------------------------
 
@@ -163,7 +175,7 @@ class HttpProtocol(asyncio.Protocol):
             warnings.warn("connections", "max_connections reached: a connection was refused")
             self._mode = _DROP
             self.transport.write(wire.TOO_MANY_CONNECTIONS)
-            self.transport.close()
+            self._close()
             return
         self.state.connections.add(self)
         self.server = wire.address(transport.get_extra_info("sockname"))
@@ -186,6 +198,9 @@ class HttpProtocol(asyncio.Protocol):
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        if self._closer is not None:
+            self._closer.cancel()
+            self._closer = None
         self._deadline = None
         self._mode = _DROP
         # Break the reference cycles (the parser's callbacks, the cycles' connection): the
@@ -198,18 +213,19 @@ class HttpProtocol(asyncio.Protocol):
         if self._mode:
             self._discard(data)
             return
-        began = self._in_head
         self._fed = len(data)
+        self._fresh = False
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
-            pass  # no upgrades: the request is answered as plain HTTP
+            self._upgrade_refused()
+            return
         except httptools.HttpParserError as exc:
             if not self._mode:  # not already refused by a callback
                 self._refuse(wire.BAD_REQUEST, f"invalid HTTP request received ({exc})")
             return
-        if self._in_head:
-            self._head_arriving(len(data) if began else 0)
+        if self._in_head:  # the whole read is part of the head, unless the head began in it
+            self._head_arriving(0 if self._fresh else len(data))
         else:
             cycle = self.parsing
             if (
@@ -227,14 +243,30 @@ class HttpProtocol(asyncio.Protocol):
     def _head_arriving(self, size: int) -> None:
         """After bytes that left a head incomplete (``size`` of them all part of it)."""
         self._head_bytes += size or 1
-        if max(self._head_bytes, self._head_size()) > self.limits.max_head_bytes:
+        if max(self._head_bytes, self._head_parsed) > self.limits.max_head_bytes:
             self._refuse(wire.HEAD_TOO_LARGE, "a request head over max_head_bytes")
         elif self.cycle is None and (self._deadline is None or self._waiting != _HEAD):
             self._wait(_HEAD, self.limits.head_timeout)
 
-    def _head_size(self) -> int:
-        """The request line and the headers parsed so far (httptools holds the one being read)."""
-        return len(self._url) + sum(len(name) + len(value) + 4 for name, value in self._headers)
+    def _upgrade_refused(self) -> None:
+        """No upgrades: the request is answered as plain HTTP and the connection closes after
+        the answer in flight (httptools parses nothing after an upgrade head: the bytes that
+        follow are left unread, and the close tells the client so rather than losing them
+        silently on a connection kept alive). An upgrade request pipelined behind another is
+        not answered: the close after the first answer tells the client to send it again."""
+        cycle = self.parsing
+        if cycle is not None:
+            cycle.keep_alive = False
+        self.closing = True
+        self.pause_reading()
+
+    def _close(self) -> None:
+        """Close; bytes still unsent get ``send_timeout`` to reach the client, then it is cut
+        (a close waits for the client to read them, which one that stopped reading never does)."""
+        transport = self.transport
+        transport.close()
+        if self._closer is None and transport.get_write_buffer_size():
+            self._closer = self.loop.call_later(self.limits.send_timeout, transport.abort)
 
     def _refuse(self, answer: bytes, reason: str) -> None:
         """Answer ``answer`` and close: the request being read cannot be served."""
@@ -247,7 +279,7 @@ class HttpProtocol(asyncio.Protocol):
         if cycle is None:
             self._close_after(answer)
         elif cycle.complete:
-            self.transport.close()
+            self._close()
         elif self.parsing is cycle and cycle.more_body:  # the body of the request in flight
             cycle.disconnected = True
             cycle.wake()
@@ -284,7 +316,7 @@ class HttpProtocol(asyncio.Protocol):
             if cycle is None or not cycle.more_body:
                 self._drain_left = 0  # the whole body is in: nothing more to wait for
         if self._drain_left <= 0:
-            self.transport.close()
+            self._close()
 
     # --- parser callbacks ------------------------------------------------------------------
 
@@ -293,16 +325,20 @@ class HttpProtocol(asyncio.Protocol):
         self._headers = []
         self._expect = False
         self._in_head = True
+        self._fresh = True
         self._head_bytes = 0
+        self._head_parsed = 0
 
     def on_url(self, url: bytes) -> None:
         self._url += url
+        self._head_parsed += len(url)
 
     def on_header(self, name: bytes, value: bytes) -> None:
         name = name.lower()
         if name == b"expect" and value.lower() == b"100-continue":
             self._expect = True
         self._headers.append((name, value))
+        self._head_parsed += len(name) + len(value) + 4
 
     def on_headers_complete(self) -> None:
         self._in_head = False
@@ -311,7 +347,7 @@ class HttpProtocol(asyncio.Protocol):
         # Counted only if the head spanned reads or its read was large (a read holding a whole
         # head is its bound).
         limit = self.limits.max_head_bytes
-        if (self._head_bytes or self._fed > limit) and self._head_size() > limit:
+        if (self._head_bytes or self._fed > limit) and self._head_parsed > limit:
             self._refuse(wire.HEAD_TOO_LARGE, "a request head over max_head_bytes")
             raise _Refused
         url = self._url
@@ -395,7 +431,7 @@ class HttpProtocol(asyncio.Protocol):
             self.transport.write(wire.INTERNAL_ERROR)
         cycle.complete = True
         cycle.wake()
-        self.transport.close()
+        self._close()
 
     def response_complete(self, cycle: Cycle) -> None:
         """After the last bytes of ``cycle``'s response: the next request, or idleness."""
@@ -425,14 +461,12 @@ class HttpProtocol(asyncio.Protocol):
             # (within bounds) and drop it, then close.
             self._close_after(b"")
         else:
-            self.transport.close()
-            if self.write_paused:  # the close waits for the client to read: not forever
-                self._wait(_SEND, self.limits.send_timeout)
+            self._close()
 
     def shutdown(self) -> None:
         """uvicorn's graceful shutdown: close now if idle, else after the current response."""
         if self.cycle is None:
-            self.transport.close()
+            self._close()
         else:
             self.closing = True
 
@@ -440,11 +474,15 @@ class HttpProtocol(asyncio.Protocol):
 
     def _idle(self) -> None:
         if self.write_paused:  # the client has yet to read the last response
-            self._wait(_SEND, self.limits.send_timeout)
+            self._set_send_deadline()
         elif self._in_head:  # a pipelined head had begun
             self._wait(_HEAD, self.limits.head_timeout)
         else:
             self._wait(_IDLE, self.keep_alive_seconds)
+
+    def _set_send_deadline(self) -> None:
+        self._sent_mark = self.transport.get_write_buffer_size()
+        self._wait(_SEND, self.limits.send_timeout)
 
     def _wait(self, kind: int, seconds: float) -> None:
         """Set the connection's deadline: the timer is moved only if it would fire too late."""
@@ -471,7 +509,10 @@ class HttpProtocol(asyncio.Protocol):
         kind = self._waiting
         if kind == _IDLE:
             if self.cycle is None and not self._in_head:
-                self.transport.close()
+                if self.transport.get_write_buffer_size():
+                    self.transport.abort()  # idle, and still not read what it was sent
+                else:
+                    self.transport.close()
         elif kind == _HEAD:
             if self.cycle is None and self._in_head:
                 self._refuse(wire.HEAD_TIMEOUT, "a request head took over head_timeout")
@@ -487,12 +528,17 @@ class HttpProtocol(asyncio.Protocol):
             ):
                 self._refuse(wire.BODY_TIMEOUT, "a request body stalled past body_timeout")
         elif kind == _SEND:
-            if self.write_paused:
+            unsent = self.transport.get_write_buffer_size()
+            if unsent and unsent < self._sent_mark:  # the client reads, if slowly: more time
+                self._set_send_deadline()
+            elif unsent:
                 self._send_timed_out()
+            elif self.cycle is None and not self._mode:
+                self._idle()
         elif self.write_paused:  # the client does not even read the answer that ends it
             self._send_timed_out()
         else:
-            self.transport.close()
+            self._close()
 
     def _send_timed_out(self) -> None:
         warnings.warn("send", "a client did not read for send_timeout: taken as gone")
@@ -510,14 +556,19 @@ class HttpProtocol(asyncio.Protocol):
             self.transport.pause_reading()
 
     def resume_reading(self) -> None:
-        if self.read_paused and not self.closing and not self.pipeline:
-            parsing = self.parsing
+        parsing = self.parsing
+        if self.read_paused and not self.pipeline and (not self.closing or self._in_flight()):
             if parsing is not None and parsing.body_size > _BODY_HIGH_WATER:
                 return
             self.read_paused = False
             self.transport.resume_reading()
             if parsing is not None and parsing.more_body and not self._mode:
                 self._wait(_BODY, self.limits.body_timeout)  # the client's turn again
+
+    def _in_flight(self) -> bool:
+        """The body of the request being answered is still arriving (read it while closing)."""
+        cycle = self.cycle
+        return cycle is not None and cycle is self.parsing and cycle.more_body and not self._mode
 
     def body_expected(self) -> None:
         """After ``100 Continue``: the client's body is awaited from now."""
@@ -531,13 +582,16 @@ class HttpProtocol(asyncio.Protocol):
         if self._drained is not None and not self._drained.done():
             self._drained.set_result(None)
         self._drained = None
-        if self._waiting == _SEND and self.cycle is None and not self._mode:
-            self._idle()  # the client read the last response: now it may idle
+        if self._waiting == _SEND and not self._mode:
+            if self.cycle is None:
+                self._idle()  # the client read the last response: now it may idle
+            else:
+                self._deadline = None  # its send is done: the next one sets its own deadline
 
     async def drain(self) -> None:
         if self._drained is None:
             self._drained = self.loop.create_future()
-            self._wait(_SEND, self.limits.send_timeout)
+            self._set_send_deadline()
         await asyncio.shield(self._drained)
 
 
