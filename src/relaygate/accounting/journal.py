@@ -48,11 +48,14 @@ from typing import Literal
 from relaygate.accounting.journal_format import (
     Foreign,
     Recovered,
-    encode_admitted,
+    encode,
     encode_id,
-    encode_row,
     header,
     read_records,
+    row_values,
+)
+from relaygate.accounting.journal_format import (
+    encode_row as encode_row,  # re-exported (tests build records with it)
 )
 from relaygate.outage import Outage
 from relaygate.store.records import LedgerRow
@@ -86,7 +89,7 @@ class _Segment:
     have been stored."""
 
 
-def _write_all(fd: int, data: bytes) -> None:
+def _write_all(fd: int, data: bytes | memoryview) -> None:
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view) :]
@@ -98,6 +101,9 @@ class Journal:
     def __init__(self, directory: Path, fsync: FsyncPolicy = "everysec", store: str = "") -> None:
         self.directory = directory
         self.fsync = fsync
+        self._syncs = fsync != "no"
+        """Written descriptors are remembered for a sync (not with ``no``)."""
+        self._group_commit_on = fsync == "always"
         self.store = store
         """The fingerprint of the store its rows belong to (:func:`store_fingerprint`): written
         in each file's header; files of another store are not replayed."""
@@ -269,24 +275,37 @@ class Journal:
 
     def _append(self, data: bytes) -> None:
         segment = self._current
+        if segment is None or segment.torn:
+            self._append_slow(segment, data)
+            return
+        # The common case: one os.write of the whole record (no memoryview, no loop).
+        try:
+            written = os.write(segment.fd, data)
+            if written != len(data):
+                _write_all(segment.fd, memoryview(data)[written:])
+        except OSError:
+            self._cut(segment)
+            raise
+        segment.size += len(data)
+        if self._syncs:
+            self._dirty.add(segment.fd)  # synced in a thread: once a second, or by group commit
+
+    def _append_slow(self, segment: _Segment | None, data: bytes) -> None:
+        """No segment open (after :meth:`close`), or one a failed write left torn."""
         if segment is None:
             self._dropped(data)
             return
         fd = segment.fd
-        if segment.torn:
-            data = b"\n" + data  # end the partial record a failed write left (an empty line)
+        data = b"\n" + data  # end the partial record a failed write left (an empty line)
         try:
             _write_all(fd, data)
         except OSError:
             self._cut(segment)
             raise
-        if segment.torn:
-            segment.size = os.fstat(fd).st_size  # past the partial record
-            segment.torn = False
-        else:
-            segment.size += len(data)
-        if self.fsync != "no":
-            self._dirty.add(fd)  # synced in a thread: once a second, or by the group commit
+        segment.size = os.fstat(fd).st_size  # past the partial record
+        segment.torn = False
+        if self._syncs:
+            self._dirty.add(fd)
 
     def _dropped(self, data: bytes) -> None:
         """A record after :meth:`close` (or before :meth:`open`): it cannot be journaled."""
@@ -321,11 +340,8 @@ class Journal:
     ) -> None:
         """A request may now reach an upstream: the prompt estimate and its cost are its charge
         if the process dies before it settles."""
-        record = (
-            b"O"
-            + encode_admitted((request_id, key_id, model, created_at, stream, prompt_tokens, cost))
-            + b"\n"
-        )
+        values = (request_id, key_id, model, created_at, stream, prompt_tokens, cost)
+        record = b"O" + encode(values) + b"\n"
         self.inflight[request_id] = record
         self._append(record)
 
@@ -336,8 +352,10 @@ class Journal:
 
     def settled(self, row: LedgerRow) -> None:
         """The request's row, durable before its response ends (raises OSError if it is not)."""
-        self.inflight.pop(row.request_id, None)
-        self._append(b"S" + encode_row(row) + b"\n")
+        inflight = self.inflight
+        if inflight:
+            inflight.pop(row.request_id, None)
+        self._append(b"S" + encode(row_values(row)) + b"\n")
 
     # --- compaction --------------------------------------------------------------------------
 
@@ -429,7 +447,7 @@ class Journal:
         """With ``journal_fsync: always``, a future done once what was written so far is on
         disk (None with other policies). One fdatasync, in a thread, serves every record written
         while the previous one ran (a group commit): the event loop never waits for the disk."""
-        if self.fsync != "always" or self._current is None:
+        if not self._group_commit_on or self._current is None:
             return None
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[None] = loop.create_future()
