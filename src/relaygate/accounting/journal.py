@@ -39,6 +39,7 @@ import fcntl
 import itertools
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -123,7 +124,11 @@ class Journal:
         self._committer: asyncio.Task[None] | None = None
         self.fsync_outage = Outage(log, "journal fsync")
         self._seq = itertools.count()
-        self._sync_task: asyncio.Task[None] | None = None
+        self._lock = threading.Lock()
+        """Guards ``_dirty``/``_syncing``/``_directory_dirty`` against the ``everysec`` thread
+        (adding to ``_dirty`` needs no lock: the thread never replaces the set)."""
+        self._stop = threading.Event()
+        self._sync_thread: threading.Thread | None = None
         self.rotation_outage = Outage(log, "journal rotation")
         """Failures to start a new segment (a full disk): logged once, then counted."""
         self._rotate_after = 0.0
@@ -240,9 +245,13 @@ class Journal:
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._current = self._new_segment()
         if self.fsync == "everysec":
-            self._sync_task = asyncio.get_running_loop().create_task(
-                self._sync_every_second(), name="journal-fsync"
+            # A thread of its own: the request path and the event loop pay nothing for it
+            # (no timer, future or executor hand-off a second).
+            self._stop.clear()
+            self._sync_thread = threading.Thread(
+                target=self._sync_every_second, name="journal-fsync", daemon=True
             )
+            self._sync_thread.start()
 
     def _new_segment(self) -> _Segment:
         name = f"{os.getpid()}-{next(self._seq)}-{os.urandom(3).hex()}"
@@ -263,7 +272,8 @@ class Journal:
                 temporary.unlink()
             raise
         if self.fsync != "no":
-            self._directory_dirty = True  # synced with the next records
+            with self._lock:
+                self._directory_dirty = True  # synced with the next records
         return _Segment(fd, path, size=len(first))
 
     def _sync_directory(self) -> None:
@@ -376,13 +386,14 @@ class Journal:
                 self._retired.append(segment)
                 self._current = fresh
         while self._retired and self._retired[0].mark <= stored:
-            if self._retired[0].fd in self._syncing:
-                break  # in the fsync thread's hands: removed next time
-            old = self._retired.pop(0)
-            self._dirty.discard(old.fd)
-            with contextlib.suppress(FileNotFoundError):
-                old.path.unlink()
-            os.close(old.fd)
+            with self._lock:  # the sync thread cannot take its descriptor meanwhile
+                if self._retired[0].fd in self._syncing:
+                    break  # in the fsync thread's hands: removed next time
+                old = self._retired.pop(0)
+                self._dirty.discard(old.fd)
+                with contextlib.suppress(FileNotFoundError):
+                    old.path.unlink()
+                os.close(old.fd)
 
     def _rotate(self) -> _Segment | None:
         """A new segment carrying the records of the requests in flight, or None (the current
@@ -410,20 +421,49 @@ class Journal:
         self._rotate_backoff = 0.0
         return fresh
 
-    async def _sync_every_second(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            await asyncio.sleep(1.0)
-            await self.sync(loop)
+    def _sync_every_second(self) -> None:
+        """The ``everysec`` thread: fsync what was written in the last second."""
+        while not self._stop.wait(1.0):
+            self._sync_now()
+
+    def _take_dirty(self) -> tuple[list[int], bool]:
+        """What to sync now: the descriptors written since the last sync (marked as being
+        synced) and whether the directory changed. A record written after this is marked
+        again; one written before is covered by the fdatasync that follows."""
+        with self._lock:
+            fds = list(self._dirty)
+            self._dirty.difference_update(fds)
+            directory, self._directory_dirty = self._directory_dirty, False
+            self._syncing.update(fds)
+        return fds, directory
+
+    def _synced(self, fds: list[int]) -> None:
+        with self._lock:
+            self._syncing.difference_update(fds)
+
+    def _sync_now(self) -> None:
+        """One sync, blocking (in the ``everysec`` thread)."""
+        if not self._dirty and not self._directory_dirty:
+            return
+        fds, directory = self._take_dirty()
+        try:
+            for fd in fds:
+                os.fdatasync(fd)
+            if directory:
+                self._sync_directory()
+        except OSError as exc:
+            self.fsync_outage.failed(exc, "rows written but perhaps not on disk")
+        else:
+            self.fsync_outage.ok()
+        finally:
+            self._synced(fds)
 
     async def sync(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
         """fsync what was written since the last sync (in a thread: off the event loop)."""
         if not self._dirty and not self._directory_dirty:
             return
-        fds, self._dirty = list(self._dirty), set()
-        directory, self._directory_dirty = self._directory_dirty, False
+        fds, directory = self._take_dirty()
         loop = loop or asyncio.get_running_loop()
-        self._syncing.update(fds)
         try:
             for fd in fds:
                 await self._in_thread(loop, os.fdatasync, fd)
@@ -434,7 +474,7 @@ class Journal:
         else:
             self.fsync_outage.ok()
         finally:
-            self._syncing.difference_update(fds)
+            self._synced(fds)
 
     async def _in_thread(
         self, loop: asyncio.AbstractEventLoop, call: Callable[..., None], *args: object
@@ -477,11 +517,10 @@ class Journal:
         store), else left for the next start to replay."""
         if self._committer is not None:
             await self._committer
-        if self._sync_task is not None:
-            self._sync_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._sync_task
-            self._sync_task = None
+        if self._sync_thread is not None:
+            self._stop.set()
+            await asyncio.to_thread(self._sync_thread.join)  # a fdatasync it is running
+            self._sync_thread = None
         if self._thread_call is not None:
             with contextlib.suppress(OSError):
                 await self._thread_call  # a fsync still running in its thread
