@@ -49,8 +49,8 @@ from typing import Literal
 from relaygate.accounting.journal_format import (
     Foreign,
     Recovered,
-    encode,
     encode_id,
+    encode_into,
     header,
     read_records,
     row_values,
@@ -90,7 +90,7 @@ class _Segment:
     have been stored."""
 
 
-def _write_all(fd: int, data: bytes | memoryview) -> None:
+def _write_all(fd: int, data: bytes | bytearray | memoryview) -> None:
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view) :]
@@ -111,6 +111,9 @@ class Journal:
         self.inflight: dict[str, bytes] = {}
         """Admission records of the requests in flight (carried into each new segment)."""
         self.failures = 0
+        self._settled_record = bytearray(b"S")
+        self._admitted_record = bytearray(b"O")
+        """Reused record buffers: each record is encoded in place after its kind."""
         self.closed_drops = 0
         """Records written while no segment was open (after :meth:`close`)."""
         self._current: _Segment | None = None
@@ -283,7 +286,7 @@ class Journal:
         finally:
             os.close(fd)
 
-    def _append(self, data: bytes) -> None:
+    def _append(self, data: bytes | bytearray) -> None:
         segment = self._current
         if segment is None or segment.torn:
             self._append_slow(segment, data)
@@ -292,7 +295,7 @@ class Journal:
         try:
             written = os.write(segment.fd, data)
             if written != len(data):
-                _write_all(segment.fd, memoryview(data)[written:])
+                _write_all(segment.fd, data[written:])  # a copy: the buffer is reused
         except OSError:
             self._cut(segment)
             raise
@@ -300,7 +303,7 @@ class Journal:
         if self._syncs:
             self._dirty.add(segment.fd)  # synced in a thread: once a second, or by group commit
 
-    def _append_slow(self, segment: _Segment | None, data: bytes) -> None:
+    def _append_slow(self, segment: _Segment | None, data: bytes | bytearray) -> None:
         """No segment open (after :meth:`close`), or one a failed write left torn."""
         if segment is None:
             self._dropped(data)
@@ -317,7 +320,7 @@ class Journal:
         if self._syncs:
             self._dirty.add(fd)
 
-    def _dropped(self, data: bytes) -> None:
+    def _dropped(self, data: bytes | bytearray) -> None:
         """A record after :meth:`close` (or before :meth:`open`): it cannot be journaled."""
         self.closed_drops += 1
         if self.closed_drops == 1 or self.closed_drops % 1000 == 0:
@@ -350,8 +353,10 @@ class Journal:
     ) -> None:
         """A request may now reach an upstream: the prompt estimate and its cost are its charge
         if the process dies before it settles."""
-        values = (request_id, key_id, model, created_at, stream, prompt_tokens, cost)
-        record = b"O" + encode(values) + b"\n"
+        buffer = self._admitted_record
+        encode_into((request_id, key_id, model, created_at, stream, prompt_tokens, cost), buffer, 1)
+        buffer.append(10)  # b"\n"
+        record = bytes(buffer)
         self.inflight[request_id] = record
         self._append(record)
 
@@ -365,7 +370,10 @@ class Journal:
         inflight = self.inflight
         if inflight:
             inflight.pop(row.request_id, None)
-        self._append(b"S" + encode(row_values(row)) + b"\n")
+        record = self._settled_record
+        encode_into(row_values(row), record, 1)
+        record.append(10)  # b"\n"
+        self._append(record)
 
     # --- compaction --------------------------------------------------------------------------
 

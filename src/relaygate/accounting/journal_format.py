@@ -39,8 +39,11 @@ ADMITTED_FIELDS = (
 
 row_values = operator.attrgetter(*ROW_FIELDS)
 """A row's field values, in :data:`ROW_FIELDS` order (one C call)."""
-encode = msgspec.json.Encoder().encode
+_encoder = msgspec.json.Encoder()
+encode = _encoder.encode
 """The journal's JSON encoder (built once)."""
+encode_into = _encoder.encode_into
+"""The same, into a reused buffer (no bytes object built per record)."""
 _encode = encode
 _decode_list = msgspec.json.Decoder(list[str | int | bool]).decode
 _decode_admitted = msgspec.json.Decoder(tuple[str, str, str, int, bool, int, int]).decode
