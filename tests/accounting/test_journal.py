@@ -3,6 +3,7 @@ write failures at the OS boundary."""
 
 from __future__ import annotations
 
+import asyncio
 import fcntl
 import json
 import logging
@@ -243,3 +244,26 @@ async def test_the_fsync_policy(
     assert threading.main_thread().name not in synced
     await journal.close(keep=False)
     assert list((tmp_path / "journal").glob("*.journal")) == []
+
+
+async def test_everysec_syncs_in_its_own_thread_without_the_event_loop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``everysec`` costs the event loop nothing: the once-a-second fdatasync runs in a thread
+    of its own (no task, timer or executor hand-off on the loop)."""
+    synced = threading.Event()
+    threads: list[str] = []
+
+    def fdatasync(fd: int) -> None:
+        threads.append(threading.current_thread().name)
+        synced.set()
+
+    monkeypatch.setattr(journal_module.os, "fdatasync", fdatasync)
+    journal = Journal(tmp_path / "journal", "everysec")
+    journal.open()
+    assert [t for t in asyncio.all_tasks() if t.get_name() == "journal-fsync"] == []
+    journal.settled(_row(1))
+    assert await asyncio.to_thread(synced.wait, 30.0)
+    assert threads[0] == "journal-fsync"
+    await journal.close(keep=False)
+    assert not any(t.name == "journal-fsync" for t in threading.enumerate())

@@ -92,13 +92,16 @@ class Admissions:
         """The request is about to reach an upstream (its images fetched): journal it. If the
         process dies before it settles, its prompt estimate is charged (status
         ``interrupted``), as a disconnect with nothing received is, at its tier's price."""
+        model = ticket.model
+        price = model.price if ticket.tier is None else model.price.for_tier(ticket.tier)
+        guess = ticket.prompt_guess
         self.ledger.admitted(
             ticket.request_id,
             ticket.key.id,
-            ticket.model.name,
+            model.name,
             ticket.stream,
-            ticket.prompt_guess,
-            ticket.model.price.for_tier(ticket.tier).worst_case(ticket.prompt_guess, 0),
+            guess,
+            price.worst_case(guess, 0),
         )
 
     async def cancel(self, ticket: Ticket) -> None:
@@ -144,9 +147,11 @@ class Admissions:
             # Also when the shutdown deadline cancels the gate call: the row is written.
             self.uncharged_micros += cost - charged
             self._append_row(ticket, usage, status, upstream, upstream_model, charged)
-        durable = self.ledger.durable()
-        if durable is not None:  # ``journal_fsync: always``: on disk before the response ends
-            await durable
+        journal = self.ledger.journal
+        if journal is not None and journal.fsync == "always":
+            durable = journal.durable()  # on disk before the response ends (a group commit)
+            if durable is not None:
+                await durable
         return charged
 
     def _append_row(

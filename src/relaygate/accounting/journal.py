@@ -39,6 +39,7 @@ import fcntl
 import itertools
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -48,11 +49,14 @@ from typing import Literal
 from relaygate.accounting.journal_format import (
     Foreign,
     Recovered,
-    encode_admitted,
     encode_id,
-    encode_row,
+    encode_into,
     header,
     read_records,
+    row_values,
+)
+from relaygate.accounting.journal_format import (
+    encode_row as encode_row,  # re-exported (tests build records with it)
 )
 from relaygate.outage import Outage
 from relaygate.store.records import LedgerRow
@@ -86,7 +90,7 @@ class _Segment:
     have been stored."""
 
 
-def _write_all(fd: int, data: bytes) -> None:
+def _write_all(fd: int, data: bytes | bytearray | memoryview) -> None:
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view) :]
@@ -98,12 +102,18 @@ class Journal:
     def __init__(self, directory: Path, fsync: FsyncPolicy = "everysec", store: str = "") -> None:
         self.directory = directory
         self.fsync = fsync
+        self._syncs = fsync != "no"
+        """Written descriptors are remembered for a sync (not with ``no``)."""
+        self._group_commit_on = fsync == "always"
         self.store = store
         """The fingerprint of the store its rows belong to (:func:`store_fingerprint`): written
         in each file's header; files of another store are not replayed."""
         self.inflight: dict[str, bytes] = {}
         """Admission records of the requests in flight (carried into each new segment)."""
         self.failures = 0
+        self._settled_record = bytearray(b"S")
+        self._admitted_record = bytearray(b"O")
+        """Reused record buffers: each record is encoded in place after its kind."""
         self.closed_drops = 0
         """Records written while no segment was open (after :meth:`close`)."""
         self._current: _Segment | None = None
@@ -117,7 +127,11 @@ class Journal:
         self._committer: asyncio.Task[None] | None = None
         self.fsync_outage = Outage(log, "journal fsync")
         self._seq = itertools.count()
-        self._sync_task: asyncio.Task[None] | None = None
+        self._lock = threading.Lock()
+        """Guards ``_dirty``/``_syncing``/``_directory_dirty`` against the ``everysec`` thread
+        (adding to ``_dirty`` needs no lock: the thread never replaces the set)."""
+        self._stop = threading.Event()
+        self._sync_thread: threading.Thread | None = None
         self.rotation_outage = Outage(log, "journal rotation")
         """Failures to start a new segment (a full disk): logged once, then counted."""
         self._rotate_after = 0.0
@@ -234,9 +248,13 @@ class Journal:
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._current = self._new_segment()
         if self.fsync == "everysec":
-            self._sync_task = asyncio.get_running_loop().create_task(
-                self._sync_every_second(), name="journal-fsync"
+            # A thread of its own: the request path and the event loop pay nothing for it
+            # (no timer, future or executor hand-off a second).
+            self._stop.clear()
+            self._sync_thread = threading.Thread(
+                target=self._sync_every_second, name="journal-fsync", daemon=True
             )
+            self._sync_thread.start()
 
     def _new_segment(self) -> _Segment:
         name = f"{os.getpid()}-{next(self._seq)}-{os.urandom(3).hex()}"
@@ -257,7 +275,8 @@ class Journal:
                 temporary.unlink()
             raise
         if self.fsync != "no":
-            self._directory_dirty = True  # synced with the next records
+            with self._lock:
+                self._directory_dirty = True  # synced with the next records
         return _Segment(fd, path, size=len(first))
 
     def _sync_directory(self) -> None:
@@ -267,28 +286,41 @@ class Journal:
         finally:
             os.close(fd)
 
-    def _append(self, data: bytes) -> None:
+    def _append(self, data: bytes | bytearray) -> None:
         segment = self._current
+        if segment is None or segment.torn:
+            self._append_slow(segment, data)
+            return
+        # The common case: one os.write of the whole record (no memoryview, no loop).
+        try:
+            written = os.write(segment.fd, data)
+            if written != len(data):
+                _write_all(segment.fd, data[written:])  # a copy: the buffer is reused
+        except OSError:
+            self._cut(segment)
+            raise
+        segment.size += len(data)
+        if self._syncs:
+            self._dirty.add(segment.fd)  # synced in a thread: once a second, or by group commit
+
+    def _append_slow(self, segment: _Segment | None, data: bytes | bytearray) -> None:
+        """No segment open (after :meth:`close`), or one a failed write left torn."""
         if segment is None:
             self._dropped(data)
             return
         fd = segment.fd
-        if segment.torn:
-            data = b"\n" + data  # end the partial record a failed write left (an empty line)
+        data = b"\n" + data  # end the partial record a failed write left (an empty line)
         try:
             _write_all(fd, data)
         except OSError:
             self._cut(segment)
             raise
-        if segment.torn:
-            segment.size = os.fstat(fd).st_size  # past the partial record
-            segment.torn = False
-        else:
-            segment.size += len(data)
-        if self.fsync != "no":
-            self._dirty.add(fd)  # synced in a thread: once a second, or by the group commit
+        segment.size = os.fstat(fd).st_size  # past the partial record
+        segment.torn = False
+        if self._syncs:
+            self._dirty.add(fd)
 
-    def _dropped(self, data: bytes) -> None:
+    def _dropped(self, data: bytes | bytearray) -> None:
         """A record after :meth:`close` (or before :meth:`open`): it cannot be journaled."""
         self.closed_drops += 1
         if self.closed_drops == 1 or self.closed_drops % 1000 == 0:
@@ -321,11 +353,10 @@ class Journal:
     ) -> None:
         """A request may now reach an upstream: the prompt estimate and its cost are its charge
         if the process dies before it settles."""
-        record = (
-            b"O"
-            + encode_admitted((request_id, key_id, model, created_at, stream, prompt_tokens, cost))
-            + b"\n"
-        )
+        buffer = self._admitted_record
+        encode_into((request_id, key_id, model, created_at, stream, prompt_tokens, cost), buffer, 1)
+        buffer.append(10)  # b"\n"
+        record = bytes(buffer)
         self.inflight[request_id] = record
         self._append(record)
 
@@ -336,8 +367,13 @@ class Journal:
 
     def settled(self, row: LedgerRow) -> None:
         """The request's row, durable before its response ends (raises OSError if it is not)."""
-        self.inflight.pop(row.request_id, None)
-        self._append(b"S" + encode_row(row) + b"\n")
+        inflight = self.inflight
+        if inflight:
+            inflight.pop(row.request_id, None)
+        record = self._settled_record
+        encode_into(row_values(row), record, 1)
+        record.append(10)  # b"\n"
+        self._append(record)
 
     # --- compaction --------------------------------------------------------------------------
 
@@ -358,13 +394,14 @@ class Journal:
                 self._retired.append(segment)
                 self._current = fresh
         while self._retired and self._retired[0].mark <= stored:
-            if self._retired[0].fd in self._syncing:
-                break  # in the fsync thread's hands: removed next time
-            old = self._retired.pop(0)
-            self._dirty.discard(old.fd)
-            with contextlib.suppress(FileNotFoundError):
-                old.path.unlink()
-            os.close(old.fd)
+            with self._lock:  # the sync thread cannot take its descriptor meanwhile
+                if self._retired[0].fd in self._syncing:
+                    break  # in the fsync thread's hands: removed next time
+                old = self._retired.pop(0)
+                self._dirty.discard(old.fd)
+                with contextlib.suppress(FileNotFoundError):
+                    old.path.unlink()
+                os.close(old.fd)
 
     def _rotate(self) -> _Segment | None:
         """A new segment carrying the records of the requests in flight, or None (the current
@@ -392,20 +429,49 @@ class Journal:
         self._rotate_backoff = 0.0
         return fresh
 
-    async def _sync_every_second(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            await asyncio.sleep(1.0)
-            await self.sync(loop)
+    def _sync_every_second(self) -> None:
+        """The ``everysec`` thread: fsync what was written in the last second."""
+        while not self._stop.wait(1.0):
+            self._sync_now()
+
+    def _take_dirty(self) -> tuple[list[int], bool]:
+        """What to sync now: the descriptors written since the last sync (marked as being
+        synced) and whether the directory changed. A record written after this is marked
+        again; one written before is covered by the fdatasync that follows."""
+        with self._lock:
+            fds = list(self._dirty)
+            self._dirty.difference_update(fds)
+            directory, self._directory_dirty = self._directory_dirty, False
+            self._syncing.update(fds)
+        return fds, directory
+
+    def _synced(self, fds: list[int]) -> None:
+        with self._lock:
+            self._syncing.difference_update(fds)
+
+    def _sync_now(self) -> None:
+        """One sync, blocking (in the ``everysec`` thread)."""
+        if not self._dirty and not self._directory_dirty:
+            return
+        fds, directory = self._take_dirty()
+        try:
+            for fd in fds:
+                os.fdatasync(fd)
+            if directory:
+                self._sync_directory()
+        except OSError as exc:
+            self.fsync_outage.failed(exc, "rows written but perhaps not on disk")
+        else:
+            self.fsync_outage.ok()
+        finally:
+            self._synced(fds)
 
     async def sync(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
         """fsync what was written since the last sync (in a thread: off the event loop)."""
         if not self._dirty and not self._directory_dirty:
             return
-        fds, self._dirty = list(self._dirty), set()
-        directory, self._directory_dirty = self._directory_dirty, False
+        fds, directory = self._take_dirty()
         loop = loop or asyncio.get_running_loop()
-        self._syncing.update(fds)
         try:
             for fd in fds:
                 await self._in_thread(loop, os.fdatasync, fd)
@@ -416,7 +482,7 @@ class Journal:
         else:
             self.fsync_outage.ok()
         finally:
-            self._syncing.difference_update(fds)
+            self._synced(fds)
 
     async def _in_thread(
         self, loop: asyncio.AbstractEventLoop, call: Callable[..., None], *args: object
@@ -429,7 +495,7 @@ class Journal:
         """With ``journal_fsync: always``, a future done once what was written so far is on
         disk (None with other policies). One fdatasync, in a thread, serves every record written
         while the previous one ran (a group commit): the event loop never waits for the disk."""
-        if self.fsync != "always" or self._current is None:
+        if not self._group_commit_on or self._current is None:
             return None
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[None] = loop.create_future()
@@ -459,11 +525,10 @@ class Journal:
         store), else left for the next start to replay."""
         if self._committer is not None:
             await self._committer
-        if self._sync_task is not None:
-            self._sync_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._sync_task
-            self._sync_task = None
+        if self._sync_thread is not None:
+            self._stop.set()
+            await asyncio.to_thread(self._sync_thread.join)  # a fdatasync it is running
+            self._sync_thread = None
         if self._thread_call is not None:
             with contextlib.suppress(OSError):
                 await self._thread_call  # a fsync still running in its thread
