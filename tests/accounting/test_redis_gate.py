@@ -44,6 +44,9 @@ def make_gate(store: SqlStore, prefix: str | None = None, url: str = REDIS_URL,
 async def crash(gate: RedisGate) -> None:
     """What ``kill -9`` leaves: no more renewals, nothing released, the owner lease unrenewed."""
     await gate.upkeep.stop()
+    for task in list(gate._tasks):  # nothing of a killed process runs on
+        task.cancel()
+    await asyncio.gather(*gate._tasks, return_exceptions=True)
     await gate.client.aclose()
 
 
