@@ -239,6 +239,12 @@ async def _end_at_deadline(gw: Gateway, send: _Tracked) -> None:
         "Service unavailable: the server is shutting down and this request ran past its grace"
         " period"
     )
+    await _end_with(gw, send, error)
+
+
+async def _end_with(gw: Gateway, send: _Tracked, error: ApiError) -> None:
+    """Answer ``error``, or end the response under way with it: one response per request, and
+    a stream ends with an SSE error event (never a clean end)."""
     gw.metrics.responded(error.status, error.type)
     if not send.started:
         await send_error(send, error)
@@ -296,15 +302,7 @@ class App:
             await _end_at_deadline(gw, send)
         except Exception:
             log.exception("unhandled error on %s %s", scope["method"], path)
-            error = InternalError("Internal server error")
-            gw.metrics.responded(error.status, error.type)
-            if not send.started:
-                await send_error(send, error)
-            elif not send.finished:
-                # One response per request: end the one under way, with an SSE error event
-                # when it is a stream (never a clean end).
-                tail = sse_error(error) if send.event_stream else b""
-                await send({"type": "http.response.body", "body": tail, "more_body": False})
+            await _end_with(gw, send, InternalError("Internal server error"))
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
