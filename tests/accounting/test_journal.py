@@ -10,7 +10,6 @@ import logging
 import os
 import stat
 import threading
-from collections.abc import AsyncIterator
 from dataclasses import asdict
 from pathlib import Path
 
@@ -19,33 +18,9 @@ import pytest
 from relaygate.accounting import journal as journal_module
 from relaygate.accounting.journal import Journal
 from relaygate.accounting.ledger import LedgerWriter
-from relaygate.store.records import KeyRecord, LedgerRow
+from relaygate.store.records import LedgerRow
 from relaygate.store.sql import SqlStore
-
-
-def _row(n: int, status: str = "ok", cost: int = 10) -> LedgerRow:
-    return LedgerRow(
-        request_id=f"req-{n}",
-        key_id="key-1",
-        model="m",
-        upstream="u",
-        upstream_model="m",
-        created_at=n,
-        status=status,
-        cost_micros=cost,
-        latency_ms=1,
-        stream=False,
-    )
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SqlStore]:
-    store = SqlStore(f"sqlite:///{tmp_path / 'ledger.db'}")
-    await store.upgrade()
-    await store.create_key(KeyRecord(id="key-1", name="k", key_hash="h", prefix="p",
-                                     created_at=0, granted_micros=10**9))
-    yield store
-    await store.close()
+from tests.accounting.journal_support import _row
 
 
 def _writer(store: SqlStore, directory: Path, spill: Path | None = None) -> LedgerWriter:

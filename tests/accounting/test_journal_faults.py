@@ -34,34 +34,7 @@ from relaygate.routing.catalog import CatalogModel
 from relaygate.settings import ModelSettings, Pricing, Settings
 from relaygate.store.records import KeyRecord, LedgerRow
 from relaygate.store.sql import SqlStore
-
-
-def _row(n: int, status: str = "ok", cost: int = 10, request_id: str = "") -> LedgerRow:
-    return LedgerRow(
-        request_id=request_id or f"req-{n}",
-        key_id="key-1",
-        model="m",
-        upstream="u",
-        upstream_model="m",
-        created_at=n,
-        status=status,
-        cost_micros=cost,
-        latency_ms=1,
-        stream=False,
-    )
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SqlStore]:
-    store = SqlStore(f"sqlite:///{tmp_path / 'ledger.db'}")
-    await store.upgrade()
-    await store.create_key(
-        KeyRecord(
-            id="key-1", name="k", key_hash="h", prefix="p", created_at=0, granted_micros=10**9
-        )
-    )
-    yield store
-    await store.close()
+from tests.accounting.journal_support import _row
 
 
 def _short_writes(monkeypatch: pytest.MonkeyPatch, fd: int, allowed: int) -> None:
