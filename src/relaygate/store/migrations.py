@@ -9,14 +9,17 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from sqlalchemy import Connection, func, select, text
+from sqlalchemy import Column, Connection, Table, func, select, text, update
+from sqlalchemy.schema import CreateColumn
 
-from relaygate.store.schema import api_keys, key_revisions, ledger, schema_migrations
+from relaygate.store import schema_v1
+from relaygate.store.schema import accounts, api_keys, key_revisions, ledger, schema_migrations
 
 
 def m001_initial(conn: Connection) -> None:
-    api_keys.create(conn)
-    ledger.create(conn)
+    # The tables as they were then: later migrations alter them.
+    schema_v1.api_keys.create(conn)
+    schema_v1.ledger.create(conn)
 
 
 def m002_key_revision_counter(conn: Connection) -> None:
@@ -25,9 +28,82 @@ def m002_key_revision_counter(conn: Connection) -> None:
     conn.execute(key_revisions.insert().values(id=1, value=latest))
 
 
+def _add_column(conn: Connection, table: Table, column: Column[object]) -> None:
+    ddl = CreateColumn(column).compile(dialect=conn.dialect)
+    conn.execute(text(f"ALTER TABLE {table.name} ADD COLUMN {ddl}"))
+
+
+_KEY_COLUMNS = (
+    "account_id",
+    "spend_limit_micros",
+    "spend_limit_period",
+    "period_used_micros",
+    "period_start",
+)
+_LEDGER_COLUMNS = (
+    "account_id",
+    "input_cost_micros",
+    "cached_cost_micros",
+    "output_cost_micros",
+    "reasoning_cost_micros",
+)
+
+
+def account_id_for_key(key_id: str) -> str:
+    """The id migration 3 gives the account it makes for an existing key."""
+    return "acct_" + key_id.removeprefix("key_")
+
+
+def m003_accounts(conn: Connection) -> None:
+    """Accounts own the money: every existing key becomes an account of its own, holding
+    exactly the key's balance (granted, used, unlimited) and its name."""
+    accounts.create(conn)
+    for name in _KEY_COLUMNS:
+        _add_column(conn, api_keys, api_keys.c[name])
+    for name in _LEDGER_COLUMNS:
+        _add_column(conn, ledger, ledger.c[name])
+    keys = conn.execute(
+        select(
+            api_keys.c.id,
+            api_keys.c.name,
+            api_keys.c.created_at,
+            api_keys.c.granted_micros,
+            api_keys.c.used_micros,
+            api_keys.c.unlimited,
+        )
+    ).all()
+    revision = conn.execute(select(key_revisions.c.value)).scalar_one()
+    for key_id, name, created_at, granted, used, unlimited in keys:
+        revision += 1
+        account_id = account_id_for_key(key_id)
+        conn.execute(
+            accounts.insert().values(
+                id=account_id,
+                name=name,
+                status="active",
+                created_at=created_at,
+                granted_micros=granted,
+                used_micros=used,
+                unlimited=unlimited,
+                revision=revision,
+            )
+        )
+        conn.execute(
+            update(api_keys)
+            .where(api_keys.c.id == key_id)
+            .values(account_id=account_id, revision=revision)
+        )
+        conn.execute(update(ledger).where(ledger.c.key_id == key_id).values(account_id=account_id))
+    conn.execute(update(key_revisions).where(key_revisions.c.id == 1).values(value=revision))
+    for index in (*api_keys.indexes, *ledger.indexes):
+        if index.name in ("api_keys_account", "ledger_account_created", "ledger_key_created"):
+            index.create(conn)
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
     (1, "m001_initial", m001_initial),
     (2, "m002_key_revision_counter", m002_key_revision_counter),
+    (3, "m003_accounts", m003_accounts),
 ]
 
 

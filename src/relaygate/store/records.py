@@ -1,8 +1,30 @@
-"""The rows the store keeps: API keys and ledger entries."""
+"""The rows the store keeps: accounts, API keys and ledger entries."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+
+
+@dataclass(slots=True)
+class AccountRecord:
+    """An account: it owns the balance its keys spend."""
+
+    id: str
+    name: str
+    created_at: int
+    """Unix seconds."""
+    status: str = "active"
+    """``active`` or ``suspended``."""
+    granted_micros: int = 0
+    used_micros: int = 0
+    unlimited: bool = False
+    rpm: int | None = None
+    tpm: int | None = None
+    max_concurrency: int | None = None
+    low_balance_micros: int | None = None
+    """The low-balance alert threshold (``None``: no alert)."""
+    low_balance_alerted: bool = False
+    revision: int = 0
 
 
 @dataclass(slots=True)
@@ -26,6 +48,15 @@ class KeyRecord:
     expires_at: int | None = None
     revoked_at: int | None = None
     revision: int = 0
+    account_id: str = ""
+    """The account whose balance the key spends."""
+    spend_limit_micros: int | None = None
+    """The key's own spend cap (``None``: only the account's balance bounds it)."""
+    spend_limit_period: str | None = None
+    """``total`` (over the key's lifetime), ``day``, ``week`` or ``month`` (UTC)."""
+    period_used_micros: int = 0
+    """What the key spent in the period that began at ``period_start`` (unix seconds)."""
+    period_start: int = 0
 
 
 @dataclass(slots=True)
@@ -51,6 +82,12 @@ class LedgerRow:
     image_tokens: int = 0
     prompt_audio_tokens: int = 0
     completion_audio_tokens: int = 0
+    account_id: str = ""
+    input_cost_micros: int = 0
+    """The cost's parts at their prices: uncached input, cached input, output and reasoning."""
+    cached_cost_micros: int = 0
+    output_cost_micros: int = 0
+    reasoning_cost_micros: int = 0
 
 
 @dataclass(slots=True)

@@ -6,6 +6,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     Column,
+    Index,
     Integer,
     MetaData,
     String,
@@ -22,6 +23,29 @@ schema_migrations = Table(
     Column("name", String(200), nullable=False),
     Column("applied_at", BigInteger, nullable=False),
 )
+
+accounts = Table(
+    "accounts",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("name", String(200), nullable=False),
+    # ``active`` or ``suspended`` (a suspended account's keys answer 403).
+    Column("status", String(16), nullable=False, default="active"),
+    Column("created_at", BigInteger, nullable=False),
+    Column("granted_micros", BigInteger, nullable=False, default=0),
+    Column("used_micros", BigInteger, nullable=False, default=0),
+    Column("unlimited", Boolean, nullable=False, default=False),
+    Column("rpm", Integer, nullable=True),
+    Column("tpm", Integer, nullable=True),
+    Column("max_concurrency", Integer, nullable=True),
+    # The low-balance alert threshold (``None``: no alert).
+    Column("low_balance_micros", BigInteger, nullable=True),
+    # The alert was sent since the balance last rose above the threshold.
+    Column("low_balance_alerted", Boolean, nullable=False, default=False),
+    # Shares the ``key_revisions`` counter with the keys: one cache refresh sees both.
+    Column("revision", BigInteger, nullable=False, default=0, index=True),
+)
+"""An account owns the money: one balance for all its keys."""
 
 api_keys = Table(
     "api_keys",
@@ -41,7 +65,19 @@ api_keys = Table(
     Column("used_micros", BigInteger, nullable=False, default=0),
     Column("unlimited", Boolean, nullable=False, default=False),
     Column("revision", BigInteger, nullable=False, default=0, index=True),
+    # The account the key belongs to (set for every key from migration 3 on).
+    Column("account_id", String(40), nullable=True),
+    Column("spend_limit_micros", BigInteger, nullable=True),
+    # ``total``, ``day``, ``week`` or ``month`` (UTC calendar periods).
+    Column("spend_limit_period", String(8), nullable=True),
+    # What the key spent in the period that began at ``period_start``.
+    Column("period_used_micros", BigInteger, nullable=False, default=0, server_default="0"),
+    Column("period_start", BigInteger, nullable=False, default=0, server_default="0"),
+    Index("api_keys_account", "account_id"),
 )
+"""A key. From migration 3 on, its ``used_micros`` is what the key itself spent (its account
+holds the balance); ``granted_micros`` and ``unlimited`` are kept only as the migration found
+them."""
 
 ledger = Table(
     "ledger",
@@ -63,6 +99,13 @@ ledger = Table(
     Column("prompt_audio_tokens", Integer, nullable=False),
     Column("completion_audio_tokens", Integer, nullable=False),
     Column("cost_micros", BigInteger, nullable=False),
+    Column("account_id", String(40), nullable=True),
+    Column("input_cost_micros", BigInteger, nullable=False, default=0, server_default="0"),
+    Column("cached_cost_micros", BigInteger, nullable=False, default=0, server_default="0"),
+    Column("output_cost_micros", BigInteger, nullable=False, default=0, server_default="0"),
+    Column("reasoning_cost_micros", BigInteger, nullable=False, default=0, server_default="0"),
+    Index("ledger_account_created", "account_id", "created_at"),
+    Index("ledger_key_created", "key_id", "created_at"),
 )
 
 key_revisions = Table(

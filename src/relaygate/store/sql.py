@@ -103,6 +103,11 @@ def _key_from_row(row: Row[Any]) -> KeyRecord:
         used_micros=m["used_micros"],
         unlimited=bool(m["unlimited"]),
         revision=m["revision"],
+        account_id=m["account_id"] or "",
+        spend_limit_micros=m["spend_limit_micros"],
+        spend_limit_period=m["spend_limit_period"],
+        period_used_micros=m["period_used_micros"],
+        period_start=m["period_start"],
     )
 
 
