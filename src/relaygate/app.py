@@ -21,6 +21,7 @@ from relaygate.accounting.journal import Journal
 from relaygate.accounting.journal_format import store_fingerprint
 from relaygate.accounting.ledger import LedgerWriter
 from relaygate.accounting.redis_gate import RedisGate
+from relaygate.accounts.alerts import LowBalanceAlerts
 from relaygate.api import chat, info
 from relaygate.api.http import Message, Receive, Scope, Send, send_error
 from relaygate.errors import (
@@ -72,6 +73,7 @@ class Gateway:
 
     catalog: Catalog
     session: aiohttp.ClientSession
+    alerts: LowBalanceAlerts
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -117,6 +119,8 @@ class Gateway:
             cookie_jar=aiohttp.DummyCookieJar(),
         )
         self.catalog = Catalog(self.settings, self.session)
+        self.alerts = LowBalanceAlerts(self.store, self.session, self.settings)
+        self.alerts.start()
         self.keys.start()
         self._watch_stop_signals()
         if isinstance(self.gate, RedisGate):
@@ -183,6 +187,7 @@ class Gateway:
         if self._deadline is not None:
             self._deadline.cancel()
         await self._wait_for_requests()
+        await self.alerts.close()
         await self.keys.close()
         await self.ledger.close()
         await self.gate.close()

@@ -2,11 +2,12 @@
 or a log line.
 
 Every secret relaygate is configured with (the upstreams' ``api_key``, the database and Redis
-passwords, ``operator_token``) is registered with :data:`REDACTOR`, which replaces it in the
-forms an upstream, a library or a traceback could echo it in: raw, URL-encoded, JSON-escaped,
-hex, and base64 (standard and URL-safe) at each of the three byte alignments, so that it is also
-found inside the base64 of a longer text such as the ``user:key`` of basic auth. Key-shaped
-tokens (``sk-...``, ``AIza...``, ``Bearer ...``, a URL's password) go too, configured or not.
+passwords, ``operator_token``, ``alert_webhook_secret``) is registered with :data:`REDACTOR`,
+which replaces it in the forms an upstream, a library or a traceback could echo it in: raw,
+URL-encoded, JSON-escaped, hex, and base64 (standard and URL-safe) at each of the three byte
+alignments, so that it is also found inside the base64 of a longer text such as the
+``user:key`` of basic auth. Key-shaped tokens (``sk-...``, ``AIza...``, ``Bearer ...``, a
+URL's password) go too, configured or not.
 
 Two uses:
 
@@ -193,11 +194,13 @@ def url_secrets(url: str | None) -> list[str]:
 
 def configured_secrets(settings: Settings) -> list[str]:
     """Every secret in ``settings``: upstream keys, store and Redis passwords, the operator
-    token."""
+    token, the alert webhook's signing secret."""
     secrets = [u.api_key for m in settings.models.values() for u in m.upstreams if u.api_key]
     secrets += url_secrets(settings.database_url) + url_secrets(settings.redis_url)
     if settings.operator_token:
         secrets.append(settings.operator_token)
+    if settings.alert_webhook_secret:
+        secrets.append(settings.alert_webhook_secret)
     return secrets
 
 

@@ -257,6 +257,22 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     """With Redis: charges still pending (settled, not yet reported written to the ledger)
     after this many seconds are reconciled with the ledger, checked this often: moved to
     ``used`` if their row is in the store, dropped if the process that owed the row is dead."""
+    # --- low-balance alerts (accounts/alerts.py) ---
+    alert_webhook_url: str | None = None
+    """Where low-balance alerts are POSTed (``http(s)://...``; redirects are not followed).
+    Unset (the default), alerts are off: no account is checked and nothing is recorded."""
+    alert_webhook_secret: str | None = None
+    """The HMAC-SHA256 key that signs each alert (``X-Relaygate-Signature``); required with
+    ``alert_webhook_url``, at least 16 characters. A secret: never logged or echoed."""
+    alert_check_seconds: PositiveFloat = 10.0
+    """How often each replica looks for accounts that crossed their low-balance threshold and
+    sends the alerts that are due (retries go out on the first check after their delay)."""
+    alert_max_attempts: PositiveInt = 8
+    """Attempts to deliver one alert before it is given up (recorded as failed)."""
+    alert_retry_base_seconds: PositiveFloat = 5.0
+    """The delay before the second attempt; each further one doubles it (at most an hour)."""
+    alert_timeout_seconds: PositiveFloat = 10.0
+    """Seconds one delivery attempt may take, connecting and answering together."""
     images: ImageSettings = msgspec.field(default_factory=ImageSettings)
     """Image inputs: size and count limits, fetching (SSRF-safe), caching and forwarding."""
     models: dict[str, ModelSettings] = msgspec.field(default_factory=dict)
@@ -329,6 +345,7 @@ def _validate(settings: Settings, source: str) -> None:
             f"{source}: operator_token: must be at least {_MIN_OPERATOR_TOKEN} characters,"
             " without surrounding spaces"
         )
+    _check_alerts(settings, source)
     for name, model in settings.models.items():
         for i, fallback in enumerate(model.fallbacks):
             if fallback not in settings.models or fallback == name:
@@ -345,6 +362,20 @@ def _validate(settings: Settings, source: str) -> None:
             where = f"models.{name}.upstreams[{i}]"
             if upstream.base_url is not None:
                 _check_url(upstream.base_url, f"{where}.base_url", source, {"http", "https"})
+
+
+def _check_alerts(settings: Settings, source: str) -> None:
+    if settings.alert_webhook_url is None:
+        return
+    url = settings.alert_webhook_url
+    if urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).hostname:
+        raise ConfigError(f"{source}: alert_webhook_url: {url!r} is not an http(s) URL")
+    secret = settings.alert_webhook_secret
+    if secret is None or len(secret) < _MIN_OPERATOR_TOKEN or secret != secret.strip():
+        raise ConfigError(
+            f"{source}: alert_webhook_secret: alerts are signed, so alert_webhook_url needs a"
+            f" secret of at least {_MIN_OPERATOR_TOKEN} characters, without surrounding spaces"
+        )
 
 
 def _check_price_fields(name: str, model: ModelSettings, source: str) -> None:

@@ -100,10 +100,25 @@ def m003_accounts(conn: Connection) -> None:
             index.create(conn)
 
 
+def m008_alert_deliveries(conn: Connection) -> None:
+    """Low-balance alerts: their delivery records, and an index of the accounts that have a
+    threshold (the detector looks only at those)."""
+    from relaygate.store.schema import alert_deliveries  # here: keeps the merge of m004-8 apart
+
+    alert_deliveries.create(conn)
+    conn.execute(
+        text(
+            "CREATE INDEX accounts_low_balance ON accounts (low_balance_micros)"
+            " WHERE low_balance_micros IS NOT NULL"
+        )
+    )
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
     (1, "m001_initial", m001_initial),
     (2, "m002_key_revision_counter", m002_key_revision_counter),
     (3, "m003_accounts", m003_accounts),
+    (8, "m008_alert_deliveries", m008_alert_deliveries),
 ]
 
 

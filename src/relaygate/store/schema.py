@@ -116,3 +116,34 @@ key_revisions = Table(
 )
 """One row: the last revision handed to a key change. Updating it inside the change's
 transaction locks the row, so revisions follow commit order on every backend."""
+
+# --- low-balance alerts (migration 8) --------------------------------------------------------
+
+alert_deliveries = Table(
+    "alert_deliveries",
+    metadata,
+    # The event id: in the payload and the ``X-Relaygate-Event-Id`` header, the same on every
+    # attempt, so that receivers can drop a repeated delivery.
+    Column("id", String(40), primary_key=True),
+    Column("account_id", String(40), nullable=False),
+    Column("threshold_micros", BigInteger, nullable=False),
+    # The balance (granted - used) the account had when the crossing was claimed.
+    Column("balance_micros", BigInteger, nullable=False),
+    # The JSON body, fixed at the claim: every attempt sends the same bytes.
+    Column("payload", Text, nullable=False),
+    # Unix milliseconds, as the ledger's ``created_at``.
+    Column("created_at", BigInteger, nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    # The receiver's HTTP status of the last attempt, or ``None`` when it got no answer.
+    Column("last_status", Integer, nullable=True),
+    # Why the last attempt failed (``HTTP 500``, ``timeout``, ``ClientConnectorError``...).
+    Column("last_error", String(200), nullable=True),
+    Column("delivered_at", BigInteger, nullable=True),
+    # When the next attempt is due; ``None`` once delivered or given up.
+    Column("next_attempt_at", BigInteger, nullable=True),
+    Index("alert_deliveries_account", "account_id", "created_at"),
+    Index("alert_deliveries_due", "next_attempt_at"),
+)
+"""One low-balance alert and its delivery: written in the transaction that claims the crossing
+(so a crash before it is sent loses nothing), sent at least once by whichever replica claims
+it when it is due."""
