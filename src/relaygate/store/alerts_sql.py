@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Row, false, or_, select, true, update
+from sqlalchemy import ColumnElement, Row, ScalarSelect, false, or_, select, true, update
 
 from relaygate.store.schema import accounts, alert_deliveries
 from relaygate.store.sql import SqlStore
@@ -74,20 +74,34 @@ available = accounts.c.granted_micros - accounts.c.used_micros
 """An account's balance in SQL."""
 
 
+def _locked(*conditions: ColumnElement[bool]) -> ScalarSelect[Any]:
+    """The ids of the accounts meeting ``conditions`` that no other transaction holds.
+
+    On PostgreSQL ``FOR UPDATE SKIP LOCKED``: replicas claiming at once never wait on each
+    other's rows (nor deadlock, locking them in different orders), and an account a ledger
+    write holds is looked at again at the next check. The conditions are repeated in the
+    ``UPDATE``, which checks them on the row it locked. SQLite has one writer at a time."""
+    return (
+        select(accounts.c.id).where(*conditions).with_for_update(skip_locked=True).scalar_subquery()
+    )
+
+
 async def claim_crossings(store: SqlStore, now_ms: int, build: EventBuilder) -> list[AlertDelivery]:
     """Mark every armed account now below its threshold as alerted, and record one alert for
     each, in one transaction. Concurrent callers (replicas) never claim the same crossing: the
-    row lock (PostgreSQL) or the database lock (SQLite ``BEGIN IMMEDIATE``) serializes them,
-    and the loser's ``NOT low_balance_alerted`` no longer holds."""
+    row lock (PostgreSQL, see :func:`_locked`) or the database lock (SQLite ``BEGIN
+    IMMEDIATE``) lets one flip ``low_balance_alerted``, and the other's condition no longer
+    holds."""
     a = accounts.c
+    crossed = (
+        a.low_balance_micros.is_not(None),
+        a.low_balance_alerted == false(),
+        a.unlimited == false(),
+        a.low_balance_micros > available,
+    )
     claim = (
         update(accounts)
-        .where(
-            a.low_balance_micros.is_not(None),
-            a.low_balance_alerted == false(),
-            a.unlimited == false(),
-            available < a.low_balance_micros,
-        )
+        .where(a.id.in_(_locked(*crossed)), *crossed)
         .values(low_balance_alerted=True)
         .returning(a.id, a.name, a.granted_micros, a.used_micros, a.low_balance_micros)
     )
@@ -129,16 +143,17 @@ async def rearm(store: SqlStore) -> list[str]:
     """Arm again the alerted accounts that are back at or above their threshold (a top-up),
     have no threshold any more, or became unlimited. Returns their ids."""
     a = accounts.c
+    lifted = (
+        a.low_balance_alerted == true(),
+        or_(
+            a.low_balance_micros.is_(None),
+            a.unlimited == true(),
+            a.low_balance_micros <= available,
+        ),
+    )
     statement = (
         update(accounts)
-        .where(
-            a.low_balance_alerted == true(),
-            or_(
-                a.low_balance_micros.is_(None),
-                a.unlimited == true(),
-                available >= a.low_balance_micros,
-            ),
-        )
+        .where(a.id.in_(_locked(*lifted)), *lifted)
         .values(low_balance_alerted=False)
         .returning(a.id)
     )

@@ -101,16 +101,25 @@ def m003_accounts(conn: Connection) -> None:
 
 
 def m008_alert_deliveries(conn: Connection) -> None:
-    """Low-balance alerts: their delivery records, and an index of the accounts that have a
-    threshold (the detector looks only at those)."""
-    from relaygate.store.schema import alert_deliveries  # here: keeps the merge of m004-8 apart
+    """Low-balance alerts: their delivery records, and two partial indexes for the detector,
+    so that a check reads only the accounts that have a threshold, and a re-arm only those
+    alerted. Neither holds ``used_micros``, so the ledger's updates of accounts maintain
+    neither."""
+    from relaygate.store.schema import alert_deliveries  # here: apart from other migrations
 
     alert_deliveries.create(conn)
+    # as the detector's queries spell ``low_balance_alerted = true`` in each dialect
+    alerted = (
+        "low_balance_alerted" if conn.dialect.name == "postgresql" else "low_balance_alerted = 1"
+    )
     conn.execute(
         text(
             "CREATE INDEX accounts_low_balance ON accounts (low_balance_micros)"
             " WHERE low_balance_micros IS NOT NULL"
         )
+    )
+    conn.execute(
+        text(f"CREATE INDEX accounts_low_balance_alerted ON accounts (id) WHERE {alerted}")
     )
 
 
