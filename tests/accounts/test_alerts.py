@@ -32,7 +32,7 @@ from relaygate.accounts.alerts import (
 from relaygate.errors import ConfigError
 from relaygate.redaction import configured_secrets
 from relaygate.settings import Settings, settings_from_mapping
-from relaygate.store.alerts_sql import deliveries
+from relaygate.store.alerts_sql import claim_due, deliveries
 from relaygate.store.schema import accounts
 from relaygate.store.sql import SqlStore
 from tests.store.test_store import Backend, _postgres_admin
@@ -379,8 +379,6 @@ async def test_a_claimed_attempt_that_never_reports_is_sent_again(
     backend: Backend, store: SqlStore, receiver: Receiver, session: aiohttp.ClientSession
 ) -> None:
     """A replica that dies mid-send: the claim's lease runs out and another replica sends."""
-    from relaygate.store.alerts_sql import claim_due
-
     settings = alert_settings(receiver.url)
     await add_account(store, "acct_1", used=6 * USD)
     await check_once(store, now_ms=T0)
@@ -391,6 +389,19 @@ async def test_a_claimed_attempt_that_never_reports_is_sent_again(
     assert outcome.delivered
     assert outcome.delivery.attempts == 2
     assert [e["id"] for e in receiver.events()] == [claimed.id]
+
+
+async def test_a_last_attempt_that_never_reports_is_given_up(
+    store: SqlStore, receiver: Receiver, session: aiohttp.ClientSession
+) -> None:
+    settings = alert_settings(receiver.url, alert_max_attempts=1)
+    await add_account(store, "acct_1", used=6 * USD)
+    await check_once(store, now_ms=T0)
+    await claim_due(store, T0, lease_ms=60_000, max_attempts=1, limit=10)  # then "dies"
+    assert await deliver_once(store, session, settings, now_ms=T0 + 60_000) == []
+    (record,) = await deliveries(store)
+    assert (record.state, record.attempts) == ("failed", 1)
+    assert receiver.received == []
 
 
 def test_retry_delays_double_up_to_an_hour() -> None:

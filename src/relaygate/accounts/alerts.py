@@ -20,12 +20,14 @@ room for another scheme, or for two signatures while a secret is rotated.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import hmac
 import json
 import logging
 import secrets
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import aiohttp
@@ -59,6 +61,8 @@ LEASE_MARGIN_SECONDS = 60
 another replica may send it again (the first one died)."""
 BATCH = 50
 """Most alerts one pass sends (at once)."""
+CLOSE_WAIT_SECONDS = 2.0
+"""At shutdown, how long a pass under way may take to finish before it is cut."""
 
 
 def _now_ms() -> int:
@@ -242,6 +246,7 @@ class LowBalanceAlerts:
         self.session = session
         self.settings = settings
         self._task: asyncio.Task[None] | None = None
+        self._stop = asyncio.Event()
         self._failing = False
 
     def start(self) -> None:
@@ -250,28 +255,38 @@ class LowBalanceAlerts:
         self._task = asyncio.create_task(self._run(), name="relaygate-low-balance-alerts")
 
     async def close(self) -> None:
-        """Stop the task. An attempt under way is cut: its alert is sent again once its lease
-        runs out (by this replica's next start, or another replica)."""
+        """Stop the task: a pass under way may finish for :data:`CLOSE_WAIT_SECONDS`, then it
+        is cut, and an attempt it was making is made again once its lease runs out (by this
+        replica's next start, or by another replica)."""
         task, self._task = self._task, None
         if task is None:
             return
-        task.cancel()
+        self._stop.set()
+        done, _ = await asyncio.wait({task}, timeout=CLOSE_WAIT_SECONDS)
+        if not done:
+            task.cancel()
         await asyncio.gather(task, return_exceptions=True)
 
     async def run_once(self) -> None:
-        try:
-            await check_once(self.store)
-            await deliver_once(self.store, self.session, self.settings)
-        except Exception:
-            # the store is unreachable, say: try again at the next check (traceback once)
-            log.warning("low-balance alerts: the check failed", exc_info=not self._failing)
-            self._failing = True
-        else:
-            if self._failing:
-                log.info("low-balance alerts: checking again")
-            self._failing = False
+        """One check and one delivery pass. A failure (the store unreachable, say) is logged,
+        with its traceback the first time, and the next check tries again."""
+        failed = False
+        steps: tuple[tuple[str, Callable[[], Awaitable[object]]], ...] = (
+            ("check", lambda: check_once(self.store)),
+            ("delivery", lambda: deliver_once(self.store, self.session, self.settings)),
+        )
+        for name, step in steps:
+            try:
+                await step()
+            except Exception:
+                log.warning("low-balance alerts: the %s failed", name, exc_info=not self._failing)
+                failed = True
+        if self._failing and not failed:
+            log.info("low-balance alerts: working again")
+        self._failing = failed
 
     async def _run(self) -> None:
-        while True:
+        while not self._stop.is_set():
             await self.run_once()
-            await asyncio.sleep(self.settings.alert_check_seconds)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), self.settings.alert_check_seconds)
