@@ -106,6 +106,8 @@ def retry_delay_ms(base_seconds: float, attempts: int) -> int:
 
 @dataclass(slots=True)
 class CheckResult:
+    """What one detection pass did."""
+
     alerts: list[AlertDelivery] = field(default_factory=list)
     """The alerts this pass claimed and recorded (to be sent)."""
     rearmed: list[str] = field(default_factory=list)
