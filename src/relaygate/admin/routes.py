@@ -170,12 +170,13 @@ def decode(body: bytes, kind: type[msgspec.Struct]) -> Any:
 
 
 async def announce(gw: Gateway, record_id: str) -> None:
-    """Tell every replica at once through Redis, when it is configured (they also poll the
-    store within ``key_refresh_seconds``, so a failure here only delays the change)."""
-    publish = getattr(gw.gate, "publish_key_change", None)
-    if publish is None:
-        return
+    """Apply a key or account change in this process now, and tell every replica through
+    Redis when it is configured (they also poll the store within ``key_refresh_seconds``, so a
+    failure here only delays the change)."""
     try:
-        await publish(record_id)
+        await gw.keys.refresh()
+        publish = getattr(gw.gate, "publish_key_change", None)
+        if publish is not None:
+            await publish(record_id)
     except Exception as exc:  # the store holds the change; polling applies it
-        log.warning("could not announce the change of %s through Redis: %s", record_id, exc)
+        log.warning("could not announce the change of %s at once: %s", record_id, exc)
