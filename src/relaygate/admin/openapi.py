@@ -64,6 +64,18 @@ def _operation(route: Route, names: dict[type, str]) -> dict[str, Any]:
     return operation
 
 
+def _money_accepts_numbers(schema: Any) -> None:
+    """msgspec describes a Decimal as a string; requests may send a JSON number too."""
+    if isinstance(schema, dict):
+        if schema.get("format") == "decimal":
+            schema["type"] = ["string", "number"]
+        for value in schema.values():
+            _money_accepts_numbers(value)
+    elif isinstance(schema, list):
+        for value in schema:
+            _money_accepts_numbers(value)
+
+
 def document(routes: list[Route]) -> dict[str, Any]:
     """The OpenAPI 3.1 document for ``routes``."""
     types: list[type] = [Error]
@@ -73,6 +85,7 @@ def document(routes: list[Route]) -> dict[str, Any]:
             types.append(route.body)
     types = list(dict.fromkeys(types))
     schemas, components = msgspec.json.schema_components(types, ref_template=_REF)
+    _money_accepts_numbers(components)
     pairs = zip(types, schemas, strict=True)
     names = {kind: schema["$ref"].rsplit("/", 1)[1] for kind, schema in pairs}
     paths: dict[str, dict[str, Any]] = {}

@@ -26,10 +26,7 @@ from relaygate.store.records import AccountRecord, KeyRecord
 Name = Annotated[str, Meta(max_length=MAX_NAME, description="At most 200 characters.")]
 Usd = Annotated[
     Decimal,
-    Meta(
-        description="USD as a decimal string or a JSON number, at most 6 decimal places.",
-        extra_json_schema={"type": ["string", "number"], "format": "decimal"},
-    ),
+    Meta(description="USD as a decimal string or a JSON number, at most 6 decimal places."),
 ]
 Limit = Annotated[int, Meta(ge=1, le=10**9)]
 Moment = Annotated[
