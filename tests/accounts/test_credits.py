@@ -49,6 +49,10 @@ async def test_grants_add_and_negative_grants_adjust_down_to_what_is_used(
     assert await snapshot(store) == before
     grant, _ = await credits.add_credits(store, ADMIN, account.id, -500_000)
     assert await _balance(store, account.id) == (3_000_000, 3_000_000)
+    # an account that used more than it was granted can still be topped up
+    await _use(store, account.id, 4_000_000)
+    grant, _ = await credits.add_credits(store, ADMIN, account.id, 500_000)
+    assert await _balance(store, account.id) == (3_500_000, 4_000_000)
     changed = await admin_sql.get_account(store, account.id)
     assert changed is not None
     assert changed.revision > account.revision

@@ -128,7 +128,7 @@ class Router:
         """Serve one ``/admin/v1`` request; returns its status (errors are raised)."""
         path = scope["path"][len(PREFIX) :].rstrip("/") or "/"
         route, params = self.find(scope["method"], path)
-        if route.public:
+        if route.public:  # the OpenAPI document: nobody in particular, allowed nothing else
             principal = Principal(via="cli", id="anonymous", role="member")
         else:
             principal = await auth.authenticate(gw.store, scope)

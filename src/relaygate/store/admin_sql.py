@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from sqlalchemy import Row, and_, or_, select, update
+from sqlalchemy import Row, and_, literal, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -365,7 +365,14 @@ async def _grant(
     c = accounts.c
     result = await conn.execute(
         update(accounts)
-        .where(c.id == grant.account_id, c.granted_micros + grant.amount_micros >= c.used_micros)
+        .where(
+            c.id == grant.account_id,
+            # only taking credits back is bounded: a top-up is always welcome
+            or_(
+                literal(grant.amount_micros) >= 0,
+                c.granted_micros + grant.amount_micros >= c.used_micros,
+            ),
+        )
         .values(granted_micros=c.granted_micros + grant.amount_micros, revision=revision)
         .returning(c.granted_micros, c.used_micros)
     )
