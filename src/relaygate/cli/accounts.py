@@ -123,7 +123,7 @@ def show(config: str | None, account_id: str, json_out: bool) -> None:
         click.echo(as_json(view))
         return
     for name, value in json.loads(as_json(view)).items():
-        click.echo(f"{name:16} {value}")
+        click.echo(f"{name:16} {value if isinstance(value, str) else json.dumps(value)}")
 
 
 def create_key_under(
