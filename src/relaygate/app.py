@@ -15,6 +15,7 @@ from typing import Any
 
 import aiohttp
 
+from relaygate import admin
 from relaygate.accounting.admission import Admissions
 from relaygate.accounting.gate import Gate, MemoryGate
 from relaygate.accounting.journal import Journal
@@ -283,6 +284,9 @@ class App:
         methods = ROUTES.get(path)
         send = _Tracked(send)
         try:
+            if methods is None and (path + "/").startswith(admin.PREFIX + "/"):
+                gw.metrics.responded(await admin.ROUTER.dispatch(gw, scope, receive, send))
+                return
             if methods is None:
                 raise NotFound(f"Unknown route: {scope['method']} {excerpt(scope['path'])}")
             handler = methods.get(scope["method"])

@@ -7,7 +7,9 @@ Every error a client can see carries the contract's HTTP status and ``type``; it
     ├── ConfigError                      start-up only: a bad config file or setting
     └── ApiError                         anything a client can receive
         ├── InvalidRequest               400 invalid_request_error
-        │   └── MethodNotAllowed         405 invalid_request_error (+ Allow)
+        │   ├── MethodNotAllowed         405 invalid_request_error (+ Allow)
+        │   └── Conflict                 409 invalid_request_error (admin API: a used code, a
+        │                                    reused Idempotency-Key)
         ├── AuthenticationFailed         401 authentication_error
         ├── InsufficientQuota            402 insufficient_quota_error
         ├── PermissionDenied             403 permission_error
@@ -106,6 +108,12 @@ class MethodNotAllowed(InvalidRequest):
 
     def headers(self) -> list[tuple[bytes, bytes]]:
         return [(b"allow", ", ".join(self.allow).encode())]
+
+
+class Conflict(InvalidRequest):
+    """The request conflicts with what was done before (admin API)."""
+
+    status = 409
 
 
 class AuthenticationFailed(ApiError):
@@ -261,6 +269,7 @@ __all__ = [
     "ApiError",
     "AuthenticationFailed",
     "ConfigError",
+    "Conflict",
     "InsufficientQuota",
     "InternalError",
     "InvalidRequest",

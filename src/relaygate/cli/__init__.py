@@ -6,6 +6,9 @@ import os
 
 import click
 
+from relaygate.cli.accounts import accounts
+from relaygate.cli.admin_tokens import admin_token
+from relaygate.cli.codes import codes
 from relaygate.cli.credits import credits
 from relaygate.cli.db import db
 from relaygate.cli.keys import keys
@@ -27,5 +30,8 @@ main.add_command(keys)
 main.add_command(credits)
 main.add_command(usage)
 main.add_command(db)
+main.add_command(accounts)
+main.add_command(codes)
+main.add_command(admin_token)
 
 __all__ = ["main"]

@@ -93,6 +93,13 @@ def keys() -> None:
     metavar="ISO8601",
     help="When the key stops working.",
 )
+@click.option(
+    "--account",
+    "account_id",
+    default=None,
+    metavar="ID",
+    help="The account the key spends from (default: a new account of its own).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def create(
     config: str | None,
@@ -104,10 +111,19 @@ def create(
     tpm: int | None,
     concurrency: int | None,
     expires_at: int | None,
+    account_id: str | None,
     as_json: bool,
 ) -> None:
     """Create a key and print it once: it is stored only as a hash."""
     settings = settings_or_exit(config)
+    if account_id is not None:
+        from relaygate.cli.accounts import create_key_under
+
+        fields = {"name": name, "models": models, "rpm": rpm, "tpm": tpm}
+        fields |= {"max_concurrency": concurrency, "expires_at": expires_at}
+        created, key = create_key_under(settings, account_id, fields, credits_usd, unlimited)
+        click.echo(json.dumps({**key_view(created), "key": key}) if as_json else key)
+        return
     model_list = None
     if models is not None:
         model_list = tuple(m.strip() for m in models.split(",") if m.strip())

@@ -13,7 +13,17 @@ from sqlalchemy import Column, Connection, Table, func, select, text, update
 from sqlalchemy.schema import CreateColumn
 
 from relaygate.store import schema_v1
-from relaygate.store.schema import accounts, api_keys, key_revisions, ledger, schema_migrations
+from relaygate.store.schema import (
+    accounts,
+    admin_tokens,
+    api_keys,
+    audit_log,
+    credit_grants,
+    key_revisions,
+    ledger,
+    redemption_codes,
+    schema_migrations,
+)
 
 
 def m001_initial(conn: Connection) -> None:
@@ -100,6 +110,12 @@ def m003_accounts(conn: Connection) -> None:
             index.create(conn)
 
 
+def m005_admin(conn: Connection) -> None:
+    """The admin API's tables: admin tokens, credit grants, redemption codes, the audit log."""
+    for table in (admin_tokens, credit_grants, redemption_codes, audit_log):
+        table.create(conn)
+
+
 def m008_alert_deliveries(conn: Connection) -> None:
     """Low-balance alerts: their delivery records, and two partial indexes for the detector,
     so that a check reads only the accounts that have a threshold, and a re-arm only those
@@ -127,6 +143,7 @@ MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
     (1, "m001_initial", m001_initial),
     (2, "m002_key_revision_counter", m002_key_revision_counter),
     (3, "m003_accounts", m003_accounts),
+    (5, "m005_admin", m005_admin),
     (8, "m008_alert_deliveries", m008_alert_deliveries),
 ]
 

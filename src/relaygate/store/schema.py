@@ -117,6 +117,76 @@ key_revisions = Table(
 """One row: the last revision handed to a key change. Updating it inside the change's
 transaction locks the row, so revisions follow commit order on every backend."""
 
+
+# --- admin (migration 5): admin tokens, top-ups, redemption codes, the audit log -------------
+
+admin_tokens = Table(
+    "admin_tokens",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("token_hash", String(64), nullable=False, unique=True),
+    Column("prefix", String(20), nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("revoked_at", BigInteger, nullable=True),
+)
+"""Credentials of scripts on the admin API: stored as SHA-256 hashes, like keys."""
+
+credit_grants = Table(
+    "credit_grants",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("account_id", String(40), nullable=False),
+    Column("amount_micros", BigInteger, nullable=False),
+    Column("note", String(500), nullable=True),
+    # ``grant`` (an operator's top-up or adjustment) or ``code`` (a redeemed code).
+    Column("source", String(16), nullable=False),
+    # The client's ``Idempotency-Key``: a second grant with it is answered from this row.
+    Column("idempotency_key", String(200), nullable=True, unique=True),
+    Column("actor", String(80), nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    # The account's balance right after the grant (what a replay answers).
+    Column("granted_after", BigInteger, nullable=False),
+    Column("used_after", BigInteger, nullable=False),
+    Index("credit_grants_account", "account_id", "created_at"),
+)
+"""Every change of an account's granted credits, with who made it."""
+
+redemption_codes = Table(
+    "redemption_codes",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("code_hash", String(64), nullable=False, unique=True),
+    Column("prefix", String(20), nullable=False),
+    Column("amount_micros", BigInteger, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("expires_at", BigInteger, nullable=True),
+    Column("created_by", String(80), nullable=False),
+    Column("redeemed_at", BigInteger, nullable=True),
+    Column("account_id", String(40), nullable=True),
+)
+"""Codes worth an amount, redeemed once into an account; stored as hashes."""
+
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column(
+        "id", BigInteger().with_variant(Integer(), "sqlite"), primary_key=True, autoincrement=True
+    ),
+    # Unix milliseconds.
+    Column("at", BigInteger, nullable=False),
+    # ``admin_token:ID``, ``user:ID`` or ``cli``.
+    Column("actor", String(80), nullable=False),
+    Column("address", String(64), nullable=True),
+    Column("action", String(60), nullable=False),
+    Column("target_type", String(40), nullable=False),
+    Column("target_id", String(80), nullable=False),
+    # The account the action concerns (a member reads its own account's entries).
+    Column("account_id", String(40), nullable=True),
+    Column("detail", Text, nullable=False),
+    Index("audit_log_account", "account_id", "id"),
+)
+"""Every admin action: who, what, when, from where."""
 # --- low-balance alerts (migration 8) --------------------------------------------------------
 
 alert_deliveries = Table(
