@@ -23,9 +23,11 @@ from relaygate.store.sql import SqlStore
 from tests.accounting.journal_support import _row
 
 
-def _writer(store: SqlStore, directory: Path, spill: Path | None = None) -> LedgerWriter:
+def _writer(
+    store: SqlStore, directory: Path, spill: Path | None = None, mapped: bool = True
+) -> LedgerWriter:
     return LedgerWriter(store, flush_seconds=60, batch_size=100, spill_path=spill,
-                        journal=Journal(directory, "no"))
+                        journal=Journal(directory, "no", mapped=mapped))
 
 
 def _admit(writer: LedgerWriter, n: int) -> None:
@@ -147,7 +149,7 @@ async def test_segments_rotate_and_go_once_the_store_holds_their_rows(
     assert await writer.flush()
     files = list(directory.glob("*.journal"))
     assert len(files) == 1  # the old segments went; the small current one stays
-    assert files[0].stat().st_size < 2000
+    assert len(files[0].read_bytes().rstrip(b"\0")) < 2000  # less its mapping's unused tail
     # the request still in flight was carried into the current segment
     await _crash(writer)
     second = _writer(store, directory)
@@ -164,7 +166,7 @@ async def test_a_journal_write_failure_is_logged_with_the_rows_at_risk(
 ) -> None:
     """A full disk: the rows are still written to the store, and the log says what is at risk;
     at shutdown with the store down too, the loss is counted, never silent."""
-    writer = _writer(store, tmp_path / "journal")
+    writer = _writer(store, tmp_path / "journal", mapped=False)  # written with os.write
     await writer.start()
 
     def full(fd: int, data: object) -> int:
@@ -242,3 +244,91 @@ async def test_everysec_syncs_in_its_own_thread_without_the_event_loop(
     assert threads[0] == "journal-fsync"
     await journal.close(keep=False)
     assert not any(t.name == "journal-fsync" for t in threading.enumerate())
+
+
+def _kill(journal: Journal) -> None:
+    """What a kill -9 leaves of a journal: its files as the page cache holds them, unlocked."""
+    for segment in [*journal._retired, journal._current]:
+        assert segment is not None
+        os.close(segment.fd)
+
+
+def test_records_are_copied_into_a_mapping_that_a_killed_process_leaves_on_disk(
+    tmp_path: Path,
+) -> None:
+    """No system call a record: the segment's first bytes are preallocated and mapped; what
+    was copied in is in the file for the next start, and the unused tail is not a record."""
+    directory = tmp_path / "journal"
+    journal = Journal(directory, "no")
+    journal.open()
+    segment = journal._current
+    assert segment is not None
+    assert segment.view is not None
+    journal.admitted("in-flight", "key-1", "m", 0, False, 5, 4)
+    for n in range(3):
+        journal.settled(_row(n))
+    assert segment.path.stat().st_size == segment.capacity > segment.size
+    _kill(journal)
+    recovered = Journal(directory, "no").recover()
+    assert recovered is not None
+    assert sorted(row.request_id for row in recovered.rows) == [
+        "in-flight", "req-0", "req-1", "req-2"
+    ]
+    assert (recovered.interrupted, recovered.skipped) == (1, 0)
+    Journal.release(recovered)
+
+
+def test_a_segment_that_outgrows_its_mapping_goes_on_with_writes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rows keep coming while the store is down (no flush, no rotation): past its mapping, a
+    segment is appended to with os.write, after empty lines filling the mapping's rest."""
+    monkeypatch.setattr(journal_module, "SEGMENT_BYTES", 400)
+    directory = tmp_path / "journal"
+    journal = Journal(directory, "no")
+    journal.open()
+    segment = journal._current
+    assert segment is not None
+    assert segment.view is not None
+    for n in range(30):
+        journal.settled(_row(n))
+    assert segment.view is None
+    assert segment.path.stat().st_size == segment.size > segment.capacity
+    _kill(journal)
+    recovered = Journal(directory, "no").recover()
+    assert recovered is not None
+    assert sorted(row.created_at for row in recovered.rows) == list(range(30))
+    assert recovered.skipped == 0
+    Journal.release(recovered)
+
+
+def test_a_record_torn_inside_the_mapping_is_skipped(tmp_path: Path) -> None:
+    """A process killed while copying a record leaves part of it before the zero bytes."""
+    directory = tmp_path / "journal"
+    directory.mkdir()
+    good = b"S" + journal_module.encode_row(_row(1)) + b"\n"
+    torn = (b"S" + journal_module.encode_row(_row(2)))[:30]
+    (directory / "5-0-abc.journal").write_bytes(good + torn + bytes(4096))
+    recovered = Journal(directory, "no").recover()
+    assert recovered is not None
+    assert [row.request_id for row in recovered.rows] == ["req-1"]
+    assert recovered.skipped == 1
+    Journal.release(recovered)
+
+
+async def test_a_kept_segment_is_cut_to_its_records(tmp_path: Path) -> None:
+    """Closed with rows the store lacks, a segment keeps its records, not its mapping's tail."""
+    directory = tmp_path / "journal"
+    journal = Journal(directory, "no")
+    journal.open()
+    journal.settled(_row(1))
+    segment = journal._current
+    assert segment is not None
+    await journal.close(keep=True)
+    data = segment.path.read_bytes()
+    assert len(data) == segment.size
+    assert data.endswith(b"S" + journal_module.encode_row(_row(1)) + b"\n")
+    recovered = Journal(directory, "no").recover()
+    assert recovered is not None
+    assert [row.request_id for row in recovered.rows] == ["req-1"]
+    Journal.release(recovered)

@@ -94,3 +94,35 @@ async def test_close_writes_rows_settled_while_it_writes(store: HeldStore) -> No
     assert store.batches == [1, 1]
     assert writer.pending == []
     assert len(await store.ledger_rows("key-1")) == 2
+
+
+async def test_a_full_batch_is_written_at_once_and_the_rest_waits_for_the_tick(
+    store: HeldStore,
+) -> None:
+    """A full buffer wakes the writer early; the rows past the last full batch are not written
+    as a transaction of their own (one per early wake-up doubled the transactions), but at the
+    next tick, or at close."""
+    writer = LedgerWriter(store, flush_seconds=60, batch_size=4)
+    store.release.set()
+    await writer.start()
+    for n in range(6):
+        writer.append(_row(n))
+    await store.entered.wait()
+    async with writer._lock:  # the early flush is over
+        assert store.batches == [4]
+        assert [row.request_id for row in writer.pending] == ["req-4", "req-5"]
+    await writer.close()
+    assert store.batches == [4, 2]
+    assert len(await store.ledger_rows("key-1")) == 6
+
+
+async def test_a_flush_of_whole_batches_leaves_the_rest_pending(store: HeldStore) -> None:
+    store.release.set()
+    writer = LedgerWriter(store, flush_seconds=60, batch_size=4)
+    for n in range(10):
+        writer.append(_row(n))
+    assert await writer.flush(whole_batches=True)
+    assert store.batches == [4, 4]
+    assert len(writer.pending) == 2
+    assert await writer.flush()
+    assert store.batches == [4, 4, 2]

@@ -2,8 +2,10 @@
 response ends, and remembers the requests in flight (Redis's AOF, PostgreSQL's WAL).
 
 Each process writes its own files in the ``journal_path`` directory, each held with an
-``flock`` for as long as the process lives. Records are lines, one ``os.write`` each (a write
-that fails part way is cut off, so a partial record never swallows the next one):
+``flock`` for as long as the process lives. Records are lines, copied into a shared mapping of
+the file (no system call a record; see :meth:`Journal._map`), or, where that is not possible,
+written with one ``os.write`` each (a write that fails part way is cut off, so a partial record
+never swallows the next one):
 
 - ``H`` + a header: the format version, the field names of the other records, and the store the
   rows belong to (:mod:`relaygate.accounting.journal_format`).
@@ -22,13 +24,14 @@ are all in the store, it is obsolete: the writer starts a new segment (carrying 
 the requests still in flight) past ``SEGMENT_BYTES`` and removes the old one when the store
 has caught up with it.
 
-Durability (``journal_fsync``): every record is written with ``os.write`` before the response
-ends, so a killed process loses nothing. What a power loss (or a kernel crash) can lose depends on
-the policy: ``always`` makes each settled row durable before its response ends (the response
-awaits a group commit: one fdatasync in a thread serves every row written while the previous
-one ran, so the event loop never waits for the disk; admission records are synced with them),
-``everysec`` (the default) fsyncs once a second in a thread (up to about a second of rows),
-``no`` leaves it to the operating system (typically up to 30 seconds).
+Durability (``journal_fsync``): every record is in the kernel's page cache (copied into the
+mapping, or written) before the response ends, so a killed process loses nothing. What a power
+loss (or a kernel crash) can lose depends on the policy: ``always`` makes each settled row
+durable before its response ends (the response awaits a group commit: one fdatasync in a thread
+serves every row written while the previous one ran, so the event loop never waits for the disk;
+admission records are synced with them), ``everysec`` (the default) fsyncs once a second in a
+thread (up to about a second of rows), ``no`` leaves it to the operating system (typically up to
+30 seconds).
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ import contextlib
 import fcntl
 import itertools
 import logging
+import mmap
 import os
 import threading
 import time
@@ -68,6 +72,10 @@ FsyncPolicy = Literal["always", "everysec", "no"]
 SEGMENT_BYTES = 1 << 20
 """A segment is rotated once it is this large (and removed once the store holds its rows)."""
 
+MAP_SEGMENTS = 2
+"""A segment's mapping holds this many ``SEGMENT_BYTES`` (records written between two flushes
+fit past the rotation size); a segment that outgrows it goes on with ``os.write``."""
+
 ROTATE_BACKOFF_MAX = 30.0
 """A failed rotation is retried after 1 s, then twice as long each time, up to this."""
 
@@ -88,6 +96,20 @@ class _Segment:
     mark: int = 0
     """Rows appended to the ledger when this segment was retired: it is obsolete once as many
     have been stored."""
+    view: mmap.mmap | None = None
+    """The file's preallocated first ``capacity`` bytes, mapped: records are copied in."""
+    capacity: int = 0
+
+    def unmap(self, fill: bool) -> None:
+        """Stop copying into the mapping; with ``fill``, end its unused part with empty lines
+        (skipped at replay) so that records written after it follow on."""
+        view, self.view = self.view, None
+        if view is None:
+            return
+        if fill and self.size < self.capacity:
+            view[self.size : self.capacity] = b"\n" * (self.capacity - self.size)
+            self.size = self.capacity
+        view.close()
 
 
 def _write_all(fd: int, data: bytes | bytearray | memoryview) -> None:
@@ -99,8 +121,16 @@ def _write_all(fd: int, data: bytes | bytearray | memoryview) -> None:
 class Journal:
     """This process's journal files in ``directory``."""
 
-    def __init__(self, directory: Path, fsync: FsyncPolicy = "everysec", store: str = "") -> None:
+    def __init__(
+        self,
+        directory: Path,
+        fsync: FsyncPolicy = "everysec",
+        store: str = "",
+        mapped: bool = True,
+    ) -> None:
         self.directory = directory
+        self.mapped = mapped
+        """Records are copied into a mapping of each segment (else one ``os.write`` each)."""
         self.fsync = fsync
         self._syncs = fsync != "no"
         """Written descriptors are remembered for a sync (not with ``no``)."""
@@ -256,13 +286,15 @@ class Journal:
             )
             self._sync_thread.start()
 
-    def _new_segment(self) -> _Segment:
+    def _new_segment(self, carried: bytes = b"") -> _Segment:
+        """A new segment: its header, then ``carried`` (the records of the requests in flight),
+        mapped unless ``mapped`` is off or the file system cannot."""
         name = f"{os.getpid()}-{next(self._seq)}-{os.urandom(3).hex()}"
         temporary = self.directory / (name + _NEW)
         fd = os.open(
             temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC, 0o600
         )
-        first = header(self.store)
+        first = header(self.store) + carried
         path = self.directory / (name + _SUFFIX)
         try:
             # Locked before it takes the name other processes replay: never an orphan.
@@ -277,7 +309,37 @@ class Journal:
         if self.fsync != "no":
             with self._lock:
                 self._directory_dirty = True  # synced with the next records
-        return _Segment(fd, path, size=len(first))
+        segment = _Segment(fd, path, size=len(first))
+        if self.mapped:
+            self._map(segment)
+        return segment
+
+    @staticmethod
+    def _map(segment: _Segment) -> None:
+        """Preallocate the segment's first ``MAP_SEGMENTS * SEGMENT_BYTES`` bytes and map them:
+        a record is then a copy into the page cache, with no system call, inode update or
+        file-system journal handle (two ``os.write`` a request cost the event loop more than
+        the rest of the journal). A killed process loses nothing, ``fdatasync`` syncs the
+        pages, and a full disk fails here (the segment is then written), never while copying.
+        Mapped through a descriptor of its own: the lock ends with the segment's."""
+        capacity = MAP_SEGMENTS * SEGMENT_BYTES
+        fallocate = getattr(os, "posix_fallocate", None)
+        if fallocate is None or segment.size >= capacity:
+            return
+        try:
+            fd = os.open(segment.path, os.O_RDWR | os.O_CLOEXEC)
+        except OSError:
+            return
+        try:
+            fallocate(fd, 0, capacity)
+            segment.view = mmap.mmap(fd, capacity)
+        except (OSError, ValueError):
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, segment.size)  # as it was: written with os.write from here
+            return
+        finally:
+            os.close(fd)
+        segment.capacity = capacity
 
     def _sync_directory(self) -> None:
         fd = os.open(self.directory, os.O_RDONLY)
@@ -291,7 +353,18 @@ class Journal:
         if segment is None or segment.torn:
             self._append_slow(segment, data)
             return
-        # The common case: one os.write of the whole record (no memoryview, no loop).
+        view = segment.view
+        if view is not None:
+            start = segment.size
+            end = start + len(data)
+            if end <= segment.capacity:
+                view[start:end] = data  # the common case: a copy into the page cache
+                segment.size = end
+                if self._syncs:
+                    self._dirty.add(segment.fd)
+                return
+            segment.unmap(fill=True)  # full: later records are appended after it
+        # One os.write of the whole record (no memoryview, no loop).
         try:
             written = os.write(segment.fd, data)
             if written != len(data):
@@ -401,26 +474,18 @@ class Journal:
                 self._dirty.discard(old.fd)
                 with contextlib.suppress(FileNotFoundError):
                     old.path.unlink()
+                old.unmap(fill=False)
                 os.close(old.fd)
 
     def _rotate(self) -> _Segment | None:
         """A new segment carrying the records of the requests in flight, or None (the current
         one is kept, and rotation is retried after a back-off)."""
-        fresh: _Segment | None = None
         try:
-            fresh = self._new_segment()
             carried = b"".join(self.inflight.values())
-            if carried:
-                _write_all(fresh.fd, carried)
-                fresh.size += len(carried)
-                if self.fsync != "no":
-                    self._dirty.add(fresh.fd)
+            fresh = self._new_segment(carried)
+            if carried and self.fsync != "no":
+                self._dirty.add(fresh.fd)
         except OSError as exc:
-            if fresh is not None:
-                self._dirty.discard(fresh.fd)
-                with contextlib.suppress(OSError):
-                    fresh.path.unlink()
-                os.close(fresh.fd)
             self.rotation_outage.failed(exc, "keeping the current segment")
             self._rotate_backoff = min(max(2 * self._rotate_backoff, 1.0), ROTATE_BACKOFF_MAX)
             self._rotate_after = time.monotonic() + self._rotate_backoff
@@ -539,7 +604,11 @@ class Journal:
                 with contextlib.suppress(OSError):
                     os.fdatasync(segment.fd)
         for segment in segments:
+            segment.unmap(fill=False)
             if not keep:
                 with contextlib.suppress(FileNotFoundError):
                     segment.path.unlink()
+            elif segment.capacity:
+                with contextlib.suppress(OSError):
+                    os.ftruncate(segment.fd, segment.size)  # the unused tail of its mapping
             os.close(segment.fd)

@@ -164,8 +164,9 @@ def read_records(
     cancelled: set[str],
 ) -> None:
     """Add a file's records to ``opened``/``settled``/``cancelled``; raises :class:`Foreign`
-    (having added nothing) if the file is not this store's."""
-    lines = data.split(b"\n")
+    (having added nothing) if the file is not this store's. The zero bytes that end a
+    segment's preallocated mapping are not a record."""
+    lines = data.rstrip(b"\0").split(b"\n")
     layout = _layout(lines[0], store) if len(lines) > 1 else _Layout()
     if lines[-1]:
         recovered.skipped += 1  # the last record has no end: torn

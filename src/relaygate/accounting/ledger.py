@@ -166,11 +166,16 @@ class LedgerWriter:
     async def _run(self) -> None:
         orphans_at = time.monotonic() + ORPHAN_SECONDS
         while not self._closing:
+            full = False
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.flush_seconds)
+                full = await asyncio.wait_for(self._wake.wait(), self.flush_seconds)
             self._wake.clear()
             was_failing = self.outage.failing
-            if not await self.flush() or self.journal is None:
+            # Woken early by a full batch: the rows past the last full batch wait for the next
+            # tick (a transaction costs ~16 round trips to the SQLite thread whatever its size;
+            # writing the few left over as one of their own doubled the transactions).
+            whole = full and not self._closing
+            if not await self.flush(whole_batches=whole) or self.journal is None:
                 continue
             if was_failing or time.monotonic() >= orphans_at:
                 orphans_at = time.monotonic() + ORPHAN_SECONDS
@@ -222,14 +227,17 @@ class LedgerWriter:
         except Exception:
             log.exception("after-write hook failed")
 
-    async def flush(self) -> bool:
+    async def flush(self, whole_batches: bool = False) -> bool:
         """Write the rows pending now, one batch at a time; False if the store failed.
 
         Rows appended while it writes wait for the next flush: under steady load, a flush that
         drained until empty never ended, and wrote a transaction of a few rows every few
-        milliseconds instead of one batch every ``flush_seconds``."""
+        milliseconds instead of one batch every ``flush_seconds``. With ``whole_batches``,
+        only full batches are written (the rest waits for the next flush)."""
         async with self._lock:
             left = len(self.pending)
+            if whole_batches:
+                left -= left % self.batch_size
             while left:
                 batch = self.pending[: min(self.batch_size, left)]
                 try:
