@@ -11,6 +11,7 @@ from relaygate.cli.db import db
 from relaygate.cli.keys import keys
 from relaygate.cli.serve import serve
 from relaygate.cli.usage import usage
+from relaygate.cli.users import users
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -27,5 +28,6 @@ main.add_command(keys)
 main.add_command(credits)
 main.add_command(usage)
 main.add_command(db)
+main.add_command(users)
 
 __all__ = ["main"]

@@ -1,0 +1,1 @@
+"""The JSON admin API (``/admin/v1``): thin routes over :mod:`relaygate.accounts`."""
