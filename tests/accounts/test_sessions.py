@@ -50,10 +50,10 @@ async def member(store: SqlStore) -> str:
 
 async def test_sign_in_opens_a_session_the_cookie_names(store: SqlStore) -> None:
     account = await member(store)
-    session, cookie = await sign_in(store, FAST, " Owner@Acme.TEST", PASSWORD, "192.0.2.7",
-                                    now=T0)
+    session, cookie = await sign_in(store, FAST, " Owner@Acme.TEST", PASSWORD, "192.0.2.7", now=T0)
     session_id, secret = cookie.split(".")
-    assert session_id == session.id and session_id.startswith("ses_")
+    assert session_id == session.id
+    assert session_id.startswith("ses_")
     assert len(secret) == 43  # 256 random bits, base64url
     assert (session.created_at, session.address) == (T0, "192.0.2.7")
     assert session.expires_at == T0 + FAST.session_lifetime_seconds
@@ -67,7 +67,8 @@ async def test_sign_in_opens_a_session_the_cookie_names(store: SqlStore) -> None
         address="198.51.100.9",
         session_id=session.id,
     )
-    assert principal.may_see(account) and not principal.may_see("acct_other")
+    assert principal.may_see(account)
+    assert not principal.may_see("acct_other")
 
 
 async def test_the_store_holds_only_the_hash_of_the_cookie_secret(
@@ -99,8 +100,15 @@ async def test_wrong_password_unknown_email_and_disabled_user_fail_alike(
     ]:
         with pytest.raises(AuthenticationFailed) as caught:
             await sign_in(store, FAST, email, password, "192.0.2.7")
-        failures.append((type(caught.value), caught.value.message, caught.value.status,
-                         caught.value.param, caught.value.headers()))
+        failures.append(
+            (
+                type(caught.value),
+                caught.value.message,
+                caught.value.status,
+                caught.value.param,
+                caught.value.headers(),
+            )
+        )
     assert failures == [(AuthenticationFailed, SIGN_IN_FAILED, 401, None, [])] * 4
 
 
@@ -133,8 +141,9 @@ async def test_the_right_id_with_a_wrong_secret_is_refused(store: SqlStore) -> N
 
 async def test_a_session_ends_at_its_absolute_lifetime(store: SqlStore) -> None:
     await member(store)
-    settings = msgspec.structs.replace(FAST, session_lifetime_seconds=3600,
-                                       session_idle_seconds=1800)
+    settings = msgspec.structs.replace(
+        FAST, session_lifetime_seconds=3600, session_idle_seconds=1800
+    )
     _, cookie = await sign_in(store, settings, EMAIL, PASSWORD, None, now=T0)
     # used every 20 minutes, it never idles out, but it still ends after an hour
     for minute in (20, 40, 59):
@@ -194,7 +203,8 @@ async def test_csrf_token_is_required_for_session_writes(store: SqlStore) -> Non
     assert principal is not None
     token = csrf_token(cookie)
     assert token == csrf_token(cookie)  # derived: the same on every request
-    assert len(token) == 43 and token not in cookie
+    assert len(token) == 43
+    assert token not in cookie
     check_csrf(cookie, principal, token)
     for wrong_cookie, wrong_token in [
         (cookie, None),
@@ -228,8 +238,14 @@ async def test_passwords_and_secrets_never_reach_the_log(
     assert principal is not None
     await sign_out(store, cookie)
     text = caplog.text + str(caught.value)
-    assert "signed in" in caplog.text and "sign-in failed" in caplog.text
-    for secret in (PASSWORD, "a wrong password, also secret", cookie, cookie.split(".")[1],
-                   csrf_token(cookie)):
+    assert "signed in" in caplog.text
+    assert "sign-in failed" in caplog.text
+    for secret in (
+        PASSWORD,
+        "a wrong password, also secret",
+        cookie,
+        cookie.split(".")[1],
+        csrf_token(cookie),
+    ):
         assert secret not in text
     assert session.id in caplog.text  # the public id may be logged, and is

@@ -38,11 +38,11 @@ __all__ = ["backend", "store"]
 async def test_admin_and_member_are_created_with_their_account(store: SqlStore) -> None:
     account = await make_account(store)
     admin = await create_user(store, "Ops@Example.COM ", PASSWORD, "admin", None, settings=FAST)
-    member = await create_user(store, "owner@acme.test", PASSWORD, "member", account,
-                               settings=FAST, now=1_800_000_000)
+    member = await create_user(
+        store, "owner@acme.test", PASSWORD, "member", account, settings=FAST, now=1_800_000_000
+    )
     assert (admin.email, admin.role, admin.account_id) == ("ops@example.com", "admin", None)
-    assert (member.role, member.account_id, member.created_at) == ("member", account,
-                                                                    1_800_000_000)
+    assert (member.role, member.account_id, member.created_at) == ("member", account, 1_800_000_000)
     assert await get_user(store, member.id) == member
     assert "password_hash" not in user_view(member)
 
@@ -122,8 +122,9 @@ async def test_the_minimum_length_is_a_setting(store: SqlStore) -> None:
     strict = msgspec.structs.replace(FAST, password_min_length=20)
     with pytest.raises(InvalidRequest, match="at least 20"):
         await create_user(store, "a@example.com", PASSWORD[:19], "admin", None, settings=strict)
-    user = await create_user(store, "a@example.com", "x" * MAX_PASSWORD_BYTES, "admin", None,
-                             settings=strict)
+    user = await create_user(
+        store, "a@example.com", "x" * MAX_PASSWORD_BYTES, "admin", None, settings=strict
+    )
     assert user.id
 
 
@@ -151,8 +152,7 @@ def argon2_calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
         calls.append("hash")
         return real_hash(self, password, **kwargs)  # type: ignore[arg-type]
 
-    def counting_verify(self: PasswordHasher, stored: str | bytes,
-                        password: str | bytes) -> bool:
+    def counting_verify(self: PasswordHasher, stored: str | bytes, password: str | bytes) -> bool:
         calls.append("verify")
         return real_verify(self, stored, password)
 
@@ -168,8 +168,9 @@ async def test_oversized_input_is_refused_before_any_hashing(
     with pytest.raises(InvalidRequest):
         await create_user(store, "a@example.com", huge, "admin", None, settings=FAST)
     with pytest.raises(InvalidRequest):
-        await create_user(store, "a" * 1_000_000 + "@example.com", PASSWORD, "admin", None,
-                          settings=FAST)
+        await create_user(
+            store, "a" * 1_000_000 + "@example.com", PASSWORD, "admin", None, settings=FAST
+        )
     with pytest.raises(InvalidRequest):
         await sign_in(store, FAST, "a@example.com", huge, "192.0.2.1")
     with pytest.raises(InvalidRequest):
@@ -232,8 +233,9 @@ async def test_a_changed_hash_cost_rehashes_at_the_next_sign_in(store: SqlStore)
 async def test_list_users_pages_and_filters_by_account(store: SqlStore) -> None:
     acme, globex = await make_account(store), await make_account(store, "Globex")
     made = [
-        await create_user(store, f"u{i}@example.com", PASSWORD, "member",
-                          acme if i % 2 else globex, settings=FAST)
+        await create_user(
+            store, f"u{i}@example.com", PASSWORD, "member", acme if i % 2 else globex, settings=FAST
+        )
         for i in range(5)
     ]
     first = await list_users(store, limit=2)
