@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import msgspec
@@ -9,7 +10,13 @@ import pytest
 from argon2 import PasswordHasher
 from sqlalchemy import select
 
-from relaygate.accounts.passwords import MAX_PASSWORD_BYTES, check_password
+from relaygate.accounts.passwords import (
+    MAX_CONCURRENT_HASHES,
+    MAX_PASSWORD_BYTES,
+    MAX_WAITING_HASHES,
+    check_password,
+    hash_password,
+)
 from relaygate.accounts.sessions import sign_in, verify_session
 from relaygate.accounts.users import (
     create_user,
@@ -20,7 +27,7 @@ from relaygate.accounts.users import (
     set_password,
     user_view,
 )
-from relaygate.errors import AuthenticationFailed, InvalidRequest, NotFound
+from relaygate.errors import AuthenticationFailed, InvalidRequest, NotFound, ServerBusy
 from relaygate.store.schema import users
 from relaygate.store.sql import SqlStore
 from tests.accounts.identity_support import (
@@ -244,3 +251,18 @@ async def test_list_users_pages_and_filters_by_account(store: SqlStore) -> None:
     assert {u.id for u in await list_users(store, account_id=acme)} == {
         u.id for u in made if u.account_id == acme
     }
+
+
+async def test_a_flood_of_hashes_queues_boundedly_then_gets_503() -> None:
+    """All at once: as many hash as there are slots, a bounded number wait, the rest get 503
+    at once (a sign-in flood from many addresses must not queue without end)."""
+    results = await asyncio.gather(
+        *(hash_password(PASSWORD, FAST) for _ in range(200)), return_exceptions=True
+    )
+    refused = [r for r in results if isinstance(r, ServerBusy)]
+    hashed = [r for r in results if isinstance(r, str)]
+    assert len(hashed) == MAX_CONCURRENT_HASHES + MAX_WAITING_HASHES
+    assert len(refused) == 200 - len(hashed)
+    assert refused[0].headers() == [(b"retry-after", b"1")]
+    # and the slots are free again
+    assert (await hash_password(PASSWORD, FAST)).startswith("$argon2id$")

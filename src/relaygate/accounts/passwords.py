@@ -2,21 +2,24 @@
 
 A hash costs ``password_hash_memory_kib`` of memory and tens of milliseconds of CPU, so hashes
 run in worker threads (the C code releases the GIL), at most :data:`MAX_CONCURRENT_HASHES` at a
-time per process: sign-ins queue rather than exhaust memory. Oversized input is refused before
+time per process: sign-ins queue rather than exhaust memory, and past
+:data:`MAX_WAITING_HASHES` waiting they get 503. Oversized input is refused before
 any hashing (see :func:`check_password`), and a password never reaches a log or an error.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import weakref
+from collections.abc import AsyncIterator
 from functools import lru_cache
 
 from argon2 import PasswordHasher, Type
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
-from relaygate.errors import InvalidRequest
+from relaygate.errors import InvalidRequest, ServerBusy
 from relaygate.settings import Settings
 
 MAX_PASSWORD_BYTES = 1024
@@ -25,9 +28,34 @@ types more (a passphrase of 100 words is about 600 bytes)."""
 MAX_CONCURRENT_HASHES = min(4, os.cpu_count() or 1)
 """argon2 hashes running at once per process (each holds ``password_hash_memory_kib``)."""
 
-_slots: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
-    weakref.WeakKeyDictionary()
-)
+MAX_WAITING_HASHES = 64
+"""Hashes waiting for a slot per process; one more is refused with 503 and ``Retry-After``
+(a flood of sign-ins from many addresses must not queue without end)."""
+
+
+class _Slots:
+    """The hashing slots of one event loop, and how many wait for one."""
+
+    def __init__(self) -> None:
+        self.semaphore = asyncio.Semaphore(MAX_CONCURRENT_HASHES)
+        self.waiting = 0
+
+    @contextlib.asynccontextmanager
+    async def hold(self) -> AsyncIterator[None]:
+        if self.semaphore.locked() and self.waiting >= MAX_WAITING_HASHES:
+            raise ServerBusy("Too many sign-ins at once; try again shortly", retry_after=1)
+        self.waiting += 1
+        try:
+            await self.semaphore.acquire()
+        finally:
+            self.waiting -= 1
+        try:
+            yield
+        finally:
+            self.semaphore.release()
+
+
+_slots: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Slots] = weakref.WeakKeyDictionary()
 
 
 @lru_cache(maxsize=8)
@@ -77,12 +105,12 @@ def check_password(password: str, settings: Settings) -> None:
         raise InvalidRequest("password: must not contain control characters", param="password")
 
 
-def _slot() -> asyncio.Semaphore:
+def _slot() -> contextlib.AbstractAsyncContextManager[None]:
     loop = asyncio.get_running_loop()
-    slot = _slots.get(loop)
-    if slot is None:
-        slot = _slots[loop] = asyncio.Semaphore(MAX_CONCURRENT_HASHES)
-    return slot
+    slots = _slots.get(loop)
+    if slots is None:
+        slots = _slots[loop] = _Slots()
+    return slots.hold()
 
 
 async def hash_password(password: str, settings: Settings) -> str:
