@@ -189,6 +189,38 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     """The credential of the operator endpoints, ``GET /health/details`` and ``GET /metrics``
     (``Authorization: Bearer <operator_token>``; at least 16 characters). Unset, both answer
     403. API keys are never accepted there. A secret: never logged or echoed."""
+    # --- people and sign-in (console users, sessions, the client's address) ----------------
+    session_lifetime_seconds: PositiveInt = 12 * 3600
+    """The longest a console session lasts from sign-in, however active (absolute expiry)."""
+    session_idle_seconds: PositiveInt = 30 * 60
+    """A console session unused for this long ends (idle expiry; each use moves it forward)."""
+    sign_in_window_seconds: PositiveInt = 15 * 60
+    """The window sign-in failures are counted over, per address and per email."""
+    sign_in_failures_per_email: PositiveInt = 5
+    """Failed sign-ins for one email within the window; more attempts get 429 (with
+    ``Retry-After``) until the window ends, whether the email exists or not."""
+    sign_in_failures_per_address: PositiveInt = 20
+    """Failed sign-ins from one client address (an IPv6 address counts by its /64) within the
+    window; more attempts get 429 until the window ends."""
+    password_min_length: Annotated[int, msgspec.Meta(ge=8, le=256)] = 12
+    """The fewest characters a console password may have (at most 1024 bytes in UTF-8)."""
+    password_hash_time_cost: Annotated[int, msgspec.Meta(ge=1, le=20)] = 3
+    """argon2id passes over memory (RFC 9106's second recommendation: 3). A stored hash made
+    with other parameters is re-hashed at its user's next sign-in."""
+    password_hash_memory_kib: Annotated[int, msgspec.Meta(ge=8192, le=4 * 1024 * 1024)] = 65536
+    """argon2id memory per hash, in KiB (64 MiB). At most a few hashes run at once per process
+    (one per CPU, up to 4), which bounds what sign-ins can take."""
+    password_hash_parallelism: Annotated[int, msgspec.Meta(ge=1, le=16)] = 4
+    """argon2id lanes per hash."""
+    trusted_proxy_headers: list[str] = msgspec.field(default_factory=list)
+    """Proxy headers that name the client's address and scheme, honoured only on connections
+    from ``trusted_proxies``: any of ``x-forwarded-for``, ``x-forwarded-proto`` and
+    ``forwarded`` (RFC 7239). Empty (the default): none is trusted, the connection's own peer
+    and scheme count."""
+    trusted_proxies: list[str] = msgspec.field(default_factory=lambda: ["127.0.0.1/32", "::1/128"])
+    """Addresses or CIDR networks of the reverse proxies in front of relaygate: their
+    ``trusted_proxy_headers`` are honoured, and the client is the right-most address in them
+    that is not one of these."""
     key_refresh_seconds: PositiveFloat = 0.5
     """How often the in-memory key cache picks up new, revoked and re-credited keys."""
     stream_keepalive_seconds: PositiveFloat = 10.0
@@ -346,6 +378,7 @@ def _validate(settings: Settings, source: str) -> None:
             " without surrounding spaces"
         )
     _check_alerts(settings, source)
+    _check_sign_in(settings, source)
     for name, model in settings.models.items():
         for i, fallback in enumerate(model.fallbacks):
             if fallback not in settings.models or fallback == name:
@@ -376,6 +409,28 @@ def _check_alerts(settings: Settings, source: str) -> None:
             f"{source}: alert_webhook_secret: alerts are signed, so alert_webhook_url needs a"
             f" secret of at least {_MIN_OPERATOR_TOKEN} characters, without surrounding spaces"
         )
+
+
+TRUSTABLE_PROXY_HEADERS = ("x-forwarded-for", "x-forwarded-proto", "forwarded")
+"""The proxy headers ``trusted_proxy_headers`` may name."""
+
+
+def _check_sign_in(settings: Settings, source: str) -> None:
+    import ipaddress
+
+    for i, name in enumerate(settings.trusted_proxy_headers):
+        if name.lower() not in TRUSTABLE_PROXY_HEADERS:
+            raise ConfigError(
+                f"{source}: trusted_proxy_headers[{i}]: {name!r} is not one of"
+                f" {', '.join(TRUSTABLE_PROXY_HEADERS)}"
+            )
+    for i, entry in enumerate(settings.trusted_proxies):
+        try:
+            ipaddress.ip_network(entry, strict=False)
+        except ValueError:
+            raise ConfigError(
+                f"{source}: trusted_proxies[{i}]: {entry!r} is not an address or CIDR network"
+            ) from None
 
 
 def _check_price_fields(name: str, model: ModelSettings, source: str) -> None:

@@ -14,6 +14,7 @@ from relaygate.cli.db import db
 from relaygate.cli.keys import keys
 from relaygate.cli.serve import serve
 from relaygate.cli.usage import usage
+from relaygate.cli.users import users
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -33,5 +34,6 @@ main.add_command(db)
 main.add_command(accounts)
 main.add_command(codes)
 main.add_command(admin_token)
+main.add_command(users)
 
 __all__ = ["main"]

@@ -139,11 +139,20 @@ def m008_alert_deliveries(conn: Connection) -> None:
     )
 
 
+def m006_identity(conn: Connection) -> None:
+    """People and sign-in: console users, their server-side sessions, the sign-in throttle."""
+    from relaygate.store.schema import sessions, sign_in_throttle, users  # this block's tables
+
+    for table in (users, sessions, sign_in_throttle):
+        table.create(conn)
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
     (1, "m001_initial", m001_initial),
     (2, "m002_key_revision_counter", m002_key_revision_counter),
     (3, "m003_accounts", m003_accounts),
     (5, "m005_admin", m005_admin),
+    (6, "m006_identity", m006_identity),
     (8, "m008_alert_deliveries", m008_alert_deliveries),
 ]
 

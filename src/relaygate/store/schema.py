@@ -217,3 +217,56 @@ alert_deliveries = Table(
 """One low-balance alert and its delivery: written in the transaction that claims the crossing
 (so a crash before it is sent loses nothing), sent at least once by whichever replica claims
 it when it is due."""
+# --- people and sign-in (migration 6) ----------------------------------------------------------
+
+users = Table(
+    "users",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    # Normalised (trimmed, NFC, lower case): unique as the people who sign in see it.
+    Column("email", String(254), nullable=False, unique=True),
+    # An argon2id hash in PHC form (``$argon2id$v=19$m=...``); never the password.
+    Column("password_hash", String(255), nullable=False),
+    # ``admin`` (the operator, every account) or ``member`` (one account's owner).
+    Column("role", String(16), nullable=False),
+    # A member's account; ``None`` for an admin.
+    Column("account_id", String(40), nullable=True, index=True),
+    Column("created_at", BigInteger, nullable=False),
+    Column("password_changed_at", BigInteger, nullable=False),
+    # Set when the user is disabled: no sign-in, and their sessions are gone.
+    Column("disabled_at", BigInteger, nullable=True),
+    Column("last_sign_in_at", BigInteger, nullable=True),
+)
+"""A person who signs in to the console (scripts use admin tokens instead)."""
+
+sessions = Table(
+    "sessions",
+    metadata,
+    # The public half of the cookie (``ses_...``): audit rows and listings name it.
+    Column("id", String(40), primary_key=True),
+    # SHA-256 of the cookie's secret half, compared in constant time; never the secret.
+    Column("secret_hash", String(64), nullable=False),
+    Column("user_id", String(40), nullable=False, index=True),
+    Column("created_at", BigInteger, nullable=False),
+    # The absolute end (``created_at`` + the lifetime then configured).
+    Column("expires_at", BigInteger, nullable=False, index=True),
+    # The idle end: moved forward (by ``idle_seconds``) as the session is used.
+    Column("idle_expires_at", BigInteger, nullable=False),
+    Column("idle_seconds", Integer, nullable=False),
+    Column("last_seen_at", BigInteger, nullable=False),
+    # The client address it was created from (after the trusted proxy headers).
+    Column("address", String(64), nullable=True),
+)
+"""A console session: server-side, so that signing out or disabling a user ends it at once."""
+
+sign_in_throttle = Table(
+    "sign_in_throttle",
+    metadata,
+    # ``address:<sha256>`` or ``email:<sha256>``: who is throttled, hashed (an attempt's email
+    # may be a typo or a password typed in the wrong field).
+    Column("subject", String(80), primary_key=True),
+    Column("window_start", BigInteger, nullable=False, index=True),
+    Column("failures", Integer, nullable=False),
+)
+"""Sign-in attempts per address and per email in the current window, shared by every process
+and replica (one atomic upsert per attempt)."""
