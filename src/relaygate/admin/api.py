@@ -9,6 +9,7 @@ import msgspec
 
 from relaygate.admin import handlers as h
 from relaygate.admin import schemas as s
+from relaygate.admin import signin
 from relaygate.admin.openapi import document
 from relaygate.admin.routes import Call, Reply, Route, Router
 
@@ -59,6 +60,11 @@ ROUTES: list[Route] = [
           query=(*_REPORT, "group_by")),
     Route("GET", "/requests", h.request_log, "The request log, each row's cost broken down",
           s.ReportList, query=(*_REPORT, "status", *_PAGE)),
+    Route("POST", "/session", signin.sign_in, "Sign in (sets the session cookie; the answer"
+          " carries the CSRF token)", signin.Session, signin.SignIn, status=201, public=True),
+    Route("GET", "/session", signin.current, "The signed-in user and the CSRF token",
+          signin.Session),
+    Route("DELETE", "/session", signin.sign_out, "Sign out", signin.SignedOut),
     Route("GET", "/openapi.json", openapi, "This document", OpenApiDocument, public=True),
 ]  # fmt: skip
 

@@ -131,8 +131,8 @@ class Router:
         if route.public:  # the OpenAPI document: nobody in particular, allowed nothing else
             principal = Principal(via="cli", id="anonymous", role="member")
         else:
-            principal = await auth.authenticate(gw.store, scope)
-            await auth.check_write(gw.store, scope, principal)
+            principal = await auth.authenticate(gw.store, gw.settings, scope)
+            auth.check_write(gw.settings, scope, principal)
         call = Call(gw, scope, principal, params, _query(scope))
         if route.body is not None:
             call.body = decode(await read_body(scope, receive, MAX_BODY), route.body)

@@ -14,6 +14,7 @@ from typing import TypeVar
 
 import click
 
+from relaygate.accounts import audit
 from relaygate.accounts.passwords import MAX_PASSWORD_BYTES
 from relaygate.accounts.users import (
     ROLES,
@@ -23,6 +24,7 @@ from relaygate.accounts.users import (
     set_password,
     user_view,
 )
+from relaygate.cli.accounts import cli_principal
 from relaygate.cli.common import config_option, fail, settings_or_exit, with_store
 from relaygate.errors import ApiError
 from relaygate.settings import Settings
@@ -80,7 +82,17 @@ def create(
     password = read_password()
 
     async def work(store: SqlStore) -> UserRecord:
-        return await create_user(store, email, password, role, account_id, settings=settings)
+        user = await create_user(store, email, password, role, account_id, settings=settings)
+        await audit.record(
+            store,
+            cli_principal(),
+            "user.create",
+            "user",
+            user.id,
+            {"email": user.email, "role": user.role},
+            account_id=account_id,
+        )
+        return user
 
     user = _run(settings, work)
     if as_json:
@@ -125,7 +137,11 @@ def disable(config: str | None, user_id: str, as_json: bool) -> None:
     settings = settings_or_exit(config)
 
     async def work(store: SqlStore) -> UserRecord:
-        return await disable_user(store, user_id)
+        user = await disable_user(store, user_id)
+        await audit.record(
+            store, cli_principal(), "user.disable", "user", user.id, {}, account_id=user.account_id
+        )
+        return user
 
     user = _run(settings, work)
     click.echo(json.dumps(user_view(user)) if as_json else f"Disabled {user.id}")
@@ -141,6 +157,7 @@ def set_password_(config: str | None, user_id: str) -> None:
 
     async def work(store: SqlStore) -> None:
         await set_password(store, user_id, password, settings=settings)
+        await audit.record(store, cli_principal(), "user.set_password", "user", user_id, {})
 
     _run(settings, work)
     click.echo(f"Changed the password of {user_id}; their sessions have ended")
