@@ -20,7 +20,7 @@ import pytest_asyncio
 from sqlalchemy import event, exc, select
 
 from relaygate.store import KeyRecord, LedgerRow, SqlStore, UsageSummary
-from relaygate.store.migrations import MIGRATIONS
+from relaygate.store.migrations import MIGRATIONS, account_id_for_key
 from relaygate.store.schema import schema_migrations
 from tests.conftest import REQUIRE_SERVICES
 
@@ -203,7 +203,8 @@ async def test_create_get_and_list_round_trip_every_field(
     record = make_key(**fields)
     created = await store.create_key(record)
     assert created.revision > 0
-    expected = replace(record, revision=created.revision)
+    # a key created without an account gets one of its own, holding its credits
+    expected = replace(record, revision=created.revision, account_id=account_id_for_key(record.id))
     assert created == expected
     assert await store.get_key(record.id) == expected
     assert await store.list_keys() == [expected]

@@ -14,6 +14,7 @@ import logging
 import os
 import random
 import sqlite3
+import time
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import asdict, replace
@@ -21,13 +22,14 @@ from itertools import chain
 from operator import attrgetter
 from typing import Any, cast
 
-from sqlalchemy import Row, event, func, select, update
+from sqlalchemy import BigInteger, Row, bindparam, case, event, func, select, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from relaygate.store import migrations
-from relaygate.store.records import KeyRecord, LedgerRow, UsageSummary
-from relaygate.store.schema import api_keys, key_revisions, ledger
+from relaygate.store.periods import period_starts
+from relaygate.store.records import AccountRecord, KeyRecord, LedgerRow, UsageSummary
+from relaygate.store.schema import accounts, api_keys, key_revisions, ledger
 
 log = logging.getLogger("relaygate.store")
 
@@ -111,6 +113,25 @@ def _key_from_row(row: Row[Any]) -> KeyRecord:
     )
 
 
+def _account_from_row(row: Row[Any]) -> AccountRecord:
+    m = row._mapping
+    return AccountRecord(
+        id=m["id"],
+        name=m["name"],
+        created_at=m["created_at"],
+        status=m["status"],
+        granted_micros=m["granted_micros"],
+        used_micros=m["used_micros"],
+        unlimited=bool(m["unlimited"]),
+        rpm=m["rpm"],
+        tpm=m["tpm"],
+        max_concurrency=m["max_concurrency"],
+        low_balance_micros=m["low_balance_micros"],
+        low_balance_alerted=bool(m["low_balance_alerted"]),
+        revision=m["revision"],
+    )
+
+
 _LEDGER_FIELDS = tuple(column.name for column in ledger.columns)
 
 
@@ -136,15 +157,92 @@ def _insert_new_sql(dialect: str, rows: int) -> str:
     columns = ", ".join(_LEDGER_FIELDS)  # the schema's names and placeholders, no input
     return (
         f"INSERT INTO {ledger.name} ({columns}) VALUES {values}"  # noqa: S608
-        " ON CONFLICT (request_id) DO NOTHING RETURNING request_id, key_id, cost_micros"
+        " ON CONFLICT (request_id) DO NOTHING"
+        " RETURNING request_id, key_id, cost_micros, account_id, created_at"
+    )
+
+
+class _Spend:
+    """What a ledger batch adds: to each key (lifetime, and its current spend-cap period), and
+    to each account."""
+
+    def __init__(self, now: float) -> None:
+        self.starts = period_starts(now)
+        self.keys: dict[str, dict[str, int]] = {}
+        self.accounts: dict[str, int] = defaultdict(int)
+        self.unknown_account: dict[str, int] = defaultdict(int)
+        """Costs of rows that name no account (journalled admissions): charged to the key's."""
+
+    def add(self, key_id: str, account_id: str | None, cost: int, created_ms: int) -> None:
+        sums = self.keys.get(key_id)
+        if sums is None:
+            sums = self.keys[key_id] = dict.fromkeys(("total", "day", "week", "month"), 0)
+        sums["total"] += cost
+        for period in ("day", "week", "month"):
+            if created_ms >= self.starts[period] * 1000:  # a row of an earlier period: not here
+                sums[period] += cost
+        if account_id:
+            self.accounts[account_id] += cost
+        else:
+            self.unknown_account[key_id] += cost
+
+    async def apply(self, conn: AsyncConnection) -> None:
+        keys = [
+            {"k": key_id, **{f"m_{p}": m for p, m in sums.items()}}
+            for key_id, sums in self.keys.items()
+            if any(sums.values())
+        ]
+        if keys:
+            await conn.execute(_charge_keys(self.starts), keys)
+        if self.accounts:
+            a = accounts.c
+            await conn.execute(
+                update(accounts)
+                .where(a.id == bindparam("a"))
+                .values(used_micros=a.used_micros + _micros("m")),
+                [{"a": account_id, "m": m} for account_id, m in self.accounts.items()],
+            )
+        if self.unknown_account:
+            owner = select(api_keys.c.account_id).where(api_keys.c.id == bindparam("k"))
+            await conn.execute(
+                update(accounts)
+                .where(accounts.c.id == owner.scalar_subquery())
+                .values(used_micros=accounts.c.used_micros + _micros("m")),
+                [{"k": key_id, "m": m} for key_id, m in self.unknown_account.items()],
+            )
+
+
+def _micros(name: str) -> Any:
+    return bindparam(name, type_=BigInteger)
+
+
+def _charge_keys(starts: dict[str, int]) -> Any:
+    """Add to a key's lifetime use and to its spend-cap period's, starting the period afresh
+    when the key's ``period_start`` is an earlier one (the cap resets on the period)."""
+    k = api_keys.c
+    period_used: Any = k.period_used_micros + _micros("m_total")
+    period_start: Any = k.period_start
+    for period in ("day", "week", "month"):
+        start, spent = starts[period], _micros(f"m_{period}")
+        in_period = case((k.period_start == start, k.period_used_micros + spent), else_=spent)
+        period_used = case((k.spend_limit_period == period, in_period), else_=period_used)
+        period_start = case((k.spend_limit_period == period, start), else_=period_start)
+    return (
+        update(api_keys)
+        .where(k.id == bindparam("k"))
+        .values(
+            used_micros=k.used_micros + _micros("m_total"),
+            period_used_micros=period_used,
+            period_start=period_start,
+        )
     )
 
 
 async def _replace_interrupted(
-    conn: AsyncConnection, rows: list[LedgerRow], new_ids: set[str], spent: dict[str, int]
+    conn: AsyncConnection, rows: list[LedgerRow], new_ids: set[str], spend: _Spend
 ) -> dict[str, int]:
     """Replace the ``interrupted`` rows the store holds by the real rows among ``rows`` that
-    conflicted with them; add the cost differences to ``spent``. Returns them by request id.
+    conflicted with them; add the cost differences to ``spend``. Returns them by request id.
 
     Conflicts are rare (a retried batch, a replay), so the common batch costs no query here."""
     conflicting = {
@@ -169,7 +267,7 @@ async def _replace_interrupted(
             .values(asdict(row))
         )
         difference = row.cost_micros - old_cost
-        spent[key_id] += difference
+        spend.add(key_id, row.account_id, difference, row.created_at)
         replaced[request_id] = difference
     return replaced
 
@@ -248,14 +346,85 @@ class SqlStore:
 
     # --- keys --------------------------------------------------------------------------------
 
-    async def create_key(self, record: KeyRecord) -> KeyRecord:
+    async def create_key(
+        self, record: KeyRecord, account: AccountRecord | None = None
+    ) -> KeyRecord:
+        """Store a key. A key that names no account gets one of its own, created with it:
+        ``account`` if given, else one named like the key holding the key's credits
+        (``granted_micros``, ``used_micros``, ``unlimited``), with the id migration 3 gives."""
         values = asdict(record)
         values["models"] = json.dumps(list(record.models)) if record.models is not None else None
+        if not record.account_id and account is None:
+            account = AccountRecord(
+                id=migrations.account_id_for_key(record.id),
+                name=record.name,
+                created_at=record.created_at,
+                granted_micros=record.granted_micros,
+                used_micros=record.used_micros,
+                unlimited=record.unlimited,
+            )
         async with self.engine.begin() as conn:
-            values["revision"] = await _next_revision(conn)
+            values["revision"] = revision = await _next_revision(conn)
+            if account is not None:
+                await conn.execute(
+                    accounts.insert().values(**{**asdict(account), "revision": revision})
+                )
+                values["account_id"] = account.id
             await conn.execute(api_keys.insert().values(**values))
             row = (await conn.execute(select(api_keys).where(api_keys.c.id == record.id))).one()
         return _key_from_row(row)
+
+    async def get_account(self, account_id: str) -> AccountRecord | None:
+        async with self.engine.begin() as conn:
+            query = select(accounts).where(accounts.c.id == account_id)
+            row = (await conn.execute(query)).first()
+        return _account_from_row(row) if row else None
+
+    async def accounts_since(self, revision: int) -> list[AccountRecord]:
+        """Accounts created or changed after ``revision`` (for the in-memory cache)."""
+        async with self.engine.begin() as conn:
+            rows = await conn.execute(
+                select(accounts).where(accounts.c.revision > revision).order_by(accounts.c.revision)
+            )
+            return [_account_from_row(row) for row in rows]
+
+    async def changes_since(
+        self, revision: int
+    ) -> tuple[int, list[KeyRecord], list[AccountRecord]]:
+        """The revision counter now, and the keys and accounts changed after ``revision`` up to
+        it. Bounded by the counter read first, so a change committed between the two reads is
+        not skipped for good: it is read next time (revisions follow commit order)."""
+        async with self.engine.begin() as conn:
+            now = int((await conn.execute(select(key_revisions.c.value))).scalar_one())
+            if now <= revision:
+                return revision, [], []
+            k, a = api_keys.c, accounts.c
+            keys = await conn.execute(
+                select(api_keys)
+                .where(k.revision > revision, k.revision <= now)
+                .order_by(k.revision)
+            )
+            changed_keys = [_key_from_row(row) for row in keys]
+            found = await conn.execute(
+                select(accounts)
+                .where(a.revision > revision, a.revision <= now)
+                .order_by(a.revision)
+            )
+            return now, changed_keys, [_account_from_row(row) for row in found]
+
+    async def update_account(self, account_id: str, **values: Any) -> AccountRecord | None:
+        """Change an account's columns (``status``, limits, ...) with a new revision, so that
+        every gateway's cache picks it up."""
+        async with self.engine.begin() as conn:
+            revision = await _next_revision(conn)
+            changed = await conn.execute(
+                update(accounts)
+                .where(accounts.c.id == account_id)
+                .values(revision=revision, **values)
+                .returning(*accounts.c)
+            )
+            row = changed.first()
+        return _account_from_row(row) if row else None
 
     async def get_key(self, key_id: str) -> KeyRecord | None:
         async with self.engine.begin() as conn:
@@ -275,28 +444,56 @@ class SqlStore:
             )
             return [_key_from_row(row) for row in rows]
 
-    async def _update_key(self, key_id: str, **values: Any) -> KeyRecord | None:
+    async def update_key(self, key_id: str, **values: Any) -> KeyRecord | None:
+        """Change a key's columns (its spend cap, limits, ...) with a new revision."""
         async with self.engine.begin() as conn:
-            exists = await conn.execute(select(api_keys.c.id).where(api_keys.c.id == key_id))
-            if exists.first() is None:
-                return None
             revision = await _next_revision(conn)
-            await conn.execute(
-                update(api_keys).where(api_keys.c.id == key_id).values(revision=revision, **values)
+            changed = await conn.execute(
+                update(api_keys)
+                .where(api_keys.c.id == key_id)
+                .values(revision=revision, **values)
+                .returning(*api_keys.c)
             )
-            row = (await conn.execute(select(api_keys).where(api_keys.c.id == key_id))).one()
-        return _key_from_row(row)
+            row = changed.first()
+        return _key_from_row(row) if row else None
+
+    _update_key = update_key
 
     async def revoke_key(self, key_id: str, now: int) -> KeyRecord | None:
         return await self._update_key(key_id, revoked_at=func.coalesce(api_keys.c.revoked_at, now))
 
     async def add_credits(self, key_id: str, micros: int) -> KeyRecord | None:
-        return await self._update_key(key_id, granted_micros=api_keys.c.granted_micros + micros)
+        """Add credits to the account of ``key_id`` (the key's ``granted_micros`` keeps the
+        sum granted through it); both get a new revision."""
+        async with self.engine.begin() as conn:
+            revision = await _next_revision(conn)
+            changed = await conn.execute(
+                update(api_keys)
+                .where(api_keys.c.id == key_id)
+                .values(revision=revision, granted_micros=api_keys.c.granted_micros + micros)
+                .returning(*api_keys.c)
+            )
+            row = changed.first()
+            if row is None:
+                return None
+            key = _key_from_row(row)
+            await conn.execute(
+                update(accounts)
+                .where(accounts.c.id == key.account_id)
+                .values(revision=revision, granted_micros=accounts.c.granted_micros + micros)
+            )
+        return key
 
     # --- ledger ------------------------------------------------------------------------------
 
     async def write_ledger(self, rows: list[LedgerRow]) -> list[LedgerRow]:
-        """Append rows and add their cost to their keys, in one transaction.
+        """Append rows and add their cost to their keys and accounts, in one transaction.
+
+        Each new row's cost goes to its account's ``used_micros`` (the balance), its key's
+        ``used_micros`` (what the key spent in its lifetime) and its key's
+        ``period_used_micros`` (what it spent in its spend cap's current UTC period: a key whose
+        ``period_start`` is an earlier period starts afresh, and a row dated before the current
+        period is not counted in it).
 
         A row whose request id is already in the ledger is skipped (written once, never twice):
         ``ON CONFLICT DO NOTHING ... RETURNING`` tells which rows were new, and only their cost
@@ -310,24 +507,19 @@ class SqlStore:
         if not rows:
             return []
         values = [_row_values(row) for row in rows]
+        spend = _Spend(time.time())
         async with self.engine.begin() as conn:
-            spent: dict[str, int] = defaultdict(int)
             new_ids: set[str] = set()
             for start, end in _pages(len(values)):
                 page = tuple(chain.from_iterable(values[start:end]))
                 sql = _insert_new_sql(self.dialect, end - start)
                 result = await conn.exec_driver_sql(sql, page)
-                for request_id, key_id, cost in cast("Iterable[tuple[str, str, int]]", result):
-                    spent[key_id] += cost
+                returned = cast("Iterable[tuple[str, str, int, str | None, int]]", result)
+                for request_id, key_id, cost, account_id, created_ms in returned:
+                    spend.add(key_id, account_id, cost, created_ms)
                     new_ids.add(request_id)
-            replaced = await _replace_interrupted(conn, rows, new_ids, spent)
-            for key_id, micros in spent.items():
-                if micros:
-                    await conn.execute(
-                        update(api_keys)
-                        .where(api_keys.c.id == key_id)
-                        .values(used_micros=api_keys.c.used_micros + micros)
-                    )
+            replaced = await _replace_interrupted(conn, rows, new_ids, spend)
+            await spend.apply(conn)
         fresh = []
         for row in rows:
             if row.request_id in new_ids:
@@ -379,6 +571,28 @@ class SqlStore:
                 )
                 found.update((key_id, int(used)) for key_id, used in await conn.execute(query))
         return found
+
+    async def spent(
+        self, account_ids: list[str], key_ids: list[str]
+    ) -> tuple[dict[str, int], dict[str, tuple[int, int]]]:
+        """Each account's ``used_micros`` now, and each key's ``(period_used_micros,
+        period_start)`` (those that do not exist are left out): what the Redis gate brings its
+        balances and caps up to once ledger rows are written."""
+        used: dict[str, int] = {}
+        periods: dict[str, tuple[int, int]] = {}
+        a, k = accounts.c, api_keys.c
+        async with self.engine.begin() as conn:
+            for start in range(0, len(account_ids), 500):
+                query = select(a.id, a.used_micros).where(
+                    a.id.in_(account_ids[start : start + 500])
+                )
+                used.update((i, int(u)) for i, u in await conn.execute(query))
+            for start in range(0, len(key_ids), 500):
+                by_key = select(k.id, k.period_used_micros, k.period_start).where(
+                    k.id.in_(key_ids[start : start + 500])
+                )
+                periods.update((i, (int(u), int(p))) for i, u, p in await conn.execute(by_key))
+        return used, periods
 
     async def ledger_costs(self, request_ids: list[str]) -> dict[str, int]:
         """The cost of each of ``request_ids`` that is in the ledger (for reconciling the
