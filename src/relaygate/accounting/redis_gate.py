@@ -63,6 +63,7 @@ _SETTLE_KEYS = ("acct", "res", "resexp", "conc", "tpm", "pend", "pendt", "pendo"
 class RedisGate(Gate):
     def __init__(self, settings: Settings, metrics: Metrics, store: SqlStore) -> None:
         assert settings.redis_url is not None
+        super().__init__()
         self.client: redis.Redis = redis.Redis.from_url(
             settings.redis_url,
             socket_timeout=settings.redis_timeout_seconds,

@@ -15,6 +15,8 @@ from relaygate.cli.common import (
     settings_or_exit,
     with_store,
 )
+from relaygate.store.records import AccountRecord
+from relaygate.store.sql import SqlStore
 
 
 @click.group()
@@ -27,13 +29,18 @@ def credits() -> None:
 @click.argument("key_id")
 @click.argument("usd")
 def add(config: str | None, key_id: str, usd: str) -> None:
-    """Add USD credits to a key (applies to a running gateway within a second)."""
+    """Add USD credits to a key's account (applies to a running gateway within a second)."""
     amount: Decimal = parse_usd(usd)
     settings = settings_or_exit(config)
-    record = with_store(settings, lambda store: store.add_credits(key_id, usd_to_micros(amount)))
-    if record is None:
+
+    async def work(store: SqlStore) -> AccountRecord | None:
+        record = await store.add_credits(key_id, usd_to_micros(amount))
+        return None if record is None else await store.get_account(record.account_id)
+
+    account = with_store(settings, work)
+    if account is None:
         fail(f"no key with id {key_id}")
         return
     announce_key_change(settings, key_id)
-    remaining = micros_to_usd(record.granted_micros - record.used_micros)
-    click.echo(f"Added ${amount} to {key_id}: ${remaining} remaining")
+    remaining = micros_to_usd(account.granted_micros - account.used_micros)
+    click.echo(f"Added ${amount} to {key_id} (account {account.id}): ${remaining} remaining")
