@@ -136,10 +136,13 @@ async def test_grants_apply_in_revision_order(store: SqlStore) -> None:
     key = await new_key(store, granted=100)
     try:
         await gate.admit(key, tokens=1, amount=1, request_id="seed")  # seeds the account
-        newer = await store.add_credits(key.id, 900)
+        older = await store.get_account(key.account_id)
+        assert await store.add_credits(key.id, 900) is not None
+        newer = await store.get_account(key.account_id)
         assert newer is not None
-        await gate._key_changed(newer)
-        await gate._key_changed(key)  # a late, older view must not undo the grant
+        assert older is not None
+        await gate._account_changed(newer)
+        await gate._account_changed(older)  # a late, older view must not undo the grant
         assert (await gate.balance(key)).granted == 1000
     finally:
         await gate.close()
@@ -226,7 +229,7 @@ async def test_a_dead_processes_slot_and_reservation_lapse_within_a_lease(
             await alive.admit(key, tokens=1, amount=1, request_id="r1")
         # a lease, not reservation_ttl_seconds (an hour): well within the deadline
         await admitted_when_free(alive, key, time.monotonic() + 30)
-        (balance_reserved,) = await alive.client.hmget(alive.keys_of(key.id, "acct")[0],
+        (balance_reserved,) = await alive.client.hmget(alive.keys_of(key.account_id, "acct")[0],
                                                        ["reserved"])
         assert int(balance_reserved) == 1  # the dead request's 1000 are free again
     finally:
@@ -239,7 +242,7 @@ async def test_a_live_request_keeps_its_slot_past_its_first_lease(store: SqlStor
     gate.records = {key.id: key}.get
     try:
         hold = await gate.admit(key, tokens=1, amount=10, request_id="long")
-        conc = gate.keys_of(key.id, "conc")[0]
+        conc = gate.key_keys(key.account_id, key.id, "conc")[0]
         first_expiry = await gate.client.zscore(conc, "long")
         assert first_expiry is not None
         deadline = time.monotonic() + 30
@@ -380,7 +383,7 @@ async def copy(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
 
 
 async def redis_used(gate: RedisGate, key: KeyRecord) -> int:
-    (used,) = await gate.client.hmget(gate.keys_of(key.id, "acct")[0], ["used"])
+    (used,) = await gate.client.hmget(gate.keys_of(key.account_id, "acct")[0], ["used"])
     return int(used)
 
 
@@ -482,7 +485,7 @@ async def test_reconciliation_examines_only_keys_with_pending_charges(store: Sql
 
         gate.scripts.stale = counting_stale  # type: ignore[assignment]
         await gate.upkeep.reconcile()
-        assert examined == gate.keys_of(keys[0].id, "pendt")
+        assert examined == gate.keys_of(keys[0].account_id, "pendt")
         await gate.ledger_written(fresh[:1])
         examined.clear()
         await gate.upkeep.reconcile()

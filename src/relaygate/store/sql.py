@@ -558,41 +558,26 @@ class SqlStore:
             rows = list(await conn.execute(query))
         return _summaries(rows)
 
-    async def used_micros(self, key_ids: list[str]) -> dict[str, int]:
-        """Each of ``key_ids``'s ``used_micros`` now (keys that do not exist are left out).
-
-        It only grows, by the cost of each ledger row as it is written: the Redis gate keeps
-        the highest value it has read as a key's settled use."""
-        found: dict[str, int] = {}
-        async with self.engine.begin() as conn:
-            for start in range(0, len(key_ids), 500):
-                query = select(api_keys.c.id, api_keys.c.used_micros).where(
-                    api_keys.c.id.in_(key_ids[start : start + 500])
-                )
-                found.update((key_id, int(used)) for key_id, used in await conn.execute(query))
-        return found
-
     async def spent(
-        self, account_ids: list[str], key_ids: list[str]
-    ) -> tuple[dict[str, int], dict[str, tuple[int, int]]]:
-        """Each account's ``used_micros`` now, and each key's ``(period_used_micros,
-        period_start)`` (those that do not exist are left out): what the Redis gate brings its
-        balances and caps up to once ledger rows are written."""
+        self, account_ids: list[str]
+    ) -> tuple[dict[str, int], dict[str, list[tuple[str, int, int]]]]:
+        """Each account's ``used_micros`` now (accounts that do not exist are left out), and
+        for each, its keys with a spend cap as ``(key_id, period_used_micros, period_start)``:
+        what the Redis gate brings its balances and caps up to once ledger rows are written."""
         used: dict[str, int] = {}
-        periods: dict[str, tuple[int, int]] = {}
+        caps: dict[str, list[tuple[str, int, int]]] = defaultdict(list)
         a, k = accounts.c, api_keys.c
         async with self.engine.begin() as conn:
             for start in range(0, len(account_ids), 500):
-                query = select(a.id, a.used_micros).where(
-                    a.id.in_(account_ids[start : start + 500])
-                )
+                chunk = account_ids[start : start + 500]
+                query = select(a.id, a.used_micros).where(a.id.in_(chunk))
                 used.update((i, int(u)) for i, u in await conn.execute(query))
-            for start in range(0, len(key_ids), 500):
-                by_key = select(k.id, k.period_used_micros, k.period_start).where(
-                    k.id.in_(key_ids[start : start + 500])
+                capped = select(k.account_id, k.id, k.period_used_micros, k.period_start).where(
+                    k.account_id.in_(chunk), k.spend_limit_micros.is_not(None)
                 )
-                periods.update((i, (int(u), int(p))) for i, u, p in await conn.execute(by_key))
-        return used, periods
+                for account_id, key_id, period_used, start_at in await conn.execute(capped):
+                    caps[account_id].append((key_id, int(period_used), int(start_at)))
+        return used, dict(caps)
 
     async def ledger_costs(self, request_ids: list[str]) -> dict[str, int]:
         """The cost of each of ``request_ids`` that is in the ledger (for reconciling the
