@@ -249,7 +249,7 @@ class Admissions:
                 image_tokens=usage.image_tokens,
                 prompt_audio_tokens=usage.prompt_audio_tokens,
                 completion_audio_tokens=usage.completion_audio_tokens,
-                account_id=ticket.hold.account_id or ticket.key.account_id,
+                account_id=ticket.key.account_id,
                 input_cost_micros=parts[0],
                 cached_cost_micros=parts[1],
                 output_cost_micros=parts[2],
