@@ -7,6 +7,7 @@ import contextlib
 import time
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,7 @@ from relaygate.accounting.redis_upkeep import Unreported
 from relaygate.errors import RateLimited
 from relaygate.metrics import Metrics
 from relaygate.settings import Settings
+from relaygate.store.periods import period_start
 from relaygate.store.records import KeyRecord, LedgerRow
 from relaygate.store.sql import SqlStore
 from tests.support.services import REDIS_URL, need
@@ -502,3 +504,74 @@ def test_unreported_rows_are_bounded_and_keep_their_keys() -> None:
     assert unreported.by_key == {"k1": {"a", "b"}, "k2": {"c"}, "k3": set()}
     assert len(unreported.take()) == 3
     assert len(unreported) == unreported.count == 0
+
+
+# --- accounts and spend caps -----------------------------------------------------------------
+
+
+async def capped_pair(store: SqlStore, granted: int, cap: int, **key: object) -> tuple[
+    KeyRecord, KeyRecord
+]:
+    """Two keys of one account; the first with a spend cap of ``cap``."""
+    first = await new_key(store, granted=granted)
+    capped = await store.update_key(first.id, spend_limit_micros=cap,
+                                    spend_limit_period=key.pop("period", "total"), **key)
+    assert capped is not None
+    second = await store.create_key(KeyRecord(
+        id=f"key_{uuid.uuid4().hex[:8]}", name="", key_hash=uuid.uuid4().hex, prefix="sk-x",
+        created_at=int(time.time()), account_id=first.account_id))
+    return capped, second
+
+
+async def test_the_account_balance_and_the_key_cap_are_reserved_together(
+    store: SqlStore,
+) -> None:
+    gate = make_gate(store)
+    capped, other = await capped_pair(store, granted=1000, cap=400)
+    gate.records = {capped.id: capped, other.id: other}.get
+    try:
+        hold = await gate.admit(capped, tokens=1, amount=300, request_id="r1")
+        with pytest.raises(Unaffordable) as refused:  # the cap binds: 100 left of it
+            await gate.admit(capped, tokens=1, amount=200, request_id="r2")
+        assert refused.value.available == 100
+        # the account still has 700: its other key reserves them, and no more
+        other_hold = await gate.admit(other, tokens=1, amount=700, request_id="r3")
+        with pytest.raises(Unaffordable) as refused:
+            await gate.admit(capped, tokens=1, amount=1, request_id="r4")
+        assert refused.value.available == 0
+        # an upstream that reports more than allowed: clamped to the room left, here the
+        # account's (the other key holds 700 of its 1000)
+        assert await gate.settle(hold, cost=500, tokens=1) == 300
+        await gate.cancel(other_hold)
+        hold = await gate.admit(capped, tokens=1, amount=100, request_id="r5")
+        assert await gate.settle(hold, cost=500, tokens=1) == 100  # now the cap's room
+        balance = await gate.balance(capped)
+        assert (balance.used, balance.cap_remaining, balance.remaining) == (400, 0, 0)
+        assert (await gate.balance(other)).remaining == 600
+    finally:
+        await gate.close()
+
+
+async def test_a_cap_of_an_earlier_period_starts_afresh(store: SqlStore) -> None:
+    today = period_start("day", time.time())
+    gate = make_gate(store)
+    stale, _ = await capped_pair(store, granted=10_000, cap=500, period="day",
+                                 period_used_micros=500, period_start=today - 86_400)
+    spent, _ = await capped_pair(store, granted=10_000, cap=500, period="day",
+                                 period_used_micros=500, period_start=today)
+    gate.records = {stale.id: stale, spent.id: spent}.get
+    try:
+        with pytest.raises(Unaffordable):
+            await gate.admit(spent, tokens=1, amount=1, request_id="r1")
+        assert (await gate.balance(stale)).cap_remaining == 500
+        hold = await gate.admit(stale, tokens=1, amount=500, request_id="r2")
+        assert await gate.settle(hold, cost=120, tokens=1) == 120
+        now_ms = int(time.time() * 1000)
+        fresh = await store.write_ledger([replace(row(stale, "r2", 120), created_at=now_ms)])
+        await gate.ledger_written(fresh)
+        record = await store.get_key(stale.id)
+        assert record is not None
+        assert (record.period_used_micros, record.period_start) == (120, today)
+        assert (await gate.balance(stale)).cap_remaining == 380
+    finally:
+        await gate.close()
