@@ -311,3 +311,19 @@ async def test_ledger_rows_carry_the_account_and_the_cost_parts(
     # 600 uncached at $1.75/M, 400 cached at $0.175/M, 180 output and 120 reasoning at $14/M
     assert parts == (1050, 70, 2520, 1680)
     assert sum(parts) == row["cost_micros"]
+
+
+async def test_an_accounts_rate_limit_holds_over_all_its_keys(
+    gateway: GatewayProcess, upstream: FakeOpenAI
+) -> None:
+    url = database(gateway)
+    account, keys = await open_account(url, 10**9, 3, account={"rpm": 3})
+    known(gateway, keys)  # (three /v1/credits calls: not counted, only admissions are)
+    statuses = [gateway.post(CHAT, body(), keys[n % 3].key)[0] for n in range(6)]
+    assert statuses.count(200) == 3, statuses
+    status, headers, answer = gateway.post(CHAT, body(), keys[2].key)
+    assert status == 429
+    assert "this key's account allows 3 requests per minute" in answer["error"]["message"]
+    assert int({k.lower(): v for k, v in headers.items()}["retry-after"]) >= 1
+    assert len(upstream.received) == 3
+    assert account.rpm == 3

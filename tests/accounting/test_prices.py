@@ -222,8 +222,8 @@ def test_the_cost_parts_sum_to_the_cost_exactly(multiplier: str | None) -> None:
     for _ in range(2000):
         prompt, completion = rng.randrange(0, 5000), rng.randrange(0, 5000)
         usage = TokenUsage(prompt_tokens=prompt, cached_tokens=rng.randrange(0, prompt + 2),
-                      completion_tokens=completion,
-                      reasoning_tokens=rng.randrange(0, completion + 2))
+                           completion_tokens=completion,
+                           reasoning_tokens=rng.randrange(0, completion + 2))
         parts = price.cost_parts(usage)
         assert all(part >= 0 for part in parts)
         assert sum(parts) == price.cost(usage)

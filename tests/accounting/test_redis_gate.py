@@ -575,3 +575,22 @@ async def test_a_cap_of_an_earlier_period_starts_afresh(store: SqlStore) -> None
         assert (await gate.balance(stale)).cap_remaining == 380
     finally:
         await gate.close()
+
+
+async def test_an_accounts_limits_hold_over_all_its_keys(store: SqlStore) -> None:
+    gate = make_gate(store)
+    capped, other = await capped_pair(store, granted=10_000, cap=10_000)
+    account = await store.update_account(capped.account_id, rpm=2, max_concurrency=5)
+    assert account is not None
+    gate.records = {capped.id: capped, other.id: other}.get
+    gate.accounts = {account.id: account}.get
+    try:
+        first = await gate.admit(capped, tokens=1, amount=1, request_id="r1")
+        await gate.admit(other, tokens=1, amount=1, request_id="r2")
+        with pytest.raises(RateLimited) as refused:
+            await gate.admit(capped, tokens=1, amount=1, request_id="r3")
+        assert "this key's account allows 2 requests per minute" in str(refused.value)
+        await gate.cancel(first)  # gives the account's slot back too
+        await gate.admit(other, tokens=1, amount=1, request_id="r4")
+    finally:
+        await gate.close()

@@ -108,6 +108,11 @@ class KeyCache:
         if record.expires_at is not None and record.expires_at <= now:
             raise AuthenticationFailed("Invalid or expired token: this API key has expired")
         account = self.accounts.get(record.account_id)
+        if account is None and record.account_id:
+            raise PermissionDenied(
+                "Unknown account: the account this API key belongs to does not exist; ask the"
+                " gateway's operator"
+            )
         if account is not None and account.status != "active":
             raise PermissionDenied(
                 "Account suspended: the account this API key belongs to is suspended, so none"
