@@ -173,7 +173,8 @@ class RedisGate(Gate):
         self.metrics.redis_failures.labels("admit").inc()
         self.outage.failed(exc, "admission: credit admission refused, rate limits per process")
         account = self.accounts(account_of(key))
-        if not (account.unlimited if account is not None else key.unlimited):
+        unlimited = account.unlimited if account is not None else key.unlimited
+        if not unlimited or key.spend_limit_micros is not None:  # a cap needs Redis too
             raise ServiceUnavailable(
                 "Service temporarily unavailable: credit admission needs Redis, which cannot be"
                 " reached"
