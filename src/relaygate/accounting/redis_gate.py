@@ -165,6 +165,10 @@ class RedisGate(Gate):
             return Hold(key.id, request_id, amount, tokens, started=started, account_id=account_id)
         if verdict == b"funds":
             raise Unaffordable(max(0, int(value)))
+        if verdict == b"seed":  # gone from the store since the key cache read it
+            raise ServiceUnavailable(
+                "Service temporarily unavailable: this key's account changed; retry"
+            )
         raise _refusal(verdict.decode(), key, account, int(value))
 
     def _admit_without_redis(
