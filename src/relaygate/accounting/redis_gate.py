@@ -424,7 +424,8 @@ class RedisGate(Gate):
         until Redis takes it (each is idempotent)."""
         by_account: dict[str, list[str]] = defaultdict(list)
         for row in rows:
-            by_account[await self._account_of_row(row)].append(row.request_id)
+            account_id = row.account_id or await self._account_of_row(row)
+            by_account[account_id].append(row.request_id)
         try:
             await self.upkeep.report(by_account)
         except Exception as exc:
@@ -440,9 +441,7 @@ class RedisGate(Gate):
             self.outage.ok()
 
     async def _account_of_row(self, row: LedgerRow) -> str:
-        """A row's account: its own field, else its key's (a replayed admission names none)."""
-        if row.account_id:
-            return row.account_id
+        """The account of a row that names none (a replayed admission): its key's."""
         record = self.records(row.key_id)
         if record is None:
             try:
