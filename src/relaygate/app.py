@@ -94,12 +94,21 @@ class Gateway:
             ),
         )
         self.ledger.on_written = self.gate.ledger_written
-        self.admissions = Admissions(self.gate, self.ledger)
+        self.admissions = Admissions(
+            self.gate,
+            self.ledger,
+            billing_url=settings.billing_url,
+            clamp_min_output_tokens=(
+                settings.clamp_min_output_tokens if settings.clamp_output_to_balance else None
+            ),
+        )
         self.images = ImagePipeline(settings.images)
         self.keys = KeyCache(self.store, settings.key_refresh_seconds)
         self.keys.listeners.append(self.gate.key_changed)
+        self.keys.account_listeners.append(self.gate.account_changed)
         if isinstance(self.gate, RedisGate):
             self.gate.records = self.keys.by_id.get
+        self.gate.accounts = self.keys.accounts.get
         self.started_at = int(time.time())
         self.ready = False
         self.requests: set[asyncio.Task[Any]] = set()

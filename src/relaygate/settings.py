@@ -305,6 +305,18 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     """The delay before the second attempt; each further one doubles it (at most an hour)."""
     alert_timeout_seconds: PositiveFloat = 10.0
     """Seconds one delivery attempt may take, connecting and answering together."""
+    billing_url: str | None = None
+    """Where a caller out of credits is sent: the ``fallback_suggestion`` of every 402. Unset,
+    the 402 says in a sentence to ask the gateway's operator to add credits to the key's
+    account (there is no billing page to point at yet)."""
+    clamp_output_to_balance: bool = True
+    """When a request sets no output limit (``max_tokens`` / ``max_completion_tokens``) and
+    what the key can spend cannot cover the model's maximum output, send the upstream the
+    output limit the money affords (at least ``clamp_min_output_tokens``) instead of answering
+    402. Off, such a request gets 402 naming the limit it could afford."""
+    clamp_min_output_tokens: PositiveInt = 256
+    """The fewest output tokens a clamped request is sent with: a balance that cannot afford
+    this many after the prompt gets 402."""
     images: ImageSettings = msgspec.field(default_factory=ImageSettings)
     """Image inputs: size and count limits, fetching (SSRF-safe), caching and forwarding."""
     models: dict[str, ModelSettings] = msgspec.field(default_factory=dict)

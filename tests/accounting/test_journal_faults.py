@@ -100,6 +100,9 @@ class _Price:
     def cost(self, usage: TokenUsage) -> int:
         return 10 * (usage.prompt_tokens + usage.completion_tokens)
 
+    def cost_parts(self, usage: TokenUsage) -> tuple[int, int, int, int]:
+        return 10 * usage.prompt_tokens, 0, 10 * usage.completion_tokens, 0
+
 
 async def test_a_settle_cancelled_while_it_awaits_the_gate_still_writes_its_row(
     tmp_path: Path,
@@ -111,7 +114,7 @@ async def test_a_settle_cancelled_while_it_awaits_the_gate_still_writes_its_row(
     admissions = Admissions(gate, ledger)  # type: ignore[arg-type]
     ledger.admitted("req-1", "key-1", "m", False, 5, 50)
     model = SimpleNamespace(name="m", price=_Price())
-    ticket = Ticket("req-1", SimpleNamespace(id="key-1"), model, False, None, 5, 0.0)  # type: ignore[arg-type]
+    ticket = Ticket("req-1", SimpleNamespace(id="key-1", account_id=""), model, False, None, 5, 0.0)  # type: ignore[arg-type]
     usage = TokenUsage(prompt_tokens=5, completion_tokens=100)
     task = asyncio.create_task(admissions.settle(ticket, usage, "ok", "u", "m"))
     await gate.entered.wait()
@@ -294,7 +297,7 @@ async def test_a_non_stream_failing_inside_relaygate_is_an_internal_error_not_ca
 
     admissions.gate.settle = settle  # type: ignore[attr-defined]
     model = SimpleNamespace(name="m", price=_Price())
-    ticket = Ticket("req-1", SimpleNamespace(id="key-1"), model, False, None, 5, 0.0)  # type: ignore[arg-type]
+    ticket = Ticket("req-1", SimpleNamespace(id="key-1", account_id=""), model, False, None, 5, 0.0)  # type: ignore[arg-type]
     gw = SimpleNamespace(admissions=admissions)
 
     async def send(message: object) -> None:
@@ -371,7 +374,8 @@ async def test_always_shares_one_fdatasync_between_concurrent_requests(
     done: list[int] = []
 
     async def request(n: int) -> None:
-        ticket = Ticket(f"req-{n}", SimpleNamespace(id="key-1"), model, False, None, 5, 0.0)  # type: ignore[arg-type]
+        key = SimpleNamespace(id="key-1", account_id="")
+        ticket = Ticket(f"req-{n}", key, model, False, None, 5, 0.0)  # type: ignore[arg-type]
         await admissions.settle(ticket, TokenUsage(prompt_tokens=5), "ok", "u", "m")
         done.append(n)
 

@@ -7,6 +7,7 @@ import contextlib
 import time
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,7 @@ from relaygate.accounting.redis_upkeep import Unreported
 from relaygate.errors import RateLimited
 from relaygate.metrics import Metrics
 from relaygate.settings import Settings
+from relaygate.store.periods import period_start
 from relaygate.store.records import KeyRecord, LedgerRow
 from relaygate.store.sql import SqlStore
 from tests.support.services import REDIS_URL, need
@@ -136,10 +138,13 @@ async def test_grants_apply_in_revision_order(store: SqlStore) -> None:
     key = await new_key(store, granted=100)
     try:
         await gate.admit(key, tokens=1, amount=1, request_id="seed")  # seeds the account
-        newer = await store.add_credits(key.id, 900)
+        older = await store.get_account(key.account_id)
+        assert await store.add_credits(key.id, 900) is not None
+        newer = await store.get_account(key.account_id)
         assert newer is not None
-        await gate._key_changed(newer)
-        await gate._key_changed(key)  # a late, older view must not undo the grant
+        assert older is not None
+        await gate._account_changed(newer)
+        await gate._account_changed(older)  # a late, older view must not undo the grant
         assert (await gate.balance(key)).granted == 1000
     finally:
         await gate.close()
@@ -226,7 +231,7 @@ async def test_a_dead_processes_slot_and_reservation_lapse_within_a_lease(
             await alive.admit(key, tokens=1, amount=1, request_id="r1")
         # a lease, not reservation_ttl_seconds (an hour): well within the deadline
         await admitted_when_free(alive, key, time.monotonic() + 30)
-        (balance_reserved,) = await alive.client.hmget(alive.keys_of(key.id, "acct")[0],
+        (balance_reserved,) = await alive.client.hmget(alive.keys_of(key.account_id, "acct")[0],
                                                        ["reserved"])
         assert int(balance_reserved) == 1  # the dead request's 1000 are free again
     finally:
@@ -239,7 +244,7 @@ async def test_a_live_request_keeps_its_slot_past_its_first_lease(store: SqlStor
     gate.records = {key.id: key}.get
     try:
         hold = await gate.admit(key, tokens=1, amount=10, request_id="long")
-        conc = gate.keys_of(key.id, "conc")[0]
+        conc = gate.key_keys(key.account_id, key.id, "conc")[0]
         first_expiry = await gate.client.zscore(conc, "long")
         assert first_expiry is not None
         deadline = time.monotonic() + 30
@@ -380,7 +385,7 @@ async def copy(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
 
 
 async def redis_used(gate: RedisGate, key: KeyRecord) -> int:
-    (used,) = await gate.client.hmget(gate.keys_of(key.id, "acct")[0], ["used"])
+    (used,) = await gate.client.hmget(gate.keys_of(key.account_id, "acct")[0], ["used"])
     return int(used)
 
 
@@ -482,7 +487,7 @@ async def test_reconciliation_examines_only_keys_with_pending_charges(store: Sql
 
         gate.scripts.stale = counting_stale  # type: ignore[assignment]
         await gate.upkeep.reconcile()
-        assert examined == gate.keys_of(keys[0].id, "pendt")
+        assert examined == gate.keys_of(keys[0].account_id, "pendt")
         await gate.ledger_written(fresh[:1])
         examined.clear()
         await gate.upkeep.reconcile()
@@ -499,3 +504,93 @@ def test_unreported_rows_are_bounded_and_keep_their_keys() -> None:
     assert unreported.by_key == {"k1": {"a", "b"}, "k2": {"c"}, "k3": set()}
     assert len(unreported.take()) == 3
     assert len(unreported) == unreported.count == 0
+
+
+# --- accounts and spend caps -----------------------------------------------------------------
+
+
+async def capped_pair(store: SqlStore, granted: int, cap: int, **key: object) -> tuple[
+    KeyRecord, KeyRecord
+]:
+    """Two keys of one account; the first with a spend cap of ``cap``."""
+    first = await new_key(store, granted=granted)
+    capped = await store.update_key(first.id, spend_limit_micros=cap,
+                                    spend_limit_period=key.pop("period", "total"), **key)
+    assert capped is not None
+    second = await store.create_key(KeyRecord(
+        id=f"key_{uuid.uuid4().hex[:8]}", name="", key_hash=uuid.uuid4().hex, prefix="sk-x",
+        created_at=int(time.time()), account_id=first.account_id))
+    return capped, second
+
+
+async def test_the_account_balance_and_the_key_cap_are_reserved_together(
+    store: SqlStore,
+) -> None:
+    gate = make_gate(store)
+    capped, other = await capped_pair(store, granted=1000, cap=400)
+    gate.records = {capped.id: capped, other.id: other}.get
+    try:
+        hold = await gate.admit(capped, tokens=1, amount=300, request_id="r1")
+        with pytest.raises(Unaffordable) as refused:  # the cap binds: 100 left of it
+            await gate.admit(capped, tokens=1, amount=200, request_id="r2")
+        assert refused.value.available == 100
+        # the account still has 700: its other key reserves them, and no more
+        other_hold = await gate.admit(other, tokens=1, amount=700, request_id="r3")
+        with pytest.raises(Unaffordable) as refused:
+            await gate.admit(capped, tokens=1, amount=1, request_id="r4")
+        assert refused.value.available == 0
+        # an upstream that reports more than allowed: clamped to the room left, here the
+        # account's (the other key holds 700 of its 1000)
+        assert await gate.settle(hold, cost=500, tokens=1) == 300
+        await gate.cancel(other_hold)
+        hold = await gate.admit(capped, tokens=1, amount=100, request_id="r5")
+        assert await gate.settle(hold, cost=500, tokens=1) == 100  # now the cap's room
+        balance = await gate.balance(capped)
+        assert (balance.used, balance.cap_remaining, balance.remaining) == (400, 0, 0)
+        assert (await gate.balance(other)).remaining == 600
+    finally:
+        await gate.close()
+
+
+async def test_a_cap_of_an_earlier_period_starts_afresh(store: SqlStore) -> None:
+    today = period_start("day", time.time())
+    gate = make_gate(store)
+    stale, _ = await capped_pair(store, granted=10_000, cap=500, period="day",
+                                 period_used_micros=500, period_start=today - 86_400)
+    spent, _ = await capped_pair(store, granted=10_000, cap=500, period="day",
+                                 period_used_micros=500, period_start=today)
+    gate.records = {stale.id: stale, spent.id: spent}.get
+    try:
+        with pytest.raises(Unaffordable):
+            await gate.admit(spent, tokens=1, amount=1, request_id="r1")
+        assert (await gate.balance(stale)).cap_remaining == 500
+        hold = await gate.admit(stale, tokens=1, amount=500, request_id="r2")
+        assert await gate.settle(hold, cost=120, tokens=1) == 120
+        now_ms = int(time.time() * 1000)
+        fresh = await store.write_ledger([replace(row(stale, "r2", 120), created_at=now_ms)])
+        await gate.ledger_written(fresh)
+        record = await store.get_key(stale.id)
+        assert record is not None
+        assert (record.period_used_micros, record.period_start) == (120, today)
+        assert (await gate.balance(stale)).cap_remaining == 380
+    finally:
+        await gate.close()
+
+
+async def test_an_accounts_limits_hold_over_all_its_keys(store: SqlStore) -> None:
+    gate = make_gate(store)
+    capped, other = await capped_pair(store, granted=10_000, cap=10_000)
+    account = await store.update_account(capped.account_id, rpm=2, max_concurrency=5)
+    assert account is not None
+    gate.records = {capped.id: capped, other.id: other}.get
+    gate.accounts = {account.id: account}.get
+    try:
+        first = await gate.admit(capped, tokens=1, amount=1, request_id="r1")
+        await gate.admit(other, tokens=1, amount=1, request_id="r2")
+        with pytest.raises(RateLimited) as refused:
+            await gate.admit(capped, tokens=1, amount=1, request_id="r3")
+        assert "this key's account allows 2 requests per minute" in str(refused.value)
+        await gate.cancel(first)  # gives the account's slot back too
+        await gate.admit(other, tokens=1, amount=1, request_id="r4")
+    finally:
+        await gate.close()

@@ -293,9 +293,11 @@ def test_402_names_the_output_tokens_the_key_can_afford(
 
 
 def test_402_without_max_tokens_reserves_the_model_maximum(
-    gateway: GatewayProcess, upstream: FakeOpenAI
+    make_gateway: Callable[..., GatewayProcess], upstream: FakeOpenAI
 ) -> None:
-    # 128000 output tokens of gpt-5.2 cost $1.792: $1 is not enough for the worst case
+    # 128000 output tokens of gpt-5.2 cost $1.792: $1 is not enough for the worst case (with
+    # clamp_output_to_balance on, the request would be sent with the limit $1 affords instead)
+    gateway = make_gateway(clamp_output_to_balance=False)
     key = gateway.create_key("--credits", "1")["key"]
     status, _, answer = gateway.post(CHAT, HELLO, key)
     error = assert_error(status, answer, 402, "insufficient_quota_error")

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
-from relaygate.errors import AuthenticationFailed
+from relaygate.errors import AuthenticationFailed, PermissionDenied
 from relaygate.keys import KeyCache, bearer_token, display_prefix, hash_key, new_key, new_key_id
 from relaygate.store import KeyRecord, SqlStore
 
@@ -276,3 +276,25 @@ async def test_background_refresh_applies_revocation(store: SqlStore, cache: Key
         assert asyncio.get_running_loop().time() < deadline, "the revocation was not picked up"
         await asyncio.sleep(0.01)
     assert "revoked" in rejected(cache, bearer(key)).message
+
+
+async def test_a_suspended_or_unknown_account_is_403_and_the_cache_follows_it(
+    store: SqlStore, cache: KeyCache
+) -> None:
+    key, record = await issue(store)
+    orphan, _ = await issue(store, account_id="acct_that_does_not_exist")
+    await cache.refresh()
+    assert cache.authenticate(bearer(key), now=NOW) == record
+    assert cache.accounts[record.account_id].status == "active"
+    await store.update_account(record.account_id, status="suspended")
+    assert await cache.refresh() == 0  # no key changed: its account did
+    with pytest.raises(PermissionDenied) as caught:
+        cache.authenticate(bearer(key), now=NOW)
+    assert caught.value.status == 403
+    assert "suspended" in caught.value.message
+    with pytest.raises(PermissionDenied) as caught:
+        cache.authenticate(bearer(orphan), now=NOW)
+    assert "does not exist" in caught.value.message
+    await store.update_account(record.account_id, status="active")
+    await cache.refresh()
+    assert cache.authenticate(bearer(key), now=NOW) == record

@@ -75,14 +75,14 @@ async def test_the_key_refresh_loop_logs_a_store_outage_once(
     down = SqlStore(f"postgresql://postgres@127.0.0.1:{free_port()}/nowhere")
     cache = KeyCache(down, refresh_seconds=0.01)
     attempts = 0
-    keys_since = down.keys_since
+    changes_since = down.changes_since
 
-    async def counted(revision: int) -> list[object]:
+    async def counted(revision: int) -> tuple[int, list[object], list[object]]:
         nonlocal attempts
         attempts += 1
-        return await keys_since(revision)  # type: ignore[return-value]
+        return await changes_since(revision)  # type: ignore[return-value]
 
-    down.keys_since = counted  # type: ignore[method-assign,assignment]
+    down.changes_since = counted  # type: ignore[method-assign,assignment]
     caplog.set_level(logging.INFO, logger="relaygate.keys")
     cache.start()
     try:

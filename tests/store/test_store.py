@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import sqlite3
+import time
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
@@ -20,7 +21,8 @@ import pytest_asyncio
 from sqlalchemy import event, exc, select
 
 from relaygate.store import KeyRecord, LedgerRow, SqlStore, UsageSummary
-from relaygate.store.migrations import MIGRATIONS
+from relaygate.store.migrations import MIGRATIONS, account_id_for_key
+from relaygate.store.periods import period_start
 from relaygate.store.schema import schema_migrations
 from tests.conftest import REQUIRE_SERVICES
 
@@ -203,7 +205,8 @@ async def test_create_get_and_list_round_trip_every_field(
     record = make_key(**fields)
     created = await store.create_key(record)
     assert created.revision > 0
-    expected = replace(record, revision=created.revision)
+    # a key created without an account gets one of its own, holding its credits
+    expected = replace(record, revision=created.revision, account_id=account_id_for_key(record.id))
     assert created == expected
     assert await store.get_key(record.id) == expected
     assert await store.list_keys() == [expected]
@@ -483,3 +486,59 @@ async def test_a_sqlite_database_is_put_in_wal_mode(tmp_path: Path) -> None:
         await store.close()
     with sqlite3.connect(tmp_path / "wal.db") as plain:
         assert plain.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+
+
+# --- accounts and spend caps -------------------------------------------------------------------
+
+
+async def test_write_ledger_charges_the_account_the_key_and_its_period(store: SqlStore) -> None:
+    now = time.time()
+    today = period_start("day", now)
+    a = await store.create_key(
+        make_key(spend_limit_micros=10_000, spend_limit_period="day", period_used_micros=900,
+                 period_start=today - 86_400)  # spent yesterday: today starts afresh
+    )
+    b = await store.create_key(make_key(account_id=a.account_id, used_micros=3))
+    now_ms = int(now * 1000)
+    rows = [
+        make_row(a.id, cost_micros=100, created_at=now_ms, account_id=a.account_id),
+        make_row(a.id, cost_micros=40, created_at=(today - 10) * 1000),  # yesterday's; no account
+        make_row(b.id, cost_micros=7, created_at=now_ms, account_id=a.account_id),
+    ]
+    assert await store.write_ledger(rows) == rows
+    account = await store.get_account(a.account_id)
+    assert account is not None
+    assert account.used_micros == 147  # the row naming no account is charged to its key's
+    key_a, key_b = await store.get_key(a.id), await store.get_key(b.id)
+    assert key_a is not None
+    assert key_b is not None
+    assert (key_a.used_micros, key_a.period_used_micros, key_a.period_start) == (140, 100, today)
+    assert (key_b.used_micros, key_b.period_used_micros) == (10, 7)  # no cap: its lifetime
+    # the same period again adds to it
+    await store.write_ledger([make_row(a.id, cost_micros=5, created_at=now_ms)])
+    key_a = await store.get_key(a.id)
+    assert key_a is not None
+    assert (key_a.period_used_micros, key_a.period_start) == (105, today)
+
+
+async def test_changes_since_sees_keys_and_accounts_up_to_the_counter(store: SqlStore) -> None:
+    key = await store.create_key(make_key())
+    revision, keys, accounts = await store.changes_since(0)
+    assert revision == key.revision
+    assert [k.id for k in keys] == [key.id]
+    assert [a.id for a in accounts] == [key.account_id]
+    suspended = await store.update_account(key.account_id, status="suspended")
+    assert suspended is not None
+    later, keys, accounts = await store.changes_since(revision)
+    assert (later, keys, accounts) == (suspended.revision, [], [suspended])
+    assert await store.changes_since(later) == (later, [], [])
+    assert await store.update_account("acct_missing", status="suspended") is None
+    assert await store.update_key("key_missing", spend_limit_micros=1) is None
+
+
+async def test_add_credits_to_a_key_credits_its_account(store: SqlStore) -> None:
+    key = await store.create_key(make_key(granted_micros=10))
+    await store.add_credits(key.id, 90)
+    account = await store.get_account(key.account_id)
+    assert account is not None
+    assert account.granted_micros == 100

@@ -40,12 +40,33 @@ class Ticket:
     settled: bool = False
     tier: str | None = None
     """The request's ``service_tier``: its multiplier applies to the charge."""
+    output_limit: int | None = None
+    """Set when the request asked for no output limit and what the key can spend could not
+    cover the model's maximum (``clamp_output_to_balance``): the ``max_completion_tokens``
+    the upstream is sent, the most the money affords."""
+
+
+NO_BILLING_PAGE = (
+    "Add credits to this key's account: ask the operator of this gateway"
+    " (relaygate credits add KEY_ID USD)"
+)
+"""The 402's ``fallback_suggestion`` while no ``billing_url`` is configured."""
 
 
 class Admissions:
-    def __init__(self, gate: Gate, ledger: LedgerWriter) -> None:
+    def __init__(
+        self,
+        gate: Gate,
+        ledger: LedgerWriter,
+        *,
+        billing_url: str | None = None,
+        clamp_min_output_tokens: int | None = None,
+    ) -> None:
+        """``clamp_min_output_tokens`` set turns ``clamp_output_to_balance`` on."""
         self.gate = gate
         self.ledger = ledger
+        self.billing = billing_url or NO_BILLING_PAGE
+        self.clamp_min = clamp_min_output_tokens
         self.uncharged_micros = 0
         """Cost that exceeded a reservation plus the balance and could not be charged."""
         self.deadline_passed = False
@@ -62,31 +83,73 @@ class Admissions:
         fallbacks: Sequence[CatalogModel] = (),
     ) -> Ticket:
         """Take a rate-limit slot and reserve the worst-case cost, or raise 429/402/503 having
-        taken neither."""
-        primary = model
+        taken neither.
+
+        A request that sets no output limit, whose worst case the key cannot afford, is
+        admitted with the output limit the money affords instead (``Ticket.output_limit``) when
+        clamping is on and that limit is at least ``clamp_min_output_tokens``."""
         self.ledger.check_capacity()
         guess = prompt_token_guess(request, model.settings.image_token_estimate)
-        # The reservation covers the dearest model that may answer (fallbacks included).
-        worst, model, prompt_bound = max(
-            (_worst_case(candidate, request, body_size) for candidate in (model, *fallbacks)),
-            key=lambda case: case[0],
-        )
-        try:
-            hold = await self.gate.admit(key, guess, worst, request_id)
-        except Unaffordable as exc:
-            raise _insufficient(
-                model, request.service_tier, exc.available, worst, prompt_bound
-            ) from None
+        candidates = (model, *fallbacks)
+        output_limit: int | None = None
+        for attempt in range(3):  # what is available may shrink between tries: try again
+            # The reservation covers the dearest model that may answer (fallbacks included).
+            worst, dearest, prompt_bound = max(
+                (_worst_case(c, request, body_size, output_limit) for c in candidates),
+                key=lambda case: case[0],
+            )
+            try:
+                hold = await self.gate.admit(key, guess, worst, request_id)
+                break
+            except Unaffordable as exc:
+                limit = self._clamp(candidates, request, body_size, exc.available)
+                stuck = output_limit is not None and limit is not None and limit >= output_limit
+                if limit is None or stuck or attempt == 2:
+                    raise self._insufficient(
+                        dearest, request.service_tier, exc.available, worst, prompt_bound
+                    ) from None
+                output_limit = limit
+        else:  # pragma: no cover - the last refusal raised above
+            raise AssertionError("unreachable")
         return Ticket(
             request_id=request_id,
             key=key,
-            model=primary,
+            model=model,
             stream=request.stream,
             hold=hold,
             prompt_guess=guess,
             started=time.monotonic(),
             tier=request.service_tier,
+            output_limit=output_limit,
         )
+
+    def _clamp(
+        self,
+        candidates: Sequence[CatalogModel],
+        request: ChatRequest,
+        body_size: int,
+        available: int,
+    ) -> int | None:
+        """The output limit ``available`` affords on every candidate, if clamping applies."""
+        if self.clamp_min is None or request.max_tokens or request.max_completion_tokens:
+            return None
+        choices = request.n or 1
+        limit = min(
+            c.price.for_tier(request.service_tier).affordable_output_tokens(
+                available,
+                prompt_token_bound(request, body_size, c.settings.image_token_estimate),
+            )
+            // choices
+            for c in candidates
+        )
+        return limit if limit >= self.clamp_min else None
+
+    def _insufficient(
+        self, model: CatalogModel, tier: str | None, available: int, worst: int, prompt: int
+    ) -> InsufficientQuota:
+        error = _insufficient(model, tier, available, worst, prompt)
+        error.fallback_suggestion = self.billing
+        return error
 
     def going_upstream(self, ticket: Ticket) -> None:
         """The request is about to reach an upstream (its images fetched): journal it. If the
@@ -134,7 +197,8 @@ class Admissions:
             status = "cancelled"
             usage = usage or TokenUsage(prompt_tokens=ticket.prompt_guess)
         usage = usage or TokenUsage()
-        cost = ticket.model.price.for_tier(ticket.tier).cost(usage)
+        parts = ticket.model.price.for_tier(ticket.tier).cost_parts(usage)
+        cost = sum(parts)
         tokens = usage.prompt_tokens + usage.completion_tokens
         charged = cost
         try:
@@ -146,7 +210,7 @@ class Admissions:
         finally:
             # Also when the shutdown deadline cancels the gate call: the row is written.
             self.uncharged_micros += cost - charged
-            self._append_row(ticket, usage, status, upstream, upstream_model, charged)
+            self._append_row(ticket, usage, status, upstream, upstream_model, charged, parts)
         journal = self.ledger.journal
         if journal is not None and journal.fsync == "always":
             durable = journal.durable()  # on disk before the response ends (a group commit)
@@ -162,7 +226,10 @@ class Admissions:
         upstream: str,
         upstream_model: str,
         charged: int,
+        parts: tuple[int, int, int, int],
     ) -> None:
+        if charged < sum(parts):
+            parts = _clamp_parts(parts, charged)
         self.ledger.append(
             LedgerRow(
                 request_id=ticket.request_id,
@@ -182,8 +249,25 @@ class Admissions:
                 image_tokens=usage.image_tokens,
                 prompt_audio_tokens=usage.prompt_audio_tokens,
                 completion_audio_tokens=usage.completion_audio_tokens,
+                account_id=ticket.key.account_id,
+                input_cost_micros=parts[0],
+                cached_cost_micros=parts[1],
+                output_cost_micros=parts[2],
+                reasoning_cost_micros=parts[3],
             )
         )
+
+
+def _clamp_parts(parts: tuple[int, int, int, int], charged: int) -> tuple[int, int, int, int]:
+    """The parts of a charge clamped below the cost: taken in order (input, cached input,
+    output, reasoning) until the charge is used up, so they still sum to what was charged."""
+    left = charged
+    clamped = []
+    for part in parts:
+        take = min(part, max(left, 0))
+        clamped.append(take)
+        left -= take
+    return clamped[0], clamped[1], clamped[2], clamped[3]
 
 
 def _cancelling() -> bool:
@@ -192,10 +276,13 @@ def _cancelling() -> bool:
 
 
 def _worst_case(
-    model: CatalogModel, request: ChatRequest, body_size: int
+    model: CatalogModel, request: ChatRequest, body_size: int, output_limit: int | None = None
 ) -> tuple[int, CatalogModel, int]:
     prompt_bound = prompt_token_bound(request, body_size, model.settings.image_token_estimate)
-    output_bound = output_token_bound(request, model.settings.max_output_tokens)
+    model_max = model.settings.max_output_tokens
+    if output_limit is not None:
+        model_max = min(model_max, output_limit)
+    output_bound = output_token_bound(request, model_max)
     price = model.price.for_tier(request.service_tier)
     return price.worst_case(prompt_bound, output_bound), model, prompt_bound
 
@@ -206,7 +293,8 @@ def _insufficient(
     affordable = model.price.for_tier(tier).affordable_output_tokens(available, prompt_bound)
     message = (
         f"Insufficient quota: this request may cost up to ${micros_to_usd(worst)} but the key"
-        f" has ${micros_to_usd(available)} available"
+        f" can spend ${micros_to_usd(available)} (its account's balance, within the key's"
+        " spend cap)"
     )
     if affordable > 0:
         message += f"; it can afford at most {affordable} output tokens (lower max_tokens)"

@@ -86,6 +86,22 @@ class Price:
         )
         return self._micros(pico)
 
+    def cost_parts(self, usage: TokenUsage) -> tuple[int, int, int, int]:
+        """:meth:`cost` split into uncached input, cached input, output (other than reasoning)
+        and reasoning, each at its price, in micro-USD: they sum to :meth:`cost` exactly (each
+        part is the rise of the rounded-up running total, so rounding lands once, not four
+        times)."""
+        cached = min(usage.cached_tokens, usage.prompt_tokens)
+        reasoning = min(usage.reasoning_tokens, usage.completion_tokens)
+        running = (usage.prompt_tokens - cached) * self.input
+        first = self._micros(running)
+        running += cached * self.cached_input
+        second = self._micros(running)
+        running += (usage.completion_tokens - reasoning) * self.output
+        third = self._micros(running)
+        fourth = self._micros(running + reasoning * self.output)
+        return first, second - first, third - second, fourth - third
+
     def worst_case(self, prompt_tokens: int, output_tokens: int) -> int:
         """The most a request with these bounds can cost, in micro-USD."""
         pico = prompt_tokens * self.input + output_tokens * self.output

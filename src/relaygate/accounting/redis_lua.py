@@ -1,27 +1,35 @@
 """The Lua scripts of :mod:`relaygate.accounting.redis_gate`, one per decision.
 
-Every key of one API key shares a hash tag (``{key_id}``), so each script touches one slot.
-Per API key:
+Every key of one account, and of each of its API keys, shares the account's hash tag
+(``{account_id}``), so each script touches one slot. Per account:
 
 - ``acct`` hash: ``granted``, ``used`` (the highest ``used_micros`` read from the store: it
   only grows, so a report read late or twice never counts a row twice), ``pending`` (charged,
   not yet reported in the store), ``reserved``, ``unlimited``, ``rev`` (the store revision
-  these came from), ``seeded``.
-- ``res`` hash and ``resexp`` sorted set: reservations by request id, with their lease expiry.
-- ``conc`` sorted set: requests in flight, with their lease expiry.
-- ``rpm`` / ``tpm``: GCRA theoretical arrival times in milliseconds.
+  these came from), ``seeded``, ``meanms``. The account's API keys' spend caps live in the same
+  hash, as fields ``c:<key_id>:<field>``: ``seeded``, ``limit``, ``pstart`` (the start of the
+  cap's current period, unix seconds, see :mod:`relaygate.store.periods`), ``used`` (the
+  highest ``period_used_micros`` read from the store for that period), ``pending``,
+  ``reserved``, ``rev``; and each key's mean request time, ``m:<key_id>``.
+- ``res`` hash and ``resexp`` sorted set: reservations by request id, with their lease expiry;
+  ``resk`` hash: the API key whose cap a reservation also holds.
+- ``conc`` sorted set, ``rpm`` / ``tpm`` (GCRA theoretical arrival times in milliseconds): the
+  account's own limits over all its keys; ``k:<key_id>:conc`` / ``:rpm`` / ``:tpm``: each API
+  key's.
 - ``pend`` hash: charges by request id not yet written to the store's ledger; ``pendt`` sorted
-  set: when each was settled; ``pendo`` hash: the process (owner id) that owes its ledger row.
+  set: when each was settled; ``pendo`` hash: the process (owner id) that owes its ledger row;
+  ``pendk`` hash: ``<key_id>|<pstart>`` of a charge that also counts against a key's cap.
 
-And one set for the whole deployment, ``pendkeys``: the API keys that have pending charges
-(added when a charge becomes pending, removed when the key's last one goes), the only keys
+And one set for the whole deployment, ``pendaccts``: the accounts that have pending charges
+(added when a charge becomes pending, removed when the account's last one goes), the only ones
 reconciliation examines.
 
 Reservations and slots are leases: admission gives ``lease_ms``, and each live request's
 process renews all of its leases in one call (:data:`RENEW`) every third of a lease. A process
 that dies stops renewing, and its leases lapse within one lease.
 
-Time is Redis's own (``TIME``), the same for every replica.
+Time is Redis's own (``TIME``), the same for every replica; a cap's period is named by the
+replica (``pstart``, from its clock): a later period starts the cap afresh.
 """
 
 from __future__ import annotations
@@ -31,26 +39,37 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local period = 60000
 local function fmt(x) return string.format('%.3f', x) end
-local function release(acct, res, resexp, rid)
+local function num(x) return tonumber(x or '0') or 0 end
+local function release(acct, res, resexp, resk, rid)
   local amount = redis.call('HGET', res, rid)
-  if amount then
-    redis.call('HINCRBY', acct, 'reserved', -tonumber(amount))
-    redis.call('HDEL', res, rid)
-    redis.call('ZREM', resexp, rid)
-    return true
-  end
-  return false
-end
-local function expire_reservations(acct, res, resexp)
-  local stale = redis.call('ZRANGEBYSCORE', resexp, '-inf', now)
-  for _, id in ipairs(stale) do
-    local amount = redis.call('HGET', res, id)
-    if amount then
-      redis.call('HINCRBY', acct, 'reserved', -tonumber(amount))
-      redis.call('HDEL', res, id)
+  if not amount then return false end
+  redis.call('HINCRBY', acct, 'reserved', -tonumber(amount))
+  redis.call('HDEL', res, rid)
+  redis.call('ZREM', resexp, rid)
+  local key = redis.call('HGET', resk, rid)
+  if key then
+    if redis.call('HEXISTS', acct, 'c:' .. key .. ':seeded') == 1 then
+      redis.call('HINCRBY', acct, 'c:' .. key .. ':reserved', -tonumber(amount))
     end
+    redis.call('HDEL', resk, rid)
   end
-  if #stale > 0 then redis.call('ZREMRANGEBYSCORE', resexp, '-inf', now) end
+  return true
+end
+local function expire_reservations(acct, res, resexp, resk)
+  local stale = redis.call('ZRANGEBYSCORE', resexp, '-inf', now)
+  for _, id in ipairs(stale) do release(acct, res, resexp, resk, id) end
+end
+-- a cap's period: a later one (named by the caller's clock) starts it afresh
+local function roll(acct, key, pstart)
+  local c = 'c:' .. key .. ':'
+  if num(redis.call('HGET', acct, c .. 'pstart')) < pstart then
+    redis.call('HSET', acct, c .. 'pstart', pstart, c .. 'used', 0, c .. 'pending', 0)
+  end
+end
+local function cap_left(acct, key)
+  local c = 'c:' .. key .. ':'
+  local f = redis.call('HMGET', acct, c .. 'limit', c .. 'used', c .. 'pending', c .. 'reserved')
+  return num(f[1]) - num(f[2]) - num(f[3]) - num(f[4])
 end
 local function shift_tat(key, limit, units)
   if limit <= 0 or units == 0 then return end
@@ -65,190 +84,262 @@ local function shift_tat(key, limit, units)
 end
 """
 
-# KEYS: acct res resexp conc rpm tpm
-# ARGV: request_id amount tokens rpm tpm concurrency lease_ms
-# -> {'ok', 0} | {'conc'|'rpm'|'tpm', wait_ms} | {'funds', available} | {'seed', 0}
+# KEYS: acct res resexp resk kconc krpm ktpm aconc arpm atpm
+# ARGV: request_id amount tokens krpm ktpm kconc lease_ms key_id capped pstart arpm atpm aconc
+# -> {'ok', 0} | {'conc'|'rpm'|'tpm'|'aconc'|'arpm'|'atpm', wait_ms} | {'funds', available}
+#  | {'seed', 0}
 ADMIT = (
     _PRELUDE
     + """
 local rid, amount, tokens = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
-local rpm, tpm = tonumber(ARGV[4]), tonumber(ARGV[5])
-local conc, ttl = tonumber(ARGV[6]), tonumber(ARGV[7])
-local acct = redis.call('HMGET', KEYS[1], 'seeded', 'granted', 'used', 'pending', 'reserved',
-  'unlimited')
-if not acct[1] then return {'seed', 0} end
-expire_reservations(KEYS[1], KEYS[2], KEYS[3])
+local ttl, key, capped, pstart = tonumber(ARGV[7]), ARGV[8], ARGV[9] == '1', tonumber(ARGV[10])
+if redis.call('HEXISTS', KEYS[1], 'seeded') == 0 then return {'seed', 0} end
+if capped and redis.call('HEXISTS', KEYS[1], 'c:' .. key .. ':seeded') == 0 then
+  return {'seed', 0}
+end
+expire_reservations(KEYS[1], KEYS[2], KEYS[3], KEYS[4])
 -- the same request admitted again (a resent call): already reserved, reserve nothing more
 if redis.call('HEXISTS', KEYS[2], rid) == 1 then return {'ok', 0} end
-redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now)
-if conc > 0 and redis.call('ZCARD', KEYS[4]) >= conc then
-  -- The earliest lease: renewed on time, it ends at least 2/3 of a lease from now; one nearer
-  -- than half a lease missed a renewal (its process is gone) and frees its slot at expiry.
-  -- Live holders end when their requests do: estimated by the key's mean request time.
-  local first = redis.call('ZRANGE', KEYS[4], 0, 0, 'WITHSCORES')
+-- The earliest lease: renewed on time, it ends at least 2/3 of a lease from now; one nearer
+-- than half a lease missed a renewal (its process is gone) and frees its slot at expiry.
+-- Live holders end when their requests do: estimated by the mean request time.
+local function full(conc, limit, meanfield)
+  redis.call('ZREMRANGEBYSCORE', conc, '-inf', now)
+  if limit <= 0 or redis.call('ZCARD', conc) < limit then return nil end
+  local first = redis.call('ZRANGE', conc, 0, 0, 'WITHSCORES')
   local wait = tonumber(first[2]) - now
   if wait > ttl / 2 then
-    local mean = tonumber(redis.call('HGET', KEYS[1], 'meanms') or '1000')
+    local mean = tonumber(redis.call('HGET', KEYS[1], meanfield) or '1000')
     if mean < wait then wait = mean end
   end
   if wait < 1 then wait = 1 end
-  return {'conc', math.ceil(wait)}
+  return math.ceil(wait)
 end
-local function gcra(key, limit, cost)
+local wait = full(KEYS[5], tonumber(ARGV[6]), 'm:' .. key)
+if wait then return {'conc', wait} end
+wait = full(KEYS[8], tonumber(ARGV[13]), 'meanms')
+if wait then return {'aconc', wait} end
+local function gcra(k, limit, cost)
   if limit <= 0 then return nil end
   if cost > limit then cost = limit end
-  local tat = tonumber(redis.call('GET', key) or '0')
+  local tat = tonumber(redis.call('GET', k) or '0')
   if tat < now then tat = now end
   local new_tat = tat + cost * (period / limit)
   local excess = new_tat - now - period
   if excess > 0.001 then return -math.ceil(excess) end
   return new_tat
 end
-local rpm_tat = gcra(KEYS[5], rpm, 1)
-if rpm_tat and rpm_tat < 0 then return {'rpm', -rpm_tat} end
-local tpm_tat = gcra(KEYS[6], tpm, tokens)
-if tpm_tat and tpm_tat < 0 then return {'tpm', -tpm_tat} end
-acct = redis.call('HMGET', KEYS[1], 'granted', 'used', 'pending', 'reserved', 'unlimited')
-if acct[5] ~= '1' then
-  local available = tonumber(acct[1]) - tonumber(acct[2]) - tonumber(acct[3])
-    - tonumber(acct[4])
-  if available < amount then return {'funds', available} end
+local tats = {}
+local checks = {{KEYS[6], tonumber(ARGV[4]), 1, 'rpm'}, {KEYS[7], tonumber(ARGV[5]), tokens, 'tpm'},
+  {KEYS[9], tonumber(ARGV[11]), 1, 'arpm'}, {KEYS[10], tonumber(ARGV[12]), tokens, 'atpm'}}
+for i, c in ipairs(checks) do
+  local tat = gcra(c[1], c[2], c[3])
+  if tat and tat < 0 then return {c[4], -tat} end
+  tats[i] = tat
 end
+local acct = redis.call('HMGET', KEYS[1], 'granted', 'used', 'pending', 'reserved', 'unlimited')
+local available = nil
+if acct[5] ~= '1' then
+  available = num(acct[1]) - num(acct[2]) - num(acct[3]) - num(acct[4])
+end
+if capped then
+  roll(KEYS[1], key, pstart)
+  local left = cap_left(KEYS[1], key)
+  if available == nil or left < available then available = left end
+end
+if available ~= nil and available < amount then return {'funds', available} end
 redis.call('HINCRBY', KEYS[1], 'reserved', amount)
 redis.call('HSET', KEYS[2], rid, amount)
 redis.call('ZADD', KEYS[3], now + ttl, rid)
-if rpm_tat then redis.call('SET', KEYS[5], fmt(rpm_tat), 'PX', math.ceil(rpm_tat - now) + 1000) end
-if tpm_tat then redis.call('SET', KEYS[6], fmt(tpm_tat), 'PX', math.ceil(tpm_tat - now) + 1000) end
-if conc > 0 then
-  redis.call('ZADD', KEYS[4], now + ttl, rid)
-  redis.call('PEXPIRE', KEYS[4], ttl)
+if capped then
+  redis.call('HINCRBY', KEYS[1], 'c:' .. key .. ':reserved', amount)
+  redis.call('HSET', KEYS[4], rid, key)
+end
+for i, c in ipairs(checks) do
+  local tat = tats[i]
+  if tat then redis.call('SET', c[1], fmt(tat), 'PX', math.ceil(tat - now) + 1000) end
+end
+for _, conc in ipairs({{KEYS[5], tonumber(ARGV[6])}, {KEYS[8], tonumber(ARGV[13])}}) do
+  if conc[2] > 0 then
+    redis.call('ZADD', conc[1], now + ttl, rid)
+    redis.call('PEXPIRE', conc[1], ttl)
+  end
 end
 return {'ok', 0}
 """
 )
 
-# KEYS: acct res resexp conc rpm tpm ; ARGV: request_id tokens rpm tpm
+# KEYS: acct res resexp resk kconc krpm ktpm aconc arpm atpm
+# ARGV: request_id tokens krpm ktpm arpm atpm
 CANCEL = (
     _PRELUDE
     + """
-local rid, tokens, rpm, tpm = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
-redis.call('ZREM', KEYS[4], rid)
+local rid, tokens = ARGV[1], tonumber(ARGV[2])
+redis.call('ZREM', KEYS[5], rid)
+redis.call('ZREM', KEYS[8], rid)
 -- the rate slots go back once, with the reservation (a resent cancel gives back nothing)
-if not release(KEYS[1], KEYS[2], KEYS[3], rid) then return 0 end
-shift_tat(KEYS[5], rpm, -1)
-shift_tat(KEYS[6], tpm, -math.min(tokens, tpm))
+if not release(KEYS[1], KEYS[2], KEYS[3], KEYS[4], rid) then return 0 end
+local ktpm, atpm = tonumber(ARGV[4]), tonumber(ARGV[6])
+shift_tat(KEYS[6], tonumber(ARGV[3]), -1)
+shift_tat(KEYS[7], ktpm, -math.min(tokens, ktpm))
+shift_tat(KEYS[9], tonumber(ARGV[5]), -1)
+shift_tat(KEYS[10], atpm, -math.min(tokens, atpm))
 return 1
 """
 )
 
-# KEYS: acct res resexp conc tpm pend pendt pendo pendkeys
-# ARGV: request_id cost token_delta tpm held_ms owner key_id
-# -> the charge (cost clamped so that the balance never goes below zero)
+# KEYS: acct res resexp resk kconc ktpm aconc atpm pend pendt pendo pendk pendaccts
+# ARGV: request_id cost held_ms owner account_id key_id capped pstart
+#       ktpm ktoken_delta atpm atoken_delta
+# -> the charge (cost clamped so that neither the balance nor the key's cap goes below zero)
 SETTLE = (
     _PRELUDE
     + """
-local rid, cost, delta, tpm = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
-local held, owner = tonumber(ARGV[5]), ARGV[6]
+local rid, cost, held, owner = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
+local key, capped, pstart = ARGV[6], ARGV[7] == '1', tonumber(ARGV[8])
 -- a resent settle: the request is charged already
-local charged = redis.call('HGET', KEYS[6], rid)
+local charged = redis.call('HGET', KEYS[9], rid)
 if charged then return tonumber(charged) end
-if redis.call('ZREM', KEYS[4], rid) == 1 then
-  -- the key's mean request time (for a truthful Retry-After when its slots are all taken)
-  local mean = tonumber(redis.call('HGET', KEYS[1], 'meanms') or tostring(held))
-  redis.call('HSET', KEYS[1], 'meanms', math.floor(mean * 0.8 + held * 0.2))
+-- the mean request time (for a truthful Retry-After when all slots are taken)
+for _, c in ipairs({{KEYS[5], 'm:' .. key}, {KEYS[7], 'meanms'}}) do
+  if redis.call('ZREM', c[1], rid) == 1 then
+    local mean = tonumber(redis.call('HGET', KEYS[1], c[2]) or tostring(held))
+    redis.call('HSET', KEYS[1], c[2], math.floor(mean * 0.8 + held * 0.2))
+  end
 end
-shift_tat(KEYS[5], tpm, delta)
-release(KEYS[1], KEYS[2], KEYS[3], rid)
+shift_tat(KEYS[6], tonumber(ARGV[9]), tonumber(ARGV[10]))
+shift_tat(KEYS[8], tonumber(ARGV[11]), tonumber(ARGV[12]))
+release(KEYS[1], KEYS[2], KEYS[3], KEYS[4], rid)
 local acct = redis.call('HMGET', KEYS[1], 'seeded', 'granted', 'used', 'pending', 'reserved',
   'unlimited')
 if not acct[1] then return cost end
+capped = capped and redis.call('HEXISTS', KEYS[1], 'c:' .. key .. ':seeded') == 1
 local charge = cost
 if acct[6] ~= '1' then
-  local available = tonumber(acct[2]) - tonumber(acct[3]) - tonumber(acct[4])
-    - tonumber(acct[5])
-  if available < 0 then available = 0 end
+  local available = num(acct[2]) - num(acct[3]) - num(acct[4]) - num(acct[5])
   if charge > available then charge = available end
 end
+if capped then
+  roll(KEYS[1], key, pstart)
+  local left = cap_left(KEYS[1], key)
+  if charge > left then charge = left end
+end
+if charge < 0 then charge = 0 end
 if charge > 0 then
   redis.call('HINCRBY', KEYS[1], 'pending', charge)
-  redis.call('HSET', KEYS[6], rid, charge)
-  redis.call('ZADD', KEYS[7], now, rid)
-  redis.call('HSET', KEYS[8], rid, owner)
-  redis.call('SADD', KEYS[9], ARGV[7])
+  redis.call('HSET', KEYS[9], rid, charge)
+  redis.call('ZADD', KEYS[10], now, rid)
+  redis.call('HSET', KEYS[11], rid, owner)
+  redis.call('SADD', KEYS[13], ARGV[5])
+  if capped then
+    redis.call('HINCRBY', KEYS[1], 'c:' .. key .. ':pending', charge)
+    local c = 'c:' .. key .. ':'
+    redis.call('HSET', KEYS[12], rid, key .. '|' .. redis.call('HGET', KEYS[1], c .. 'pstart'))
+  end
 end
 return charge
 """
 )
 
-# KEYS: resexp conc ; ARGV: lease_ms request_id...
-# The live requests of one process on one API key: their leases run for another lease_ms.
-# Only leases still held are renewed (one that lapsed stays lapsed).
+# KEYS: resexp conc... ; ARGV: lease_ms request_id...
+# The live requests of one process on one account: their leases (reservation and every
+# concurrency slot listed: the account's and the keys') run for another lease_ms. Only leases
+# still held are renewed (one that lapsed stays lapsed).
 RENEW = """
 local t = redis.call('TIME')
 local lease = tonumber(ARGV[1])
 local expiry = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + lease
 for i = 2, #ARGV do
-  redis.call('ZADD', KEYS[1], 'XX', expiry, ARGV[i])
-  redis.call('ZADD', KEYS[2], 'XX', expiry, ARGV[i])
+  for k = 1, #KEYS do redis.call('ZADD', KEYS[k], 'XX', expiry, ARGV[i]) end
 end
-if redis.call('EXISTS', KEYS[2]) == 1 then redis.call('PEXPIRE', KEYS[2], lease) end
+for k = 2, #KEYS do
+  if redis.call('EXISTS', KEYS[k]) == 1 then redis.call('PEXPIRE', KEYS[k], lease) end
+end
 return 1
 """
 
-_FORGET_PENDING = """
-local function forget_pending(acct, pend, pendt, pendo, rid)
+_BOOKS = """
+local function num(x) return tonumber(x or '0') or 0 end
+local function forget_pending(acct, pend, pendt, pendo, pendk, rid)
   local pending = redis.call('HGET', pend, rid)
   if not pending then return false end
   redis.call('HDEL', pend, rid)
   redis.call('ZREM', pendt, rid)
   redis.call('HDEL', pendo, rid)
   redis.call('HINCRBY', acct, 'pending', -tonumber(pending))
+  local capped = redis.call('HGET', pendk, rid)
+  if capped then
+    redis.call('HDEL', pendk, rid)
+    local bar = string.find(capped, '|', 1, true)
+    local c = 'c:' .. string.sub(capped, 1, bar - 1) .. ':'
+    -- a charge of an earlier period: that period's count was dropped when the cap rolled
+    if redis.call('HGET', acct, c .. 'pstart') == string.sub(capped, bar + 1) then
+      redis.call('HINCRBY', acct, c .. 'pending', -tonumber(pending))
+    end
+  end
   return true
 end
 local function take_used(acct, used)
-  if tonumber(used) > tonumber(redis.call('HGET', acct, 'used') or '0') then
+  if tonumber(used) > num(redis.call('HGET', acct, 'used')) then
     redis.call('HSET', acct, 'used', used)
+  end
+end
+-- a key's period use as the store has it: the highest for the cap's period; a later period
+-- starts the cap there
+local function take_cap(acct, key, used, pstart)
+  local c = 'c:' .. key .. ':'
+  if redis.call('HEXISTS', acct, c .. 'seeded') == 0 then return end
+  used, pstart = tonumber(used), tonumber(pstart)
+  local current = num(redis.call('HGET', acct, c .. 'pstart'))
+  if pstart > current then
+    redis.call('HSET', acct, c .. 'pstart', pstart, c .. 'used', used, c .. 'pending', 0)
+  elseif pstart == current and used > num(redis.call('HGET', acct, c .. 'used')) then
+    redis.call('HSET', acct, c .. 'used', used)
+  end
+end
+local function keep_listed(pend, set, account)
+  if redis.call('HLEN', pend) == 0 then
+    redis.call('SREM', set, account)
+  else
+    redis.call('SADD', set, account)
   end
 end
 """
 
-# KEYS: acct pend pendt pendo pendkeys ; ARGV: key_id store_used request_id...
-# These rows are in the store, and ``store_used`` (the key's ``used_micros``, read after they
-# were committed) counts them: their pending charges go, and ``used`` takes ``store_used`` if it
-# is higher. Idempotent: a report run twice (redis-py resends a pipeline whose reply was lost),
-# read before a newer one, or for rows the seed already counted, counts nothing twice; a row
-# without a pending entry (its settle could not reach Redis) is counted all the same.
+# KEYS: acct pend pendt pendo pendk pendaccts
+# ARGV: account_id store_used ncaps (key_id period_used period_start)*ncaps request_id...
+# These rows are in the store, and ``store_used`` (the account's ``used_micros``, read after
+# they were committed) counts them, as each key's ``period_used_micros`` does: their pending
+# charges go, and ``used`` takes ``store_used`` if it is higher (each cap likewise). Idempotent:
+# a report run twice (redis-py resends a pipeline whose reply was lost), read before a newer
+# one, or for rows the seed already counted, counts nothing twice; a row without a pending
+# entry (its settle could not reach Redis) is counted all the same.
 WRITTEN = (
-    _FORGET_PENDING
+    _BOOKS
     + """
 if redis.call('HEXISTS', KEYS[1], 'seeded') == 0 then return 0 end
-for i = 3, #ARGV do forget_pending(KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[i]) end
-take_used(KEYS[1], ARGV[2])
-if redis.call('HLEN', KEYS[2]) == 0 then
-  redis.call('SREM', KEYS[5], ARGV[1])
-else  -- also a key whose charges became pending before ``pendkeys`` existed
-  redis.call('SADD', KEYS[5], ARGV[1])
+local ncaps = tonumber(ARGV[3])
+local first = 4 + 3 * ncaps
+for i = first, #ARGV do
+  forget_pending(KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], ARGV[i])
 end
+take_used(KEYS[1], ARGV[2])
+for i = 4, first - 1, 3 do take_cap(KEYS[1], ARGV[i], ARGV[i + 1], ARGV[i + 2]) end
+keep_listed(KEYS[2], KEYS[6], ARGV[1])
 return 1
 """
 )
 
-# KEYS: pendt pendo pend pendkeys ; ARGV: age_ms limit key_id
-# -> {request_id, owner, ...}: pending charges settled more than age_ms ago. Entries written
-# before pendt existed are dated now (so they are reconciled one period later, owner unknown).
-# A key without pending charges leaves ``pendkeys``.
+# KEYS: pendt pendo pend pendk pendaccts ; ARGV: age_ms limit account_id
+# -> {request_id, owner, key_id, ...}: pending charges settled more than age_ms ago. An account
+# without pending charges leaves ``pendaccts``.
 STALE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local count = redis.call('HLEN', KEYS[3])
 if count == 0 then
-  redis.call('SREM', KEYS[4], ARGV[3])
+  redis.call('SREM', KEYS[5], ARGV[3])
   return {}
-end
-if count > redis.call('ZCARD', KEYS[1]) then
-  for _, rid in ipairs(redis.call('HKEYS', KEYS[3])) do
-    redis.call('ZADD', KEYS[1], 'NX', now, rid)
-  end
 end
 local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[1]), 'LIMIT', 0,
   tonumber(ARGV[2]))
@@ -256,32 +347,35 @@ local out = {}
 for _, rid in ipairs(ids) do
   out[#out + 1] = rid
   out[#out + 1] = redis.call('HGET', KEYS[2], rid) or ''
+  local capped = redis.call('HGET', KEYS[4], rid) or ''
+  local bar = string.find(capped, '|', 1, true)
+  out[#out + 1] = bar and string.sub(capped, 1, bar - 1) or ''
 end
 return out
 """
 
-# KEYS: acct pend pendt pendo pendkeys ; ARGV: key_id store_used request_id, found, ...
+# KEYS: acct pend pendt pendo pendk pendaccts
+# ARGV: account_id store_used ncaps (key_id period_used period_start)*ncaps request_id found...
 # Old pending charges: ``found`` 1 means the ledger row is in the store, and ``store_used``
 # (read after the rows were looked up) counts it: the charge goes, and ``used`` takes
-# ``store_used`` if it is higher (-1: unknown); 0 means no row and its owner is gone (drop it:
-# the row, if a journal replays it later, is counted when written).
+# ``store_used`` if it is higher (-1: unknown), each cap likewise; 0 means no row and its owner
+# is gone (drop it: the row, if a journal replays it later, is counted when written).
 # -> {moved, dropped}
 RECONCILE = (
-    _FORGET_PENDING
+    _BOOKS
     + """
 if redis.call('HEXISTS', KEYS[1], 'seeded') == 0 then return {0, 0} end
 local moved, dropped = 0, 0
-for i = 3, #ARGV, 2 do
-  if forget_pending(KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[i]) then
+local ncaps = tonumber(ARGV[3])
+local first = 4 + 3 * ncaps
+for i = first, #ARGV, 2 do
+  if forget_pending(KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], ARGV[i]) then
     if ARGV[i + 1] == '1' then moved = moved + 1 else dropped = dropped + 1 end
   end
 end
 take_used(KEYS[1], ARGV[2])
-if redis.call('HLEN', KEYS[2]) == 0 then
-  redis.call('SREM', KEYS[5], ARGV[1])
-else  -- also a key whose charges became pending before ``pendkeys`` existed
-  redis.call('SADD', KEYS[5], ARGV[1])
-end
+for i = 4, first - 1, 3 do take_cap(KEYS[1], ARGV[i], ARGV[i + 1], ARGV[i + 2]) end
+keep_listed(KEYS[2], KEYS[6], ARGV[1])
 return {moved, dropped}
 """
 )
@@ -302,3 +396,29 @@ if tonumber(redis.call('HGET', KEYS[1], 'used') or '0') < tonumber(ARGV[2]) then
 end
 return 2
 """
+
+# KEYS: acct ; ARGV: key_id limit period_used period_start revision period
+# Seed a key's spend cap from the store once (limit -1: none); afterwards take a newer limit
+# (a new kind of period starts from the store's figures), and the store's period use (the
+# highest for the cap's period; a later period starts there).
+SYNC_CAP = (
+    _BOOKS
+    + """
+local c = 'c:' .. ARGV[1] .. ':'
+if redis.call('HEXISTS', KEYS[1], c .. 'seeded') == 0 then
+  redis.call('HSET', KEYS[1], c .. 'seeded', 1, c .. 'limit', ARGV[2], c .. 'used', ARGV[3],
+    c .. 'pstart', ARGV[4], c .. 'pending', 0, c .. 'reserved', 0, c .. 'rev', ARGV[5],
+    c .. 'period', ARGV[6])
+  return 1
+end
+if num(redis.call('HGET', KEYS[1], c .. 'rev')) < tonumber(ARGV[5]) then
+  redis.call('HSET', KEYS[1], c .. 'limit', ARGV[2], c .. 'rev', ARGV[5])
+  if redis.call('HGET', KEYS[1], c .. 'period') ~= ARGV[6] then
+    redis.call('HSET', KEYS[1], c .. 'period', ARGV[6], c .. 'used', ARGV[3],
+      c .. 'pstart', ARGV[4], c .. 'pending', 0)
+  end
+end
+take_cap(KEYS[1], ARGV[1], ARGV[3], ARGV[4])
+return 2
+"""
+)

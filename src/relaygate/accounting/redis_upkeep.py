@@ -2,21 +2,22 @@
 
 - **Leases.** A request's reservation and concurrency slot are leases of ``lease_seconds``.
   :class:`Leases` knows this process's live requests and renews all of them every third of a
-  lease, with one pipelined call (one :data:`~relaygate.accounting.redis_lua.RENEW` per API
-  key), together with this process's own owner lease. A request older than
+  lease, with one pipelined call (one :data:`~relaygate.accounting.redis_lua.RENEW` per
+  account and API key), together with this process's own owner lease. A request older than
   ``reservation_ttl_seconds`` is no longer renewed. A process killed mid-request stops renewing:
   its reservations and slots lapse within one lease.
-- **Reports.** Rows the ledger wrote are reported to Redis with their key's ``used_micros``
-  read after the write (:data:`~relaygate.accounting.redis_lua.WRITTEN`). A report that cannot
-  reach Redis is kept (:class:`Unreported`) and sent again every third of a lease until Redis
-  takes it, so that a charge settled and written while Redis was unreachable still reaches the
-  key's balance there.
+- **Reports.** Rows the ledger wrote are reported to Redis with their account's
+  ``used_micros`` (and its capped keys' ``period_used_micros``) read after the write
+  (:data:`~relaygate.accounting.redis_lua.WRITTEN`). A report that cannot reach Redis is
+  kept (:class:`Unreported`) and sent again every third of a lease until Redis takes it, so
+  that a charge settled and written while Redis was unreachable still reaches the account's
+  balance there.
 - **Pending charges.** A settled charge is pending in Redis until its ledger row is reported
   written. One whose report never came (its process died before writing it or reporting it) is
   reconciled once it is ``pending_reconcile_seconds`` old: it goes, with ``used`` read from the
   store, if the row is in the store; it is dropped if not and the process that owed it no longer
   holds its owner lease (a journal replaying the row later counts it when it is written). Only
-  the keys in the deployment's ``pendkeys`` set, those with pending charges, are examined.
+  the accounts in the deployment's ``pendaccts`` set, those with pending charges, are examined.
 """
 
 from __future__ import annotations
@@ -35,9 +36,9 @@ if TYPE_CHECKING:
     from relaygate.accounting.redis_gate import RedisGate
 
 _CHUNK = 200
-"""API keys examined per pipelined call when looking for old pending charges."""
+"""Accounts examined per pipelined call when looking for old pending charges."""
 _STALE_LIMIT = 500
-"""Old pending charges taken per API key per pass."""
+"""Old pending charges taken per account per pass."""
 _REPORT_CHUNK = 500
 """Request ids per WRITTEN call."""
 _UNREPORTED_LIMIT = 100_000
@@ -47,7 +48,7 @@ still brings their ``used`` up to the store's, and reconciliation clears their p
 
 
 class Unreported:
-    """Rows in the store whose report to Redis failed: request ids by API key (bounded)."""
+    """Rows in the store whose report to Redis failed: request ids by account (bounded)."""
 
     def __init__(self, limit: int = _UNREPORTED_LIMIT) -> None:
         self.limit = limit
@@ -72,35 +73,40 @@ class Unreported:
         return taken
 
 
+Holder = tuple[str, str]
+"""``(account_id, key_id)``: whose leases a request holds."""
+
+
 class Leases:
-    """This process's live requests, by API key, and when each started (monotonic)."""
+    """This process's live requests, by account and API key, and when each started
+    (monotonic)."""
 
     def __init__(self) -> None:
-        self.live: dict[str, dict[str, float]] = defaultdict(dict)
+        self.live: dict[Holder, dict[str, float]] = defaultdict(dict)
 
-    def add(self, key_id: str, request_id: str) -> float:
+    def add(self, holder: Holder, request_id: str) -> float:
         started = time.monotonic()
-        self.live[key_id][request_id] = started
+        self.live[holder][request_id] = started
         return started
 
-    def remove(self, key_id: str, request_id: str) -> None:
-        holds = self.live.get(key_id)
+    def remove(self, holder: Holder, request_id: str) -> None:
+        holds = self.live.get(holder)
         if holds is not None:
             holds.pop(request_id, None)
             if not holds:
-                del self.live[key_id]
+                del self.live[holder]
 
-    def renewable(self, max_age: float) -> list[tuple[str, list[str]]]:
+    def renewable(self, max_age: float) -> list[tuple[Holder, list[str]]]:
         """The live requests to renew; those older than ``max_age`` are let go."""
         cutoff = time.monotonic() - max_age
         batches = []
-        for key_id, holds in list(self.live.items()):
+        for holder, holds in list(self.live.items()):
             for request_id in [rid for rid, started in holds.items() if started < cutoff]:
                 del holds[request_id]
             if holds:
-                batches.append((key_id, list(holds)))
+                batches.append((holder, list(holds)))
             else:
-                del self.live[key_id]
+                del self.live[holder]
         return batches
 
 
@@ -158,29 +164,33 @@ class Upkeep:
         gate = self.gate
         pipe = gate.client.pipeline(transaction=False)
         pipe.set(gate.owner_key, 1, px=gate.lease_ms)
-        for key_id, request_ids in self.leases.renewable(gate.max_hold_seconds):
+        for (account_id, key_id), request_ids in self.leases.renewable(gate.max_hold_seconds):
             await gate.scripts.renew(
-                keys=gate.keys_of(key_id, "resexp", "conc"),
+                keys=[
+                    *gate.keys_of(account_id, "resexp", "conc"),
+                    *gate.key_keys(account_id, key_id, "conc"),
+                ],
                 args=[gate.lease_ms, *request_ids],
                 client=pipe,
             )
         await pipe.execute()
 
-    async def report(self, by_key: Mapping[str, Collection[str]]) -> None:
-        """Report rows newly in the store (request ids by key) to Redis, with each key's
-        ``used_micros`` read now, after they were committed. Raises if the store or Redis
-        fails; sending it again is harmless."""
+    async def report(self, by_account: Mapping[str, Collection[str]]) -> None:
+        """Report rows newly in the store (request ids by account) to Redis, with each
+        account's ``used_micros`` (and its capped keys' period use) read now, after they were
+        committed. Raises if the store or Redis fails; sending it again is harmless."""
         gate = self.gate
-        used = await gate.store.used_micros(list(by_key))
+        used, caps = await gate.store.spent(list(by_account))
         pipe = gate.client.pipeline(transaction=False)
-        for key_id, request_ids in by_key.items():
-            if key_id not in used:
-                continue  # no such key (any more): nothing to count
+        for account_id, request_ids in by_account.items():
+            if account_id not in used:
+                continue  # no such account (any more): nothing to count
             ids = list(request_ids)
+            books = _books(account_id, used[account_id], caps.get(account_id, []))
             for start in range(0, max(len(ids), 1), _REPORT_CHUNK):
                 await gate.scripts.written(
-                    keys=[*gate.keys_of(key_id, "acct", "pend", "pendt", "pendo"), gate.pendkeys],
-                    args=[key_id, used[key_id], *ids[start : start + _REPORT_CHUNK]],
+                    keys=[*gate.keys_of(account_id, "acct", *_PEND), gate.pendaccts],
+                    args=[*books, *ids[start : start + _REPORT_CHUNK]],
                     client=pipe,
                 )
         await pipe.execute()
@@ -198,28 +208,31 @@ class Upkeep:
             raise
         return True
 
-    async def reconcile(self, key_ids: Iterable[str] | None = None) -> tuple[int, int]:
-        """Reconcile old pending charges of ``key_ids`` (default: every key with pending
-        charges); returns ``(moved to used, dropped)``."""
+    async def reconcile(self, account_ids: Iterable[str] | None = None) -> tuple[int, int]:
+        """Reconcile old pending charges of ``account_ids`` (default: every account with
+        pending charges); returns ``(moved to used, dropped)``."""
         gate = self.gate
-        if key_ids is None:
-            members = await gate.client.smembers(gate.pendkeys)
+        if account_ids is None:
+            members = await gate.client.smembers(gate.pendaccts)
             ids = sorted(m.decode() if isinstance(m, bytes) else m for m in members)
         else:
-            ids = list(key_ids)
+            ids = list(account_ids)
         moved = dropped = 0
         for start in range(0, len(ids), _CHUNK):
             chunk = ids[start : start + _CHUNK]
             pipe = gate.client.pipeline(transaction=False)
-            for key_id in chunk:
+            for account_id in chunk:
                 await gate.scripts.stale(
-                    keys=[*gate.keys_of(key_id, "pendt", "pendo", "pend"), gate.pendkeys],
-                    args=[int(self.reconcile_seconds * 1000), _STALE_LIMIT, key_id],
+                    keys=[
+                        *gate.keys_of(account_id, "pendt", "pendo", "pend", "pendk"),
+                        gate.pendaccts,
+                    ],
+                    args=[int(self.reconcile_seconds * 1000), _STALE_LIMIT, account_id],
                     client=pipe,
                 )
             found = {
-                key_id: _pairs(result)
-                for key_id, result in zip(chunk, await pipe.execute(), strict=True)
+                account_id: _pairs(result)
+                for account_id, result in zip(chunk, await pipe.execute(), strict=True)
                 if result
             }
             if found:
@@ -238,17 +251,17 @@ class Upkeep:
             alive |= {o for o, n in zip(owners, await pipe.execute(), strict=True) if n}
         costs = await gate.store.ledger_costs([rid for pairs in found.values() for rid, _ in pairs])
         # read after the rows were looked up: it counts every row found
-        used = await gate.store.used_micros(list(found))
+        used, caps = await gate.store.spent(list(found))
         pipe = gate.client.pipeline(transaction=False)
-        for key_id, pairs in found.items():
-            args: list[str | int] = [key_id, used.get(key_id, -1)]
+        for account_id, pairs in found.items():
+            args = _books(account_id, used.get(account_id, -1), caps.get(account_id, []))
             for rid, owner in pairs:
                 if rid in costs:
                     args += [rid, 1]
                 elif owner not in alive:
                     args += [rid, 0]
             await gate.scripts.reconcile(
-                keys=[*gate.keys_of(key_id, "acct", "pend", "pendt", "pendo"), gate.pendkeys],
+                keys=[*gate.keys_of(account_id, "acct", *_PEND), gate.pendaccts],
                 args=args,
                 client=pipe,
             )
@@ -256,8 +269,20 @@ class Upkeep:
         return sum(int(r[0]) for r in results), sum(int(r[1]) for r in results)
 
 
+_PEND = ("pend", "pendt", "pendo", "pendk")
+
+
+def _books(account_id: str, used: int, caps: list[tuple[str, int, int]]) -> list[str | int]:
+    """The head of a WRITTEN or RECONCILE call: the account, its use, and its capped keys'."""
+    args: list[str | int] = [account_id, used, len(caps)]
+    for key_id, period_used, start in caps:
+        args += [key_id, period_used, start]
+    return args
+
+
 def _pairs(flat: Sequence[bytes]) -> list[tuple[str, str]]:
-    return [(flat[i].decode(), flat[i + 1].decode()) for i in range(0, len(flat), 2)]
+    """(request id, owner) of each ``(request id, owner, key id)`` triple STALE returns."""
+    return [(flat[i].decode(), flat[i + 1].decode()) for i in range(0, len(flat), 3)]
 
 
 class Scripts:
@@ -270,6 +295,7 @@ class Scripts:
         self.settle = register(redis_lua.SETTLE)
         self.written = register(redis_lua.WRITTEN)
         self.sync = register(redis_lua.SYNC)
+        self.sync_cap = register(redis_lua.SYNC_CAP)
         self.renew = register(redis_lua.RENEW)
         self.stale = register(redis_lua.STALE)
         self.reconcile = register(redis_lua.RECONCILE)

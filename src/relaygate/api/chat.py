@@ -9,6 +9,8 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
+import msgspec
+
 from relaygate.accounting.fields import check_price_fields
 from relaygate.api.http import Receive, Scope, Send, header, read_body, send_bytes
 from relaygate.api.stream import stream_answer
@@ -67,6 +69,11 @@ async def chat_completions(gw: Gateway, scope: Scope, receive: Receive, send: Se
     ticket = await gw.admissions.admit(
         key, model, request, len(body), request_id, fallbacks=chain[1:]
     )
+    if ticket.output_limit is not None:
+        # no limit asked, and the worst case was more than the key can spend: the upstream is
+        # sent the limit the money affords (clamp_output_to_balance)
+        raw = {**raw, "max_completion_tokens": ticket.output_limit}
+        request = msgspec.structs.replace(request, max_completion_tokens=ticket.output_limit)
     try:
         # Images are fetched and checked after admission, so a key's limits also cap the
         # fetches it can cause; nothing has reached an upstream yet.

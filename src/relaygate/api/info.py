@@ -35,14 +35,16 @@ async def list_models(gw: Gateway, scope: Scope, receive: Receive, send: Send) -
 
 
 async def credits(gw: Gateway, scope: Scope, receive: Receive, send: Send) -> None:
+    """What the key can still spend: the smaller of its account's balance and what is left of
+    its spend cap this period; ``used_credits`` is what the account has used (its keys
+    together); ``unlimited_credits`` only for an unlimited account's key without a cap."""
     key = gw.keys.authenticate(header(scope, b"authorization"))
     balance = await gw.gate.balance(key)
-    remaining = 0 if balance.unlimited else max(0, balance.granted - balance.used)
     body = {
         "object": "credits",
-        "remaining_credits": micros_to_usd(remaining),
+        "remaining_credits": micros_to_usd(balance.remaining),
         "used_credits": micros_to_usd(balance.used),
-        "unlimited_credits": balance.unlimited,
+        "unlimited_credits": balance.is_unlimited,
     }
     await send_bytes(send, 200, encoder.encode(body))
 

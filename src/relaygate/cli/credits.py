@@ -7,10 +7,11 @@ from decimal import Decimal
 import click
 
 from relaygate.accounting.prices import micros_to_usd, usd_to_micros
+from relaygate.accounts import audit
 from relaygate.accounts import credits as business
 from relaygate.accounts.accounts import usd_micros
 from relaygate.admin.schemas import grant_view
-from relaygate.cli.accounts import as_json, run
+from relaygate.cli.accounts import as_json, cli_principal, run
 from relaygate.cli.common import (
     announce_key_change,
     config_option,
@@ -20,6 +21,7 @@ from relaygate.cli.common import (
     with_store,
 )
 from relaygate.store import admin_sql
+from relaygate.store.records import AccountRecord
 from relaygate.store.sql import SqlStore
 
 
@@ -81,10 +83,27 @@ def add(
 
 
 def _add_to_key(config: str | None, key_id: str, amount: Decimal) -> None:
-    """The command as it was: a key id's credits."""
+    """The command as it was: a key id's credits (they go to the key's account)."""
     settings = settings_or_exit(config)
-    record = with_store(settings, lambda store: store.add_credits(key_id, usd_to_micros(amount)))
-    if record is None:
+    micros = usd_to_micros(amount)
+
+    async def work(store: SqlStore) -> AccountRecord | None:
+        record = await store.add_credits(key_id, micros)
+        account = None if record is None else await store.get_account(record.account_id)
+        if account is not None:
+            await audit.record(
+                store,
+                cli_principal(),
+                "credits.add",
+                "account",
+                account.id,
+                {"amount_usd": str(micros_to_usd(micros)), "key": key_id},
+                account_id=account.id,
+            )
+        return account
+
+    account = with_store(settings, work)
+    if account is None:
         fail(f"no account or key with id {key_id}")
         return
     click.echo(
@@ -93,5 +112,5 @@ def _add_to_key(config: str | None, key_id: str, amount: Decimal) -> None:
         err=True,
     )
     announce_key_change(settings, key_id)
-    remaining = micros_to_usd(record.granted_micros - record.used_micros)
-    click.echo(f"Added ${amount} to {key_id}: ${remaining} remaining")
+    remaining = micros_to_usd(account.granted_micros - account.used_micros)
+    click.echo(f"Added ${amount} to {key_id} (account {account.id}): ${remaining} remaining")

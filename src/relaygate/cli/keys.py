@@ -45,6 +45,7 @@ def key_view(record: KeyRecord) -> dict[str, object]:
     """A key as the CLI shows it (never the key itself, which is not stored)."""
     return {
         "id": record.id,
+        "account_id": record.account_id,
         "name": record.name,
         "prefix": record.prefix,
         "models": list(record.models) if record.models is not None else None,
@@ -114,7 +115,8 @@ def create(
     account_id: str | None,
     as_json: bool,
 ) -> None:
-    """Create a key and print it once: it is stored only as a hash."""
+    """Create a key and print it once: it is stored only as a hash. The key gets an account
+    of its own holding its credits."""
     settings = settings_or_exit(config)
     if account_id is not None:
         from relaygate.cli.accounts import create_key_under

@@ -1,8 +1,10 @@
 """The in-memory key cache: authentication without a database round trip.
 
-Every key is loaded at start-up and changes are picked up every ``key_refresh_seconds`` by
-revision (created, revoked, re-credited keys), so a revocation or a credit change made by the
-CLI applies within a second.
+Every key and account is loaded at start-up and changes are picked up every
+``key_refresh_seconds`` by revision (created, revoked, re-credited keys; accounts credited,
+suspended, limited), so a revocation, a suspension or a credit change made by the CLI or the
+admin API applies within a second (at once with Redis, whose key-change channel triggers a
+refresh).
 """
 
 from __future__ import annotations
@@ -14,15 +16,16 @@ import logging
 import time
 from collections.abc import Callable
 
-from relaygate.errors import AuthenticationFailed
+from relaygate.errors import AuthenticationFailed, PermissionDenied
 from relaygate.keys.tokens import hash_key
 from relaygate.outage import Outage
-from relaygate.store.records import KeyRecord
+from relaygate.store.records import AccountRecord, KeyRecord
 from relaygate.store.sql import SqlStore
 
 log = logging.getLogger("relaygate.keys")
 
 KeyListener = Callable[[KeyRecord], None]
+AccountListener = Callable[[AccountRecord], None]
 
 
 def bearer_token(authorization: bytes | None) -> str:
@@ -41,31 +44,38 @@ def bearer_token(authorization: bytes | None) -> str:
 
 
 class KeyCache:
-    """Keys by hash, kept in step with the store."""
+    """Keys by hash, and their accounts by id, kept in step with the store."""
 
     def __init__(self, store: SqlStore, refresh_seconds: float) -> None:
         self.store = store
         self.refresh_seconds = refresh_seconds
         self.by_hash: dict[str, KeyRecord] = {}
         self.by_id: dict[str, KeyRecord] = {}
+        self.accounts: dict[str, AccountRecord] = {}
         self.revision = 0
         self.listeners: list[KeyListener] = []
+        self.account_listeners: list[AccountListener] = []
         self.outage = Outage(log, "key store (key cache refresh; serving from the cache)")
         self._task: asyncio.Task[None] | None = None
 
     async def refresh(self) -> int:
-        """Apply every change since the last refresh; returns how many keys changed."""
-        changed = await self.store.keys_since(self.revision)
-        for record in changed:
+        """Apply every change since the last refresh (keys and accounts); returns how many keys
+        changed. Accounts are applied first: a new key's account is known when the key is."""
+        revision, keys, accounts = await self.store.changes_since(self.revision)
+        for account in accounts:
+            self.accounts[account.id] = account
+            for account_listener in self.account_listeners:
+                account_listener(account)
+        for record in keys:
             old = self.by_id.get(record.id)
             if old is not None and old.key_hash != record.key_hash:
                 self.by_hash.pop(old.key_hash, None)
             self.by_id[record.id] = record
             self.by_hash[record.key_hash] = record
-            self.revision = max(self.revision, record.revision)
             for listener in self.listeners:
                 listener(record)
-        return len(changed)
+        self.revision = max(self.revision, revision)
+        return len(keys)
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="key-refresh")
@@ -97,4 +107,15 @@ class KeyCache:
         now = time.time() if now is None else now
         if record.expires_at is not None and record.expires_at <= now:
             raise AuthenticationFailed("Invalid or expired token: this API key has expired")
+        account = self.accounts.get(record.account_id)
+        if account is None and record.account_id:
+            raise PermissionDenied(
+                "Unknown account: the account this API key belongs to does not exist; ask the"
+                " gateway's operator"
+            )
+        if account is not None and account.status != "active":
+            raise PermissionDenied(
+                "Account suspended: the account this API key belongs to is suspended, so none"
+                " of its keys may be used; ask the gateway's operator to reactivate it"
+            )
         return record

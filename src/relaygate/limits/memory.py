@@ -1,14 +1,31 @@
-"""Per-key rate limits held in this process: requests per minute, tokens per minute and
-concurrent requests."""
+"""Rate limits held in this process: requests per minute, tokens per minute and concurrent
+requests, per key and per account (an account's limits apply over all its keys)."""
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from relaygate.errors import RateLimited
 from relaygate.limits.gcra import Gcra
-from relaygate.store.records import KeyRecord
+
+
+class Limited(Protocol):
+    """A key or an account: what carries limits."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def rpm(self) -> int | None: ...
+    @property
+    def tpm(self) -> int | None: ...
+    @property
+    def max_concurrency(self) -> int | None: ...
+
+
+def has_limits(holder: Limited) -> bool:
+    return bool(holder.rpm or holder.tpm or holder.max_concurrency)
 
 
 @dataclass(slots=True)
@@ -42,7 +59,7 @@ class MemoryLimiter:
     def __init__(self) -> None:
         self._keys: dict[str, _KeyState] = {}
 
-    def _state(self, key: KeyRecord) -> _KeyState:
+    def _state(self, key: Limited) -> _KeyState:
         state = self._keys.get(key.id)
         if state is None:
             state = self._keys[key.id] = _KeyState()
@@ -52,13 +69,16 @@ class MemoryLimiter:
             state.limits = (key.rpm, key.tpm)
         return state
 
-    def acquire(self, key: KeyRecord, tokens: int, now: float | None = None) -> Permit:
-        """Admit one request expected to use ``tokens``, or raise :class:`RateLimited`."""
+    def acquire(
+        self, key: Limited, tokens: int, now: float | None = None, who: str = "key"
+    ) -> Permit:
+        """Admit one request expected to use ``tokens``, or raise :class:`RateLimited` (its
+        message names ``who``: this key, or its account)."""
         now = time.monotonic() if now is None else now
         state = self._state(key)
         if key.max_concurrency is not None and state.inflight >= key.max_concurrency:
             raise RateLimited(
-                f"Rate limit exceeded: this key allows {key.max_concurrency} concurrent requests",
+                f"Rate limit exceeded: this {who} allows {key.max_concurrency} concurrent requests",
                 retry_after=state.mean_held or 1,
             )
         rpm_tat = tpm_tat = None
@@ -66,14 +86,14 @@ class MemoryLimiter:
             ok, rpm_tat, wait = state.rpm.peek(now, 1)
             if not ok:
                 raise RateLimited(
-                    f"Rate limit exceeded: this key allows {key.rpm} requests per minute",
+                    f"Rate limit exceeded: this {who} allows {key.rpm} requests per minute",
                     retry_after=wait,
                 )
         if state.tpm is not None:
             ok, tpm_tat, wait = state.tpm.peek(now, tokens)
             if not ok:
                 raise RateLimited(
-                    f"Rate limit exceeded: this key allows {key.tpm} tokens per minute",
+                    f"Rate limit exceeded: this {who} allows {key.tpm} tokens per minute",
                     retry_after=wait,
                 )
         permit = Permit(key.id, tokens, started=now)

@@ -14,6 +14,7 @@ import logging
 import os
 import random
 import sqlite3
+import time
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import asdict, replace
@@ -26,8 +27,9 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from relaygate.store import migrations
-from relaygate.store.records import KeyRecord, LedgerRow, UsageSummary
-from relaygate.store.schema import api_keys, key_revisions, ledger
+from relaygate.store.charges import Spend
+from relaygate.store.records import AccountRecord, KeyRecord, LedgerRow, UsageSummary
+from relaygate.store.schema import accounts, api_keys, key_revisions, ledger
 
 log = logging.getLogger("relaygate.store")
 
@@ -111,6 +113,25 @@ def _key_from_row(row: Row[Any]) -> KeyRecord:
     )
 
 
+def _account_from_row(row: Row[Any]) -> AccountRecord:
+    m = row._mapping
+    return AccountRecord(
+        id=m["id"],
+        name=m["name"],
+        created_at=m["created_at"],
+        status=m["status"],
+        granted_micros=m["granted_micros"],
+        used_micros=m["used_micros"],
+        unlimited=bool(m["unlimited"]),
+        rpm=m["rpm"],
+        tpm=m["tpm"],
+        max_concurrency=m["max_concurrency"],
+        low_balance_micros=m["low_balance_micros"],
+        low_balance_alerted=bool(m["low_balance_alerted"]),
+        revision=m["revision"],
+    )
+
+
 _LEDGER_FIELDS = tuple(column.name for column in ledger.columns)
 
 
@@ -136,15 +157,16 @@ def _insert_new_sql(dialect: str, rows: int) -> str:
     columns = ", ".join(_LEDGER_FIELDS)  # the schema's names and placeholders, no input
     return (
         f"INSERT INTO {ledger.name} ({columns}) VALUES {values}"  # noqa: S608
-        " ON CONFLICT (request_id) DO NOTHING RETURNING request_id, key_id, cost_micros"
+        " ON CONFLICT (request_id) DO NOTHING"
+        " RETURNING request_id, key_id, cost_micros, account_id, created_at"
     )
 
 
 async def _replace_interrupted(
-    conn: AsyncConnection, rows: list[LedgerRow], new_ids: set[str], spent: dict[str, int]
+    conn: AsyncConnection, rows: list[LedgerRow], new_ids: set[str], spend: Spend
 ) -> dict[str, int]:
     """Replace the ``interrupted`` rows the store holds by the real rows among ``rows`` that
-    conflicted with them; add the cost differences to ``spent``. Returns them by request id.
+    conflicted with them; add the cost differences to ``spend``. Returns them by request id.
 
     Conflicts are rare (a retried batch, a replay), so the common batch costs no query here."""
     conflicting = {
@@ -169,7 +191,7 @@ async def _replace_interrupted(
             .values(asdict(row))
         )
         difference = row.cost_micros - old_cost
-        spent[key_id] += difference
+        spend.add(key_id, row.account_id, difference, row.created_at)
         replaced[request_id] = difference
     return replaced
 
@@ -251,14 +273,85 @@ class SqlStore:
 
     # --- keys --------------------------------------------------------------------------------
 
-    async def create_key(self, record: KeyRecord) -> KeyRecord:
+    async def create_key(
+        self, record: KeyRecord, account: AccountRecord | None = None
+    ) -> KeyRecord:
+        """Store a key. A key that names no account gets one of its own, created with it:
+        ``account`` if given, else one named like the key holding the key's credits
+        (``granted_micros``, ``used_micros``, ``unlimited``), with the id migration 3 gives."""
         values = asdict(record)
         values["models"] = json.dumps(list(record.models)) if record.models is not None else None
+        if not record.account_id and account is None:
+            account = AccountRecord(
+                id=migrations.account_id_for_key(record.id),
+                name=record.name,
+                created_at=record.created_at,
+                granted_micros=record.granted_micros,
+                used_micros=record.used_micros,
+                unlimited=record.unlimited,
+            )
         async with self.engine.begin() as conn:
-            values["revision"] = await _next_revision(conn)
+            values["revision"] = revision = await _next_revision(conn)
+            if account is not None:
+                await conn.execute(
+                    accounts.insert().values(**{**asdict(account), "revision": revision})
+                )
+                values["account_id"] = account.id
             await conn.execute(api_keys.insert().values(**values))
             row = (await conn.execute(select(api_keys).where(api_keys.c.id == record.id))).one()
         return _key_from_row(row)
+
+    async def get_account(self, account_id: str) -> AccountRecord | None:
+        async with self.engine.begin() as conn:
+            query = select(accounts).where(accounts.c.id == account_id)
+            row = (await conn.execute(query)).first()
+        return _account_from_row(row) if row else None
+
+    async def accounts_since(self, revision: int) -> list[AccountRecord]:
+        """Accounts created or changed after ``revision`` (for the in-memory cache)."""
+        async with self.engine.begin() as conn:
+            rows = await conn.execute(
+                select(accounts).where(accounts.c.revision > revision).order_by(accounts.c.revision)
+            )
+            return [_account_from_row(row) for row in rows]
+
+    async def changes_since(
+        self, revision: int
+    ) -> tuple[int, list[KeyRecord], list[AccountRecord]]:
+        """The revision counter now, and the keys and accounts changed after ``revision`` up to
+        it. Bounded by the counter read first, so a change committed between the two reads is
+        not skipped for good: it is read next time (revisions follow commit order)."""
+        async with self.engine.begin() as conn:
+            now = int((await conn.execute(select(key_revisions.c.value))).scalar_one())
+            if now <= revision:
+                return revision, [], []
+            k, a = api_keys.c, accounts.c
+            keys = await conn.execute(
+                select(api_keys)
+                .where(k.revision > revision, k.revision <= now)
+                .order_by(k.revision)
+            )
+            changed_keys = [_key_from_row(row) for row in keys]
+            found = await conn.execute(
+                select(accounts)
+                .where(a.revision > revision, a.revision <= now)
+                .order_by(a.revision)
+            )
+            return now, changed_keys, [_account_from_row(row) for row in found]
+
+    async def update_account(self, account_id: str, **values: Any) -> AccountRecord | None:
+        """Change an account's columns (``status``, limits, ...) with a new revision, so that
+        every gateway's cache picks it up."""
+        async with self.engine.begin() as conn:
+            revision = await _next_revision(conn)
+            changed = await conn.execute(
+                update(accounts)
+                .where(accounts.c.id == account_id)
+                .values(revision=revision, **values)
+                .returning(*accounts.c)
+            )
+            row = changed.first()
+        return _account_from_row(row) if row else None
 
     async def get_key(self, key_id: str) -> KeyRecord | None:
         async with self.engine.begin() as conn:
@@ -278,28 +371,56 @@ class SqlStore:
             )
             return [_key_from_row(row) for row in rows]
 
-    async def _update_key(self, key_id: str, **values: Any) -> KeyRecord | None:
+    async def update_key(self, key_id: str, **values: Any) -> KeyRecord | None:
+        """Change a key's columns (its spend cap, limits, ...) with a new revision."""
         async with self.engine.begin() as conn:
-            exists = await conn.execute(select(api_keys.c.id).where(api_keys.c.id == key_id))
-            if exists.first() is None:
-                return None
             revision = await _next_revision(conn)
-            await conn.execute(
-                update(api_keys).where(api_keys.c.id == key_id).values(revision=revision, **values)
+            changed = await conn.execute(
+                update(api_keys)
+                .where(api_keys.c.id == key_id)
+                .values(revision=revision, **values)
+                .returning(*api_keys.c)
             )
-            row = (await conn.execute(select(api_keys).where(api_keys.c.id == key_id))).one()
-        return _key_from_row(row)
+            row = changed.first()
+        return _key_from_row(row) if row else None
+
+    _update_key = update_key
 
     async def revoke_key(self, key_id: str, now: int) -> KeyRecord | None:
         return await self._update_key(key_id, revoked_at=func.coalesce(api_keys.c.revoked_at, now))
 
     async def add_credits(self, key_id: str, micros: int) -> KeyRecord | None:
-        return await self._update_key(key_id, granted_micros=api_keys.c.granted_micros + micros)
+        """Add credits to the account of ``key_id`` (the key's ``granted_micros`` keeps the
+        sum granted through it); both get a new revision."""
+        async with self.engine.begin() as conn:
+            revision = await _next_revision(conn)
+            changed = await conn.execute(
+                update(api_keys)
+                .where(api_keys.c.id == key_id)
+                .values(revision=revision, granted_micros=api_keys.c.granted_micros + micros)
+                .returning(*api_keys.c)
+            )
+            row = changed.first()
+            if row is None:
+                return None
+            key = _key_from_row(row)
+            await conn.execute(
+                update(accounts)
+                .where(accounts.c.id == key.account_id)
+                .values(revision=revision, granted_micros=accounts.c.granted_micros + micros)
+            )
+        return key
 
     # --- ledger ------------------------------------------------------------------------------
 
     async def write_ledger(self, rows: list[LedgerRow]) -> list[LedgerRow]:
-        """Append rows and add their cost to their keys, in one transaction.
+        """Append rows and add their cost to their keys and accounts, in one transaction.
+
+        Each new row's cost goes to its account's ``used_micros`` (the balance), its key's
+        ``used_micros`` (what the key spent in its lifetime) and its key's
+        ``period_used_micros`` (what it spent in its spend cap's current UTC period: a key whose
+        ``period_start`` is an earlier period starts afresh, and a row dated before the current
+        period is not counted in it).
 
         A row whose request id is already in the ledger is skipped (written once, never twice):
         ``ON CONFLICT DO NOTHING ... RETURNING`` tells which rows were new, and only their cost
@@ -313,24 +434,19 @@ class SqlStore:
         if not rows:
             return []
         values = [_row_values(row) for row in rows]
+        spend = Spend(time.time())
         async with self.engine.begin() as conn:
-            spent: dict[str, int] = defaultdict(int)
             new_ids: set[str] = set()
             for start, end in _pages(len(values)):
                 page = tuple(chain.from_iterable(values[start:end]))
                 sql = _insert_new_sql(self.dialect, end - start)
                 result = await conn.exec_driver_sql(sql, page)
-                for request_id, key_id, cost in cast("Iterable[tuple[str, str, int]]", result):
-                    spent[key_id] += cost
+                returned = cast("Iterable[tuple[str, str, int, str | None, int]]", result)
+                for request_id, key_id, cost, account_id, created_ms in returned:
+                    spend.add(key_id, account_id, cost, created_ms)
                     new_ids.add(request_id)
-            replaced = await _replace_interrupted(conn, rows, new_ids, spent)
-            for key_id, micros in spent.items():
-                if micros:
-                    await conn.execute(
-                        update(api_keys)
-                        .where(api_keys.c.id == key_id)
-                        .values(used_micros=api_keys.c.used_micros + micros)
-                    )
+            replaced = await _replace_interrupted(conn, rows, new_ids, spend)
+            await spend.apply(conn)
         fresh = []
         for row in rows:
             if row.request_id in new_ids:
@@ -369,19 +485,26 @@ class SqlStore:
             rows = list(await conn.execute(query))
         return _summaries(rows)
 
-    async def used_micros(self, key_ids: list[str]) -> dict[str, int]:
-        """Each of ``key_ids``'s ``used_micros`` now (keys that do not exist are left out).
-
-        It only grows, by the cost of each ledger row as it is written: the Redis gate keeps
-        the highest value it has read as a key's settled use."""
-        found: dict[str, int] = {}
+    async def spent(
+        self, account_ids: list[str]
+    ) -> tuple[dict[str, int], dict[str, list[tuple[str, int, int]]]]:
+        """Each account's ``used_micros`` now (accounts that do not exist are left out), and
+        for each, its keys with a spend cap as ``(key_id, period_used_micros, period_start)``:
+        what the Redis gate brings its balances and caps up to once ledger rows are written."""
+        used: dict[str, int] = {}
+        caps: dict[str, list[tuple[str, int, int]]] = defaultdict(list)
+        a, k = accounts.c, api_keys.c
         async with self.engine.begin() as conn:
-            for start in range(0, len(key_ids), 500):
-                query = select(api_keys.c.id, api_keys.c.used_micros).where(
-                    api_keys.c.id.in_(key_ids[start : start + 500])
+            for start in range(0, len(account_ids), 500):
+                chunk = account_ids[start : start + 500]
+                query = select(a.id, a.used_micros).where(a.id.in_(chunk))
+                used.update((i, int(u)) for i, u in await conn.execute(query))
+                capped = select(k.account_id, k.id, k.period_used_micros, k.period_start).where(
+                    k.account_id.in_(chunk), k.spend_limit_micros.is_not(None)
                 )
-                found.update((key_id, int(used)) for key_id, used in await conn.execute(query))
-        return found
+                for account_id, key_id, period_used, start_at in await conn.execute(capped):
+                    caps[account_id].append((key_id, int(period_used), int(start_at)))
+        return used, dict(caps)
 
     async def ledger_costs(self, request_ids: list[str]) -> dict[str, int]:
         """The cost of each of ``request_ids`` that is in the ledger (for reconciling the
