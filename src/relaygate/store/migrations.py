@@ -13,7 +13,17 @@ from sqlalchemy import Column, Connection, Table, func, select, text, update
 from sqlalchemy.schema import CreateColumn
 
 from relaygate.store import schema_v1
-from relaygate.store.schema import accounts, api_keys, key_revisions, ledger, schema_migrations
+from relaygate.store.rollups import rebuild_rollups
+from relaygate.store.schema import (
+    accounts,
+    api_keys,
+    key_revisions,
+    ledger,
+    ledger_model_created,
+    ledger_status_created,
+    schema_migrations,
+    usage_rollups,
+)
 
 
 def m001_initial(conn: Connection) -> None:
@@ -100,10 +110,20 @@ def m003_accounts(conn: Connection) -> None:
             index.create(conn)
 
 
+def m007_usage_rollups(conn: Connection) -> None:
+    """Usage rollups (built from the ledger as it is), and the request log's indexes by model
+    and by status."""
+    usage_rollups.create(conn)
+    ledger_model_created.create(conn)
+    ledger_status_created.create(conn)
+    rebuild_rollups(conn)
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
     (1, "m001_initial", m001_initial),
     (2, "m002_key_revision_counter", m002_key_revision_counter),
     (3, "m003_accounts", m003_accounts),
+    (7, "m007_usage_rollups", m007_usage_rollups),
 ]
 
 

@@ -27,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 
 from relaygate.store import migrations
 from relaygate.store.records import KeyRecord, LedgerRow, UsageSummary
+from relaygate.store.rollups import add_to_rollups
 from relaygate.store.schema import api_keys, key_revisions, ledger
 
 log = logging.getLogger("relaygate.store")
@@ -320,6 +321,7 @@ class SqlStore:
                 for request_id, key_id, cost in cast("Iterable[tuple[str, str, int]]", result):
                     spent[key_id] += cost
                     new_ids.add(request_id)
+            await add_to_rollups(conn, self.dialect, rows, new_ids)
             replaced = await _replace_interrupted(conn, rows, new_ids, spent)
             for key_id, micros in spent.items():
                 if micros:

@@ -1,0 +1,177 @@
+"""The usage queries: reports from the rollups, and the request log (the ledger, newest first).
+
+Reports never read the ledger. A range is read at the coarsest level that answers it: whole UTC
+days from a day level, the hours before the first and after the last whole day from an hour
+level; and from a level without keys (hour/day x model) when neither an account nor a key is
+asked for. The inputs are checked by :mod:`relaygate.accounts.usage`; these functions trust them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import and_, func, literal_column, or_, select
+
+from relaygate.store.records import LedgerRow
+from relaygate.store.rollups import DAY_MS, HOUR_MS, Level
+from relaygate.store.schema import ROLLUP_SUMS, ledger, usage_rollups
+
+if TYPE_CHECKING:
+    from relaygate.store.sql import SqlStore
+
+GROUPS = ("hour", "day", "model", "key")
+
+
+@dataclass(frozen=True, slots=True)
+class Filters:
+    """What a report or the request log is restricted to (``None``: everything)."""
+
+    account_id: str | None = None
+    key_id: str | None = None
+    model: str | None = None
+
+
+def hour_floor(ms: int) -> int:
+    return ms - ms % HOUR_MS
+
+
+def hour_ceil(ms: int) -> int:
+    return -(-ms // HOUR_MS) * HOUR_MS
+
+
+def _levels(filters: Filters, group_by: str) -> tuple[Level, Level]:
+    """The (hour, day) levels that keep every column the report filters or groups on."""
+    if filters.account_id is None and filters.key_id is None and group_by != "key":
+        return Level.HOUR_MODEL, Level.DAY_MODEL
+    if filters.model is None and group_by != "model":
+        return Level.HOUR, Level.DAY_KEY
+    return Level.HOUR, Level.DAY
+
+
+def plan(
+    filters: Filters, group_by: str, start_ms: int, end_ms: int
+) -> list[tuple[Level, int, int]]:
+    """The parts of ``[start_ms, end_ms)`` (whole hours) to read: (level, from, to) each."""
+    hour_level, day_level = _levels(filters, group_by)
+    first_day = -(-start_ms // DAY_MS) * DAY_MS
+    last_day = end_ms - end_ms % DAY_MS
+    if group_by == "hour" or first_day >= last_day:
+        return [(hour_level, start_ms, end_ms)] if start_ms < end_ms else []
+    parts = [(day_level, first_day, last_day)]
+    if start_ms < first_day:
+        parts.append((hour_level, start_ms, first_day))
+    if last_day < end_ms:
+        parts.append((hour_level, last_day, end_ms))
+    return parts
+
+
+def _group_column(group_by: str) -> Any:
+    r = usage_rollups.c
+    if group_by == "hour":
+        return r.bucket
+    if group_by == "day":
+        return r.bucket - r.bucket % literal_column(str(DAY_MS))
+    return r.model if group_by == "model" else r.key_id
+
+
+def _part_query(filters: Filters, group_by: str, level: Level, start: int, end: int) -> Any:
+    r = usage_rollups.c
+    group = _group_column(group_by).label("grp")
+    query = (
+        select(group, *(func.sum(r[name]) for name in ROLLUP_SUMS))
+        .where(r.level == int(level), r.bucket >= start, r.bucket < end)
+        .group_by(group)
+    )
+    if filters.account_id is not None:
+        query = query.where(r.account_id == filters.account_id)
+    if filters.key_id is not None:
+        query = query.where(r.key_id == filters.key_id)
+    if filters.model is not None:
+        query = query.where(r.model == filters.model)
+    return query
+
+
+async def usage_totals(
+    store: SqlStore, filters: Filters, group_by: str, start_ms: int, end_ms: int
+) -> dict[Any, list[int]]:
+    """The rollup totals (ROLLUP_SUMS, in order) per group over whole hours ``[start_ms,
+    end_ms)``; groups are hour/day starts (unix ms), models or key ids."""
+    totals: dict[Any, list[int]] = {}
+    async with store.engine.connect() as conn:
+        for level, start, end in plan(filters, group_by, start_ms, end_ms):
+            result = await conn.execute(_part_query(filters, group_by, level, start, end))
+            for group, *sums in result:
+                held = totals.get(group)
+                if held is None:
+                    totals[group] = [int(value or 0) for value in sums]
+                else:
+                    for i, value in enumerate(sums):
+                        held[i] += int(value or 0)
+    return totals
+
+
+async def totals_by_key_and_model(
+    store: SqlStore, key_id: str | None = None
+) -> list[tuple[str, str, list[int]]]:
+    """All-time totals per key and model (ROLLUP_SUMS, in order), from the day level."""
+    r = usage_rollups.c
+    query = (
+        select(r.key_id, r.model, *(func.sum(r[name]) for name in ROLLUP_SUMS))
+        .where(r.level == int(Level.DAY))
+        .group_by(r.key_id, r.model)
+        .order_by(r.key_id, r.model)
+    )
+    if key_id is not None:
+        query = query.where(r.key_id == key_id)
+    async with store.engine.connect() as conn:
+        rows = list(await conn.execute(query))
+    return [(key, model, [int(v or 0) for v in sums]) for key, model, *sums in rows]
+
+
+# --- the request log -------------------------------------------------------------------------
+
+
+async def ledger_page(
+    store: SqlStore,
+    filters: Filters,
+    status: str | None,
+    start_ms: int | None,
+    end_ms: int | None,
+    after: tuple[int, str] | None,
+    limit: int,
+) -> list[LedgerRow]:
+    """Up to ``limit`` ledger rows newest first (by created_at, then request id), those after
+    ``after`` (the last row of the previous page) when given.
+
+    Each filter has an index ending in created_at, so the page is one index range scan read
+    backwards (ties on created_at sorted by request id as they are read)."""
+    c = ledger.c
+    query = select(ledger).order_by(c.created_at.desc(), c.request_id.desc()).limit(limit)
+    if filters.account_id is not None:
+        query = query.where(c.account_id == filters.account_id)
+    if filters.key_id is not None:
+        query = query.where(c.key_id == filters.key_id)
+    if filters.model is not None:
+        query = query.where(c.model == filters.model)
+    if status is not None:
+        query = query.where(c.status == status)
+        if status != "ok":  # the words of the partial index's condition, so that it is used
+            query = query.where(c.status != literal_column("'ok'"))
+    if start_ms is not None:
+        query = query.where(c.created_at >= start_ms)
+    if end_ms is not None:
+        query = query.where(c.created_at < end_ms)
+    if after is not None:
+        created_at, request_id = after
+        query = query.where(
+            c.created_at <= created_at,  # the range bound; the OR below is a filter on it
+            or_(
+                c.created_at < created_at,
+                and_(c.created_at == created_at, c.request_id < request_id),
+            ),
+        )
+    async with store.engine.connect() as conn:
+        rows: Sequence[Any] = (await conn.execute(query)).all()
+    return [LedgerRow(**row._mapping) for row in rows]
