@@ -152,7 +152,7 @@ async def usage_report(
     start, end = covered_range(start_ms, end_ms)
     if group_by == "hour" and end - start > MAX_HOURS * 3_600_000:
         raise InvalidRequest(
-            f"group_by=hour covers at most {MAX_HOURS // 24} days; use group_by=day",
+            f"group_by=hour covers at most {MAX_HOURS // 24} days (give from, or use group_by=day)",
             param="group_by",
         )
     totals = await usage_totals(store, filters, group_by, start, end)

@@ -257,7 +257,7 @@ def rebuild_rollups(conn: Connection) -> None:
                 literal_column(str(int(level))), *keys, *(func.sum(r[name]) for name in ROLLUP_SUMS)
             )
             .where(r.level == literal_column(str(int(Level.HOUR))))
-            .group_by(*keys)
+            .group_by(*(key for key in keys if key is not nothing))
         )
         conn.execute(usage_rollups.insert().from_select([*_KEY_COLUMNS, *ROLLUP_SUMS], query))
     if conn.dialect.name == "postgresql":
