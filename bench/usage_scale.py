@@ -181,6 +181,7 @@ async def ledger_count(store: SqlStore) -> int:
 def _seed_sqlite(path: str, rows: int) -> None:
     db = sqlite3.connect(path, isolation_level=None)
     db.execute("PRAGMA synchronous=OFF")
+    db.execute("PRAGMA cache_size=-2000000")  # 2 GB: the indexes' pages stay in memory
     db.execute("BEGIN")
     db.execute("DELETE FROM ledger")
     sql = f"INSERT INTO ledger ({', '.join(FIELDS)}) VALUES ({', '.join('?' * len(FIELDS))})"

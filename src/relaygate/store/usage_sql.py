@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import and_, func, literal_column, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from relaygate.store.records import LedgerRow
-from relaygate.store.rollups import DAY_MS, HOUR_MS, Level
+from relaygate.store.records import LedgerRow, UsageSummary
+from relaygate.store.rollups import DAY_MS, HOUR_MS, STATUSES, Level
 from relaygate.store.schema import ROLLUP_SUMS, ledger, usage_rollups
 
 if TYPE_CHECKING:
@@ -145,22 +145,40 @@ async def usage_totals(
     return totals
 
 
-async def totals_by_key_and_model(
-    store: SqlStore, key_id: str | None = None
-) -> list[tuple[str, str, list[int]]]:
-    """All-time totals per key and model (ROLLUP_SUMS, in order), from the day level."""
+async def usage_by_key_and_model(store: SqlStore, key_id: str | None = None) -> list[UsageSummary]:
+    """All-time totals per key and model, from the day level (``relaygate usage``); statuses
+    without a column of their own are counted as ``other``."""
     r = usage_rollups.c
     query = (
         select(r.key_id, r.model, *(func.sum(r[name]) for name in ROLLUP_SUMS))
         .where(r.level == int(Level.DAY))
         .group_by(r.key_id, r.model)
-        .order_by(r.key_id, r.model)
     )
     if key_id is not None:
         query = query.where(r.key_id == key_id)
     async with store.engine.connect() as conn:
-        rows = list(await conn.execute(query))
-    return [(key, model, [int(v or 0) for v in sums]) for key, model, *sums in rows]
+        rows = sorted(await conn.execute(query), key=lambda row: (row[0], row[1]))
+    summaries = []
+    for key, model, *sums in rows:
+        totals = dict(zip(ROLLUP_SUMS, (int(value or 0) for value in sums), strict=True))
+        if not totals["requests"]:
+            continue
+        statuses = {s: totals[f"status_{s}"] for s in (*STATUSES, "other")}
+        summaries.append(
+            UsageSummary(
+                key_id=key,
+                model=model,
+                requests=totals["requests"],
+                prompt_tokens=totals["prompt_tokens"],
+                cached_tokens=totals["cached_tokens"],
+                completion_tokens=totals["completion_tokens"],
+                reasoning_tokens=totals["reasoning_tokens"],
+                image_tokens=totals["image_tokens"],
+                cost_micros=totals["cost_micros"],
+                statuses={status: count for status, count in statuses.items() if count},
+            )
+        )
+    return summaries
 
 
 # --- the request log -------------------------------------------------------------------------
