@@ -19,7 +19,14 @@ from relaygate.errors import InvalidRequest
 from relaygate.store import LedgerRow, SqlStore
 from relaygate.store.rollups import DAY_MS, HOUR_MS, Level, rebuild_rollups
 from relaygate.store.schema import schema_migrations, usage_rollups
-from relaygate.store.usage_sql import usage_by_key_and_model
+from relaygate.store.usage_sql import (
+    Filters,
+    ledger_page_query,
+    plan,
+    report_query,
+    sqlite_hinted,
+    usage_by_key_and_model,
+)
 from tests.store.test_store import Backend, backend, make_key, make_row, store
 
 __all__ = ["backend", "store"]  # the fixtures, shared with test_store
@@ -379,3 +386,50 @@ async def test_bad_request_log_inputs_are_invalid_requests(
     with pytest.raises(InvalidRequest) as raised:
         await request_log(store, **call)
     assert raised.value.param == param
+
+
+# --- query plans -----------------------------------------------------------------------------
+
+
+async def test_sqlite_reads_every_filter_through_an_index(store: SqlStore) -> None:
+    """No request-log page and no report part scans a whole table on SQLite (PostgreSQL's
+    plans depend on its statistics: bench/usage_scale.py records them on 2M rows)."""
+    if store.dialect != "sqlite":
+        pytest.skip("EXPLAIN QUERY PLAN is SQLite's")
+    await seed(store)
+    engine = store.engine.sync_engine
+
+    async def explain(query: Any, hint: Filters | None = None) -> str:
+        sql = str(query.compile(engine, compile_kwargs={"literal_binds": True}))
+        sql = sqlite_hinted(sql, hint) if hint is not None else sql
+        async with store.engine.begin() as conn:
+            rows = await conn.exec_driver_sql("EXPLAIN QUERY PLAN " + sql)
+            return " / ".join(str(row[-1]) for row in rows)
+
+    log_filters: list[tuple[Filters, str | None]] = [
+        (Filters(), None),
+        (Filters(account_id="acct_one"), None),
+        (Filters(key_id="key_x"), None),
+        (Filters(model="mini"), None),
+        (Filters(), "cancelled"),
+        (Filters(key_id="key_x"), "upstream_error"),
+        (Filters(account_id="acct_one", model="mini"), "ok"),
+    ]
+    for filters, status in log_filters:
+        for after in (None, (T0 + DAY_MS, "chatcmpl-z")):
+            plan_text = await explain(ledger_page_query(filters, status, None, None, after, 51))
+            assert "USING INDEX" in plan_text, (filters, status, plan_text)
+            assert "USE TEMP B-TREE FOR ORDER BY" not in plan_text, plan_text  # no full sort
+    for group_by in ("hour", "day", "model", "key"):
+        for filters in (
+            Filters(),
+            Filters(account_id="a"),
+            Filters(key_id="k"),
+            Filters(model="m"),
+        ):
+            for level, start, end in plan(filters, group_by, T0 + HOUR_MS, T0 + 5 * DAY_MS):
+                query = report_query(filters, group_by, level, start, end)
+                plan_text = await explain(query, filters)
+                assert "SEARCH usage_rollups USING" in plan_text, plan_text
+                wanted = "PRIMARY KEY" if filters == Filters() else "INDEX usage_rollups_"
+                assert wanted in plan_text, (group_by, filters, plan_text)
