@@ -238,7 +238,7 @@ async def test_usage_report_equals_an_aggregation_of_the_ledger(
     for group_by in ("hour", "day", "model", "key"):
         for filters in filter_sets:
             if group_by == "hour" and start is None:
-                with pytest.raises(InvalidRequest, match="at most 93 days"):
+                with pytest.raises(InvalidRequest, match="at most 31 days"):
                     await usage_report(store, group_by=group_by)
                 continue
             views = await usage_report(
@@ -349,7 +349,7 @@ async def test_request_log_breaks_the_cost_down(store: SqlStore) -> None:
         pytest.param({"start_ms": -1}, "from", id="negative-from"),
         pytest.param({"end_ms": "soon"}, "to", id="non-numeric-to"),
         pytest.param(
-            {"group_by": "hour", "start_ms": T0, "end_ms": T0 + 94 * DAY_MS},
+            {"group_by": "hour", "start_ms": T0, "end_ms": T0 + 32 * DAY_MS},
             "group_by",
             id="too-many-hours",
         ),

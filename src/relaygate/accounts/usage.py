@@ -37,8 +37,9 @@ if TYPE_CHECKING:
 
 MAX_LIMIT = 500
 """The most rows one request-log page holds."""
-MAX_HOURS = 93 * 24
-"""The longest range a report grouped by hour covers (93 days: 2,232 groups)."""
+MAX_HOURS = 31 * 24
+"""The longest range a report grouped by hour covers (31 days: 744 groups; longer ranges are
+grouped by day)."""
 _MAX_MS = 253_402_300_799_999
 """The last millisecond of the year 9999 (the latest time a bound may name)."""
 _TOKENS = (

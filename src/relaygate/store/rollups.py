@@ -12,7 +12,9 @@ The levels (one table, ``usage_rollups``, a ``level`` column):
 - ``DAY``: day x account x key x model, for ranges of whole days;
 - ``DAY_KEY``: day x account x key (model ``''``), for reports by key over every model;
 - ``HOUR_MODEL`` and ``DAY_MODEL``: hour/day x model (account and key ``''``), for reports over
-  every account and key.
+  every account and key;
+- ``HOUR_ACCOUNT`` and ``DAY_ACCOUNT``: hour/day x account x model (key ``''``), for an
+  account's reports over all its keys (a large account's keys would be many rows otherwise).
 
 With ~500 keys and ~10 models, hour x key x model barely compresses a sparse ledger (2M rows
 gave ~660k cells); a query over 90 days of every key reads ~900 day x model rows instead.
@@ -45,6 +47,8 @@ class Level(IntEnum):
     DAY_KEY = 2
     HOUR_MODEL = 3
     DAY_MODEL = 4
+    HOUR_ACCOUNT = 5
+    DAY_ACCOUNT = 6
 
 
 STATUSES = ("ok", "client_disconnected", "upstream_error", "cancelled", "interrupted")
@@ -114,6 +118,8 @@ def _every_level(hours: dict[Cell, list[int]]) -> dict[Cell, list[int]]:
         _add(cells, (Level.DAY_KEY, day, account_id, key_id, ""), sums)
         _add(cells, (Level.HOUR_MODEL, hour, "", "", model), sums)
         _add(cells, (Level.DAY_MODEL, day, "", "", model), sums)
+        _add(cells, (Level.HOUR_ACCOUNT, hour, account_id, "", model), sums)
+        _add(cells, (Level.DAY_ACCOUNT, day, account_id, "", model), sums)
     return cells
 
 
@@ -250,6 +256,8 @@ def rebuild_rollups(conn: Connection) -> None:
         Level.DAY_KEY: (day, r.account_id, r.key_id, nothing),
         Level.HOUR_MODEL: (r.bucket, nothing, nothing, r.model),
         Level.DAY_MODEL: (day, nothing, nothing, r.model),
+        Level.HOUR_ACCOUNT: (r.bucket, r.account_id, nothing, r.model),
+        Level.DAY_ACCOUNT: (day, r.account_id, nothing, r.model),
     }
     for level, keys in derived.items():
         query = (

@@ -2,8 +2,9 @@
 
 Reports never read the ledger. A range is read at the coarsest level that answers it: whole UTC
 days from a day level, the hours before the first and after the last whole day from an hour
-level; and from a level without keys (hour/day x model) when neither an account nor a key is
-asked for. The inputs are checked by :mod:`relaygate.accounts.usage`; these functions trust them.
+level; and from a level without keys (hour/day x account x model, or hour/day x model) when no
+key is asked for. The inputs are checked by :mod:`relaygate.accounts.usage`; these functions
+trust them.
 """
 
 from __future__ import annotations
@@ -43,12 +44,15 @@ def hour_ceil(ms: int) -> int:
 
 
 def _levels(filters: Filters, group_by: str) -> tuple[Level, Level]:
-    """The (hour, day) levels that keep every column the report filters or groups on."""
-    if filters.account_id is None and filters.key_id is None and group_by != "key":
-        return Level.HOUR_MODEL, Level.DAY_MODEL
-    if filters.model is None and group_by != "model":
-        return Level.HOUR, Level.DAY_KEY
-    return Level.HOUR, Level.DAY
+    """The (hour, day) levels with the fewest rows that keep every column the report filters
+    or groups on."""
+    if filters.key_id is not None or group_by == "key":
+        if filters.model is None and group_by != "model":
+            return Level.HOUR, Level.DAY_KEY
+        return Level.HOUR, Level.DAY
+    if filters.account_id is not None:
+        return Level.HOUR_ACCOUNT, Level.DAY_ACCOUNT
+    return Level.HOUR_MODEL, Level.DAY_MODEL
 
 
 def plan(
