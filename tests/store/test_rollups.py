@@ -7,6 +7,7 @@ direct aggregation of the ledger's rows.
 
 from __future__ import annotations
 
+import sqlite3
 from collections import Counter, defaultdict
 from dataclasses import replace
 from typing import Any
@@ -433,3 +434,24 @@ async def test_sqlite_reads_every_filter_through_an_index(store: SqlStore) -> No
                 assert "SEARCH usage_rollups USING" in plan_text, plan_text
                 wanted = "PRIMARY KEY" if filters == Filters() else "INDEX usage_rollups_"
                 assert wanted in plan_text, (group_by, filters, plan_text)
+
+
+async def test_sqlite_reports_do_not_take_the_write_lock(store: SqlStore) -> None:
+    """A report and a request-log page are plain reads on SQLite: they run while another
+    connection holds the one write lock (the ledger writer's), instead of queueing behind it."""
+    if store.dialect != "sqlite":
+        pytest.skip("SQLite's write lock")
+    rows = await seed(store)
+    path = store.engine.url.database
+    assert path
+    writer = sqlite3.connect(path, isolation_level=None)
+    try:
+        writer.execute("BEGIN IMMEDIATE")
+        writer.execute("UPDATE usage_rollups SET requests = requests + 1000")  # not committed
+        views = await usage_report(store, group_by="model")
+        assert sum(view["requests"] for view in views) == len(rows)
+        page, _ = await request_log(store, limit=5)
+        assert len(page) == 5
+    finally:
+        writer.execute("ROLLBACK")
+        writer.close()

@@ -9,7 +9,6 @@ trust them.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -112,12 +111,25 @@ def sqlite_hinted(sql: str, filters: Filters) -> str:
     return sql.replace(f"FROM {table}", f"FROM {table} INDEXED BY {index}", 1)
 
 
-async def _run_report(conn: AsyncConnection, query: Any, filters: Filters) -> Any:
+async def _read(conn: AsyncConnection, query: Any, filters: Filters | None = None) -> list[Any]:
+    """The rows of ``query``.
+
+    On SQLite the query runs on the driver's connection in autocommit: a plain read, where
+    the store's transactions all begin ``BEGIN IMMEDIATE`` and would hold the one write lock
+    (the ledger writer's) for as long as a report takes. A report's parts cover separate hours,
+    so they need no common snapshot."""
     if conn.dialect.name != "sqlite":
-        return await conn.execute(query)
+        return list(await conn.execute(query))
     compiled = query.compile(dialect=conn.dialect)
     params = tuple(compiled.params[name] for name in compiled.positiontup or ())
-    return await conn.exec_driver_sql(sqlite_hinted(str(compiled), filters), params)
+    sql = str(compiled) if filters is None else sqlite_hinted(str(compiled), filters)
+    raw = await conn.get_raw_connection()
+    driver: Any = raw.driver_connection  # aiosqlite's connection
+    cursor = await driver.execute(sql, params)
+    try:
+        return list(await cursor.fetchall())
+    finally:
+        await cursor.close()
 
 
 def _index_for(filters: Filters) -> str | None:
@@ -138,7 +150,7 @@ async def usage_totals(
     async with store.engine.connect() as conn:
         for level, start, end in plan(filters, group_by, start_ms, end_ms):
             query = report_query(filters, group_by, level, start, end)
-            result = await _run_report(conn, query, filters)
+            result = await _read(conn, query, filters)
             for group, *sums in result:
                 held = totals.get(group)
                 if held is None:
@@ -161,7 +173,7 @@ async def usage_by_key_and_model(store: SqlStore, key_id: str | None = None) -> 
     if key_id is not None:
         query = query.where(r.key_id == key_id)
     async with store.engine.connect() as conn:
-        rows = sorted(await conn.execute(query), key=lambda row: (row[0], row[1]))
+        rows = sorted(await _read(conn, query), key=lambda row: (row[0], row[1]))
     summaries = []
     for key, model, *sums in rows:
         totals = dict(zip(ROLLUP_SUMS, (int(value or 0) for value in sums), strict=True))
@@ -241,5 +253,11 @@ async def ledger_page(
     ``after`` (the last row of the previous page) when given."""
     query = ledger_page_query(filters, status, start_ms, end_ms, after, limit)
     async with store.engine.connect() as conn:
-        rows: Sequence[Any] = (await conn.execute(query)).all()
-    return [LedgerRow(**row._mapping) for row in rows]
+        rows = await _read(conn, query)
+    names = [column.name for column in ledger.columns]
+    found = []
+    for row in rows:
+        values = dict(zip(names, row, strict=True))
+        values["stream"] = bool(values["stream"])  # SQLite's driver reads 0 or 1
+        found.append(LedgerRow(**values))
+    return found
