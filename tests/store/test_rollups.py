@@ -15,7 +15,13 @@ from typing import Any
 import pytest
 from sqlalchemy import select, text
 
-from relaygate.accounts.usage import MAX_LIMIT, encode_cursor, request_log, usage_report
+from relaygate.accounts.usage import (
+    MAX_LIMIT,
+    encode_cursor,
+    parse_time,
+    request_log,
+    usage_report,
+)
 from relaygate.errors import InvalidRequest
 from relaygate.store import LedgerRow, SqlStore
 from relaygate.store.rollups import DAY_MS, HOUR_MS, Level, rebuild_rollups
@@ -455,3 +461,24 @@ async def test_sqlite_reports_do_not_take_the_write_lock(store: SqlStore) -> Non
     finally:
         writer.execute("ROLLBACK")
         writer.close()
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        pytest.param("1767225600000", T0, id="unix-ms"),
+        pytest.param("2026-01-01", T0, id="date"),
+        pytest.param("2026-01-01T01:00:00Z", T0 + HOUR_MS, id="utc-time"),
+        pytest.param("2026-01-01T02:00:00+01:00", T0 + HOUR_MS, id="offset"),
+        pytest.param("", None, id="empty"),
+    ],
+)
+def test_time_bounds_parse_as_unix_ms_or_iso_8601(value: str, expected: int | None) -> None:
+    assert parse_time("from", value) == expected
+
+
+@pytest.mark.parametrize("value", ["yesterday", "-5", "2026-13-01", "1" * 30, "x" * 100])
+def test_bad_time_bounds_are_invalid_requests(value: str) -> None:
+    with pytest.raises(InvalidRequest) as raised:
+        parse_time("to", value)
+    assert raised.value.param == "to"

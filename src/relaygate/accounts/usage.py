@@ -77,6 +77,29 @@ def _bounds(start_ms: int | None, end_ms: int | None) -> tuple[int, int]:
     return start, end
 
 
+def parse_time(name: str, value: str | None) -> int | None:
+    """A ``from``/``to`` query value as unix milliseconds: digits (unix milliseconds), or an ISO
+    8601 date or time (``2026-11-01``, ``2026-11-01T12:30:00Z``; UTC when no offset is given).
+    ``None`` or empty: no bound."""
+    if value is None or value == "":
+        return None
+    bad = InvalidRequest(
+        f"{name} must be unix milliseconds or an ISO 8601 date or time, got {excerpt(value)}",
+        param=name,
+    )
+    if value.isdigit():
+        if len(value) > 15:
+            raise bad
+        return int(value)
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00") if len(value) <= 40 else "")
+    except ValueError:
+        raise bad from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return int(moment.timestamp() * 1000)
+
+
 def covered_range(start_ms: int | None, end_ms: int | None) -> tuple[int, int]:
     """The range a report over ``[start_ms, end_ms)`` covers: whole hours that overlap it
     (``None`` bounds: from the first row, up to now)."""
