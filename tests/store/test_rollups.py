@@ -99,7 +99,7 @@ def row_at(key_id: str, account_id: str, at: int, **values: Any) -> LedgerRow:
 
 
 async def seed(store: SqlStore) -> list[LedgerRow]:
-    """Rows over three days, two accounts, three keys, three models and several statuses,
+    """Rows over 16 days, two accounts, three keys, three models and several statuses,
     written in mixed batches: repeats, an in-batch duplicate, interrupted rows replaced by
     their real rows in a later batch and in the same batch."""
     a = await store.create_key(make_key())
@@ -111,7 +111,7 @@ async def seed(store: SqlStore) -> list[LedgerRow]:
     rows = []
     for i in range(60):
         key_id = (a.id, b.id, c.id)[i % 3]
-        at = T0 + 20 * HOUR_MS + i * 53 * 60_000 + i % 4  # spans ~2 days, crossing midnight
+        at = T0 + 20 * HOUR_MS + i * 389 * 60_000 + i % 4  # 16 days: weeks, days, hours
         rows.append(
             row_at(key_id, accounts[key_id], at, model=models[i % 5 % 3], status=statuses[i % 7])
         )
@@ -224,6 +224,8 @@ RANGES = [
     pytest.param(T0 + 21 * HOUR_MS + 1234, T0 + 47 * HOUR_MS + 5, id="hours-around-a-day"),
     pytest.param(T0 + 22 * HOUR_MS, T0 + 23 * HOUR_MS + 1, id="within-a-day"),
     pytest.param(T0, T0 + 2 * DAY_MS, id="whole-days"),
+    pytest.param(T0 + DAY_MS + 5 * HOUR_MS, T0 + 19 * DAY_MS + 3 * HOUR_MS, id="weeks-days-hours"),
+    pytest.param(T0 + 4 * DAY_MS, T0 + 18 * DAY_MS, id="whole-weeks"),
     pytest.param(T0 + 30 * HOUR_MS, T0 + 30 * HOUR_MS, id="empty"),
 ]
 

@@ -153,8 +153,9 @@ usage_rollups = Table(
     # Which totals the row belongs to (see relaygate.store.rollups.Level): 0 = hour x account x
     # key x model (the base), 1 = day x account x key x model, 2 = day x account x key (model
     # ''), 3 = hour x model and 4 = day x model (account and key ''), 5 = hour x account x
-    # model and 6 = day x account x model (key ''). A query reads one level per part of its
-    # range, so no row is counted twice.
+    # model and 6 = day x account x model (key ''), 7 = week x account x key x model and 8 =
+    # week x account x key (model ''). A query reads one level per part of its range, so no
+    # row is counted twice.
     Column("level", SmallInteger, nullable=False),
     # Unix milliseconds at which the UTC hour or day begins.
     Column("bucket", BigInteger, nullable=False),

@@ -1,7 +1,7 @@
 """The usage queries: reports from the rollups, and the request log (the ledger, newest first).
 
-Reports never read the ledger. A range is read at the coarsest level that answers it: whole UTC
-days from a day level, the hours before the first and after the last whole day from an hour
+Reports never read the ledger. A range is read at the coarsest levels that answer it: whole
+weeks from a week level, whole UTC days from a day level, the hours around them from an hour
 level; and from a level without keys (hour/day x account x model, or hour/day x model) when no
 key is asked for. The inputs are checked by :mod:`relaygate.accounts.usage`; these functions
 trust them.
@@ -16,7 +16,7 @@ from sqlalchemy import and_, func, literal_column, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from relaygate.store.records import LedgerRow, UsageSummary
-from relaygate.store.rollups import DAY_MS, HOUR_MS, STATUSES, Level
+from relaygate.store.rollups import DAY_MS, HOUR_MS, STATUSES, WEEK_MS, Level, week_start
 from relaygate.store.schema import ROLLUP_SUMS, ledger, usage_rollups
 
 if TYPE_CHECKING:
@@ -42,33 +42,51 @@ def hour_ceil(ms: int) -> int:
     return -(-ms // HOUR_MS) * HOUR_MS
 
 
-def _levels(filters: Filters, group_by: str) -> tuple[Level, Level]:
-    """The (hour, day) levels with the fewest rows that keep every column the report filters
-    or groups on."""
+Grains = tuple[tuple[int, Level], ...]
+"""Bucket sizes and their levels, coarsest first, ending with an hour level."""
+
+_BY_KEY_AND_MODEL: Grains = ((WEEK_MS, Level.WEEK), (DAY_MS, Level.DAY), (HOUR_MS, Level.HOUR))
+_BY_KEY: Grains = ((WEEK_MS, Level.WEEK_KEY), (DAY_MS, Level.DAY_KEY), (HOUR_MS, Level.HOUR))
+_BY_ACCOUNT: Grains = ((DAY_MS, Level.DAY_ACCOUNT), (HOUR_MS, Level.HOUR_ACCOUNT))
+_BY_MODEL: Grains = ((DAY_MS, Level.DAY_MODEL), (HOUR_MS, Level.HOUR_MODEL))
+
+
+def _grains(filters: Filters, group_by: str) -> Grains:
+    """The levels with the fewest rows that keep every column the report filters or groups
+    on (no week level when grouping by day, nor any but the hour level by hour)."""
     if filters.key_id is not None or group_by == "key":
-        if filters.model is None and group_by != "model":
-            return Level.HOUR, Level.DAY_KEY
-        return Level.HOUR, Level.DAY
-    if filters.account_id is not None:
-        return Level.HOUR_ACCOUNT, Level.DAY_ACCOUNT
-    return Level.HOUR_MODEL, Level.DAY_MODEL
+        keyed = filters.model is None and group_by != "model"
+        grains = _BY_KEY if keyed else _BY_KEY_AND_MODEL
+    elif filters.account_id is not None:
+        grains = _BY_ACCOUNT
+    else:
+        grains = _BY_MODEL
+    if group_by == "hour":
+        return grains[-1:]
+    return tuple(g for g in grains if g[0] != WEEK_MS) if group_by == "day" else grains
+
+
+def _floor(ms: int, size: int) -> int:
+    return week_start(ms) if size == WEEK_MS else ms - ms % size
+
+
+def _split(grains: Grains, start: int, end: int) -> list[tuple[Level, int, int]]:
+    (size, level), finer = grains[0], grains[1:]
+    if not finer:
+        return [(level, start, end)] if start < end else []
+    first, last = _floor(start + size - 1, size), _floor(end, size)
+    if first >= last:
+        return _split(finer, start, end)
+    return [(level, first, last), *_split(finer, start, first), *_split(finer, last, end)]
 
 
 def plan(
     filters: Filters, group_by: str, start_ms: int, end_ms: int
 ) -> list[tuple[Level, int, int]]:
-    """The parts of ``[start_ms, end_ms)`` (whole hours) to read: (level, from, to) each."""
-    hour_level, day_level = _levels(filters, group_by)
-    first_day = -(-start_ms // DAY_MS) * DAY_MS
-    last_day = end_ms - end_ms % DAY_MS
-    if group_by == "hour" or first_day >= last_day:
-        return [(hour_level, start_ms, end_ms)] if start_ms < end_ms else []
-    parts = [(day_level, first_day, last_day)]
-    if start_ms < first_day:
-        parts.append((hour_level, start_ms, first_day))
-    if last_day < end_ms:
-        parts.append((hour_level, last_day, end_ms))
-    return parts
+    """The parts of ``[start_ms, end_ms)`` (whole hours) to read, (level, from, to) each:
+    whole weeks from a week level, the whole days around them from a day level, the hours
+    around those from an hour level."""
+    return _split(_grains(filters, group_by), start_ms, end_ms)
 
 
 def _group_column(group_by: str) -> Any:
