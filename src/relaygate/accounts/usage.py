@@ -16,6 +16,8 @@ import base64
 import binascii
 import time
 from datetime import UTC, datetime
+from functools import lru_cache
+from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
 from relaygate.accounting.prices import micros_to_usd
@@ -107,32 +109,52 @@ def covered_range(start_ms: int | None, end_ms: int | None) -> tuple[int, int]:
     return hour_floor(start), hour_ceil(end)
 
 
-def _iso(ms: int, day: bool = False) -> str:
+def _iso(ms: int) -> str:
     moment = datetime.fromtimestamp(ms / 1000, UTC)
-    return moment.strftime("%Y-%m-%d" if day else "%Y-%m-%dT%H:%M:%SZ")
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@lru_cache(maxsize=1024)
+def _day_text(day: int) -> str:
+    """The UTC date of day number ``day`` since the epoch."""
+    return datetime.fromtimestamp(day * 86_400, UTC).strftime("%Y-%m-%d")
 
 
 def _usd(micros: int) -> str:
     return str(micros_to_usd(micros))
 
 
+_INDEX = {name: i for i, name in enumerate(ROLLUP_SUMS)}
+_COUNTS = ("requests", *_TOKENS)
+_count_values = itemgetter(*(_INDEX[name] for name in _COUNTS))
+_COSTS = ("cost_micros", *_COST_PARTS)
+_cost_values = itemgetter(*(_INDEX[name] for name in _COSTS))
+_STATUS_NAMES = (*STATUSES, "other")
+_status_values = itemgetter(*(_INDEX[f"status_{name}"] for name in _STATUS_NAMES))
+_LATENCY = _INDEX["latency_ms"]
+
+
 def _group_view(group_by: str, group: Any, sums: list[int]) -> dict[str, Any]:
-    totals = dict(zip(ROLLUP_SUMS, sums, strict=True))
-    view: dict[str, Any] = {}
-    if group_by in ("hour", "day"):
-        view[group_by] = _iso(group, day=group_by == "day")
-        view["start_ms"] = group
+    """One report group (called for each of up to 744 hours: kept lean)."""
+    view: dict[str, Any]
+    if group_by == "hour":
+        day, hour = divmod(group // 3_600_000, 24)
+        view = {"hour": f"{_day_text(day)}T{hour:02d}:00:00Z", "start_ms": group}
+    elif group_by == "day":
+        view = {"day": _day_text(group // 86_400_000), "start_ms": group}
     else:
-        view["key_id" if group_by == "key" else "model"] = group
-    requests = totals["requests"]
-    view["requests"] = requests
-    view.update((name, totals[name]) for name in _TOKENS)
-    view["cost_usd"] = _usd(totals["cost_micros"])
-    view["cost_micros"] = totals["cost_micros"]
-    view.update((name, totals[name]) for name in _COST_PARTS)
-    view["mean_latency_ms"] = totals["latency_ms"] // requests if requests > 0 else 0
-    statuses = {status: totals[f"status_{status}"] for status in (*STATUSES, "other")}
-    view["statuses"] = {status: count for status, count in statuses.items() if count}
+        view = {"key_id" if group_by == "key" else "model": group}
+    view.update(zip(_COUNTS, _count_values(sums), strict=True))
+    costs = _cost_values(sums)
+    view["cost_usd"] = _usd(costs[0])
+    view.update(zip(_COSTS, costs, strict=True))
+    requests = sums[0]
+    view["mean_latency_ms"] = sums[_LATENCY] // requests if requests > 0 else 0
+    view["statuses"] = {
+        name: count
+        for name, count in zip(_STATUS_NAMES, _status_values(sums), strict=True)
+        if count
+    }
     return view
 
 
