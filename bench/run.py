@@ -256,8 +256,8 @@ def measure(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                     f" median {rounds['added_p50_ms_median']:.3f} ms",
                     flush=True,
                 )
-        max_rps = (
-            results["throughput"].get("relaygate/nonstream/0ms", {}).get("requests_per_second", 0.0)
+        max_rps = results["throughput"].get("relaygate/nonstream/0ms", {}).get(
+            "requests_per_second", 0.0
         )
         if "open_loop" in args.parts and max_rps:
             results["open_loop"] = open_loop_rows(args, key, url, max_rps)

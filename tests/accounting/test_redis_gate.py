@@ -32,12 +32,12 @@ async def store(tmp_path: Path) -> AsyncIterator[SqlStore]:
     await store.close()
 
 
-def make_gate(
-    store: SqlStore, prefix: str | None = None, url: str = REDIS_URL, **settings: object
-) -> RedisGate:
+def make_gate(store: SqlStore, prefix: str | None = None, url: str = REDIS_URL,
+              **settings: object) -> RedisGate:
     need("Redis", 6379)
     prefix = prefix or f"rgunit-{uuid.uuid4().hex[:8]}"
-    config = Settings(redis_url=url, redis_key_prefix=prefix, **settings)  # type: ignore[arg-type]
+    config = Settings(redis_url=url, redis_key_prefix=prefix,
+                      **settings)  # type: ignore[arg-type]
     return RedisGate(config, Metrics(), store)
 
 
@@ -51,31 +51,16 @@ async def crash(gate: RedisGate) -> None:
 
 
 async def new_key(store: SqlStore, granted: int, **limits: int) -> KeyRecord:
-    record = KeyRecord(
-        id=f"key_{uuid.uuid4().hex[:8]}",
-        name="",
-        key_hash=uuid.uuid4().hex,
-        prefix="sk-x",
-        created_at=int(time.time()),
-        granted_micros=granted,
-        **limits,
-    )  # type: ignore[arg-type]
+    record = KeyRecord(id=f"key_{uuid.uuid4().hex[:8]}", name="", key_hash=uuid.uuid4().hex,
+                       prefix="sk-x", created_at=int(time.time()), granted_micros=granted,
+                       **limits)  # type: ignore[arg-type]
     return await store.create_key(record)
 
 
 def row(key: KeyRecord, request_id: str, cost: int) -> LedgerRow:
-    return LedgerRow(
-        request_id=request_id,
-        key_id=key.id,
-        model="m",
-        upstream="u",
-        upstream_model="m",
-        created_at=0,
-        status="ok",
-        cost_micros=cost,
-        latency_ms=1,
-        stream=False,
-    )
+    return LedgerRow(request_id=request_id, key_id=key.id, model="m", upstream="u",
+                     upstream_model="m", created_at=0, status="ok", cost_micros=cost,
+                     latency_ms=1, stream=False)
 
 
 async def test_reserve_settle_and_write_keep_the_balance_exact(store: SqlStore) -> None:
@@ -174,9 +159,9 @@ async def test_concurrent_first_requests_seed_a_key_once(store: SqlStore) -> Non
 
     store.get_key = counting_get_key  # type: ignore[method-assign]
     try:
-        holds = await asyncio.gather(
-            *(gate.admit(key, tokens=1, amount=100, request_id=f"r{i}") for i in range(50))
-        )
+        holds = await asyncio.gather(*(
+            gate.admit(key, tokens=1, amount=100, request_id=f"r{i}") for i in range(50)
+        ))
         assert len(holds) == 50
         # one read; a second only if a reply was read after that seeding had finished
         assert len(reads) <= 2, len(reads)
@@ -241,9 +226,8 @@ async def test_a_dead_processes_slot_and_reservation_lapse_within_a_lease(
             await alive.admit(key, tokens=1, amount=1, request_id="r1")
         # a lease, not reservation_ttl_seconds (an hour): well within the deadline
         await admitted_when_free(alive, key, time.monotonic() + 30)
-        (balance_reserved,) = await alive.client.hmget(
-            alive.keys_of(key.id, "acct")[0], ["reserved"]
-        )
+        (balance_reserved,) = await alive.client.hmget(alive.keys_of(key.id, "acct")[0],
+                                                       ["reserved"])
         assert int(balance_reserved) == 1  # the dead request's 1000 are free again
     finally:
         await alive.close()
