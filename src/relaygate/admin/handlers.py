@@ -3,11 +3,10 @@
 
 from __future__ import annotations
 
-import importlib
 from datetime import UTC, datetime
 from typing import Any
 
-from relaygate.accounts import accounts, audit, codes, credits, keys
+from relaygate.accounts import accounts, audit, codes, credits, keys, usage
 from relaygate.accounts.accounts import usd_micros
 from relaygate.admin import pages
 from relaygate.admin.routes import Call, Reply, announce
@@ -221,14 +220,7 @@ async def read_audit(call: Call) -> Reply:
     return Reply(AuditList(data=[audit_view(e) for e in rows], has_more=more, next_cursor=cursor))
 
 
-# --- usage and the request log (accounts/usage.py, built by the usage layer) -----------------
-
-
-def _usage_module() -> Any:
-    try:
-        return importlib.import_module("relaygate.accounts.usage")
-    except ModuleNotFoundError:
-        raise NotFound("Usage reporting is not part of this build") from None
+# --- usage and the request log (accounts/usage.py: read from the rollups) --------------------
 
 
 def _millis(call: Call, name: str) -> int | None:
@@ -266,14 +258,12 @@ async def usage_report(call: Call) -> Reply:
     group_by = call.query.get("group_by", "day")
     if group_by not in ("hour", "day", "model", "key"):
         raise InvalidRequest("group_by must be hour, day, model or key", param="group_by")
-    rows = await _usage_module().usage_report(
-        call.gw.store, group_by=group_by, **_scope_filters(call)
-    )
+    rows = await usage.usage_report(call.gw.store, group_by=group_by, **_scope_filters(call))
     return Reply(ReportList(data=rows))
 
 
 async def request_log(call: Call) -> Reply:
-    rows, cursor = await _usage_module().request_log(
+    rows, cursor = await usage.request_log(
         call.gw.store,
         status=call.query.get("status") or None,
         limit=call.limit(),

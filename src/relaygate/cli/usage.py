@@ -1,4 +1,4 @@
-"""``relaygate usage``: requests, tokens by kind and cost, from the ledger."""
+"""``relaygate usage``: requests, tokens by kind and cost, from the usage rollups."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import click
 
 from relaygate.accounting.prices import micros_to_usd
 from relaygate.cli.common import config_option, settings_or_exit, with_store
+from relaygate.store.usage_sql import usage_by_key_and_model
 
 
 @click.command()
@@ -18,7 +19,7 @@ from relaygate.cli.common import config_option, settings_or_exit, with_store
 def usage(config: str | None, key_id: str | None, as_json: bool) -> None:
     """Show usage by key and model."""
     settings = settings_or_exit(config)
-    rows = with_store(settings, lambda store: store.usage(key_id))
+    rows = with_store(settings, lambda store: usage_by_key_and_model(store, key_id))
     views = []
     for row in rows:
         view = asdict(row)

@@ -13,6 +13,7 @@ from sqlalchemy import Column, Connection, Table, func, select, text, update
 from sqlalchemy.schema import CreateColumn
 
 from relaygate.store import schema_v1
+from relaygate.store.rollups import rebuild_rollups
 from relaygate.store.schema import (
     accounts,
     admin_tokens,
@@ -21,8 +22,11 @@ from relaygate.store.schema import (
     credit_grants,
     key_revisions,
     ledger,
+    ledger_model_created,
+    ledger_status_created,
     redemption_codes,
     schema_migrations,
+    usage_rollups,
 )
 
 
@@ -147,12 +151,22 @@ def m006_identity(conn: Connection) -> None:
         table.create(conn)
 
 
+def m007_usage_rollups(conn: Connection) -> None:
+    """Usage rollups (built from the ledger as it is), and the request log's indexes by model
+    and by status."""
+    usage_rollups.create(conn)
+    ledger_model_created.create(conn)
+    ledger_status_created.create(conn)
+    rebuild_rollups(conn)
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
     (1, "m001_initial", m001_initial),
     (2, "m002_key_revision_counter", m002_key_revision_counter),
     (3, "m003_accounts", m003_accounts),
     (5, "m005_admin", m005_admin),
     (6, "m006_identity", m006_identity),
+    (7, "m007_usage_rollups", m007_usage_rollups),
     (8, "m008_alert_deliveries", m008_alert_deliveries),
 ]
 

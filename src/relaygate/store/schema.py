@@ -9,6 +9,8 @@ from sqlalchemy import (
     Index,
     Integer,
     MetaData,
+    PrimaryKeyConstraint,
+    SmallInteger,
     String,
     Table,
     Text,
@@ -270,3 +272,65 @@ sign_in_throttle = Table(
 )
 """Sign-in attempts per address and per email in the current window, shared by every process
 and replica (one atomic upsert per attempt)."""
+# --- usage rollups (migration 7) ----------------------------------------------------------------
+
+ROLLUP_SUMS = (
+    "requests",
+    "prompt_tokens",
+    "cached_tokens",
+    "completion_tokens",
+    "reasoning_tokens",
+    "image_tokens",
+    "prompt_audio_tokens",
+    "completion_audio_tokens",
+    "cost_micros",
+    "input_cost_micros",
+    "cached_cost_micros",
+    "output_cost_micros",
+    "reasoning_cost_micros",
+    "latency_ms",
+    "status_ok",
+    "status_client_disconnected",
+    "status_upstream_error",
+    "status_cancelled",
+    "status_interrupted",
+    "status_other",
+)
+"""The totals a rollup row keeps: requests, the ledger's token kinds, the cost and its parts, the
+summed latency, and the request count of each status (``status_other``: a status not listed)."""
+
+usage_rollups = Table(
+    "usage_rollups",
+    metadata,
+    # Which totals the row belongs to (see relaygate.store.rollups.Level): 0 = hour x account x
+    # key x model (the base), 1 = day x account x key x model, 2 = day x account x key (model
+    # ''), 3 = hour x model and 4 = day x model (account and key ''), 5 = hour x account x
+    # model and 6 = day x account x model (key ''), 7 = week x account x key x model and 8 =
+    # week x account x key (model ''). A query reads one level per part of its range, so no
+    # row is counted twice.
+    Column("level", SmallInteger, nullable=False),
+    # Unix milliseconds at which the UTC hour or day begins.
+    Column("bucket", BigInteger, nullable=False),
+    Column("account_id", String(40), nullable=False),
+    Column("key_id", String(40), nullable=False),
+    Column("model", String(200), nullable=False),
+    *(Column(name, BigInteger, nullable=False, default=0) for name in ROLLUP_SUMS),
+    PrimaryKeyConstraint("level", "bucket", "account_id", "key_id", "model"),
+    Index("usage_rollups_key", "level", "key_id", "bucket"),
+    Index("usage_rollups_account", "level", "account_id", "bucket"),
+    Index("usage_rollups_model", "level", "model", "bucket"),
+    sqlite_with_rowid=False,  # rows in key order: a range of buckets is read in sequence
+)
+"""Ledger totals per hour and per day, kept as ledger rows are written (in the same
+transaction): usage reports read these, never the ledger."""
+
+ledger_model_created = Index("ledger_model_created", ledger.c.model, ledger.c.created_at)
+ledger_status_created = Index(
+    "ledger_status_created",
+    ledger.c.status,
+    ledger.c.created_at,
+    sqlite_where=ledger.c.status != "ok",
+    postgresql_where=ledger.c.status != "ok",
+)
+"""The request log's filters by model and by status (only the rare statuses other than ``ok``
+are indexed; an ``ok`` filter reads the created_at index)."""

@@ -29,6 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from relaygate.store import migrations
 from relaygate.store.charges import Spend
 from relaygate.store.records import AccountRecord, KeyRecord, LedgerRow, UsageSummary
+from relaygate.store.rollups import add_to_rollups
 from relaygate.store.schema import accounts, api_keys, key_revisions, ledger
 
 log = logging.getLogger("relaygate.store")
@@ -445,6 +446,7 @@ class SqlStore:
                 for request_id, key_id, cost, account_id, created_ms in returned:
                     spend.add(key_id, account_id, cost, created_ms)
                     new_ids.add(request_id)
+            await add_to_rollups(conn, self.dialect, rows, new_ids)
             replaced = await _replace_interrupted(conn, rows, new_ids, spend)
             await spend.apply(conn)
         fresh = []
