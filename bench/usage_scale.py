@@ -60,6 +60,7 @@ from relaygate.store.usage_sql import (
 ROOT = Path(__file__).resolve().parent.parent
 END_MS = 1_793_491_200_000  # 2026-11-01T00:00:00Z: the seeded ledger ends here
 DAYS = 90
+DEEP_AFTER = (END_MS - 45 * DAY_MS, "chatcmpl-zzzz")  # the request log's deep page starts here
 FIELDS = tuple(column.name for column in ledger.columns)
 MODELS = (  # name, input, cached input, output (USD per 1M tokens), reasons
     ("gpt-5.2", 1.75, 0.175, 14.0, True),
@@ -329,7 +330,9 @@ async def busiest(store: SqlStore) -> dict[str, str]:
     return found
 
 
-async def measure_reports(store: SqlStore, heavy: dict[str, str], runs: int) -> dict[str, Any]:
+def report_ranges() -> dict[str, dict[str, tuple[int, int]]]:
+    """The report matrix: ``{group_by: {range name: (start_ms, end_ms)}}`` (bench.usage_http
+    times the same over HTTP)."""
     long = (END_MS - DAYS * DAY_MS, END_MS)
     inside = (END_MS - 30 * DAY_MS + 17 * 60_000, END_MS - HOUR_MS - 3 * 60_000)
     ranges = {  # group_by=hour covers at most 31 days
@@ -341,8 +344,12 @@ async def measure_reports(store: SqlStore, heavy: dict[str, str], runs: int) -> 
         "model": {"90d": long, "30d-inside-hours": inside},
         "key": {"90d": long, "30d-inside-hours": inside},
     }
+    return ranges
+
+
+async def measure_reports(store: SqlStore, heavy: dict[str, str], runs: int) -> dict[str, Any]:
     results = {}
-    for group_by, spans in ranges.items():
+    for group_by, spans in report_ranges().items():
         for range_name, (start, end) in spans.items():
             for filter_name in ("none", "account_id", "key_id", "model"):
                 filters = {} if filter_name == "none" else {filter_name: heavy[filter_name]}
@@ -372,7 +379,7 @@ def log_filters(heavy: dict[str, str]) -> dict[str, dict[str, str]]:
 
 
 async def measure_log(store: SqlStore, heavy: dict[str, str], runs: int) -> dict[str, Any]:
-    deep = encode_cursor(END_MS - 45 * DAY_MS, "chatcmpl-zzzz")
+    deep = encode_cursor(*DEEP_AFTER)
     results = {}
     for filter_name, filters in log_filters(heavy).items():
         for page, cursor, limit in (
@@ -410,7 +417,7 @@ async def plans(store: SqlStore, heavy: dict[str, str]) -> dict[str, list[str]]:
     """EXPLAIN of every request-log filter (first and deep page) and every report part."""
     found: dict[str, list[str]] = {}
     for filter_name, filters in log_filters(heavy).items():
-        for page, after in (("first", None), ("deep", (END_MS - 45 * DAY_MS, "chatcmpl-zzzz"))):
+        for page, after in (("first", None), ("deep", DEEP_AFTER)):
             query = ledger_page_query(
                 Filters(filters.get("account_id"), filters.get("key_id"), filters.get("model")),
                 filters.get("status"),
