@@ -32,6 +32,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -235,6 +236,27 @@ def log_paths(heavy: dict[str, str]) -> dict[str, str]:
     return paths
 
 
+class LoadSampler(threading.Thread):
+    """The 1-minute load average every 5 seconds while a backend is measured."""
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        self.samples: list[float] = []
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        while True:
+            self.samples.append(round(os.getloadavg()[0], 2))
+            if self.done.wait(5):
+                return
+
+    def stop(self) -> dict[str, Any]:
+        self.done.set()
+        self.join()
+        samples = self.samples or [0.0]
+        return {"one_minute_min": min(samples), "one_minute_max": max(samples), "samples": samples}
+
+
 def _worst(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
     name = max(results, key=lambda n: results[n]["p95_ms"])
     return {"query": name, "p50_ms": results[name]["p50_ms"], "p95_ms": results[name]["p95_ms"]}
@@ -246,7 +268,8 @@ def run_backend(url: str, runs: int) -> dict[str, Any]:
         gateway = Gateway(url, Path(directory)).start()
         try:
             client = Client(gateway.port, gateway.token)
-            load_start = os.getloadavg()
+            sampler = LoadSampler()
+            sampler.start()
             results: dict[str, Any] = {"ledger_rows": rows, "heaviest_filters": heavy}
             for endpoint, paths in (
                 ("usage", report_paths(heavy)),
@@ -261,7 +284,7 @@ def run_backend(url: str, runs: int) -> dict[str, Any]:
                 "usage": _worst(results["usage"]),
                 "requests": _worst(results["requests"]),
             }
-            results["load_average"] = {"start": load_start, "end": os.getloadavg()}
+            results["load_average"] = sampler.stop()
             return results
         finally:
             gateway.stop()
