@@ -38,9 +38,11 @@ class Spend:
             self.unknown_account[key_id] += cost
 
     async def apply(self, conn: AsyncConnection) -> None:
+        """Charge the keys, then their accounts, each in id order: two replicas' batches lock
+        the same rows in the same order, so they wait for each other instead of deadlocking."""
         keys = [
             {"k": key_id, **{f"m_{p}": m for p, m in sums.items()}}
-            for key_id, sums in self.keys.items()
+            for key_id, sums in sorted(self.keys.items())
             if any(sums.values())
         ]
         if keys:
@@ -51,7 +53,7 @@ class Spend:
                 update(accounts)
                 .where(a.id == bindparam("a"))
                 .values(used_micros=a.used_micros + _micros("m")),
-                [{"a": account_id, "m": m} for account_id, m in self.accounts.items()],
+                [{"a": account_id, "m": m} for account_id, m in sorted(self.accounts.items())],
             )
         if self.unknown_account:
             owner = select(api_keys.c.account_id).where(api_keys.c.id == bindparam("k"))
@@ -59,7 +61,7 @@ class Spend:
                 update(accounts)
                 .where(accounts.c.id == owner.scalar_subquery())
                 .values(used_micros=accounts.c.used_micros + _micros("m")),
-                [{"k": key_id, "m": m} for key_id, m in self.unknown_account.items()],
+                [{"k": key_id, "m": m} for key_id, m in sorted(self.unknown_account.items())],
             )
 
 
