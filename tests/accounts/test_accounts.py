@@ -6,10 +6,11 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from sqlalchemy import update
 
 from relaygate.accounts import accounts, audit
 from relaygate.errors import InvalidRequest, NotFound, PermissionDenied
-from relaygate.store import admin_sql
+from relaygate.store import admin_sql, schema
 from relaygate.store.sql import SqlStore
 from tests.accounts.conftest import ADMIN, member, snapshot
 
@@ -163,3 +164,20 @@ def test_bad_usd_amounts_are_refused(value: Decimal, allowed: dict[str, bool]) -
     with pytest.raises(InvalidRequest) as raised:
         accounts.usd_micros(value, "amount_usd", **allowed)
     assert raised.value.param == "amount_usd"
+
+
+async def test_setting_a_threshold_leaves_the_alert_state_to_the_detector(
+    store: SqlStore,
+) -> None:
+    """A PATCH of the threshold (the same or another) does not re-arm the alert: anyone who may
+    set it could otherwise send the operator an alert at will. The detector re-arms an account
+    whose balance is back above its threshold."""
+    created = await accounts.create_account(store, ADMIN, name="Acme")
+    await accounts.update_account(store, ADMIN, created.id, {"low_balance_micros": 5})
+    async with store.engine.begin() as conn:
+        await conn.execute(update(schema.accounts).values(low_balance_alerted=True))
+    for threshold in (5, 6, 5):
+        changed = await accounts.update_account(
+            store, member(created.id), created.id, {"low_balance_micros": threshold}
+        )
+        assert changed.low_balance_alerted is True

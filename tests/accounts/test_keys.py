@@ -10,7 +10,7 @@ from sqlalchemy import update
 from relaygate.accounts import accounts, keys
 from relaygate.errors import InvalidRequest, NotFound
 from relaygate.keys.tokens import hash_key
-from relaygate.store.records import AccountRecord
+from relaygate.store.records import AccountRecord, LedgerRow
 from relaygate.store.schema import api_keys
 from relaygate.store.sql import SqlStore
 from tests.accounts.conftest import ADMIN, member, snapshot
@@ -24,6 +24,17 @@ async def _account(store: SqlStore, name: str = "Acme") -> AccountRecord:
 
 
 async def _spend(store: SqlStore, key_id: str, used: int, period_used: int, start: int) -> None:
+    """The key spent ``used`` in its lifetime, ``period_used`` of it at ``start`` (ledger rows
+    and the key's own figures)."""
+    key = await store.get_key(key_id)
+    assert key is not None
+    rows = [(f"{key_id}-old", used - period_used, 1_000), (f"{key_id}-new", period_used,
+                                                           start * 1000)]
+    await store.write_ledger([
+        LedgerRow(request_id=rid, key_id=key_id, account_id=key.account_id, model="m",
+                  upstream="u", upstream_model="m", created_at=at, status="ok",
+                  cost_micros=cost, latency_ms=1, stream=False)
+        for rid, cost, at in rows if cost])
     async with store.engine.begin() as conn:
         await conn.execute(
             update(api_keys)
@@ -174,3 +185,26 @@ def test_period_starts_are_utc_calendar_periods() -> None:
     assert keys.period_start("week", NOW) == 1_799_971_200 - 4 * 86400  # Monday 01-11
     assert keys.period_start("month", NOW) == 1_799_971_200 - 14 * 86400  # 01-01
     assert keys.period_start("total", NOW) == 0
+
+
+@pytest.mark.parametrize(
+    ("changes", "period_used"),
+    [
+        pytest.param({"spend_limit_micros": 100_000}, 90_000, id="total-counts-the-lifetime"),
+        pytest.param({"spend_limit_micros": 100_000, "spend_limit_period": "day"}, 30_000,
+                     id="day-counts-today"),
+    ],
+)
+async def test_a_new_cap_starts_from_what_the_key_already_spent(
+    store: SqlStore, changes: dict[str, Any], period_used: int
+) -> None:
+    """A cap set on a key that had none (a migrated key's period figures are 0) counts what
+    the key spent in its period from the ledger, so the gates do not start it at zero."""
+    account = await _account(store)
+    record, _ = await keys.create_key(store, ADMIN, account.id, {}, now=NOW)
+    await _spend(store, record.id, 90_000, 30_000, NOW - 60)
+    async with store.engine.begin() as conn:  # as migration 3 left an old key
+        await conn.execute(update(api_keys).where(api_keys.c.id == record.id)
+                           .values(period_used_micros=0, period_start=0))
+    changed = await keys.update_key(store, ADMIN, record.id, changes, now=NOW)
+    assert changed.period_used_micros == period_used

@@ -107,17 +107,20 @@ class MemoryCreditBook(CreditBook):
             self.caps.pop(record.id, None)
             return
         cap = self.caps.get(record.id)
-        if cap is None or cap.period != record.spend_limit_period:
-            reserved = cap.reserved if cap is not None else 0
+        if cap is None:
             self.caps[record.id] = Cap(
                 record.spend_limit_micros,
                 record.spend_limit_period,
                 record.period_used_micros,
                 record.period_start,
-                reserved,
             )
-        else:
-            cap.limit = record.spend_limit_micros
+            return
+        # Changed in place: the reservations in flight hold this object and release into it.
+        if cap.period != record.spend_limit_period:
+            cap.period = record.spend_limit_period
+            cap.used = record.period_used_micros
+            cap.start = record.period_start
+        cap.limit = record.spend_limit_micros
 
     def reserve(
         self, account_id: str, amount: int, cap: Cap | None = None, now: float | None = None
@@ -147,7 +150,10 @@ class MemoryCreditBook(CreditBook):
         if room is not None:
             # The reservation is a bound, so this only bites on an upstream that reports more
             # than it was allowed to produce: neither the balance nor the cap goes below zero.
-            charge = max(0, min(cost, room))
+            # What was reserved is always chargeable, also when credits were taken back or the
+            # cap lowered while the request ran (the balance may then end below zero by at
+            # most what was in flight).
+            charge = max(0, min(cost, max(room, reservation.amount)))
             self.shortfall_micros += cost - charge
         account.used += charge
         if cap is not None:

@@ -209,19 +209,25 @@ for _, c in ipairs({{KEYS[5], 'm:' .. key}, {KEYS[7], 'meanms'}}) do
 end
 shift_tat(KEYS[6], tonumber(ARGV[9]), tonumber(ARGV[10]))
 shift_tat(KEYS[8], tonumber(ARGV[11]), tonumber(ARGV[12]))
+local reserved = num(redis.call('HGET', KEYS[2], rid))
 release(KEYS[1], KEYS[2], KEYS[3], KEYS[4], rid)
 local acct = redis.call('HMGET', KEYS[1], 'seeded', 'granted', 'used', 'pending', 'reserved',
   'unlimited')
 if not acct[1] then return cost end
 capped = capped and redis.call('HEXISTS', KEYS[1], 'c:' .. key .. ':seeded') == 1
 local charge = cost
+-- what was reserved is always chargeable (credits taken back or a cap lowered while the
+-- request ran may leave the balance below zero by at most what was in flight); only an
+-- upstream's report beyond its reservation is bounded by what is left
 if acct[6] ~= '1' then
   local available = num(acct[2]) - num(acct[3]) - num(acct[4]) - num(acct[5])
+  if available < reserved then available = reserved end
   if charge > available then charge = available end
 end
 if capped then
   roll(KEYS[1], key, pstart)
   local left = cap_left(KEYS[1], key)
+  if left < reserved then left = reserved end
   if charge > left then charge = left end
 end
 if charge < 0 then charge = 0 end
@@ -234,7 +240,8 @@ if charge > 0 then
   if capped then
     redis.call('HINCRBY', KEYS[1], 'c:' .. key .. ':pending', charge)
     local c = 'c:' .. key .. ':'
-    redis.call('HSET', KEYS[12], rid, key .. '|' .. redis.call('HGET', KEYS[1], c .. 'pstart'))
+    local f = redis.call('HMGET', KEYS[1], c .. 'pstart', c .. 'epoch')
+    redis.call('HSET', KEYS[12], rid, key .. '|' .. (f[1] or '0') .. '|' .. (f[2] or '0'))
   end
 end
 return charge
@@ -272,8 +279,13 @@ local function forget_pending(acct, pend, pendt, pendo, pendk, rid)
     redis.call('HDEL', pendk, rid)
     local bar = string.find(capped, '|', 1, true)
     local c = 'c:' .. string.sub(capped, 1, bar - 1) .. ':'
-    -- a charge of an earlier period: that period's count was dropped when the cap rolled
-    if redis.call('HGET', acct, c .. 'pstart') == string.sub(capped, bar + 1) then
+    local tag = string.sub(capped, bar + 1)
+    local f = redis.call('HMGET', acct, c .. 'pstart', c .. 'epoch')
+    local current = (f[1] or '0') .. '|' .. (f[2] or '0')
+    if not string.find(tag, '|', 1, true) then current = f[1] end  -- tagged before epochs
+    -- a charge of an earlier period (or of the cap before its period kind changed): that
+    -- count was dropped when the cap rolled or changed
+    if tag == current then
       redis.call('HINCRBY', acct, c .. 'pending', -tonumber(pending))
     end
   end
@@ -414,8 +426,11 @@ end
 if num(redis.call('HGET', KEYS[1], c .. 'rev')) < tonumber(ARGV[5]) then
   redis.call('HSET', KEYS[1], c .. 'limit', ARGV[2], c .. 'rev', ARGV[5])
   if redis.call('HGET', KEYS[1], c .. 'period') ~= ARGV[6] then
+    -- a new period kind: the store's use of it, and a new epoch, so that the charges still
+    -- pending under the old kind are not taken off the new count when they are written
     redis.call('HSET', KEYS[1], c .. 'period', ARGV[6], c .. 'used', ARGV[3],
       c .. 'pstart', ARGV[4], c .. 'pending', 0)
+    redis.call('HINCRBY', KEYS[1], c .. 'epoch', 1)
   end
 end
 take_cap(KEYS[1], ARGV[1], ARGV[3], ARGV[4])

@@ -160,8 +160,10 @@ def _account_changes(principal: Principal, changes: dict[str, Any]) -> dict[str,
         elif field == "low_balance_micros":
             if value is not None and value < 0:
                 raise InvalidRequest("low_balance_usd must not be negative", param=field)
+            # the alert's state is left as it is: the detector re-arms an account whose
+            # balance is back above its threshold (resetting it here let anyone who may set
+            # the threshold send the operator an alert at will)
             values[field] = value
-            values["low_balance_alerted"] = False  # a new threshold: alert on crossing it
         else:
             raise InvalidRequest(f"{field} cannot be changed", param=field)
     return values

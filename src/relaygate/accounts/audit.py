@@ -8,6 +8,7 @@ another module wrote (a sign-in, an alert sent).
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from typing import Any
 
 from relaygate.accounts.principal import Principal
@@ -61,7 +62,17 @@ async def read(
     """Entries newest first (a member reads its own account's), and whether more follow."""
     only = None if principal.role == "admin" else principal.account_id or "-"
     rows = await admin_sql.list_audit(store, account_id=only, before=before, limit=limit)
+    if principal.role != "admin":
+        rows = [_as_member_sees(row, principal) for row in rows]
     return rows[:limit], len(rows) > limit
+
+
+def _as_member_sees(row: AuditEntry, principal: Principal) -> AuditEntry:
+    """A member sees the operator's actions on its account without the operator's tokens,
+    host or addresses (``operator``), and only its own address."""
+    actor = row.actor if row.actor.startswith("user:") else "operator"
+    address = row.address if row.actor == principal.actor else None
+    return replace(row, actor=actor, address=address)
 
 
 __all__ = ["AuditEntry", "Page", "entry", "read", "record"]

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Collection
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from relaygate.accounts import audit
@@ -16,6 +15,7 @@ from relaygate.errors import InvalidRequest, NotFound
 from relaygate.keys.tokens import display_prefix, hash_key, new_key, new_key_id
 from relaygate.store import admin_sql
 from relaygate.store.admin_sql import Page
+from relaygate.store.periods import period_start
 from relaygate.store.records import AccountRecord, KeyRecord
 from relaygate.store.sql import SqlStore
 
@@ -25,22 +25,6 @@ LIMIT_FIELDS = ("rpm", "tpm", "max_concurrency")
 KEY_FIELDS = frozenset(
     {"name", "models", *LIMIT_FIELDS, "expires_at", "spend_limit_micros", "spend_limit_period"}
 )
-
-
-def period_start(period: str, now: int) -> int:
-    """The start (unix seconds, UTC) of the calendar ``period`` holding ``now``; 0 for
-    ``total``."""
-    moment = datetime.fromtimestamp(now, UTC)
-    day = moment.replace(hour=0, minute=0, second=0, microsecond=0)
-    if period == "day":
-        start = day
-    elif period == "week":
-        start = day - timedelta(days=day.weekday())
-    elif period == "month":
-        start = day.replace(day=1)
-    else:
-        return 0
-    return int(start.timestamp())
 
 
 def spent_in_period(key: KeyRecord, period: str, now: int) -> int:
@@ -197,7 +181,7 @@ async def update_key(
         principal, "key.update", "key", key_id, account_id=key.account_id, detail=_detail(values)
     )
     updated = await admin_sql.checked_key_update(
-        store, key_id, _check_cap(values, now), values, entry
+        store, key_id, _check_cap(values, now), values, entry, now=now
     )
     if updated is None:
         raise NotFound("No key with that id")

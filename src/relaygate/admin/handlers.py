@@ -227,7 +227,7 @@ def _millis(call: Call, name: str) -> int | None:
     raw = call.query.get(name)
     if raw is None or raw == "":
         return None
-    if raw.isdigit() and len(raw) <= 12:
+    if raw.isascii() and raw.isdigit() and len(raw) <= 12:
         return int(raw) * 1000
     try:
         moment = datetime.fromisoformat(raw)

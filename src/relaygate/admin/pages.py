@@ -36,7 +36,7 @@ def decode_page(cursor: str | None) -> tuple[int, str] | None:
     except (ValueError, UnicodeError, binascii.Error):
         raise _invalid() from None
     match value:
-        case [int() as created, str() as ident] if len(ident) <= 80:
+        case [int() as created, str() as ident] if len(ident) <= 80 and 0 <= created < 2**63:
             return created, ident
     raise _invalid()
 
@@ -50,6 +50,6 @@ def decode_before(cursor: str | None) -> int | None:
     except (ValueError, UnicodeError, binascii.Error):
         raise _invalid() from None
     match value:
-        case [int() as ident]:
+        case [int() as ident] if 0 <= ident < 2**63:
             return ident
     raise _invalid()

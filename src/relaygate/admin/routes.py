@@ -16,7 +16,13 @@ from relaygate.accounts.principal import Principal
 from relaygate.admin import auth
 from relaygate.admin.schemas import encoder
 from relaygate.api.http import Receive, Scope, Send, read_body, send_bytes
-from relaygate.errors import InvalidRequest, MethodNotAllowed, NotFound, excerpt
+from relaygate.errors import (
+    InvalidRequest,
+    MethodNotAllowed,
+    NotFound,
+    PermissionDenied,
+    excerpt,
+)
 
 if TYPE_CHECKING:
     from relaygate.app import Gateway
@@ -52,7 +58,7 @@ class Call:
         raw = self.query.get("limit")
         if raw is None:
             return PAGE_DEFAULT
-        if not raw.isdigit() or not 1 <= int(raw) <= PAGE_MAX:
+        if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= PAGE_MAX:
             raise InvalidRequest(f"limit must be between 1 and {PAGE_MAX}", param="limit")
         return int(raw)
 
@@ -135,11 +141,24 @@ class Router:
             auth.check_write(gw.settings, scope, principal)
         call = Call(gw, scope, principal, params, _query(scope))
         if route.body is not None:
+            _json_only(call)
             call.body = decode(await read_body(scope, receive, MAX_BODY), route.body)
         reply = await route.handler(call)
         headers = [(b"cache-control", b"no-store"), *reply.headers]
         await send_bytes(send, reply.status, encoder.encode(reply.body), headers=headers)
         return reply.status
+
+
+def _json_only(call: Call) -> None:
+    """A body must say it is JSON: a cross-site HTML form can send only form encodings or
+    ``text/plain`` without a preflight, so this keeps forms on other sites from writing (the
+    sign-in route, which no cookie guards, included); a browser's cross-site request is
+    refused outright."""
+    kind = (call.header(b"content-type") or "").split(";")[0].strip().lower()
+    if kind != "application/json":
+        raise InvalidRequest("The request body must be sent as Content-Type: application/json")
+    if (call.header(b"sec-fetch-site") or "").lower() == "cross-site":
+        raise PermissionDenied("Cross-site requests are not accepted by the admin API")
 
 
 def _query(scope: Scope) -> dict[str, str]:

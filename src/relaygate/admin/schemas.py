@@ -20,6 +20,7 @@ from relaygate.accounts.accounts import MAX_NAME, usd
 from relaygate.accounts.codes import MAX_CODE_CHARS, MAX_CODES
 from relaygate.accounts.credits import MAX_NOTE
 from relaygate.accounts.keys import MAX_MODELS
+from relaygate.errors import InvalidRequest
 from relaygate.store.admin_sql import AuditEntry, CodeRecord, GrantRecord
 from relaygate.store.records import AccountRecord, KeyRecord
 
@@ -29,8 +30,10 @@ Usd = Annotated[
     Meta(description="USD as a decimal string or a JSON number, at most 6 decimal places."),
 ]
 Limit = Annotated[int, Meta(ge=1, le=10**9)]
+MAX_UNIX_SECONDS = 253_402_300_799
+"""9999-12-31T23:59:59Z: the last moment a date-time can name."""
 Moment = Annotated[
-    datetime | int,
+    datetime | Annotated[int, Meta(ge=0, le=MAX_UNIX_SECONDS)],
     Meta(description="RFC 3339 date-time (UTC if no offset) or unix seconds."),
 ]
 Model = Annotated[str, Meta(max_length=MAX_NAME)]
@@ -348,7 +351,10 @@ def unix_seconds(value: datetime | int) -> int:
         return value
     if value.tzinfo is None:
         value = value.replace(tzinfo=UTC)
-    return int(value.timestamp())
+    seconds = int(value.timestamp())
+    if not 0 <= seconds <= MAX_UNIX_SECONDS:
+        raise InvalidRequest("A time must lie between 1970 and 9999 (UTC)")
+    return seconds
 
 
 def given(struct: Struct) -> dict[str, Any]:

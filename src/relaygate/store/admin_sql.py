@@ -11,14 +11,16 @@ in SQL (a conditional ``UPDATE ... RETURNING``, a unique index), never by an in-
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-from sqlalchemy import Row, and_, literal, or_, select, update
+from sqlalchemy import Row, and_, func, literal, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from relaygate.store.periods import period_start
 from relaygate.store.records import AccountRecord, KeyRecord
 from relaygate.store.schema import (
     accounts,
@@ -26,6 +28,7 @@ from relaygate.store.schema import (
     api_keys,
     audit_log,
     credit_grants,
+    ledger,
     redemption_codes,
 )
 from relaygate.store.sql import SqlStore, _key_from_row, _next_revision
@@ -297,16 +300,52 @@ async def checked_key_update(
     check: Any,
     values: dict[str, Any],
     entry: AuditEntry,
+    *,
+    now: int | None = None,
 ) -> KeyRecord | None:
     """Read the key locked, let ``check(key)`` raise to refuse the change (nothing written),
-    then apply ``values``. ``None``: no such key."""
+    then apply ``values``. ``None``: no such key. A cap set where there was none, or moved to
+    another kind of period, is first rebased on what the key spent in it (the check sees
+    that)."""
     async with store.engine.begin() as conn:
         revision = await _next_revision(conn)
         current = await key_for_update(conn, key_id)
         if current is None:
             return None
+        moment = int(time.time()) if now is None else now
+        rebased = await _rebase_cap(conn, current, values, moment)
+        if rebased:
+            current = replace(
+                current,
+                period_used_micros=rebased["period_used_micros"],
+                period_start=rebased["period_start"],
+            )
+            values = {**values, **rebased}
         check(current)
         return await _update_key(conn, key_id, revision, values, entry)
+
+
+async def _rebase_cap(
+    conn: AsyncConnection, key: KeyRecord, values: dict[str, Any], now: int
+) -> dict[str, int]:
+    """A cap set where there was none, or moved to another kind of period, counts what the key
+    has already spent in that period (from the ledger; its lifetime use for ``total``), so that
+    neither the check against it nor the gates start it at zero."""
+    limit = values.get("spend_limit_micros", key.spend_limit_micros)
+    period = values.get("spend_limit_period", key.spend_limit_period) or "total"
+    if limit is None:
+        return {}
+    if key.spend_limit_micros is not None and (key.spend_limit_period or "total") == period:
+        return {}
+    if period == "total":
+        return {"period_used_micros": key.used_micros, "period_start": 0}
+    start = period_start(period, now)
+    spent = await conn.execute(
+        select(func.coalesce(func.sum(ledger.c.cost_micros), 0)).where(
+            ledger.c.key_id == key.id, ledger.c.created_at >= start * 1000
+        )
+    )
+    return {"period_used_micros": int(spent.scalar_one()), "period_start": start}
 
 
 # --- credits ---------------------------------------------------------------------------------

@@ -234,7 +234,9 @@ class SqlStore:
         # A ping guards against a server that dropped the connection; SQLite has none, and
         # each ping costs four round trips to its thread (a third of a ledger write's).
         ping = self.dialect != "sqlite"
-        self.engine = create_async_engine(async_url(database_url), pool_pre_ping=ping)
+        self.engine = create_async_engine(
+            async_url(database_url), hide_parameters=True, pool_pre_ping=ping
+        )
         if self.dialect == "sqlite":
             _sqlite_pragmas(self.engine)
 
