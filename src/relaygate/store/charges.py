@@ -21,7 +21,11 @@ class Spend:
 
     def __init__(self, now: float) -> None:
         self.starts = period_starts(now)
-        self.keys: dict[str, dict[str, int]] = {}
+        self._period_ms = [self.starts[period] * 1000 for period in _PERIODS]
+        self._day_ms = self._period_ms[0]
+        """This day's start: a row from then on is in this week and this month too."""
+        self.keys: dict[str, list[int]] = {}
+        """Each key's sums: lifetime, then this day's, this week's and this month's."""
         self.accounts: dict[str, int] = defaultdict(int)
         self.unknown_account: dict[str, int] = defaultdict(int)
         """Costs of rows that name no account (journalled admissions): charged to the key's."""
@@ -29,11 +33,17 @@ class Spend:
     def add(self, key_id: str, account_id: str | None, cost: int, created_ms: int) -> None:
         sums = self.keys.get(key_id)
         if sums is None:
-            sums = self.keys[key_id] = dict.fromkeys(("total", "day", "week", "month"), 0)
-        sums["total"] += cost
-        for period in ("day", "week", "month"):
-            if created_ms >= self.starts[period] * 1000:  # a row of an earlier period: not here
-                sums[period] += cost
+            sums = self.keys[key_id] = [0, 0, 0, 0]
+        if created_ms >= self._day_ms:  # the common case: this day, week and month
+            sums[0] += cost
+            sums[1] += cost
+            sums[2] += cost
+            sums[3] += cost
+        else:
+            sums[0] += cost
+            for i, start_ms in enumerate(self._period_ms, 1):
+                if created_ms >= start_ms:  # a row of an earlier period: not here
+                    sums[i] += cost
         if account_id:
             self.accounts[account_id] += cost
         else:
@@ -47,18 +57,9 @@ class Spend:
         CASEs for the key) cost the event loop a millisecond and more per ledger batch."""
         starts = self.starts
         keys = [
-            (
-                sums["total"],
-                starts["day"],
-                sums["day"],
-                starts["week"],
-                sums["week"],
-                starts["month"],
-                sums["month"],
-                key_id,
-            )
-            for key_id, sums in sorted(self.keys.items())
-            if any(sums.values())
+            (total, starts["day"], day, starts["week"], week, starts["month"], month, key_id)
+            for key_id, (total, day, week, month) in sorted(self.keys.items())
+            if total or day or week or month
         ]
         if keys:
             await conn.exec_driver_sql(_charge_keys_sql(dialect), keys)
