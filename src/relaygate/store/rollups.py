@@ -104,18 +104,18 @@ def _hour_cells(rows: Iterable[LedgerRow]) -> dict[Cell, list[int]]:
     groups: dict[Cell, list[LedgerRow]] = {}
     for row in rows:
         at = row.created_at
-        cell = (Level.HOUR, at - at % HOUR_MS, row.account_id or "", row.key_id, row.model)
+        cell: Cell = (Level.HOUR, at - at % HOUR_MS, row.account_id or "", row.key_id, row.model)
         group = groups.get(cell)
         if group is None:
             groups[cell] = [row]
         else:
             group.append(row)
     cells: dict[Cell, list[int]] = {}
-    for cell, group in groups.items():
+    for hour_cell, group in groups.items():
         sums = [len(group), *map(sum, zip(*map(_row_sums, group), strict=True)), *_NO_STATUSES]
         for status, count in Counter(map(_status, group)).items():
             sums[_STATUS_INDEX.get(status, _OTHER_INDEX)] += count
-        cells[cell] = sums
+        cells[hour_cell] = sums
     return cells
 
 
