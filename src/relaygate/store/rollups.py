@@ -24,6 +24,7 @@ gave ~660k cells); a query over 90 days of every key reads ~900 day x model rows
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable
 from enum import IntEnum
 from functools import cache
@@ -85,6 +86,7 @@ _LEDGER_SUMS = (
 assert ("requests", *_LEDGER_SUMS, *(f"status_{s}" for s in (*STATUSES, "other"))) == ROLLUP_SUMS
 
 _row_sums = attrgetter(*_LEDGER_SUMS)
+_status = attrgetter("status")
 _STATUS_INDEX = {status: 1 + len(_LEDGER_SUMS) + i for i, status in enumerate(STATUSES)}
 _OTHER_INDEX = len(ROLLUP_SUMS) - 1
 _NO_STATUSES = (0,) * (len(STATUSES) + 1)
@@ -95,21 +97,25 @@ Cell = tuple[int, int, str, str, str]
 
 
 def _hour_cells(rows: Iterable[LedgerRow]) -> dict[Cell, list[int]]:
-    """The rows' totals per hour x account x key x model (a few microseconds a row: this runs
-    on the event loop for every ledger batch)."""
-    cells: dict[Cell, list[int]] = {}
-    width = len(_LEDGER_SUMS)
+    """The rows' totals per hour x account x key x model (this runs on the event loop for
+    every ledger batch): the rows are grouped by cell first, then each group's columns are
+    summed and its statuses counted by builtins (about half a microsecond a row where adding
+    up each row's 13 columns in Python cost over one)."""
+    groups: dict[Cell, list[LedgerRow]] = {}
     for row in rows:
         at = row.created_at
-        cell = (Level.HOUR, at - at % HOUR_MS, row.account_id or "", row.key_id, row.model)
-        sums = cells.get(cell)
-        status = _STATUS_INDEX.get(row.status, _OTHER_INDEX)
-        if sums is None:
-            sums = cells[cell] = [1, *_row_sums(row), *_NO_STATUSES]
+        cell: Cell = (Level.HOUR, at - at % HOUR_MS, row.account_id or "", row.key_id, row.model)
+        group = groups.get(cell)
+        if group is None:
+            groups[cell] = [row]
         else:
-            sums[0] += 1
-            sums[1 : 1 + width] = map(add, sums[1 : 1 + width], _row_sums(row))
-        sums[status] += 1
+            group.append(row)
+    cells: dict[Cell, list[int]] = {}
+    for hour_cell, group in groups.items():
+        sums = [len(group), *map(sum, zip(*map(_row_sums, group), strict=True)), *_NO_STATUSES]
+        for status, count in Counter(map(_status, group)).items():
+            sums[_STATUS_INDEX.get(status, _OTHER_INDEX)] += count
+        cells[hour_cell] = sums
     return cells
 
 

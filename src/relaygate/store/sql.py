@@ -450,7 +450,7 @@ class SqlStore:
                     new_ids.add(request_id)
             await add_to_rollups(conn, self.dialect, rows, new_ids)
             replaced = await _replace_interrupted(conn, rows, new_ids, spend)
-            await spend.apply(conn)
+            await spend.apply(conn, self.dialect)
         fresh = []
         for row in rows:
             if row.request_id in new_ids:
