@@ -12,7 +12,6 @@ import hashlib
 import hmac
 import json
 import logging
-import secrets
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -35,7 +34,7 @@ from relaygate.settings import Settings, settings_from_mapping
 from relaygate.store.alerts_sql import claim_due, deliveries
 from relaygate.store.schema import accounts
 from relaygate.store.sql import SqlStore
-from tests.store.test_store import Backend, _postgres_admin
+from tests.store.test_store import Backend
 from tests.support.gateway import GatewayProcess, free_port
 
 SECRET = "whsec-test-SECRET-0123456789abcdef"
@@ -100,38 +99,6 @@ class Receiver:
 
 
 # --- fixtures ----------------------------------------------------------------------------------
-
-
-@pytest_asyncio.fixture(
-    params=[
-        pytest.param("sqlite", id="sqlite"),
-        pytest.param("postgresql", id="postgresql", marks=pytest.mark.postgres),
-    ]
-)
-async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Backend]:
-    """SQLite in a file, or PostgreSQL in a schema of its own (as the store tests do)."""
-    if request.param == "sqlite":
-        sqlite = Backend(f"sqlite:///{tmp_path / 'alerts.db'}")
-        yield sqlite
-        await sqlite.close()
-        return
-    url, admin = await _postgres_admin()
-    schema = f"relaygate_test_{secrets.token_hex(6)}"
-    await admin.execute(f'CREATE SCHEMA "{schema}"')
-    postgres = Backend(url, schema)
-    try:
-        yield postgres
-    finally:
-        await postgres.close()
-        await admin.execute(f'DROP SCHEMA "{schema}" CASCADE')
-        await admin.close()
-
-
-@pytest_asyncio.fixture
-async def store(backend: Backend) -> SqlStore:
-    opened = backend.open()
-    await opened.upgrade()
-    return opened
 
 
 @pytest_asyncio.fixture

@@ -31,7 +31,7 @@ from relaygate.store.schema import (
     ledger,
     redemption_codes,
 )
-from relaygate.store.sql import SqlStore, _key_from_row, _next_revision
+from relaygate.store.sql import SqlStore, _key_from_row, _next_revision, account_from_row
 
 Page = tuple[int, str] | None
 """Where a listing resumes: the last row's ``(created_at, id)``, newest first."""
@@ -112,25 +112,6 @@ class IdempotencyMismatch(Exception):
 
 
 # --- rows ------------------------------------------------------------------------------------
-
-
-def account_from_row(row: Row[Any]) -> AccountRecord:
-    m = row._mapping
-    return AccountRecord(
-        id=m["id"],
-        name=m["name"],
-        created_at=m["created_at"],
-        status=m["status"],
-        granted_micros=m["granted_micros"],
-        used_micros=m["used_micros"],
-        unlimited=bool(m["unlimited"]),
-        rpm=m["rpm"],
-        tpm=m["tpm"],
-        max_concurrency=m["max_concurrency"],
-        low_balance_micros=m["low_balance_micros"],
-        low_balance_alerted=bool(m["low_balance_alerted"]),
-        revision=m["revision"],
-    )
 
 
 def _audit_from_row(row: Row[Any]) -> AuditEntry:

@@ -114,7 +114,7 @@ def _key_from_row(row: Row[Any]) -> KeyRecord:
     )
 
 
-def _account_from_row(row: Row[Any]) -> AccountRecord:
+def account_from_row(row: Row[Any]) -> AccountRecord:
     m = row._mapping
     return AccountRecord(
         id=m["id"],
@@ -308,7 +308,7 @@ class SqlStore:
         async with self.engine.begin() as conn:
             query = select(accounts).where(accounts.c.id == account_id)
             row = (await conn.execute(query)).first()
-        return _account_from_row(row) if row else None
+        return account_from_row(row) if row else None
 
     async def accounts_since(self, revision: int) -> list[AccountRecord]:
         """Accounts created or changed after ``revision`` (for the in-memory cache)."""
@@ -316,7 +316,7 @@ class SqlStore:
             rows = await conn.execute(
                 select(accounts).where(accounts.c.revision > revision).order_by(accounts.c.revision)
             )
-            return [_account_from_row(row) for row in rows]
+            return [account_from_row(row) for row in rows]
 
     async def changes_since(
         self, revision: int
@@ -340,7 +340,7 @@ class SqlStore:
                 .where(a.revision > revision, a.revision <= now)
                 .order_by(a.revision)
             )
-            return now, changed_keys, [_account_from_row(row) for row in found]
+            return now, changed_keys, [account_from_row(row) for row in found]
 
     async def update_account(self, account_id: str, **values: Any) -> AccountRecord | None:
         """Change an account's columns (``status``, limits, ...) with a new revision, so that
@@ -354,7 +354,7 @@ class SqlStore:
                 .returning(*accounts.c)
             )
             row = changed.first()
-        return _account_from_row(row) if row else None
+        return account_from_row(row) if row else None
 
     async def get_key(self, key_id: str) -> KeyRecord | None:
         async with self.engine.begin() as conn:
