@@ -23,6 +23,7 @@ from relaygate.settings import Settings
 from relaygate.store.periods import period_start
 from relaygate.store.records import KeyRecord, LedgerRow
 from relaygate.store.sql import SqlStore
+from relaygate.tasks import cancel_and_wait
 from tests.support.services import REDIS_URL, need
 
 
@@ -46,9 +47,7 @@ def make_gate(store: SqlStore, prefix: str | None = None, url: str = REDIS_URL,
 async def crash(gate: RedisGate) -> None:
     """What ``kill -9`` leaves: no more renewals, nothing released, the owner lease unrenewed."""
     await gate.upkeep.stop()
-    for task in list(gate._tasks):  # nothing of a killed process runs on
-        task.cancel()
-    await asyncio.gather(*gate._tasks, return_exceptions=True)
+    await cancel_and_wait(list(gate._tasks))  # nothing of a killed process runs on
     await gate.client.aclose()
 
 
@@ -592,5 +591,32 @@ async def test_an_accounts_limits_hold_over_all_its_keys(store: SqlStore) -> Non
         assert "this key's account allows 2 requests per minute" in str(refused.value)
         await gate.cancel(first)  # gives the account's slot back too
         await gate.admit(other, tokens=1, amount=1, request_id="r4")
+    finally:
+        await gate.close()
+
+
+async def test_the_upkeep_stops_when_a_redis_call_loses_its_cancel(store: SqlStore) -> None:
+    # On Python 3.11, redis-py's sends run in asyncio.wait_for, which returns normally when the
+    # cancel races the reply: the renewal loop then went back to sleep, and stop() (and with
+    # it the gate's close, and the process's shutdown) waited forever, about 1 run in 40.
+    gate = make_gate(store, lease_seconds=0.3)
+    renewed = asyncio.Event()
+    real_renew = gate.upkeep.renew
+
+    async def renew_losing_its_cancel() -> None:
+        try:
+            await real_renew()
+            renewed.set()
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            pass  # what wait_for does when the reply came as the cancel arrived
+
+    gate.upkeep.renew = renew_losing_its_cancel  # type: ignore[method-assign]
+    gate.upkeep.start()
+    try:
+        await renewed.wait()
+        async with asyncio.timeout(60):  # a hang fails here, not at pytest's timeout
+            await gate.upkeep.stop()
+        assert gate.upkeep._tasks == []
     finally:
         await gate.close()

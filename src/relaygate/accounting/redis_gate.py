@@ -58,6 +58,7 @@ from relaygate.settings import Settings
 from relaygate.store.periods import period_start
 from relaygate.store.records import AccountRecord, KeyRecord, LedgerRow
 from relaygate.store.sql import SqlStore
+from relaygate.tasks import cancel_and_wait
 
 log = logging.getLogger("relaygate.redis")
 
@@ -495,9 +496,7 @@ class RedisGate(Gate):
         # charges may be reconciled at once.
         with contextlib.suppress(RedisError, OSError):
             await self.client.delete(self.owner_key)
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await cancel_and_wait(list(self._tasks))
         await self.client.aclose()
 
 

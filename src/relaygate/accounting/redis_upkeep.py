@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 from redis.exceptions import RedisError
 
 from relaygate.accounting import redis_lua
+from relaygate.tasks import cancel_and_wait
 
 if TYPE_CHECKING:
     from relaygate.accounting.redis_gate import RedisGate
@@ -154,9 +155,7 @@ class Upkeep:
             await asyncio.sleep(seconds)
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await cancel_and_wait(self._tasks)
         self._tasks = []
 
     async def renew(self) -> None:
