@@ -484,3 +484,32 @@ def test_bad_time_bounds_are_invalid_requests(value: str) -> None:
     with pytest.raises(InvalidRequest) as raised:
         parse_time("to", value)
     assert raised.value.param == "to"
+
+
+async def test_a_replayed_interrupted_row_counts_under_its_keys_account(store: SqlStore) -> None:
+    # the journal's admission record names no account: a replay writes ``interrupted`` rows
+    # with account_id "", which used to roll up under account '' until the real row came
+    key = await store.create_key(make_key())
+    interrupted = row_at(key.id, "", T0 + 5, status="interrupted", cost_micros=400)
+    [written] = await store.write_ledger([interrupted])
+    assert written.account_id == key.account_id
+    [stored] = await store.ledger_rows(key.id)
+    assert stored.account_id == key.account_id
+    [view] = await usage_report(store, account_id=key.account_id, group_by="model")
+    assert (view["requests"], view["cost_micros"]) == (1, 400)
+    accounts_held = {cell[2] for cell in await rollup_table(store) if cell[0] == Level.HOUR}
+    assert accounts_held == {key.account_id}
+    account = await store.get_account(key.account_id)
+    assert account is not None
+    assert account.used_micros == 400
+    page, _ = await request_log(store, account_id=key.account_id, limit=10)
+    assert [row["request_id"] for row in page] == [interrupted.request_id]
+    # its real row replaces it under the same account; the rollups equal the ledger's
+    real = replace(interrupted, status="ok", account_id=key.account_id, cost_micros=900)
+    await store.write_ledger([real])
+    [view] = await usage_report(store, account_id=key.account_id, group_by="model")
+    assert (view["requests"], view["cost_micros"]) == (1, 900)
+    account = await store.get_account(key.account_id)
+    assert account is not None
+    assert account.used_micros == 900
+    assert await rollup_table(store) == await rebuilt(store)
