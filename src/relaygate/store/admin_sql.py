@@ -21,6 +21,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from relaygate.store.periods import period_start
+from relaygate.store.reads import read_first
 from relaygate.store.records import AccountRecord, KeyRecord
 from relaygate.store.schema import (
     accounts,
@@ -492,10 +493,12 @@ async def insert_admin_token(store: SqlStore, record: AdminTokenRecord, entry: A
 
 
 async def admin_token_by_hash(store: SqlStore, token_hash: str) -> AdminTokenRecord | None:
-    async with store.engine.connect() as conn:
-        query = select(admin_tokens).where(admin_tokens.c.token_hash == token_hash)
-        row = (await conn.execute(query)).first()
-    return AdminTokenRecord(**dict(row._mapping)) if row else None
+    """The token with this hash; a plain read (every admin request: never the write lock)."""
+    query = select(admin_tokens).where(admin_tokens.c.token_hash == token_hash)
+    row = await read_first(store, query)
+    if row is None:
+        return None
+    return AdminTokenRecord(**{c.name: v for c, v in zip(admin_tokens.columns, row, strict=True)})
 
 
 async def list_admin_tokens(store: SqlStore) -> list[AdminTokenRecord]:
