@@ -9,7 +9,7 @@ from collections.abc import Collection
 from typing import Any
 
 from relaygate.accounts import audit
-from relaygate.accounts.accounts import check_visible, clean_name, usd
+from relaygate.accounts.accounts import check_visible, check_writable, clean_name, usd
 from relaygate.accounts.principal import Principal
 from relaygate.errors import InvalidRequest, NotFound
 from relaygate.keys.tokens import display_prefix, hash_key, new_key, new_key_id
@@ -86,6 +86,7 @@ async def create_key(
 ) -> tuple[KeyRecord, str]:
     """A new key under an active account; returns it and the raw key (shown once)."""
     check_visible(principal, account_id)
+    await check_writable(store, principal, account_id)
     now = int(time.time()) if now is None else now
     values = clean_key_fields(fields, known_models, now)
     if values.get("spend_limit_micros") is None:
@@ -170,6 +171,7 @@ async def update_key(
     """Change a key (only the fields given). A spend cap below what the key has already spent
     in its period is refused, decided on the key's row as the transaction holds it."""
     key = await get_key(store, principal, key_id)
+    await check_writable(store, principal, key.account_id)
     now = int(time.time()) if now is None else now
     values = clean_key_fields(changes, known_models, now)
     new_cap = values.get("spend_limit_micros")
@@ -193,6 +195,7 @@ async def revoke_key(
 ) -> KeyRecord:
     """Revoke a key (again: no change); it stops working on every gateway within a second."""
     key = await get_key(store, principal, key_id)
+    await check_writable(store, principal, key.account_id)
     if key.revoked_at is not None:
         return key
     now = int(time.time()) if now is None else now
