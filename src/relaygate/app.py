@@ -23,6 +23,7 @@ from relaygate.accounting.journal_format import store_fingerprint
 from relaygate.accounting.ledger import LedgerWriter
 from relaygate.accounting.redis_gate import RedisGate
 from relaygate.accounts.alerts import LowBalanceAlerts
+from relaygate.admin.ratelimit import AdminRateLimit
 from relaygate.api import chat, info
 from relaygate.api.http import Message, Receive, Scope, Send, send_error
 from relaygate.errors import (
@@ -103,6 +104,11 @@ class Gateway:
             ),
         )
         self.images = ImagePipeline(settings.images)
+        self.admin_limit = AdminRateLimit(
+            settings.admin_rate_limit_per_minute,
+            self.gate.client if isinstance(self.gate, RedisGate) else None,
+            settings.redis_key_prefix,
+        )
         self.keys = KeyCache(self.store, settings.key_refresh_seconds)
         self.keys.listeners.append(self.gate.key_changed)
         self.keys.account_listeners.append(self.gate.account_changed)

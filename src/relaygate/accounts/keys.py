@@ -11,15 +11,17 @@ from typing import Any
 from relaygate.accounts import audit
 from relaygate.accounts.accounts import check_visible, check_writable, clean_name, usd
 from relaygate.accounts.principal import Principal
-from relaygate.errors import InvalidRequest, NotFound
+from relaygate.errors import Conflict, InvalidRequest, NotFound
 from relaygate.keys.tokens import display_prefix, hash_key, new_key, new_key_id
 from relaygate.store import admin_sql
-from relaygate.store.admin_sql import Page
+from relaygate.store.admin_sql import Page, TooManyKeys
 from relaygate.store.periods import period_start
 from relaygate.store.records import AccountRecord, KeyRecord
 from relaygate.store.sql import SqlStore
 
 PERIODS = ("total", "day", "week", "month")
+MAX_KEYS_PER_ACCOUNT = 100
+"""The default of ``max_keys_per_account``: the most keys (not revoked) an account holds."""
 MAX_MODELS = 200
 LIMIT_FIELDS = ("rpm", "tpm", "max_concurrency")
 KEY_FIELDS = frozenset(
@@ -83,8 +85,10 @@ async def create_key(
     *,
     known_models: Collection[str] | None = None,
     now: int | None = None,
+    max_keys: int | None = MAX_KEYS_PER_ACCOUNT,
 ) -> tuple[KeyRecord, str]:
-    """A new key under an active account; returns it and the raw key (shown once)."""
+    """A new key under an active account; returns it and the raw key (shown once). An account
+    that already holds ``max_keys`` keys (revoked ones not counted) gets no more: 409."""
     check_visible(principal, account_id)
     await check_writable(store, principal, account_id)
     now = int(time.time()) if now is None else now
@@ -108,7 +112,13 @@ async def create_key(
     entry = audit.entry(
         principal, "key.create", "key", record.id, account_id=account_id, detail=_detail(values)
     )
-    created = await admin_sql.insert_key(store, record, entry)
+    try:
+        created = await admin_sql.insert_key(store, record, entry, max_keys=max_keys)
+    except TooManyKeys as refused:
+        raise Conflict(
+            f"The account already holds {refused.held} keys, the most it may"
+            f" (max_keys_per_account = {max_keys}): revoke one it no longer uses first"
+        ) from None
     if created is None:
         raise NotFound("No account with that id")
     if isinstance(created, AccountRecord):

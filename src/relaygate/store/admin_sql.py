@@ -108,6 +108,14 @@ class GrantRefused(Exception):
         self.account = account
 
 
+class TooManyKeys(Exception):
+    """The account holds as many keys (not revoked) as it may; nothing was written."""
+
+    def __init__(self, held: int) -> None:
+        super().__init__(held)
+        self.held = held
+
+
 class IdempotencyMismatch(Exception):
     """The ``Idempotency-Key`` was used before for a different request."""
 
@@ -214,9 +222,12 @@ def _key_values(record: KeyRecord) -> dict[str, Any]:
 
 
 async def insert_key(
-    store: SqlStore, record: KeyRecord, entry: AuditEntry
+    store: SqlStore, record: KeyRecord, entry: AuditEntry, *, max_keys: int | None = None
 ) -> KeyRecord | AccountRecord | None:
-    """Create a key under its account, which must exist and be active.
+    """Create a key under its account, which must exist and be active, and hold fewer than
+    ``max_keys`` keys that are not revoked (else :class:`TooManyKeys`). The count is read with
+    the account's row locked (PostgreSQL; SQLite's transaction holds the database), so keys
+    created at once never pass the limit together.
 
     Returns the key; the account when it is suspended (nothing written); ``None`` when there is
     no such account."""
@@ -225,6 +236,14 @@ async def insert_key(
         account = await _account_for_update(conn, record.account_id)
         if account is None or account.status != "active":
             return account
+        if max_keys is not None:
+            k = api_keys.c
+            held = await conn.execute(
+                select(func.count()).where(k.account_id == account.id, k.revoked_at.is_(None))
+            )
+            count = int(held.scalar_one())
+            if count >= max_keys:
+                raise TooManyKeys(count)
         values = _key_values(record)
         values["revision"] = revision
         await conn.execute(api_keys.insert().values(**values))
