@@ -212,6 +212,9 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     (one per CPU, up to 4), which bounds what sign-ins can take."""
     password_hash_parallelism: Annotated[int, msgspec.Meta(ge=1, le=16)] = 4
     """argon2id lanes per hash."""
+    purge_interval_seconds: PositiveFloat = 600.0
+    """How often each worker deletes expired console sessions and ended sign-in throttle
+    windows (first at start; several replicas doing it at once is harmless)."""
     max_keys_per_account: PositiveInt = 100
     """The most keys an account may hold (revoked keys do not count); creating one more is a
     409 naming this limit, in the admin API and the CLI."""
