@@ -17,6 +17,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from relaygate.accounting.gate import Unaffordable
 from relaygate.accounting.redis_gate import RedisGate
 from relaygate.accounting.redis_upkeep import Unreported
+from relaygate.accounts import keys
+from relaygate.accounts.principal import Principal
 from relaygate.errors import RateLimited
 from relaygate.metrics import Metrics
 from relaygate.settings import Settings
@@ -592,5 +594,103 @@ async def test_an_accounts_limits_hold_over_all_its_keys(store: SqlStore) -> Non
         assert "this key's account allows 2 requests per minute" in str(refused.value)
         await gate.cancel(first)  # gives the account's slot back too
         await gate.admit(other, tokens=1, amount=1, request_id="r4")
+    finally:
+        await gate.close()
+
+
+# --- caps and credits changed while charges are in flight ----------------------------------
+
+CLI = Principal(via="cli", id="cli", role="admin")
+MONDAY_THE_FIRST = 1_801_468_800  # 2027-02-01T08:00:00Z: its day, week and month start alike
+
+
+async def test_a_period_change_with_charges_pending_lets_nothing_past_the_cap(
+    store: SqlStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A charge pending in Redis under the cap's old kind of period (day) must not come off the
+    new kind's (week) count when its ledger row is written. On a Monday the day and the week
+    start at the same second, so only the cap's epoch tells the two counts apart: without it,
+    the written charge was taken off a count it was never in, and 600 more got past the cap."""
+    real = time.time
+    monkeypatch.setattr(time, "time", lambda: MONDAY_THE_FIRST + real() % 60)
+    day = period_start("day", time.time())
+    assert day == period_start("week", time.time())
+    gate = make_gate(store)
+    key, _ = await capped_pair(store, granted=10_000, cap=1000, period="day",
+                               period_start=day)
+    current = {key.id: key}
+    gate.records = current.get
+    try:
+        hold = await gate.admit(key, tokens=1, amount=600, request_id="r1")
+        assert await gate.settle(hold, cost=600, tokens=1) == 600  # pending in Redis
+        # the operator moves the cap to a week; the ledger holds nothing of r1 yet
+        weekly = await keys.update_key(store, CLI, key.id, {"spend_limit_period": "week"},
+                                       now=int(time.time()))
+        assert (weekly.period_used_micros, weekly.period_start) == (0, day)
+        current[key.id] = weekly
+        await gate._key_changed(weekly)
+        # r1's row is written: the store counts it in the week, and Redis takes that count
+        written = await store.write_ledger([replace(row(key, "r1", 600),
+                                                    account_id=key.account_id,
+                                                    created_at=int(time.time() * 1000))])
+        await gate.ledger_written(written)
+        record = await store.get_key(key.id)
+        assert record is not None
+        assert (record.period_used_micros, record.period_start) == (600, day)
+        assert (await gate.balance(weekly)).cap_remaining == 400
+        with pytest.raises(Unaffordable) as refused:
+            await gate.admit(weekly, tokens=1, amount=401, request_id="r2")
+        assert refused.value.available == 400
+        hold = await gate.admit(weekly, tokens=1, amount=400, request_id="r3")
+        assert await gate.settle(hold, cost=400, tokens=1) == 400
+        with pytest.raises(Unaffordable):
+            await gate.admit(weekly, tokens=1, amount=1, request_id="r4")
+    finally:
+        await gate.close()
+
+
+async def test_what_was_reserved_is_charged_when_credits_or_the_cap_shrink_meanwhile(
+    store: SqlStore,
+) -> None:
+    """The Redis gate charges what it reserved for a request, also when the account's credits
+    are taken back or the key's cap lowered while it runs (before the fix: nothing, or only
+    what was left); a report beyond the reservation is still bounded by what is left."""
+    gate = make_gate(store)
+    key, _ = await capped_pair(store, granted=10_000, cap=8_000)
+    current = {key.id: key}
+    gate.records = current.get
+    try:
+        # credits taken back while a request runs
+        hold = await gate.admit(key, tokens=1, amount=5_000, request_id="r1")
+        account = await store.update_account(key.account_id, granted_micros=0)
+        assert account is not None
+        await gate._account_changed(account)
+        assert await gate.settle(hold, cost=4_000, tokens=1) == 4_000  # not 0: reserved
+        # credits back, then a request reserves 1,000 and the credits shrink again: a report
+        # of 3,000 is charged its reservation, not more
+        account = await store.update_account(key.account_id, granted_micros=10_000)
+        assert account is not None
+        await gate._account_changed(account)
+        hold = await gate.admit(key, tokens=1, amount=1_000, request_id="r2")
+        account = await store.update_account(key.account_id, granted_micros=4_000)
+        assert account is not None
+        await gate._account_changed(account)
+        assert await gate.settle(hold, cost=3_000, tokens=1) == 1_000
+        # the key's cap lowered while a request runs
+        account = await store.update_account(key.account_id, granted_micros=100_000)
+        assert account is not None
+        await gate._account_changed(account)
+        hold = await gate.admit(key, tokens=1, amount=2_000, request_id="r3")
+        lowered = await store.update_key(key.id, spend_limit_micros=5_000)
+        assert lowered is not None
+        current[key.id] = lowered
+        await gate._key_changed(lowered)
+        assert await gate.settle(hold, cost=2_000, tokens=1) == 2_000  # not 0: reserved
+        balance = await gate.balance(lowered)
+        assert balance.used == 4_000 + 1_000 + 2_000
+        # 7,000 charged against a cap lowered to 5,000: below it by what was in flight
+        assert balance.cap_remaining == -2_000
+        with pytest.raises(Unaffordable):
+            await gate.admit(lowered, tokens=1, amount=1, request_id="r4")
     finally:
         await gate.close()
