@@ -23,6 +23,8 @@ from relaygate.accounting.journal_format import store_fingerprint
 from relaygate.accounting.ledger import LedgerWriter
 from relaygate.accounting.redis_gate import RedisGate
 from relaygate.accounts.alerts import LowBalanceAlerts
+from relaygate.accounts.purge import PeriodicPurge
+from relaygate.admin.ratelimit import AdminRateLimit
 from relaygate.api import chat, info
 from relaygate.api.http import Message, Receive, Scope, Send, send_error
 from relaygate.errors import (
@@ -103,6 +105,12 @@ class Gateway:
             ),
         )
         self.images = ImagePipeline(settings.images)
+        self.admin_limit = AdminRateLimit(
+            settings.admin_rate_limit_per_minute,
+            self.gate.client if isinstance(self.gate, RedisGate) else None,
+            settings.redis_key_prefix,
+        )
+        self.purge = PeriodicPurge(self.store, settings)
         self.keys = KeyCache(self.store, settings.key_refresh_seconds)
         self.keys.listeners.append(self.gate.key_changed)
         self.keys.account_listeners.append(self.gate.account_changed)
@@ -131,6 +139,7 @@ class Gateway:
         self.catalog = Catalog(self.settings, self.session)
         self.alerts = LowBalanceAlerts(self.store, self.session, self.settings)
         self.alerts.start()
+        self.purge.start()
         self.keys.start()
         self._watch_stop_signals()
         if isinstance(self.gate, RedisGate):
@@ -198,6 +207,7 @@ class Gateway:
             self._deadline.cancel()
         await self._wait_for_requests()
         await self.alerts.close()
+        await self.purge.close()
         await self.keys.close()
         await self.ledger.close()
         await self.gate.close()

@@ -212,6 +212,17 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     (one per CPU, up to 4), which bounds what sign-ins can take."""
     password_hash_parallelism: Annotated[int, msgspec.Meta(ge=1, le=16)] = 4
     """argon2id lanes per hash."""
+    purge_interval_seconds: PositiveFloat = 600.0
+    """How often each worker deletes expired console sessions and ended sign-in throttle
+    windows (first at start; several replicas doing it at once is harmless)."""
+    max_keys_per_account: PositiveInt = 100
+    """The most keys an account may hold (revoked keys do not count); creating one more is a
+    409 naming this limit, in the admin API and the CLI."""
+    admin_rate_limit_per_minute: Annotated[int, msgspec.Meta(ge=0)] = 600
+    """Admin API requests per minute allowed to each principal (admin token, console user) and
+    to each client address (an IPv6 address counts by its /64); more get 429 with
+    ``Retry-After`` until the minute ends. Counted in Redis when ``redis_url`` is set (across
+    replicas), else in each process. 0 turns it off."""
     trusted_proxy_headers: list[str] = msgspec.field(default_factory=list)
     """Proxy headers that name the client's address and scheme, honoured only on connections
     from ``trusted_proxies``: any of ``x-forwarded-for``, ``x-forwarded-proto`` and

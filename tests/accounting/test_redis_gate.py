@@ -17,6 +17,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from relaygate.accounting.gate import Unaffordable
 from relaygate.accounting.redis_gate import RedisGate
 from relaygate.accounting.redis_upkeep import Unreported
+from relaygate.accounts import keys
+from relaygate.accounts.principal import Principal
 from relaygate.errors import RateLimited
 from relaygate.metrics import Metrics
 from relaygate.settings import Settings
@@ -35,12 +37,12 @@ async def store(tmp_path: Path) -> AsyncIterator[SqlStore]:
     await store.close()
 
 
-def make_gate(store: SqlStore, prefix: str | None = None, url: str = REDIS_URL,
-              **settings: object) -> RedisGate:
+def make_gate(
+    store: SqlStore, prefix: str | None = None, url: str = REDIS_URL, **settings: object
+) -> RedisGate:
     need("Redis", 6379)
     prefix = prefix or f"rgunit-{uuid.uuid4().hex[:8]}"
-    config = Settings(redis_url=url, redis_key_prefix=prefix,
-                      **settings)  # type: ignore[arg-type]
+    config = Settings(redis_url=url, redis_key_prefix=prefix, **settings)  # type: ignore[arg-type]
     return RedisGate(config, Metrics(), store)
 
 
@@ -52,16 +54,31 @@ async def crash(gate: RedisGate) -> None:
 
 
 async def new_key(store: SqlStore, granted: int, **limits: int) -> KeyRecord:
-    record = KeyRecord(id=f"key_{uuid.uuid4().hex[:8]}", name="", key_hash=uuid.uuid4().hex,
-                       prefix="sk-x", created_at=int(time.time()), granted_micros=granted,
-                       **limits)  # type: ignore[arg-type]
+    record = KeyRecord(
+        id=f"key_{uuid.uuid4().hex[:8]}",
+        name="",
+        key_hash=uuid.uuid4().hex,
+        prefix="sk-x",
+        created_at=int(time.time()),
+        granted_micros=granted,
+        **limits,
+    )  # type: ignore[arg-type]
     return await store.create_key(record)
 
 
 def row(key: KeyRecord, request_id: str, cost: int) -> LedgerRow:
-    return LedgerRow(request_id=request_id, key_id=key.id, model="m", upstream="u",
-                     upstream_model="m", created_at=0, status="ok", cost_micros=cost,
-                     latency_ms=1, stream=False)
+    return LedgerRow(
+        request_id=request_id,
+        key_id=key.id,
+        model="m",
+        upstream="u",
+        upstream_model="m",
+        created_at=0,
+        status="ok",
+        cost_micros=cost,
+        latency_ms=1,
+        stream=False,
+    )
 
 
 async def test_reserve_settle_and_write_keep_the_balance_exact(store: SqlStore) -> None:
@@ -163,9 +180,9 @@ async def test_concurrent_first_requests_seed_a_key_once(store: SqlStore) -> Non
 
     store.get_key = counting_get_key  # type: ignore[method-assign]
     try:
-        holds = await asyncio.gather(*(
-            gate.admit(key, tokens=1, amount=100, request_id=f"r{i}") for i in range(50)
-        ))
+        holds = await asyncio.gather(
+            *(gate.admit(key, tokens=1, amount=100, request_id=f"r{i}") for i in range(50))
+        )
         assert len(holds) == 50
         # one read; a second only if a reply was read after that seeding had finished
         assert len(reads) <= 2, len(reads)
@@ -230,8 +247,9 @@ async def test_a_dead_processes_slot_and_reservation_lapse_within_a_lease(
             await alive.admit(key, tokens=1, amount=1, request_id="r1")
         # a lease, not reservation_ttl_seconds (an hour): well within the deadline
         await admitted_when_free(alive, key, time.monotonic() + 30)
-        (balance_reserved,) = await alive.client.hmget(alive.keys_of(key.account_id, "acct")[0],
-                                                       ["reserved"])
+        (balance_reserved,) = await alive.client.hmget(
+            alive.keys_of(key.account_id, "acct")[0], ["reserved"]
+        )
         assert int(balance_reserved) == 1  # the dead request's 1000 are free again
     finally:
         await alive.close()
@@ -508,17 +526,25 @@ def test_unreported_rows_are_bounded_and_keep_their_keys() -> None:
 # --- accounts and spend caps -----------------------------------------------------------------
 
 
-async def capped_pair(store: SqlStore, granted: int, cap: int, **key: object) -> tuple[
-    KeyRecord, KeyRecord
-]:
+async def capped_pair(
+    store: SqlStore, granted: int, cap: int, **key: object
+) -> tuple[KeyRecord, KeyRecord]:
     """Two keys of one account; the first with a spend cap of ``cap``."""
     first = await new_key(store, granted=granted)
-    capped = await store.update_key(first.id, spend_limit_micros=cap,
-                                    spend_limit_period=key.pop("period", "total"), **key)
+    capped = await store.update_key(
+        first.id, spend_limit_micros=cap, spend_limit_period=key.pop("period", "total"), **key
+    )
     assert capped is not None
-    second = await store.create_key(KeyRecord(
-        id=f"key_{uuid.uuid4().hex[:8]}", name="", key_hash=uuid.uuid4().hex, prefix="sk-x",
-        created_at=int(time.time()), account_id=first.account_id))
+    second = await store.create_key(
+        KeyRecord(
+            id=f"key_{uuid.uuid4().hex[:8]}",
+            name="",
+            key_hash=uuid.uuid4().hex,
+            prefix="sk-x",
+            created_at=int(time.time()),
+            account_id=first.account_id,
+        )
+    )
     return capped, second
 
 
@@ -554,10 +580,17 @@ async def test_the_account_balance_and_the_key_cap_are_reserved_together(
 async def test_a_cap_of_an_earlier_period_starts_afresh(store: SqlStore) -> None:
     today = period_start("day", time.time())
     gate = make_gate(store)
-    stale, _ = await capped_pair(store, granted=10_000, cap=500, period="day",
-                                 period_used_micros=500, period_start=today - 86_400)
-    spent, _ = await capped_pair(store, granted=10_000, cap=500, period="day",
-                                 period_used_micros=500, period_start=today)
+    stale, _ = await capped_pair(
+        store,
+        granted=10_000,
+        cap=500,
+        period="day",
+        period_used_micros=500,
+        period_start=today - 86_400,
+    )
+    spent, _ = await capped_pair(
+        store, granted=10_000, cap=500, period="day", period_used_micros=500, period_start=today
+    )
     gate.records = {stale.id: stale, spent.id: spent}.get
     try:
         with pytest.raises(Unaffordable):
@@ -618,5 +651,109 @@ async def test_the_upkeep_stops_when_a_redis_call_loses_its_cancel(store: SqlSto
         async with asyncio.timeout(60):  # a hang fails here, not at pytest's timeout
             await gate.upkeep.stop()
         assert gate.upkeep._tasks == []
+    finally:
+        await gate.close()
+
+
+# --- caps and credits changed while charges are in flight ----------------------------------
+
+CLI = Principal(via="cli", id="cli", role="admin")
+MONDAY_THE_FIRST = 1_801_468_800  # 2027-02-01T08:00:00Z: its day, week and month start alike
+
+
+async def test_a_period_change_with_charges_pending_lets_nothing_past_the_cap(
+    store: SqlStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A charge pending in Redis under the cap's old kind of period (day) must not come off the
+    new kind's (week) count when its ledger row is written. On a Monday the day and the week
+    start at the same second, so only the cap's epoch tells the two counts apart: without it,
+    the written charge was taken off a count it was never in, and 600 more got past the cap."""
+    real = time.time
+    monkeypatch.setattr(time, "time", lambda: MONDAY_THE_FIRST + real() % 60)
+    day = period_start("day", time.time())
+    assert day == period_start("week", time.time())
+    gate = make_gate(store)
+    key, _ = await capped_pair(store, granted=10_000, cap=1000, period="day", period_start=day)
+    current = {key.id: key}
+    gate.records = current.get
+    try:
+        hold = await gate.admit(key, tokens=1, amount=600, request_id="r1")
+        assert await gate.settle(hold, cost=600, tokens=1) == 600  # pending in Redis
+        # the operator moves the cap to a week; the ledger holds nothing of r1 yet
+        weekly = await keys.update_key(
+            store, CLI, key.id, {"spend_limit_period": "week"}, now=int(time.time())
+        )
+        assert (weekly.period_used_micros, weekly.period_start) == (0, day)
+        current[key.id] = weekly
+        await gate._key_changed(weekly)
+        # r1's row is written: the store counts it in the week, and Redis takes that count
+        written = await store.write_ledger(
+            [
+                replace(
+                    row(key, "r1", 600),
+                    account_id=key.account_id,
+                    created_at=int(time.time() * 1000),
+                )
+            ]
+        )
+        await gate.ledger_written(written)
+        record = await store.get_key(key.id)
+        assert record is not None
+        assert (record.period_used_micros, record.period_start) == (600, day)
+        assert (await gate.balance(weekly)).cap_remaining == 400
+        with pytest.raises(Unaffordable) as refused:
+            await gate.admit(weekly, tokens=1, amount=401, request_id="r2")
+        assert refused.value.available == 400
+        hold = await gate.admit(weekly, tokens=1, amount=400, request_id="r3")
+        assert await gate.settle(hold, cost=400, tokens=1) == 400
+        with pytest.raises(Unaffordable):
+            await gate.admit(weekly, tokens=1, amount=1, request_id="r4")
+    finally:
+        await gate.close()
+
+
+async def test_what_was_reserved_is_charged_when_credits_or_the_cap_shrink_meanwhile(
+    store: SqlStore,
+) -> None:
+    """The Redis gate charges what it reserved for a request, also when the account's credits
+    are taken back or the key's cap lowered while it runs (before the fix: nothing, or only
+    what was left); a report beyond the reservation is still bounded by what is left."""
+    gate = make_gate(store)
+    key, _ = await capped_pair(store, granted=10_000, cap=8_000)
+    current = {key.id: key}
+    gate.records = current.get
+    try:
+        # credits taken back while a request runs
+        hold = await gate.admit(key, tokens=1, amount=5_000, request_id="r1")
+        account = await store.update_account(key.account_id, granted_micros=0)
+        assert account is not None
+        await gate._account_changed(account)
+        assert await gate.settle(hold, cost=4_000, tokens=1) == 4_000  # not 0: reserved
+        # credits back, then a request reserves 1,000 and the credits shrink again: a report
+        # of 3,000 is charged its reservation, not more
+        account = await store.update_account(key.account_id, granted_micros=10_000)
+        assert account is not None
+        await gate._account_changed(account)
+        hold = await gate.admit(key, tokens=1, amount=1_000, request_id="r2")
+        account = await store.update_account(key.account_id, granted_micros=4_000)
+        assert account is not None
+        await gate._account_changed(account)
+        assert await gate.settle(hold, cost=3_000, tokens=1) == 1_000
+        # the key's cap lowered while a request runs
+        account = await store.update_account(key.account_id, granted_micros=100_000)
+        assert account is not None
+        await gate._account_changed(account)
+        hold = await gate.admit(key, tokens=1, amount=2_000, request_id="r3")
+        lowered = await store.update_key(key.id, spend_limit_micros=5_000)
+        assert lowered is not None
+        current[key.id] = lowered
+        await gate._key_changed(lowered)
+        assert await gate.settle(hold, cost=2_000, tokens=1) == 2_000  # not 0: reserved
+        balance = await gate.balance(lowered)
+        assert balance.used == 4_000 + 1_000 + 2_000
+        # 7,000 charged against a cap lowered to 5,000: below it by what was in flight
+        assert balance.cap_remaining == -2_000
+        with pytest.raises(Unaffordable):
+            await gate.admit(lowered, tokens=1, amount=1, request_id="r4")
     finally:
         await gate.close()

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from sqlalchemy import update
 
-from relaygate.accounts import accounts, audit
+from relaygate.accounts import accounts, audit, codes, keys
 from relaygate.errors import InvalidRequest, NotFound, PermissionDenied
 from relaygate.store import admin_sql, schema
 from relaygate.store.sql import SqlStore
@@ -181,3 +181,33 @@ async def test_setting_a_threshold_leaves_the_alert_state_to_the_detector(
             store, member(created.id), created.id, {"low_balance_micros": threshold}
         )
         assert changed.low_balance_alerted is True
+
+
+async def test_a_member_of_a_suspended_account_reads_but_changes_nothing(
+    store: SqlStore,
+) -> None:
+    account = await accounts.create_account(store, ADMIN, name="Acme", credits_micros=1000)
+    key, _ = await keys.create_key(store, ADMIN, account.id, {"spend_limit_micros": 500})
+    [(_, code)] = await codes.create_codes(store, ADMIN, count=1, amount_micros=100)
+    await accounts.update_account(store, ADMIN, account.id, {"status": "suspended"})
+    owner = member(account.id)
+    before = await snapshot(store)
+    writes = [
+        lambda: keys.update_key(store, owner, key.id, {"spend_limit_micros": None}),
+        lambda: keys.revoke_key(store, owner, key.id),
+        lambda: keys.create_key(store, owner, account.id, {}),
+        lambda: codes.redeem(store, owner, account.id, code),
+        lambda: accounts.update_account(store, owner, account.id, {"name": "x"}),
+    ]
+    for write in writes:
+        with pytest.raises(PermissionDenied, match="suspended"):
+            await write()
+    assert await snapshot(store) == before  # nothing changed, nothing audited
+    # reads still answer
+    assert (await accounts.get_account(store, owner, account.id)).status == "suspended"
+    assert (await keys.get_key(store, owner, key.id)).spend_limit_micros == 500
+    rows, _ = await audit.read(store, owner, before=None, limit=10)
+    assert rows
+    # an admin is unaffected
+    changed = await keys.update_key(store, ADMIN, key.id, {"name": "by the operator"})
+    assert changed.name == "by the operator"

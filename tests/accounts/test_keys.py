@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
 from sqlalchemy import update
 
 from relaygate.accounts import accounts, keys
-from relaygate.errors import InvalidRequest, NotFound
+from relaygate.errors import Conflict, InvalidRequest, NotFound
 from relaygate.keys.tokens import hash_key
+from relaygate.settings import Settings
 from relaygate.store.records import AccountRecord, LedgerRow
 from relaygate.store.schema import api_keys
 from relaygate.store.sql import SqlStore
@@ -208,3 +210,34 @@ async def test_a_new_cap_starts_from_what_the_key_already_spent(
                            .values(period_used_micros=0, period_start=0))
     changed = await keys.update_key(store, ADMIN, record.id, changes, now=NOW)
     assert changed.period_used_micros == period_used
+
+
+async def test_an_account_holds_at_most_max_keys_revoked_ones_aside(store: SqlStore) -> None:
+    account = await _account(store)
+    other = await _account(store, "Other")
+    made = [await keys.create_key(store, ADMIN, account.id, {}, max_keys=3) for _ in range(3)]
+    before = await snapshot(store)
+    with pytest.raises(Conflict, match="max_keys_per_account = 3") as refused:
+        await keys.create_key(store, member(account.id), account.id, {"name": "4th"}, max_keys=3)
+    assert refused.value.status == 409
+    assert await snapshot(store) == before  # no key, no audit entry
+    await keys.create_key(store, ADMIN, other.id, {}, max_keys=3)  # another account's count
+    await keys.revoke_key(store, ADMIN, made[0][0].id)
+    await keys.create_key(store, ADMIN, account.id, {}, max_keys=3)  # a revoked key is none
+
+
+async def test_keys_created_at_once_never_pass_max_keys(store: SqlStore) -> None:
+    account = await _account(store)
+    results = await asyncio.gather(
+        *(keys.create_key(store, ADMIN, account.id, {}, max_keys=4) for _ in range(12)),
+        return_exceptions=True,
+    )
+    assert sum(not isinstance(r, BaseException) for r in results) == 4
+    assert all(isinstance(r, Conflict) for r in results if isinstance(r, BaseException))
+    rows, _ = await keys.list_keys(store, ADMIN, account.id, after=None, limit=50)
+    assert len(rows) == 4
+
+
+def test_max_keys_defaults_to_100() -> None:
+    assert keys.MAX_KEYS_PER_ACCOUNT == 100
+    assert Settings().max_keys_per_account == keys.MAX_KEYS_PER_ACCOUNT

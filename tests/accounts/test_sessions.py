@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import sqlite3
 from pathlib import Path
 
 import msgspec
 import pytest
 from sqlalchemy import select
 
+from relaygate.accounts import tokens
 from relaygate.accounts.principal import Principal
 from relaygate.accounts.sessions import (
     CSRF_FAILED,
     SIGN_IN_FAILED,
+    TOUCH_SECONDS,
     check_csrf,
     csrf_token,
     parse_cookie_value,
@@ -27,6 +30,7 @@ from relaygate.errors import AuthenticationFailed, PermissionDenied
 from relaygate.store.identity_sql import MAX_SESSIONS_PER_USER
 from relaygate.store.schema import sessions
 from relaygate.store.sql import SqlStore
+from tests.accounts.conftest import CLI
 from tests.accounts.identity_support import (
     FAST,
     PASSWORD,
@@ -163,6 +167,44 @@ async def test_a_session_idles_out_and_each_use_moves_its_idle_end(store: SqlSto
     assert await verify_session(store, used, None, now=T0 + 1000) is not None
     assert await verify_session(store, used, None, now=T0 + 1099) is not None
     assert await verify_session(store, used, None, now=T0 + 1699) is None
+
+
+async def test_lookups_do_not_take_the_write_lock(store: SqlStore) -> None:
+    """A session's and an admin token's lookup (every admin request makes one) are plain reads
+    on SQLite: they complete while another connection holds the one write lock (the ledger
+    writer's), instead of queueing behind it. A session's last use is written at most once per
+    TOUCH_SECONDS, so uses within that interval write nothing either."""
+    if store.dialect != "sqlite":
+        pytest.skip("SQLite's write lock")
+    await member(store)
+    _, cookie = await sign_in(store, FAST, EMAIL, PASSWORD, None, now=T0)
+    _, token = await tokens.create_admin_token(store, CLI, "ci")
+    path = store.engine.url.database
+    assert path
+    writer = sqlite3.connect(path, isolation_level=None)
+    try:
+        writer.execute("BEGIN IMMEDIATE")
+        writer.execute("UPDATE sessions SET address = 'held'")  # not committed
+        for elapsed in (1, TOUCH_SECONDS // 2, TOUCH_SECONDS - 1):
+            principal = await verify_session(store, cookie, None, now=T0 + elapsed)
+            assert principal is not None
+        assert await tokens.verify_admin_token(store, token, None) is not None
+    finally:
+        writer.execute("ROLLBACK")
+        writer.close()
+    async with store.engine.begin() as conn:
+        [(last_seen, idle_end)] = (
+            await conn.execute(select(sessions.c.last_seen_at, sessions.c.idle_expires_at))
+        ).all()
+    assert (last_seen, idle_end) == (T0, T0 + FAST.session_idle_seconds)  # nothing written
+    # past the interval, a use moves the idle end forward again
+    assert await verify_session(store, cookie, None, now=T0 + TOUCH_SECONDS) is not None
+    async with store.engine.begin() as conn:
+        [(last_seen, idle_end)] = (
+            await conn.execute(select(sessions.c.last_seen_at, sessions.c.idle_expires_at))
+        ).all()
+    assert last_seen == T0 + TOUCH_SECONDS
+    assert idle_end == T0 + TOUCH_SECONDS + FAST.session_idle_seconds
 
 
 async def test_sign_out_deletes_the_session(store: SqlStore) -> None:

@@ -152,3 +152,60 @@ def test_member_cannot_reach_another_account_by_any_route(gw: GatewayProcess) ->
     made = call(gw, "POST", f"/accounts/{ours}/keys", {"name": "k"}, **w)[2]["key"]
     assert call(gw, "GET", "/accounts", Authorization=f"Bearer {made}")[0] == 401
     assert gw.get("/v1/credits", token)[0] == 401
+
+
+def test_a_member_of_a_suspended_account_reads_but_changes_nothing(gw: GatewayProcess) -> None:
+    ours, cookie, csrf = member(gw, "suspended@example.com")
+    w = {"Cookie": cookie, "X_CSRF_Token": csrf}
+    key = call(gw, "POST", f"/accounts/{ours}/keys",
+               {"name": "capped", "spend_limit_usd": "1", "models": []}, **w)[2]["id"]
+    token = cli(gw, "admin-token", "create", "--name", "suspender")["token"]
+    code = call(gw, "POST", "/redemption-codes", {"count": 1, "amount_usd": "1"},
+                Authorization=f"Bearer {token}")[2]["data"][0]["code"]
+    status, _, _ = call(gw, "PATCH", f"/accounts/{ours}", {"status": "suspended"},
+                        Authorization=f"Bearer {token}")
+    assert status == 200
+
+    def state() -> tuple[Any, ...]:
+        reads = [f"/accounts/{ours}", f"/accounts/{ours}/keys", f"/keys/{key}", "/audit",
+                 f"/usage?account={ours}", f"/requests?account={ours}", "/accounts", "/session"]
+        answers = []
+        for path in reads:  # every read still answers
+            status, _, body = call(gw, "GET", path, None, **w)
+            assert status == 200, (path, body)
+            answers.append(body)
+        return tuple(json.dumps(a, sort_keys=True) for a in answers)
+
+    before = state()
+    assert json.loads(before[0])["status"] == "suspended"
+    for method, path, body in [
+        ("PATCH", f"/keys/{key}", {"spend_limit_usd": None, "models": None}),
+        ("PATCH", f"/keys/{key}", {"name": "renamed"}),
+        ("DELETE", f"/keys/{key}", None),
+        ("POST", f"/accounts/{ours}/keys", {"name": "another"}),
+        ("POST", f"/accounts/{ours}/redeem", {"code": code}),
+        ("PATCH", f"/accounts/{ours}", {"low_balance_usd": "5"}),
+        ("PATCH", f"/accounts/{ours}", {"name": "renamed"}),
+    ]:
+        status, _, answer = call(gw, method, path, body, **w)
+        assert status == 403, (method, path, answer)
+        assert set(answer) == {"error"}
+        assert answer["error"]["type"] == "permission_error"
+        assert "suspended" in answer["error"]["message"]
+    assert state() == before  # nothing changed, and no audit entry was written
+    # signing out is no change to the account: still allowed
+    assert call(gw, "DELETE", "/session", None, **w)[0] == 200
+    # the operator is unaffected: it may reactivate the account, and its member write again
+    status, _, _ = call(gw, "PATCH", f"/accounts/{ours}", {"status": "active"},
+                        Authorization=f"Bearer {token}")
+    assert status == 200
+    _, cookie, csrf = member_session(gw, "suspended@example.com")
+    status, _, answer = call(gw, "PATCH", f"/keys/{key}", {"name": "renamed"}, Cookie=cookie,
+                             X_CSRF_Token=csrf)
+    assert status == 200, answer
+
+
+def member_session(gateway: GatewayProcess, email: str) -> tuple[str, str, str]:
+    status, got, body = call(gateway, "POST", "/session", {"email": email, "password": PASSWORD})
+    assert status == 201, body
+    return body["account_id"], got["set-cookie"].split(";")[0], body["csrf_token"]

@@ -92,3 +92,18 @@ def test_bad_input_changes_nothing(config: Path) -> None:
         assert needle in result.stderr, (args, result.stderr)
     assert audit(config) == entries
     assert cli_json(config, "accounts", "show", account["id"]) == account
+
+
+def test_keys_create_stops_at_max_keys_per_account(config: Path) -> None:
+    settings = yaml.safe_load(config.read_text())
+    config.write_text(yaml.safe_dump({**settings, "max_keys_per_account": 2}))
+    account = cli_json(config, "accounts", "create", "--name", "Acme")["id"]
+    first = cli_json(config, "keys", "create", "--account", account)
+    cli_json(config, "keys", "create", "--account", account)
+    entries = audit(config)
+    refused = run_cli(config, "keys", "create", "--account", account, check=False)
+    assert refused.returncode != 0
+    assert "max_keys_per_account = 2" in refused.stderr, refused.stderr
+    assert audit(config) == entries
+    run_cli(config, "keys", "revoke", first["id"])
+    assert cli_json(config, "keys", "create", "--account", account)["account_id"] == account

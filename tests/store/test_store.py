@@ -134,6 +134,7 @@ def make_row(key_id: str, **overrides: Any) -> LedgerRow:
         "cost_micros": 100,
         "latency_ms": 12,
         "stream": False,
+        "account_id": account_id_for_key(key_id),  # the account create_key makes
     }
     values.update(overrides)
     return LedgerRow(**values)

@@ -2,6 +2,11 @@
 
 Who may do what: an admin every account; a member reads its own account, renames it and sets
 its low-balance threshold. Another account is a 404 to a member, as if it did not exist.
+
+A member of a suspended account may still sign in and read everything of its account (the
+account, its balance, keys, usage, request log and audit log), so that it can see why; every
+change it asks for is a 403 (:func:`check_writable`), changes nothing and is not audited (the
+audit log records changes, and a refusal changes nothing). Admins are unaffected.
 """
 
 from __future__ import annotations
@@ -42,6 +47,24 @@ def check_visible(principal: Principal, account_id: str, what: str = "account") 
     """404 for an account the principal may not see (it cannot tell whether it exists)."""
     if not principal.may_see(account_id):
         raise NotFound(f"No {what} with that id")
+
+
+SUSPENDED_READ_ONLY = (
+    "The account is suspended: its members can read it (balance, keys, usage, requests, audit)"
+    " but change nothing. Ask the operator to reactivate it"
+)
+
+
+async def check_writable(store: SqlStore, principal: Principal, account_id: str) -> None:
+    """403 when a member asks to change something of a suspended account (its own: the caller
+    has checked that it may see it). An admin may change a suspended account (reactivating it
+    first of all). Read before the change, in its own statement: a write that races the
+    suspension is one that came just before it."""
+    if principal.role == "admin":
+        return
+    account = await admin_sql.get_account(store, account_id)
+    if account is not None and account.status != "active":
+        raise PermissionDenied(SUSPENDED_READ_ONLY)
 
 
 def clean_name(value: str, param: str = "name", *, required: bool = True) -> str:
@@ -175,6 +198,7 @@ async def update_account(
     """Change an account: ``name``, ``status``, ``rpm``, ``tpm``, ``max_concurrency``,
     ``low_balance_micros`` (only the fields given)."""
     check_visible(principal, account_id)
+    await check_writable(store, principal, account_id)
     values = _account_changes(principal, changes)
     entry = audit.entry(
         principal, "account.update", "account", account_id, account_id=account_id, detail=values

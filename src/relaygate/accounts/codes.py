@@ -8,7 +8,12 @@ import secrets
 import time
 
 from relaygate.accounts import audit
-from relaygate.accounts.accounts import check_visible, new_grant_id, require_admin
+from relaygate.accounts.accounts import (
+    check_visible,
+    check_writable,
+    new_grant_id,
+    require_admin,
+)
 from relaygate.accounts.principal import Principal
 from relaygate.errors import Conflict, InvalidRequest, NotFound
 from relaygate.store import admin_sql
@@ -86,6 +91,7 @@ async def redeem(
 ) -> GrantRecord:
     """Credit a code's amount to an active account, once."""
     check_visible(principal, account_id)
+    await check_writable(store, principal, account_id)
     code = code.strip()
     if not code or len(code) > MAX_CODE_CHARS:
         raise InvalidRequest("This is not a redemption code", param="code")

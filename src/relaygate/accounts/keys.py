@@ -9,17 +9,19 @@ from collections.abc import Collection
 from typing import Any
 
 from relaygate.accounts import audit
-from relaygate.accounts.accounts import check_visible, clean_name, usd
+from relaygate.accounts.accounts import check_visible, check_writable, clean_name, usd
 from relaygate.accounts.principal import Principal
-from relaygate.errors import InvalidRequest, NotFound
+from relaygate.errors import Conflict, InvalidRequest, NotFound
 from relaygate.keys.tokens import display_prefix, hash_key, new_key, new_key_id
 from relaygate.store import admin_sql
-from relaygate.store.admin_sql import Page
+from relaygate.store.admin_sql import Page, TooManyKeys
 from relaygate.store.periods import period_start
 from relaygate.store.records import AccountRecord, KeyRecord
 from relaygate.store.sql import SqlStore
 
 PERIODS = ("total", "day", "week", "month")
+MAX_KEYS_PER_ACCOUNT = 100
+"""The default of ``max_keys_per_account``: the most keys (not revoked) an account holds."""
 MAX_MODELS = 200
 LIMIT_FIELDS = ("rpm", "tpm", "max_concurrency")
 KEY_FIELDS = frozenset(
@@ -83,9 +85,12 @@ async def create_key(
     *,
     known_models: Collection[str] | None = None,
     now: int | None = None,
+    max_keys: int | None = MAX_KEYS_PER_ACCOUNT,
 ) -> tuple[KeyRecord, str]:
-    """A new key under an active account; returns it and the raw key (shown once)."""
+    """A new key under an active account; returns it and the raw key (shown once). An account
+    that already holds ``max_keys`` keys (revoked ones not counted) gets no more: 409."""
     check_visible(principal, account_id)
+    await check_writable(store, principal, account_id)
     now = int(time.time()) if now is None else now
     values = clean_key_fields(fields, known_models, now)
     if values.get("spend_limit_micros") is None:
@@ -107,7 +112,13 @@ async def create_key(
     entry = audit.entry(
         principal, "key.create", "key", record.id, account_id=account_id, detail=_detail(values)
     )
-    created = await admin_sql.insert_key(store, record, entry)
+    try:
+        created = await admin_sql.insert_key(store, record, entry, max_keys=max_keys)
+    except TooManyKeys as refused:
+        raise Conflict(
+            f"The account already holds {refused.held} keys, the most it may"
+            f" (max_keys_per_account = {max_keys}): revoke one it no longer uses first"
+        ) from None
     if created is None:
         raise NotFound("No account with that id")
     if isinstance(created, AccountRecord):
@@ -170,6 +181,7 @@ async def update_key(
     """Change a key (only the fields given). A spend cap below what the key has already spent
     in its period is refused, decided on the key's row as the transaction holds it."""
     key = await get_key(store, principal, key_id)
+    await check_writable(store, principal, key.account_id)
     now = int(time.time()) if now is None else now
     values = clean_key_fields(changes, known_models, now)
     new_cap = values.get("spend_limit_micros")
@@ -193,6 +205,7 @@ async def revoke_key(
 ) -> KeyRecord:
     """Revoke a key (again: no change); it stops working on every gateway within a second."""
     key = await get_key(store, principal, key_id)
+    await check_writable(store, principal, key.account_id)
     if key.revoked_at is not None:
         return key
     now = int(time.time()) if now is None else now

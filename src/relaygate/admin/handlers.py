@@ -133,7 +133,12 @@ async def create_key(call: Call) -> Reply:
     body: KeyCreate = call.body
     fields = _key_columns({k: v for k, v in given(body).items() if v is not None})
     record, raw = await keys.create_key(
-        call.gw.store, call.principal, call.params["id"], fields, known_models=_models(call)
+        call.gw.store,
+        call.principal,
+        call.params["id"],
+        fields,
+        known_models=_models(call),
+        max_keys=call.gw.settings.max_keys_per_account,
     )
     await announce(call.gw, record.id)
     return Reply(key_created_view(record, raw), 201)

@@ -13,7 +13,7 @@ from urllib.parse import parse_qsl
 import msgspec
 
 from relaygate.accounts.principal import Principal
-from relaygate.admin import auth
+from relaygate.admin import auth, cookies
 from relaygate.admin.schemas import encoder
 from relaygate.api.http import Receive, Scope, Send, read_body, send_bytes
 from relaygate.errors import (
@@ -134,10 +134,13 @@ class Router:
         """Serve one ``/admin/v1`` request; returns its status (errors are raised)."""
         path = scope["path"][len(PREFIX) :].rstrip("/") or "/"
         route, params = self.find(scope["method"], path)
+        # the address is counted before any credential is looked up (ratelimit.py)
+        await gw.admin_limit.address(cookies.client_address(scope, gw.settings))
         if route.public:  # the OpenAPI document: nobody in particular, allowed nothing else
             principal = Principal(via="cli", id="anonymous", role="member")
         else:
             principal = await auth.authenticate(gw.store, gw.settings, scope)
+            await gw.admin_limit.principal(principal.actor)
             auth.check_write(gw.settings, scope, principal)
         call = Call(gw, scope, principal, params, _query(scope))
         if route.body is not None:

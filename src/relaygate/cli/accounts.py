@@ -148,7 +148,12 @@ def create_key_under(
     created = run(
         settings,
         lambda store, who: key_business.create_key(
-            store, who, account_id, given, known_models=set(settings.models)
+            store,
+            who,
+            account_id,
+            given,
+            known_models=set(settings.models),
+            max_keys=settings.max_keys_per_account,
         ),
     )
     announce_key_change(settings, created[0].id)

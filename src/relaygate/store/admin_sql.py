@@ -21,6 +21,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from relaygate.store.periods import period_start
+from relaygate.store.reads import read_first
 from relaygate.store.records import AccountRecord, KeyRecord
 from relaygate.store.schema import (
     accounts,
@@ -105,6 +106,14 @@ class GrantRefused(Exception):
         super().__init__(reason)
         self.reason = reason
         self.account = account
+
+
+class TooManyKeys(Exception):
+    """The account holds as many keys (not revoked) as it may; nothing was written."""
+
+    def __init__(self, held: int) -> None:
+        super().__init__(held)
+        self.held = held
 
 
 class IdempotencyMismatch(Exception):
@@ -213,9 +222,12 @@ def _key_values(record: KeyRecord) -> dict[str, Any]:
 
 
 async def insert_key(
-    store: SqlStore, record: KeyRecord, entry: AuditEntry
+    store: SqlStore, record: KeyRecord, entry: AuditEntry, *, max_keys: int | None = None
 ) -> KeyRecord | AccountRecord | None:
-    """Create a key under its account, which must exist and be active.
+    """Create a key under its account, which must exist and be active, and hold fewer than
+    ``max_keys`` keys that are not revoked (else :class:`TooManyKeys`). The count is read with
+    the account's row locked (PostgreSQL; SQLite's transaction holds the database), so keys
+    created at once never pass the limit together.
 
     Returns the key; the account when it is suspended (nothing written); ``None`` when there is
     no such account."""
@@ -224,6 +236,14 @@ async def insert_key(
         account = await _account_for_update(conn, record.account_id)
         if account is None or account.status != "active":
             return account
+        if max_keys is not None:
+            k = api_keys.c
+            held = await conn.execute(
+                select(func.count()).where(k.account_id == account.id, k.revoked_at.is_(None))
+            )
+            count = int(held.scalar_one())
+            if count >= max_keys:
+                raise TooManyKeys(count)
         values = _key_values(record)
         values["revision"] = revision
         await conn.execute(api_keys.insert().values(**values))
@@ -492,10 +512,12 @@ async def insert_admin_token(store: SqlStore, record: AdminTokenRecord, entry: A
 
 
 async def admin_token_by_hash(store: SqlStore, token_hash: str) -> AdminTokenRecord | None:
-    async with store.engine.connect() as conn:
-        query = select(admin_tokens).where(admin_tokens.c.token_hash == token_hash)
-        row = (await conn.execute(query)).first()
-    return AdminTokenRecord(**dict(row._mapping)) if row else None
+    """The token with this hash; a plain read (every admin request: never the write lock)."""
+    query = select(admin_tokens).where(admin_tokens.c.token_hash == token_hash)
+    row = await read_first(store, query)
+    if row is None:
+        return None
+    return AdminTokenRecord(**{c.name: v for c, v in zip(admin_tokens.columns, row, strict=True)})
 
 
 async def list_admin_tokens(store: SqlStore) -> list[AdminTokenRecord]:

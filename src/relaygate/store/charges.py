@@ -28,7 +28,8 @@ class Spend:
         """Each key's sums: lifetime, then this day's, this week's and this month's."""
         self.accounts: dict[str, int] = defaultdict(int)
         self.unknown_account: dict[str, int] = defaultdict(int)
-        """Costs of rows that name no account (journalled admissions): charged to the key's."""
+        """Costs of rows that name no account (a replayed admission whose key the store does
+        not hold: ``SqlStore.write_ledger`` gives the others their key's): charged by key."""
 
     def add(self, key_id: str, account_id: str | None, cost: int, created_ms: int) -> None:
         sums = self.keys.get(key_id)

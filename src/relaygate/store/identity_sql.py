@@ -1,9 +1,10 @@
 """The SQL of people and sign-in: users, their sessions and the sign-in throttle.
 
 Each function takes the :class:`~relaygate.store.sql.SqlStore` and runs one transaction
-(``BEGIN IMMEDIATE`` on SQLite). Decisions that must hold across processes are single
-statements: the throttle is one upsert that returns the new count, a session's idle expiry
-moves forward only while it has not passed.
+(``BEGIN IMMEDIATE`` on SQLite), but for the lookups every admin request makes (a session and
+its user), which are plain reads (:mod:`relaygate.store.reads`) that never take the write lock.
+Decisions that must hold across processes are single statements: the throttle is one upsert
+that returns the new count, a session's idle expiry moves forward only while it has not passed.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 
+from relaygate.store.reads import read_first
 from relaygate.store.schema import accounts, sessions, sign_in_throttle, users
 from relaygate.store.sql import SqlStore
 
@@ -110,9 +112,10 @@ async def user_by_email(store: SqlStore, email: str) -> UserRecord | None:
 
 
 async def user_by_id(store: SqlStore, user_id: str) -> UserRecord | None:
-    async with store.engine.begin() as conn:
-        row = (await conn.execute(select(users).where(users.c.id == user_id))).first()
-    return _user(row) if row else None
+    row = await read_first(store, select(users).where(users.c.id == user_id))
+    if row is None:
+        return None
+    return UserRecord(**{c.name: v for c, v in zip(users.columns, row, strict=True)})
 
 
 async def select_users(
@@ -212,8 +215,7 @@ async def session_and_user(
     """The session ``session_id`` and its user (whatever their state: the caller decides)."""
     query = select(sessions, users).join(users, users.c.id == sessions.c.user_id)
     query = query.where(sessions.c.id == session_id)
-    async with store.engine.begin() as conn:
-        row = (await conn.execute(query)).first()
+    row = await read_first(store, query)  # every admin request: never the write lock
     if row is None:
         return None
     values = list(row)

@@ -160,6 +160,26 @@ def m007_usage_rollups(conn: Connection) -> None:
     rebuild_rollups(conn)
 
 
+LEDGER_KEY_STATUS_INDEX = "ledger_key_status_created"
+
+
+def m009_ledger_key_status(conn: Connection) -> None:
+    """PostgreSQL: the request log filtered by key and status. Without it, PostgreSQL ANDs two
+    bitmaps (the key's rows and the status's) and then sorts: ~36 ms on 2,000,000 rows for the
+    busiest key. Partial like ``ledger_status_created`` (only the rare statuses other than
+    ``ok``, so it is small; the query spells ``status != 'ok'`` to match it). SQLite's planner
+    without statistics would not use it as it should, and its key+status page is read through
+    ``ledger_key_created``."""
+    if conn.dialect.name != "postgresql":
+        return
+    conn.execute(
+        text(
+            f"CREATE INDEX {LEDGER_KEY_STATUS_INDEX} ON ledger (key_id, status, created_at)"
+            " WHERE status <> 'ok'"
+        )
+    )
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
     (1, "m001_initial", m001_initial),
     (2, "m002_key_revision_counter", m002_key_revision_counter),
@@ -168,6 +188,7 @@ MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
     (6, "m006_identity", m006_identity),
     (7, "m007_usage_rollups", m007_usage_rollups),
     (8, "m008_alert_deliveries", m008_alert_deliveries),
+    (9, "m009_ledger_key_status", m009_ledger_key_status),
 ]
 
 

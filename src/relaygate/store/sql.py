@@ -197,6 +197,27 @@ async def _replace_interrupted(
     return replaced
 
 
+async def _with_accounts(conn: AsyncConnection, rows: list[LedgerRow]) -> list[LedgerRow]:
+    """``rows``, those that name no account given their key's.
+
+    Only a replayed admission (an ``interrupted`` row: the journal's admission record has no
+    account) names none. Resolved here, its row, its rollups and its charge go to its account
+    at once, rather than under account ``''`` until its real row replaces it. The common batch
+    costs a scan of its rows and no query."""
+    missing = {row.key_id for row in rows if not row.account_id}
+    if not missing:
+        return rows
+    c = api_keys.c
+    found = await conn.execute(select(c.id, c.account_id).where(c.id.in_(sorted(missing))))
+    owners: dict[str, str] = {key_id: account_id for key_id, account_id in found if account_id}
+    return [
+        row
+        if row.account_id or row.key_id not in owners
+        else replace(row, account_id=owners[row.key_id])
+        for row in rows
+    ]
+
+
 def _pages(count: int) -> list[tuple[int, int]]:
     """Split ``count`` rows into pages whose sizes are powers of two.
 
@@ -436,9 +457,10 @@ class SqlStore:
         """
         if not rows:
             return []
-        values = [_row_values(row) for row in rows]
         spend = Spend(time.time())
         async with self.engine.begin() as conn:
+            rows = await _with_accounts(conn, rows)
+            values = [_row_values(row) for row in rows]
             new_ids: set[str] = set()
             for start, end in _pages(len(values)):
                 page = tuple(chain.from_iterable(values[start:end]))

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import and_, func, literal_column, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from relaygate.store.reads import read
 from relaygate.store.records import LedgerRow, UsageSummary
 from relaygate.store.rollups import DAY_MS, HOUR_MS, STATUSES, WEEK_MS, Level, week_start
 from relaygate.store.schema import ROLLUP_SUMS, ledger, usage_rollups
@@ -130,24 +131,12 @@ def sqlite_hinted(sql: str, filters: Filters) -> str:
 
 
 async def _read(conn: AsyncConnection, query: Any, filters: Filters | None = None) -> list[Any]:
-    """The rows of ``query``.
-
-    On SQLite the query runs on the driver's connection in autocommit: a plain read, where
-    the store's transactions all begin ``BEGIN IMMEDIATE`` and would hold the one write lock
-    (the ledger writer's) for as long as a report takes. A report's parts cover separate hours,
-    so they need no common snapshot."""
-    if conn.dialect.name != "sqlite":
-        return list(await conn.execute(query))
-    compiled = query.compile(dialect=conn.dialect)
-    params = tuple(compiled.params[name] for name in compiled.positiontup or ())
-    sql = str(compiled) if filters is None else sqlite_hinted(str(compiled), filters)
-    raw = await conn.get_raw_connection()
-    driver: Any = raw.driver_connection  # aiosqlite's connection
-    cursor = await driver.execute(sql, params)
-    try:
-        return list(await cursor.fetchall())
-    finally:
-        await cursor.close()
+    """The rows of ``query``, read without SQLite's write lock (:mod:`relaygate.store.reads`):
+    a report would otherwise hold the one write lock (the ledger writer's) for as long as it
+    takes. A report's parts cover separate hours, so they need no common snapshot."""
+    if filters is None:
+        return await read(conn, query)
+    return await read(conn, query, lambda sql: sqlite_hinted(sql, filters))
 
 
 def _index_for(filters: Filters) -> str | None:
