@@ -43,7 +43,8 @@ async def _populate(store: SqlStore, now: int) -> str:
     cookies = []
     for n, at in enumerate((now - idle - 5, now - life - 5, now)):
         email = f"{n}-{EMAIL}"
-        await create_user(store, email, PASSWORD, "member", account, settings=FAST)
+        # created at ``at`` too: a password changed after a session began ends it
+        await create_user(store, email, PASSWORD, "member", account, settings=FAST, now=at)
         cookies.append((await sign_in(store, FAST, email, PASSWORD, None, now=at))[1])
     await identity_sql.charge_attempts(store, ["address:b"], now, FAST.sign_in_window_seconds)
     async with store.engine.begin() as conn:  # charge_attempts drops ended windows itself
