@@ -19,6 +19,7 @@ from relaygate.store.schema import (
     admin_tokens,
     api_keys,
     audit_log,
+    console_setup,
     credit_grants,
     key_revisions,
     ledger,
@@ -160,6 +161,11 @@ def m007_usage_rollups(conn: Connection) -> None:
     rebuild_rollups(conn)
 
 
+def m012_console_setup(conn: Connection) -> None:
+    """The console's first-run setup link."""
+    console_setup.create(conn)
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
     (1, "m001_initial", m001_initial),
     (2, "m002_key_revision_counter", m002_key_revision_counter),
@@ -168,6 +174,7 @@ MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
     (6, "m006_identity", m006_identity),
     (7, "m007_usage_rollups", m007_usage_rollups),
     (8, "m008_alert_deliveries", m008_alert_deliveries),
+    (12, "m012_console_setup", m012_console_setup),
 ]
 
 
