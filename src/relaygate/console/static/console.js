@@ -69,7 +69,9 @@
       height: 260,
       series: series,
       axes: [{}, {size: 70, values: function (u, values) {
-        return values.map(function (v) { return unit === "USD" ? "$" + v.toFixed(2) : v.toLocaleString(); });
+        var top = Math.max.apply(null, values.map(Math.abs));
+        var places = top >= 1 ? 2 : top >= 0.01 ? 4 : 6;
+        return values.map(function (v) { return unit === "USD" ? "$" + v.toFixed(places) : v.toLocaleString(); });
       }}],
       scales: {x: {time: true}},
     };
