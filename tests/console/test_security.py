@@ -147,3 +147,16 @@ def test_a_member_is_not_an_admin(console: Console) -> None:
 def test_user_objects_close(console: Console) -> None:
     user = User(console.gateway)
     user.close()
+
+
+def test_templates_hold_no_inline_script_or_style() -> None:
+    folder = resources.files("relaygate.console").joinpath("templates")
+    names = [entry.name for entry in folder.iterdir() if entry.name.endswith(".html")]
+    assert len(names) >= 17
+    for name in names:
+        text = folder.joinpath(name).read_text()
+        for tag in re.findall(r"<script\b[^>]*>", text):
+            assert "src=" in tag or 'type="application/json"' in tag, (name, tag)
+        assert re.search(r"\sstyle=", text) is None, name
+        assert re.search(r"\son[a-z]+=", text) is None, name
+        assert "|safe" not in text, name

@@ -15,6 +15,8 @@ DAY_MS = 86_400_000
 MAX_SERIES = 6
 """Models (or keys) drawn each as its own line; the rest are summed as one more."""
 RANGES = (7, 30, 90)
+clock = time.time
+"""Where "today" comes from (a bench over seeded history sets it to the history's end)."""
 
 
 @dataclass(slots=True)
@@ -28,7 +30,9 @@ class Series:
     """Micro-USD per label per day."""
     tokens: list[list[int]] = field(default_factory=list)
     rows: list[dict[str, Any]] = field(default_factory=list)
-    """One row per (day, label) with usage: the table and the CSV."""
+    """One row per (day, label) with usage: the CSV."""
+    totals: list[dict[str, Any]] = field(default_factory=list)
+    """The whole range per model (or key), highest cost first: the table."""
 
     def chart(self, metric: str = "cost") -> dict[str, Any]:
         """The chart's JSON: x values and one series per label (cost in USD)."""
@@ -46,12 +50,12 @@ class Series:
 
 def day_range(days: int, now: float | None = None) -> tuple[int, int]:
     """``[start, end)`` in unix milliseconds: the last ``days`` UTC days, today included."""
-    today = int((time.time() if now is None else now) * 1000) // DAY_MS * DAY_MS
+    today = int((clock() if now is None else now) * 1000) // DAY_MS * DAY_MS
     return today - (days - 1) * DAY_MS, today + DAY_MS
 
 
 def month_start(now: float | None = None) -> int:
-    moment = datetime.fromtimestamp(time.time() if now is None else now, UTC)
+    moment = datetime.fromtimestamp(clock() if now is None else now, UTC)
     return int(datetime(moment.year, moment.month, 1, tzinfo=UTC).timestamp() * 1000)
 
 
@@ -76,7 +80,7 @@ async def daily(
     ranked = await usage.usage_report(store, group_by=by, **scope)
     name = "key_id" if by == "key" else "model"
     top = [str(view[name]) for view in ranked[:MAX_SERIES]]
-    result = Series(days=[(start + i * DAY_MS) // 1000 for i in range(days)])
+    result = Series(days=[(start + i * DAY_MS) // 1000 for i in range(days)], totals=ranked)
     index = {day * 1000: i for i, day in enumerate(result.days)}
     for label in top:
         only = {"key_id": label} if by == "key" else {"model": label}
