@@ -68,7 +68,10 @@
       width: Math.max(280, box.clientWidth),
       height: 260,
       series: series,
-      axes: [{}, {size: 70, values: function (u, values) {
+      axes: [{}, {size: function (u, values) {
+        var longest = (values || []).reduce(function (n, v) { return Math.max(n, String(v).length); }, 4);
+        return 24 + longest * 8;
+      }, values: function (u, values) {
         var top = Math.max.apply(null, values.map(Math.abs));
         var places = top >= 1 ? 2 : top >= 0.01 ? 4 : 6;
         return values.map(function (v) { return unit === "USD" ? "$" + v.toFixed(places) : v.toLocaleString(); });
