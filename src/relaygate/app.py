@@ -25,6 +25,7 @@ from relaygate.accounting.redis_gate import RedisGate
 from relaygate.accounts.alerts import LowBalanceAlerts
 from relaygate.api import chat, info
 from relaygate.api.http import Message, Receive, Scope, Send, send_error
+from relaygate.console.table import ROUTER as CONSOLE_ROUTER
 from relaygate.errors import (
     ApiError,
     InternalError,
@@ -127,6 +128,8 @@ class Gateway:
         self._deadline: asyncio.TimerHandle | None = None
 
     async def open(self) -> None:
+        if self.settings.console:
+            console.prepare()
         await self.store.upgrade()
         await self.ledger.start()
         await self.keys.refresh()
@@ -305,9 +308,7 @@ class App:
         send = _Tracked(send)
         try:
             if methods is None and gw.settings.console and (path + "/").startswith(CONSOLE):
-                from relaygate.console.table import ROUTER
-
-                gw.metrics.responded(await ROUTER.dispatch(gw, scope, receive, send))
+                gw.metrics.responded(await CONSOLE_ROUTER.dispatch(gw, scope, receive, send))
                 return
             if methods is None and (path + "/").startswith(admin.PREFIX + "/"):
                 gw.metrics.responded(await admin.ROUTER.dispatch(gw, scope, receive, send))

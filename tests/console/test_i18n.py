@@ -63,3 +63,14 @@ def test_pages_follow_accept_language_and_the_switcher(console: Console) -> None
     assert "교환 코드" in admin.get("/console/codes", headers={"accept-language": "de"}).text
     admin.post("/console/language", {"language": "en"})
     assert "Redemption codes" in admin.page("/console/codes")
+
+
+@pytest.mark.parametrize("language", sorted(i18n.LANGUAGES))
+def test_every_template_compiles_in_every_language(language: str) -> None:
+    from relaygate.console import render
+
+    environment = render.environment(language)
+    names = environment.list_templates(extensions=["html"])
+    assert len(names) >= 17
+    for name in names:
+        environment.get_template(name)

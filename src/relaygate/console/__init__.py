@@ -12,9 +12,20 @@ Modules: :mod:`~relaygate.console.web` (requests, answers, security headers),
 
 from relaygate.console.web import PREFIX
 
-__all__ = ["PREFIX", "billing_url"]
+__all__ = ["PREFIX", "billing_url", "prepare"]
 
 
 def billing_url(base: str) -> str:
     """The console's billing page under ``base`` (the gateway's public URL)."""
     return f"{base.rstrip('/')}{PREFIX}/billing"
+
+
+def prepare() -> None:
+    """Load the static files and compile the catalogs at start-up, so that a broken catalog
+    stops the start rather than failing a page later (templates compile on first use: all of
+    them in every language would add most of a second to each start)."""
+    from relaygate.console import assets, i18n
+
+    assets.assets()
+    for language in i18n.LANGUAGES:
+        i18n.translations(language)
