@@ -1,9 +1,10 @@
 """The console's languages: gettext catalogs (Babel), chosen by cookie or ``Accept-Language``.
 
 The ``.po`` files are the only form kept in the repository; they are compiled in memory at
-start-up (:func:`relaygate.console.prepare`; two small catalogs: a few milliseconds). Committing ``.mo``
-files as well would keep two copies that can drift, and need a test that they match; compiling
-at start needs only Babel, which the console uses anyway to format numbers and dates.
+start-up (:func:`relaygate.console.prepare`; two small catalogs: a few milliseconds).
+Committing ``.mo`` files as well would keep two copies that can drift, and need a test that
+they match; compiling at start needs only Babel, which the console uses anyway to format
+numbers and money.
 """
 
 from __future__ import annotations
