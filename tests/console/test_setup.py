@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
@@ -15,17 +14,13 @@ from relaygate.settings import Settings
 from relaygate.store.sql import SqlStore
 from tests.console.conftest import FAST_HASH, start_console
 from tests.console.support import PASSWORD, setup_link
+from tests.store.test_store import backend, store
 from tests.support.gateway import http
 
 SETTINGS = Settings(**FAST_HASH)  # type: ignore[arg-type]
 
 
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SqlStore]:
-    store = SqlStore(f"sqlite:///{tmp_path / 'setup.db'}")
-    await store.upgrade()
-    yield store
-    await store.close()
+__all__ = ["backend", "store"]  # the store tests' fixtures: SQLite, and PostgreSQL
 
 
 async def test_the_link_makes_one_admin_once(store: SqlStore) -> None:
