@@ -7,7 +7,7 @@ from relaygate.admin import cookies
 from relaygate.console import i18n
 from relaygate.console.render import render
 from relaygate.console.web import PREFIX, Page, Request, redirect
-from relaygate.errors import ApiError, AuthenticationFailed, NotFound
+from relaygate.errors import ApiError, AuthenticationFailed, InvalidRequest, NotFound
 
 SETUP_PATH = f"{PREFIX}/setup"
 
@@ -82,8 +82,6 @@ async def complete_setup(request: Request) -> Page:
     password = request.form.get("password", "")
     try:
         if password != request.form.get("password_again", ""):
-            from relaygate.errors import InvalidRequest
-
             raise InvalidRequest("The two passwords differ", param="password")
         await setup.complete_setup(gw.store, gw.settings, token, email, password)
     except NotFound:
