@@ -86,7 +86,11 @@ def announce_setup(settings: Settings) -> None:
     """While no admin exists, print the console's one-time setup link."""
     if not settings.console or settings.public_url is None:
         return
-    token = asyncio.run(_open_setup(settings))
+    try:
+        token = asyncio.run(_open_setup(settings))
+    except Exception as exc:  # the start itself reports a store it cannot reach
+        log.warning("could not check for a console admin: %s", exc)
+        return
     if token is not None:
         minutes = setup.SETUP_SECONDS // 60
         click.echo(
@@ -132,7 +136,7 @@ def serve(config: str | None, host: str, port: int, workers: int) -> None:
     except ConfigError as exc:
         fail(f"config error: {exc}")
         return
-    announce_setup(settings)
+    announce_setup(settings)  # after _prepare: logging (and its redaction) is configured
     store = SqlStore(settings.database_url).describe()
     limiter = app.gateway.gate.description
     click.echo(
