@@ -15,7 +15,7 @@ from typing import Any
 
 import aiohttp
 
-from relaygate import admin
+from relaygate import admin, console
 from relaygate.accounting.admission import Admissions
 from relaygate.accounting.gate import Gate, MemoryGate
 from relaygate.accounting.journal import Journal
@@ -27,6 +27,7 @@ from relaygate.accounts.purge import PeriodicPurge
 from relaygate.admin.ratelimit import AdminRateLimit
 from relaygate.api import chat, info
 from relaygate.api.http import Message, Receive, Scope, Send, send_error
+from relaygate.console.table import ROUTER as CONSOLE_ROUTER
 from relaygate.errors import (
     ApiError,
     InternalError,
@@ -58,6 +59,7 @@ ROUTES: dict[str, dict[str, Handler]] = {
 }
 
 
+CONSOLE = console.PREFIX + "/"
 CLOSE_WAIT_SECONDS = 3.0
 """At shutdown, how long the requests still running may take to settle before the ledger
 closes (they were cancelled: settling takes a Redis round trip at most)."""
@@ -68,6 +70,16 @@ def make_gate(settings: Settings, metrics: Metrics, store: SqlStore) -> Gate:
     if settings.redis_url is None:
         return MemoryGate()
     return RedisGate(settings, metrics, store)
+
+
+def _billing_url(settings: Settings) -> str | None:
+    """The 402's link: ``billing_url``, else the console's billing page when the console is
+    on and the public URL is known."""
+    if settings.billing_url is not None:
+        return settings.billing_url
+    if settings.console and settings.public_url is not None:
+        return console.billing_url(settings.public_url)
+    return None
 
 
 class Gateway:
@@ -99,7 +111,7 @@ class Gateway:
         self.admissions = Admissions(
             self.gate,
             self.ledger,
-            billing_url=settings.billing_url,
+            billing_url=_billing_url(settings),
             clamp_min_output_tokens=(
                 settings.clamp_min_output_tokens if settings.clamp_output_to_balance else None
             ),
@@ -124,6 +136,8 @@ class Gateway:
         self._deadline: asyncio.TimerHandle | None = None
 
     async def open(self) -> None:
+        if self.settings.console:
+            console.prepare()
         await self.store.upgrade()
         await self.ledger.start()
         await self.keys.refresh()
@@ -303,6 +317,9 @@ class App:
         methods = ROUTES.get(path)
         send = _Tracked(send)
         try:
+            if methods is None and gw.settings.console and (path + "/").startswith(CONSOLE):
+                gw.metrics.responded(await CONSOLE_ROUTER.dispatch(gw, scope, receive, send))
+                return
             if methods is None and (path + "/").startswith(admin.PREFIX + "/"):
                 gw.metrics.responded(await admin.ROUTER.dispatch(gw, scope, receive, send))
                 return

@@ -318,8 +318,16 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     """Seconds one delivery attempt may take, connecting and answering together."""
     billing_url: str | None = None
     """Where a caller out of credits is sent: the ``fallback_suggestion`` of every 402. Unset,
-    the 402 says in a sentence to ask the gateway's operator to add credits to the key's
-    account (there is no billing page to point at yet)."""
+    it is the console's billing page (``<public_url>/console/billing``) while the console is
+    on; with the console off, the 402 says in a sentence to ask the gateway's operator to add
+    credits to the key's account."""
+    console: bool = True
+    """Serve the web console at ``/console`` (customers' keys, usage, request log and billing;
+    the operator's accounts, codes, models, upstream health, admin tokens and audit log)."""
+    public_url: str | None = None
+    """The base URL clients reach relaygate at (``https://gateway.example.com``), for links it
+    hands out: the 402's billing page and the first-run setup link. Unset, ``relaygate serve``
+    uses ``http://<host>:<port>`` it listens on (set this behind a proxy or another name)."""
     clamp_output_to_balance: bool = True
     """When a request sets no output limit (``max_tokens`` / ``max_completion_tokens``) and
     what the key can spend cannot cover the model's maximum output, send the upstream the
@@ -340,6 +348,7 @@ _ENV_OVERRIDES = {
     "RELAYGATE_REDIS_URL": "redis_url",
     "RELAYGATE_LOG_LEVEL": "log_level",
     "RELAYGATE_OPERATOR_TOKEN": "operator_token",
+    "RELAYGATE_PUBLIC_URL": "public_url",
 }
 _LOG_LEVELS = {"debug", "info", "warning", "error"}
 _DIGITS_LIMIT = 6
@@ -402,6 +411,8 @@ def _validate(settings: Settings, source: str) -> None:
         )
     _check_alerts(settings, source)
     _check_sign_in(settings, source)
+    if settings.public_url is not None:
+        _check_url(settings.public_url, "public_url", source, {"http", "https"})
     for name, model in settings.models.items():
         for i, fallback in enumerate(model.fallbacks):
             if fallback not in settings.models or fallback == name:

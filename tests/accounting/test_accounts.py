@@ -230,9 +230,14 @@ async def test_a_suspended_accounts_keys_answer_403_until_it_is_active_again(
 def test_the_402_sends_the_caller_to_the_billing_url(
     make_gateway: Callable[..., GatewayProcess],
 ) -> None:
-    default = make_gateway()
+    default = make_gateway()  # the console is on: its billing page
     key = default.create_key("--credits", "0")["key"]
-    assert default.post(CHAT, body(), key)[2]["error"]["fallback_suggestion"] == NO_BILLING_PAGE
+    answer = default.post(CHAT, body(), key)[2]
+    assert answer["error"]["fallback_suggestion"] == default.url + "/console/billing"
+    without_console = make_gateway(console=False)
+    key = without_console.create_key("--credits", "0")["key"]
+    answer = without_console.post(CHAT, body(), key)[2]
+    assert answer["error"]["fallback_suggestion"] == NO_BILLING_PAGE
     page = "https://billing.example.com/top-up"
     configured = make_gateway(billing_url=page)
     key = configured.create_key("--credits", "0")["key"]

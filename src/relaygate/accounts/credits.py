@@ -82,3 +82,12 @@ async def add_credits(
             param="Idempotency-Key",
         ) from None
     return made, made.id != grant.id
+
+
+async def list_grants(
+    store: SqlStore, principal: Principal, account_id: str, *, limit: int = 100
+) -> list[GrantRecord]:
+    """An account's top-up history, newest first: grants and redeemed codes (a member sees
+    its own account's)."""
+    check_visible(principal, account_id)
+    return await admin_sql.list_grants(store, account_id, max(1, min(limit, 500)))

@@ -30,6 +30,7 @@ from relaygate.store.usage_sql import (
     hour_ceil,
     hour_floor,
     ledger_page,
+    ledger_row,
     usage_totals,
 )
 
@@ -304,3 +305,15 @@ async def request_log(
         last = page[-1]
         next_cursor = encode_cursor(last.created_at, last.request_id)
     return [_row_view(row) for row in page], next_cursor
+
+
+async def find_request(
+    store: SqlStore, request_id: str, *, account_id: str | None = None
+) -> dict[str, Any] | None:
+    """One request's row (as :func:`request_log` shows it), looked up by its request id;
+    ``None`` when there is none, or it belongs to another account than ``account_id``."""
+    request_id = _text("request_id", request_id, 64) or ""
+    row = await ledger_row(store, request_id)
+    if row is None or (account_id is not None and row.account_id != account_id):
+        return None
+    return _row_view(row)

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import os
 import resource
 
 import click
+import msgspec
 import uvicorn
 
+from relaygate.accounts import setup
 from relaygate.app import App, create_app
 from relaygate.cli.common import config_option, fail, settings_or_exit
+from relaygate.console.signin import setup_url
 from relaygate.errors import ConfigError
 from relaygate.logs import configure_logging
 from relaygate.redaction import configured_secrets
@@ -60,6 +64,42 @@ def protocol_limits(settings: Settings) -> Limits:
     )
 
 
+def public_url(settings: Settings, host: str, port: int) -> Settings:
+    """``settings`` with ``public_url`` set: as configured, else the address served."""
+    if settings.public_url is not None:
+        return settings
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host  # noqa: S104
+    shown = f"[{shown}]" if ":" in shown else shown
+    return msgspec.structs.replace(settings, public_url=f"http://{shown}:{port}")
+
+
+async def _open_setup(settings: Settings) -> str | None:
+    store = SqlStore(settings.database_url)
+    try:
+        await store.upgrade()
+        return await setup.open_setup(store)
+    finally:
+        await store.close()
+
+
+def announce_setup(settings: Settings) -> None:
+    """While no admin exists, print the console's one-time setup link."""
+    if not settings.console or settings.public_url is None:
+        return
+    try:
+        token = asyncio.run(_open_setup(settings))
+    except Exception as exc:  # the start itself reports a store it cannot reach
+        log.warning("could not check for a console admin: %s", exc)
+        return
+    if token is not None:
+        minutes = setup.SETUP_SECONDS // 60
+        click.echo(
+            f"relaygate: no admin yet. Create the first one within {minutes} minutes at"
+            f" (works once): {setup_url(settings.public_url, token)}",
+            err=True,
+        )
+
+
 def _prepare(settings: Settings, source: str) -> App:
     configure_logging(settings.log_level, configured_secrets(settings))
     return create_app(settings, source)
@@ -84,7 +124,7 @@ def worker_app() -> App:
 )
 def serve(config: str | None, host: str, port: int, workers: int) -> None:
     """Serve the OpenAI-compatible API."""
-    settings = settings_or_exit(config)
+    settings = public_url(settings_or_exit(config), host, port)
     source = config or "(built-in defaults)"
     if workers > 1 and settings.redis_url is None:
         fail(
@@ -96,6 +136,7 @@ def serve(config: str | None, host: str, port: int, workers: int) -> None:
     except ConfigError as exc:
         fail(f"config error: {exc}")
         return
+    announce_setup(settings)  # after _prepare: logging (and its redaction) is configured
     store = SqlStore(settings.database_url).describe()
     limiter = app.gateway.gate.description
     click.echo(
@@ -127,6 +168,8 @@ def serve(config: str | None, host: str, port: int, workers: int) -> None:
     # Each worker builds its own app from the same settings, found through the environment.
     if config:
         os.environ["RELAYGATE_CONFIG"] = config
+    if settings.public_url is not None:
+        os.environ["RELAYGATE_PUBLIC_URL"] = settings.public_url
     os.environ[_SOURCE] = source
     uvicorn.run(
         "relaygate.cli.serve:worker_app",

@@ -19,6 +19,7 @@ from relaygate.store.schema import (
     admin_tokens,
     api_keys,
     audit_log,
+    console_setup,
     credit_grants,
     key_revisions,
     ledger,
@@ -180,6 +181,11 @@ def m009_ledger_key_status(conn: Connection) -> None:
     )
 
 
+def m012_console_setup(conn: Connection) -> None:
+    """The console's first-run setup link."""
+    console_setup.create(conn)
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
     (1, "m001_initial", m001_initial),
     (2, "m002_key_revision_counter", m002_key_revision_counter),
@@ -189,6 +195,7 @@ MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
     (7, "m007_usage_rollups", m007_usage_rollups),
     (8, "m008_alert_deliveries", m008_alert_deliveries),
     (9, "m009_ledger_key_status", m009_ledger_key_status),
+    (12, "m012_console_setup", m012_console_setup),
 ]
 
 

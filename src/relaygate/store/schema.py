@@ -334,3 +334,19 @@ ledger_status_created = Index(
 )
 """The request log's filters by model and by status (only the rare statuses other than ``ok``
 are indexed; an ``ok`` filter reads the created_at index)."""
+
+# --- the console's first-run setup link (migration 12) ------------------------------------------
+
+console_setup = Table(
+    "console_setup",
+    metadata,
+    # One row at most (id 1): the live setup link, or the used one.
+    Column("id", Integer, primary_key=True),
+    # SHA-256 of the link's token; never the token.
+    Column("token_hash", String(64), nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("expires_at", BigInteger, nullable=False),
+    # Set when the link created the first admin: it never works again.
+    Column("used_at", BigInteger, nullable=True),
+)
+"""The one-time link ``relaygate serve`` prints while no admin exists."""

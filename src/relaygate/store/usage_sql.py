@@ -268,3 +268,14 @@ async def ledger_page(
         values["stream"] = bool(values["stream"])  # SQLite's driver reads 0 or 1
         found.append(LedgerRow(**values))
     return found
+
+
+async def ledger_row(store: SqlStore, request_id: str) -> LedgerRow | None:
+    """The ledger row of one request (by its unique request id), if any."""
+    async with store.engine.connect() as conn:
+        rows = await _read(conn, select(ledger).where(ledger.c.request_id == request_id))
+    if not rows:
+        return None
+    values = dict(zip([column.name for column in ledger.columns], rows[0], strict=True))
+    values["stream"] = bool(values["stream"])
+    return LedgerRow(**values)
