@@ -27,7 +27,7 @@ from tests.support.gateway import GatewayProcess, ledger
 from tests.support.services import REQUIRE
 
 ROOT = Path(__file__).resolve().parents[2]
-MODEL = "claude-sonnet-4-5"
+MODEL = "claude-sonnet-4-6"
 
 
 def claude_cli() -> str:
