@@ -8,6 +8,7 @@ Anthropic's answers and streams, and bill through the same ledger (``api = "mess
 
 from __future__ import annotations
 
+import asyncio
 import json
 import typing
 import urllib.error
@@ -17,6 +18,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import anthropic
 import pydantic
 import pytest
@@ -34,8 +36,13 @@ from tests.support.gateway import GatewayProcess, credits_of, ledger
 
 CLAUDE = "claude-sonnet-4-6"
 UPSTREAM_CLAUDE = "claude-sonnet-4-6-20260115"
-PRICING = {"input": "3", "cached_input": "0.3", "output": "15", "cache_write": "3.75",
-           "cache_write_1h": "6"}  # fmt: skip
+PRICING = {
+    "input": "3",
+    "cached_input": "0.3",
+    "output": "15",
+    "cache_write": "3.75",
+    "cache_write_1h": "6",
+}
 CLAUDE_PRICE = Price.from_settings(Pricing(**{k: Decimal(v) for k, v in PRICING.items()}))
 WEATHER = {
     "name": "get_weather",
@@ -65,16 +72,24 @@ def claude() -> Iterator[FakeAnthropic]:
 
 
 @pytest.fixture
-def gateway(tmp_path: Path, upstream: FakeOpenAI, claude: FakeAnthropic) -> Iterator[GatewayProcess]:
+def gateway(
+    tmp_path: Path, upstream: FakeOpenAI, claude: FakeAnthropic
+) -> Iterator[GatewayProcess]:
     config = catalog(upstream.base_url, disconnect_drain_seconds=30)
     config["models"][CLAUDE] = {
         "pricing": PRICING,
         "max_output_tokens": 64000,
         "vision": True,
-        "upstreams": [{"provider": "anthropic", "name": "claude-upstream",
-                       "base_url": claude.base_url, "api_key": fake_anthropic.API_KEY,
-                       "model": UPSTREAM_CLAUDE}],
-    }  # fmt: skip
+        "upstreams": [
+            {
+                "provider": "anthropic",
+                "name": "claude-upstream",
+                "base_url": claude.base_url,
+                "api_key": fake_anthropic.API_KEY,
+                "model": UPSTREAM_CLAUDE,
+            }
+        ],
+    }
     gateway = GatewayProcess(tmp_path, config).start()
     yield gateway
     gateway.stop()
@@ -103,33 +118,53 @@ CONVERSATION: list[dict[str, Any]] = [
         "role": "assistant",
         "content": [
             {"type": "thinking", "thinking": "Use the tool.", "signature": "EqQBCgIYAhIM1gbc"},
-            {"type": "tool_use", "id": "toolu_01", "name": "get_weather",
-             "input": {"location": "Berlin"}},
+            {
+                "type": "tool_use",
+                "id": "toolu_01",
+                "name": "get_weather",
+                "input": {"location": "Berlin"},
+            },
         ],
-    },  # fmt: skip
+    },
     {
         "role": "user",
         "content": [
-            {"type": "tool_result", "tool_use_id": "toolu_01", "content": "12 C, cloudy",
-             "cache_control": {"type": "ephemeral"}},
+            {
+                "type": "tool_result",
+                "tool_use_id": "toolu_01",
+                "content": "12 C, cloudy",
+                "cache_control": {"type": "ephemeral"},
+            },
             {"type": "text", "text": "And tomorrow?"},
         ],
-    },  # fmt: skip
+    },
 ]
-SYSTEM = [{"type": "text", "text": "You are terse.", "cache_control": {"type": "ephemeral",
-                                                                       "ttl": "1h"}}]  # fmt: skip
+SYSTEM = [
+    {"type": "text", "text": "You are terse.", "cache_control": {"type": "ephemeral", "ttl": "1h"}}
+]
 
 
 def test_a_message_passes_through_with_only_the_model_rewritten(
     gateway: GatewayProcess, key: dict[str, Any], claude: FakeAnthropic
 ) -> None:
-    claude.default = Reply(text="Sunny.", thinking="Tomorrow looks fine.", input_tokens=100,
-                           output_tokens=20, cache_read=1000, cache_write=500, cache_write_1h=200)
+    claude.default = Reply(
+        text="Sunny.",
+        thinking="Tomorrow looks fine.",
+        input_tokens=100,
+        output_tokens=20,
+        cache_read=1000,
+        cache_write=500,
+        cache_write_1h=200,
+    )
     message = sdk(gateway, key).messages.create(
-        model=CLAUDE, max_tokens=2048, system=SYSTEM, messages=CONVERSATION,  # type: ignore[arg-type]
-        thinking={"type": "enabled", "budget_tokens": 1024}, tools=[WEATHER],  # type: ignore[list-item]
+        model=CLAUDE,
+        max_tokens=2048,
+        system=SYSTEM,
+        messages=CONVERSATION,  # type: ignore[arg-type]
+        thinking={"type": "enabled", "budget_tokens": 1024},
+        tools=[WEATHER],  # type: ignore[list-item]
         extra_headers={"anthropic-beta": "interleaved-thinking-2025-05-14"},
-    )  # fmt: skip
+    )
     assert [block.type for block in message.content] == ["thinking", "text"]
     assert message.content[0].signature == "sig=="  # type: ignore[union-attr]
     assert message.usage.input_tokens == 100  # Anthropic's convention: without cache tokens
@@ -146,24 +181,42 @@ def test_a_message_passes_through_with_only_the_model_rewritten(
     assert sent.headers["x-api-key"] == fake_anthropic.API_KEY  # never the client's key
     (row,) = rows_of(gateway, key, 1)
     assert (row["api"], row["status"], row["upstream_model"]) == ("messages", "ok", UPSTREAM_CLAUDE)
-    assert (row["prompt_tokens"], row["cached_tokens"], row["cache_write_tokens"]) == (1600, 1000, 500)
+    assert (row["prompt_tokens"], row["cached_tokens"], row["cache_write_tokens"]) == (
+        1600,
+        1000,
+        500,
+    )
     # input 100 x $3, reads 1000 x $0.30, writes 300 x $3.75 (5 min) + 200 x $6 (1 h), 20 x $15
     assert row["cost_micros"] == 300 + 300 + 1125 + 1200 + 300
-    expected = TokenUsage(prompt_tokens=1600, completion_tokens=20, cached_tokens=1000,
-                          cache_write_tokens=300, cache_write_1h_tokens=200)  # fmt: skip
+    expected = TokenUsage(
+        prompt_tokens=1600,
+        completion_tokens=20,
+        cached_tokens=1000,
+        cache_write_tokens=300,
+        cache_write_1h_tokens=200,
+    )
     assert CLAUDE_PRICE.cost(expected) == row["cost_micros"]
 
 
 def test_a_stream_passes_through_with_its_signatures_and_is_billed_its_usage(
     gateway: GatewayProcess, key: dict[str, Any], claude: FakeAnthropic
 ) -> None:
-    claude.default = Reply(text="It will rain tomorrow.", thinking="Check the forecast.",
-                           tool=ToolUse(), stop_reason="tool_use", input_tokens=40,
-                           output_tokens=33, chunks=4)  # fmt: skip
+    claude.default = Reply(
+        text="It will rain tomorrow.",
+        thinking="Check the forecast.",
+        tool=ToolUse(),
+        stop_reason="tool_use",
+        input_tokens=40,
+        output_tokens=33,
+        chunks=4,
+    )
     with sdk(gateway, key).messages.stream(
-        model=CLAUDE, max_tokens=4096, messages=CONVERSATION, tools=[WEATHER],  # type: ignore[arg-type,list-item]
+        model=CLAUDE,
+        max_tokens=4096,
+        messages=CONVERSATION,
+        tools=[WEATHER],  # type: ignore[arg-type,list-item]
         thinking={"type": "enabled", "budget_tokens": 2048},
-    ) as stream:  # fmt: skip
+    ) as stream:
         text = "".join(stream.text_stream)
         final = stream.get_final_message()
     assert text == "It will rain tomorrow."
@@ -178,7 +231,9 @@ def test_a_stream_passes_through_with_its_signatures_and_is_billed_its_usage(
     (row,) = rows_of(gateway, key, 1)
     assert (row["api"], row["stream"], row["status"]) == ("messages", 1, "ok")
     assert (row["prompt_tokens"], row["completion_tokens"]) == (40, 33)
-    assert row["cost_micros"] == CLAUDE_PRICE.cost(TokenUsage(prompt_tokens=40, completion_tokens=33))
+    assert row["cost_micros"] == CLAUDE_PRICE.cost(
+        TokenUsage(prompt_tokens=40, completion_tokens=33)
+    )
 
 
 def test_count_tokens_passes_through_to_anthropic_and_is_estimated_elsewhere(
@@ -206,24 +261,44 @@ def test_count_tokens_passes_through_to_anthropic_and_is_estimated_elsewhere(
 def test_a_message_to_an_openai_upstream_is_translated_both_ways(
     gateway: GatewayProcess, key: dict[str, Any], upstream: FakeOpenAI
 ) -> None:
-    call = {"id": "call_9", "type": "function",
-            "function": {"name": "get_weather", "arguments": '{"location": "Paris"}'}}
-    upstream.default = Behavior(reasoning="Paris next.", tool_call=call, finish_reason="tool_calls",
-                                prompt_tokens=50, cached_tokens=10, completion_tokens=7)  # fmt: skip
+    call = {
+        "id": "call_9",
+        "type": "function",
+        "function": {"name": "get_weather", "arguments": '{"location": "Paris"}'},
+    }
+    upstream.default = Behavior(
+        reasoning="Paris next.",
+        tool_call=call,
+        finish_reason="tool_calls",
+        prompt_tokens=50,
+        cached_tokens=10,
+        completion_tokens=7,
+    )
     messages = [
         {"role": "system", "content": "Answer in Celsius."},  # as recent Claude Code sends it
-        {"role": "user", "content": [
-            {"type": "text", "text": "What is in this picture?"},
-            {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": PNG}},
-        ]},
+        {
+            "role": "user",
+            "content": [
+                {"type": "text", "text": "What is in this picture?"},
+                {
+                    "type": "image",
+                    "source": {"type": "base64", "media_type": "image/png", "data": PNG},
+                },
+            ],
+        },
         *CONVERSATION[1:],
-    ]  # fmt: skip
+    ]
     message = sdk(gateway, key).messages.create(
-        model="gpt-5.2", max_tokens=1000, system="Be brief.", messages=messages,  # type: ignore[arg-type]
-        tools=[WEATHER], tool_choice={"type": "any"},  # type: ignore[list-item]
-        thinking={"type": "enabled", "budget_tokens": 10000}, stop_sequences=["END"],
+        model="gpt-5.2",
+        max_tokens=1000,
+        system="Be brief.",
+        messages=messages,  # type: ignore[arg-type]
+        tools=[WEATHER],
+        tool_choice={"type": "any"},  # type: ignore[list-item]
+        thinking={"type": "enabled", "budget_tokens": 10000},
+        stop_sequences=["END"],
         metadata={"user_id": "user-7"},
-    )  # fmt: skip
+    )
     assert [block.type for block in message.content] == ["thinking", "tool_use"]
     assert message.content[0].thinking == "Paris next."  # type: ignore[union-attr]
     use = message.content[1]
@@ -235,13 +310,24 @@ def test_a_message_to_an_openai_upstream_is_translated_both_ways(
     assert message.usage.output_tokens == 7
     sent = upstream.received[-1].body
     assert openai_problems(sent) == []
-    assert [m["role"] for m in sent["messages"]] == ["system", "system", "user", "assistant",
-                                                     "tool", "user"]  # fmt: skip
+    assert [m["role"] for m in sent["messages"]] == [
+        "system",
+        "system",
+        "user",
+        "assistant",
+        "tool",
+        "user",
+    ]
     assert sent["messages"][0]["content"] == "Be brief."
-    assert sent["messages"][2]["content"][1]["image_url"]["url"].startswith("data:image/png;base64,")
+    assert sent["messages"][2]["content"][1]["image_url"]["url"].startswith(
+        "data:image/png;base64,"
+    )
     assert sent["messages"][3]["tool_calls"][0]["function"]["arguments"] == '{"location":"Berlin"}'
-    assert sent["messages"][4] == {"role": "tool", "tool_call_id": "toolu_01",
-                                   "content": "12 C, cloudy"}  # fmt: skip
+    assert sent["messages"][4] == {
+        "role": "tool",
+        "tool_call_id": "toolu_01",
+        "content": "12 C, cloudy",
+    }
     assert sent["tools"][0]["function"]["parameters"] == WEATHER["input_schema"]
     assert (sent["tool_choice"], sent["reasoning_effort"]) == ("required", "medium")
     assert (sent["max_completion_tokens"], sent["stop"], sent["user"]) == (1000, ["END"], "user-7")
@@ -252,18 +338,33 @@ def test_a_message_to_an_openai_upstream_is_translated_both_ways(
 def test_a_translated_stream_follows_anthropics_event_sequence(
     gateway: GatewayProcess, key: dict[str, Any], upstream: FakeOpenAI
 ) -> None:
-    call = {"id": "call_1", "type": "function",
-            "function": {"name": "get_weather", "arguments": '{"location": "Oslo"}'}}
-    upstream.default = Behavior(text="Looking it up.", chunks=3, reasoning="Need weather.",
-                                tool_call=call, finish_reason="tool_calls", prompt_tokens=21,
-                                completion_tokens=9)  # fmt: skip
+    call = {
+        "id": "call_1",
+        "type": "function",
+        "function": {"name": "get_weather", "arguments": '{"location": "Oslo"}'},
+    }
+    upstream.default = Behavior(
+        text="Looking it up.",
+        chunks=3,
+        reasoning="Need weather.",
+        tool_call=call,
+        finish_reason="tool_calls",
+        prompt_tokens=21,
+        completion_tokens=9,
+    )
     client = sdk(gateway, key)
-    events = list(client.messages.create(
-        model="gpt-5.2", max_tokens=500, stream=True, tools=[WEATHER],  # type: ignore[list-item]
-        messages=[{"role": "user", "content": "Weather in Oslo?"}],
-    ))  # fmt: skip
+    events = list(
+        client.messages.create(
+            model="gpt-5.2",
+            max_tokens=500,
+            stream=True,
+            tools=[WEATHER],  # type: ignore[list-item]
+            messages=[{"role": "user", "content": "Weather in Oslo?"}],
+        )
+    )
     kinds = [e.type for e in events]
-    assert kinds[0] == "message_start" and kinds[-2:] == ["message_delta", "message_stop"]
+    assert kinds[0] == "message_start"
+    assert kinds[-2:] == ["message_delta", "message_stop"]
     blocks = [e.content_block.type for e in events if e.type == "content_block_start"]
     assert blocks == ["thinking", "text", "tool_use"]
     assert kinds.count("content_block_stop") == 3
@@ -275,9 +376,11 @@ def test_a_translated_stream_follows_anthropics_event_sequence(
     assert delta.delta.stop_reason == "tool_use"  # type: ignore[union-attr]
     assert (delta.usage.input_tokens, delta.usage.output_tokens) == (21, 9)  # type: ignore[union-attr]
     with client.messages.stream(
-        model="gpt-5.2", max_tokens=500, tools=[WEATHER],  # type: ignore[list-item]
+        model="gpt-5.2",
+        max_tokens=500,
+        tools=[WEATHER],  # type: ignore[list-item]
         messages=[{"role": "user", "content": "Weather in Oslo?"}],
-    ) as stream:  # fmt: skip
+    ) as stream:
         final = stream.get_final_message()
     assert final.content[1].text == "Looking it up."  # type: ignore[union-attr]
     assert final.content[2].input == {"location": "Oslo"}  # type: ignore[union-attr]
@@ -309,35 +412,100 @@ GOOD = {"model": CLAUDE, "max_tokens": 100, "messages": [{"role": "user", "conte
     ("body", "status", "kind"),
     [
         pytest.param(b"{not json", 400, "invalid_request_error", id="bad-json"),
-        pytest.param({**GOOD, "max_tokens": None}, 400, "invalid_request_error", id="no-max-tokens"),
-        pytest.param({k: v for k, v in GOOD.items() if k != "max_tokens"}, 400,
-                     "invalid_request_error", id="max-tokens-missing"),
+        pytest.param(
+            {**GOOD, "max_tokens": None}, 400, "invalid_request_error", id="no-max-tokens"
+        ),
+        pytest.param(
+            {k: v for k, v in GOOD.items() if k != "max_tokens"},
+            400,
+            "invalid_request_error",
+            id="max-tokens-missing",
+        ),
         pytest.param({**GOOD, "messages": []}, 400, "invalid_request_error", id="no-messages"),
         pytest.param({**GOOD, "temperature": 1.5}, 400, "invalid_request_error", id="temperature"),
         pytest.param({**GOOD, "max_tokens": 10**6}, 400, "invalid_request_error", id="too-long"),
-        pytest.param({**GOOD, "messages": [{"role": "user", "content": [
-            {"type": "image", "source": {"type": "url", "url": "http://127.0.0.1/x.png"}}]}]},
-            400, "invalid_request_error", id="ssrf-image"),
-        pytest.param({**GOOD, "model": "gpt-5.2", "messages": [{"role": "user", "content": [
-            {"type": "document", "source": {"type": "text", "media_type": "text/plain",
-                                            "data": "x"}}]}]},
-            400, "invalid_request_error", id="untranslatable"),
-        pytest.param({**GOOD, "model": "text-only", "messages": [{"role": "user", "content": [
-            {"type": "image", "source": {"type": "base64", "media_type": "image/png",
-                                         "data": PNG}}]}]},
-            400, "invalid_request_error", id="no-vision"),
+        pytest.param(
+            {
+                **GOOD,
+                "messages": [
+                    {
+                        "role": "user",
+                        "content": [
+                            {
+                                "type": "image",
+                                "source": {"type": "url", "url": "http://127.0.0.1/x.png"},
+                            }
+                        ],
+                    }
+                ],
+            },
+            400,
+            "invalid_request_error",
+            id="ssrf-image",
+        ),
+        pytest.param(
+            {
+                **GOOD,
+                "model": "gpt-5.2",
+                "messages": [
+                    {
+                        "role": "user",
+                        "content": [
+                            {
+                                "type": "document",
+                                "source": {"type": "text", "media_type": "text/plain", "data": "x"},
+                            }
+                        ],
+                    }
+                ],
+            },
+            400,
+            "invalid_request_error",
+            id="untranslatable",
+        ),
+        pytest.param(
+            {
+                **GOOD,
+                "model": "text-only",
+                "messages": [
+                    {
+                        "role": "user",
+                        "content": [
+                            {
+                                "type": "image",
+                                "source": {
+                                    "type": "base64",
+                                    "media_type": "image/png",
+                                    "data": PNG,
+                                },
+                            }
+                        ],
+                    }
+                ],
+            },
+            400,
+            "invalid_request_error",
+            id="no-vision",
+        ),
         pytest.param({**GOOD, "model": "claude-nope"}, 404, "not_found_error", id="unknown-model"),
     ],
-)  # fmt: skip
+)
 def test_bad_input_gets_an_anthropic_error_and_changes_nothing(
-    gateway: GatewayProcess, key: dict[str, Any], claude: FakeAnthropic, upstream: FakeOpenAI,
-    body: Any, status: int, kind: str,
-) -> None:  # fmt: skip
+    gateway: GatewayProcess,
+    key: dict[str, Any],
+    claude: FakeAnthropic,
+    upstream: FakeOpenAI,
+    body: Any,
+    status: int,
+    kind: str,
+) -> None:
     before = credits_of(gateway, key["key"])
     got, _, answer = post(gateway, body, {"x-api-key": key["key"]})
     assert (got, answer["type"], answer["error"]["type"]) == (status, "error", kind), answer
-    assert set(answer) == {"type", "error"} and answer["error"]["message"]
-    assert claude.received == [] and upstream.received == []
+    assert set(answer) == {"type", "error"}
+    assert answer["error"]["message"]
+    assert claude.received == []
+    assert upstream.received == []
     assert credits_of(gateway, key["key"]) == before
     assert ledger(gateway, key["id"]) == []
 
@@ -362,9 +530,9 @@ def test_a_key_without_credit_gets_a_billing_error_and_rate_limits_carry_retry_a
     status, _, answer = post(gateway, GOOD, {"x-api-key": poor["key"]})
     assert (status, answer["error"]["type"]) == (402, "billing_error")
     with pytest.raises(anthropic.APIStatusError) as raised:
-        anthropic.Anthropic(base_url=gateway.url, api_key=poor["key"], max_retries=0).messages.create(
-            model=CLAUDE, max_tokens=10, messages=[{"role": "user", "content": "x"}]
-        )
+        anthropic.Anthropic(
+            base_url=gateway.url, api_key=poor["key"], max_retries=0
+        ).messages.create(model=CLAUDE, max_tokens=10, messages=[{"role": "user", "content": "x"}])
     assert raised.value.status_code == 402
     slow = gateway.create_key("--credits", "10", "--rpm", "1")
     assert post(gateway, GOOD, {"x-api-key": slow["key"]})[0] == 200
@@ -378,10 +546,100 @@ def test_an_upstream_error_mid_stream_is_relayed_once(
     gateway: GatewayProcess, key: dict[str, Any], claude: FakeAnthropic
 ) -> None:
     claude.default = Reply(text="abcdef", chunks=3, error_mid_stream="overloaded_error")
-    with pytest.raises(anthropic.APIStatusError) as raised:  # noqa: PT012
-        with sdk(gateway, key).messages.stream(model=CLAUDE, max_tokens=100,
-                                               messages=[{"role": "user", "content": "x"}]) as s:
-            "".join(s.text_stream)
+    with (
+        pytest.raises(anthropic.APIStatusError) as raised,
+        sdk(gateway, key).messages.stream(
+            model=CLAUDE, max_tokens=100, messages=[{"role": "user", "content": "x"}]
+        ) as s,
+    ):
+        "".join(s.text_stream)
     assert "overloaded" in str(raised.value)
     (row,) = rows_of(gateway, key, 1)
     assert (row["api"], row["status"]) == ("messages", "upstream_error")
+
+
+# --- the same money rules as chat completions ------------------------------------------------
+
+
+async def test_concurrent_messages_never_overdraw_the_key(
+    gateway: GatewayProcess, claude: FakeAnthropic
+) -> None:
+    # a 1-hour cache write is asked for: the prompt is reserved at the dearest price ($6/M)
+    claude.default = Reply(
+        text="ok", input_tokens=13, output_tokens=20, cache_write=10, cache_write_1h=10
+    )
+    body = json.dumps(
+        {
+            "model": CLAUDE,
+            "max_tokens": 20,
+            "system": SYSTEM,
+            "messages": [{"role": "user", "content": "How much?"}],
+        }
+    ).encode()
+    worst = len(body) * 6 + 20 * 15  # micro-USD: $6/M is 6 micro-USD a token
+    granted = 30 * worst
+    key = gateway.create_key("--credits", str(Decimal(granted).scaleb(-6)))
+    headers = {"x-api-key": key["key"], "content-type": "application/json"}
+
+    async def one(session: aiohttp.ClientSession) -> tuple[int, dict[str, Any]]:
+        async with session.post(gateway.url + "/v1/messages", data=body, headers=headers) as r:
+            return r.status, await r.json()
+
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=100)) as session:
+        results = await asyncio.gather(*(one(session) for _ in range(100)))
+    ok = [answer for status, answer in results if status == 200]
+    refused = [answer for status, answer in results if status == 402]
+    assert len(ok) + len(refused) == 100
+    assert len(ok) >= 30  # each reservation fits 30 times at least
+    assert all(a["error"]["type"] == "billing_error" for a in refused)
+    each = CLAUDE_PRICE.cost(
+        TokenUsage(prompt_tokens=23, completion_tokens=20, cache_write_1h_tokens=10)
+    )
+    credits = credits_of(gateway, key["key"])
+    assert credits["used_credits"] == Decimal(each * len(ok)).scaleb(-6)
+    assert 0 <= credits["remaining_credits"] == Decimal(granted - each * len(ok)).scaleb(-6)
+    rows = rows_of(gateway, key, len(ok))
+    assert sum(row["cost_micros"] for row in rows) == each * len(ok)
+
+
+async def read_first_event_and_hang_up(gateway: GatewayProcess, key: str, body: Any) -> bytes:
+    headers = {"x-api-key": key}
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session:
+        response = await session.post(gateway.url + "/v1/messages", json=body, headers=headers)
+        try:
+            assert response.status == 200, await response.text()
+            async for line in response.content:
+                if line.startswith(b"data:") and b"content_block_delta" in line:
+                    return line
+            pytest.fail("the stream ended before its first delta")
+        finally:
+            response.close()  # drops the connection mid-stream
+
+
+@pytest.mark.parametrize("model", [CLAUDE, "gpt-5.2"], ids=["pass-through", "translated"])
+async def test_a_client_that_hangs_up_is_billed_the_upstreams_usage(
+    gateway: GatewayProcess,
+    key: dict[str, Any],
+    claude: FakeAnthropic,
+    upstream: FakeOpenAI,
+    model: str,
+) -> None:
+    claude.default = Reply(
+        text="x" * 40, chunks=40, delta_delay=0.1, input_tokens=11, output_tokens=57
+    )
+    upstream.default = Behavior(
+        text="x" * 40, chunks=40, chunk_delay=0.1, prompt_tokens=11, completion_tokens=57
+    )
+    body = {
+        "model": model,
+        "max_tokens": 100,
+        "stream": True,
+        "messages": [{"role": "user", "content": "Count."}],
+    }
+    await read_first_event_and_hang_up(gateway, key["key"], body)
+    gateway.wait_until(lambda: len(ledger(gateway, key["id"])) == 1, timeout=15)
+    (row,) = ledger(gateway, key["id"])
+    assert (row["api"], row["status"]) == ("messages", "client_disconnected")
+    # the upstream's own figures (it was read to its end), not the estimate
+    assert (row["prompt_tokens"], row["completion_tokens"]) == (11, 57)
+    assert credits_of(gateway, key["key"])["used_credits"] == Decimal(row["cost_micros"]).scaleb(-6)

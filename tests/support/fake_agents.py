@@ -140,8 +140,11 @@ class AgentOpenAI(ThreadedServer[None]):
         kind, value = _decide(_text_of(users[-1]["content"]) if users else "", result, names)  # type: ignore[arg-type]
         usage = {"prompt_tokens": 50, "completion_tokens": 10, "total_tokens": 60}
         if kind == "tool":
-            call = {"id": "call_agent_1", "type": "function",
-                    "function": {"name": "Read", "arguments": json.dumps({"file_path": value})}}
+            call = {
+                "id": "call_agent_1",
+                "type": "function",
+                "function": {"name": "Read", "arguments": json.dumps({"file_path": value})},
+            }
             message: dict[str, Any] = {"role": "assistant", "content": None, "tool_calls": [call]}
             finish = "tool_calls"
         else:
