@@ -25,6 +25,16 @@ import pytest
 from openai.types.chat import completion_create_params
 
 from relaygate.accounting.prices import Price
+from relaygate.errors import (
+    ApiError,
+    InsufficientQuota,
+    RateLimited,
+    RequestTooLarge,
+    ServerBusy,
+    ServiceUnavailable,
+    UpstreamUnreachable,
+)
+from relaygate.protocol.anthropic_messages.errors import ANTHROPIC_ERRORS
 from relaygate.providers.base import TokenUsage
 from relaygate.settings import Pricing
 from tests.conftest import catalog
@@ -643,3 +653,42 @@ async def test_a_client_that_hangs_up_is_billed_the_upstreams_usage(
     # the upstream's own figures (it was read to its end), not the estimate
     assert (row["prompt_tokens"], row["completion_tokens"]) == (11, 57)
     assert credits_of(gateway, key["key"])["used_credits"] == Decimal(row["cost_micros"]).scaleb(-6)
+
+
+def test_the_beta_route_of_the_sdk_is_served(
+    gateway: GatewayProcess, key: dict[str, Any], claude: FakeAnthropic
+) -> None:
+    message = sdk(gateway, key).beta.messages.create(
+        model=CLAUDE,
+        max_tokens=100,
+        messages=[{"role": "user", "content": "Hi"}],
+        betas=["context-management-2025-06-27"],
+    )
+    assert message.content[0].text == "Hello from the fake Claude."  # type: ignore[union-attr]
+    assert claude.received[-1].headers["anthropic-beta"] == "context-management-2025-06-27"
+
+
+@pytest.mark.parametrize(
+    ("error", "status", "kind", "retry_after"),
+    [
+        pytest.param(InsufficientQuota("no money"), 402, "billing_error", None, id="402"),
+        pytest.param(
+            RateLimited("slow down", retry_after=7), 429, "rate_limit_error", "7", id="429"
+        ),
+        pytest.param(ServiceUnavailable("busy"), 529, "overloaded_error", "30", id="503-as-529"),
+        pytest.param(ServerBusy("full", retry_after=2), 529, "overloaded_error", "2", id="busy"),
+        pytest.param(UpstreamUnreachable("down"), 502, "api_error", None, id="502"),
+        pytest.param(RequestTooLarge("big"), 413, "request_too_large", None, id="413"),
+    ],
+)
+def test_errors_take_anthropics_status_and_type(
+    error: ApiError, status: int, kind: str, retry_after: str | None
+) -> None:
+    got, body, headers = ANTHROPIC_ERRORS.response(error)
+    answer = json.loads(body)
+    assert (got, answer["type"], answer["error"]["type"]) == (status, "error", kind)
+    assert answer["error"]["message"].startswith(error.message)
+    assert dict(headers).get(b"retry-after") == (retry_after.encode() if retry_after else None)
+    event = ANTHROPIC_ERRORS.sse(error)
+    assert event.startswith(b"event: error\ndata: ")
+    assert json.loads(event.split(b"data: ", 1)[1])["error"]["type"] == kind

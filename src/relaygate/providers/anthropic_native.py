@@ -22,7 +22,7 @@ from relaygate.errors import InvalidRequest, UpstreamProtocolError, UpstreamStat
 from relaygate.providers.anthropic_usage import ERROR_STATUS, Usage, merge_usage, usage_from
 from relaygate.providers.base import DONE, STARTED, Batch, Event, Passthrough, ProviderRequest
 from relaygate.providers.http import decode_upstream, upstream_message, upstream_word
-from relaygate.providers.reading import LineSplitter
+from relaygate.providers.reading import too_large
 
 if TYPE_CHECKING:
     from relaygate.providers.anthropic import AnthropicProvider
@@ -43,23 +43,43 @@ class _ErrorDetail(msgspec.Struct):
     message: str = ""
 
 
+class _Body(msgspec.Struct):
+    """The part of a message relaygate reads (in ``message_start``, and a whole answer)."""
+
+    usage: Usage | None = None
+
+
 class _Event(msgspec.Struct):
     """The parts of a stream event relaygate reads (usage and errors)."""
 
     type: str = ""
-    message: Any = None
-    usage: Any = None
+    message: _Body | None = None
+    usage: Usage | None = None
     error: _ErrorDetail | None = None
-
-
-class _Body(msgspec.Struct):
-    usage: Any = None
 
 
 _event_decoder = msgspec.json.Decoder(_Event)
 _body_decoder = msgspec.json.Decoder(_Body)
-_READ = (b"message_start", b"message_delta", b"message_stop", b"error")
-"""The events whose payload is decoded; every other one is relayed unread."""
+_WATCHED = (b'"message_start"', b'"message_delta"', b'"message_stop"', b'"error"')
+"""The events whose payload is decoded (usage, the end, errors); every other one is relayed
+unread. A quote inside a JSON string is escaped, so these quoted words are JSON tokens; the
+decoded ``type`` is checked all the same."""
+
+
+def _watched_lines(text: bytes) -> list[tuple[int, bytes]]:
+    """The data lines of ``text`` (complete lines) that hold a watched word, by position."""
+    found: dict[int, bytes] = {}
+    for word in _WATCHED:
+        at = text.find(word)
+        while at >= 0:
+            start = text.rfind(b"\n", 0, at) + 1
+            if start not in found:
+                end = text.find(b"\n", at)
+                line = text[start:] if end < 0 else text[start:end]
+                if line.startswith(b"data:"):
+                    found[start] = line[5:].strip()
+            at = text.find(word, at + len(word))
+    return sorted(found.items())
 
 
 def request_body(request: ProviderRequest) -> bytes:
@@ -77,56 +97,48 @@ class _Reader:
     def __init__(self, provider: AnthropicProvider) -> None:
         self.provider = provider
         self.usage = Usage()
-        self.lines = LineSplitter(provider.settings.max_line_bytes, provider.label)
-        self.event = b""
+        self.limit = provider.settings.max_line_bytes
+        self.partial = b""
+        """The start of a line the next read finishes."""
         self.stopped = False
         self.content = False
         self.error: _ErrorDetail | None = None
 
     def read(self, piece: bytes) -> list[Event]:
-        """The events of one read: its bytes, and its usage if it told any."""
-        deltas = 0
+        """The events of one read: its bytes, and the answer's usage once ``message_delta``
+        has told it (cumulative: the input side came with ``message_start``).
+
+        The read's complete lines are scanned once, in C, for the events relaygate reads;
+        the many content deltas between them are counted, never decoded."""
+        data = self.partial + piece if self.partial else piece
+        end = data.rfind(b"\n") + 1
+        text, self.partial = data[:end], data[end:]
+        if len(self.partial) > self.limit:
+            raise too_large(self.provider.label, "a stream line", self.limit, "max_line_bytes")
+        if not end:
+            return [Passthrough(piece)]
+        deltas = text.count(b'"content_block_delta"')
+        if not self.content and b'"content_block' in text:
+            self.content = True
         told = False
-        for line in self.lines.feed(piece):
-            if line.startswith(b"event:"):
-                self.event = line[6:].strip()
-                if self.event == b"content_block_delta":
-                    deltas += 1
-                continue
-            if not line.startswith(b"data:"):
-                continue
-            name = self.event
-            if not name:  # no event lines: the type is in the payload
-                name = next((n for n in _READ if b'"' + n + b'"' in line), b"")
-            if name not in _READ:
-                self.content = self.content or name.startswith(b"content_block")
-                continue
-            data = line[5:].strip()
+        for start, data in _watched_lines(text):
             event = decode_upstream(_event_decoder, data, self.provider.label, "an event")
-            if event.type == "message_start" and isinstance(event.message, dict):
-                told = self._merge(event.message.get("usage")) or told
-            elif event.type == "message_delta":
-                told = self._merge(event.usage) or told
-            elif event.type == "message_stop":
+            kind = event.type
+            if kind == "message_start" and event.message and event.message.usage:
+                merge_usage(self.usage, event.message.usage)  # the input side; told at the end
+            elif kind == "message_delta" and event.usage is not None:
+                merge_usage(self.usage, event.usage)
+                told = True
+            elif kind == "message_stop":
                 self.stopped = True
-            elif event.type == "error":
+            elif kind == "error":
                 self.error = event.error or _ErrorDetail()
+                if not self.content or text.find(b'"content_block') > start:
+                    self.content = False  # the error came before any content
         batch: list[Event] = [Passthrough(piece, deltas)]
         if told:
             batch.append(usage_from(self.usage))
         return batch
-
-    def _merge(self, usage: Any) -> bool:
-        if not isinstance(usage, dict):
-            return False
-        try:
-            merge_usage(self.usage, msgspec.convert(usage, Usage))
-        except msgspec.ValidationError:
-            raise UpstreamProtocolError(
-                f"Upstream {self.provider.label} sent usage that could not be read",
-                upstream=self.provider.label,
-            ) from None
-        return True
 
     def failure(self) -> RelayedError:
         error = self.error or _ErrorDetail()
@@ -151,8 +163,7 @@ async def relay_events(
             yield STARTED
             data = await provider.read_body(response)
             usage = decode_upstream(_body_decoder, data, provider.label, "a body").usage
-            parsed = msgspec.convert(usage, Usage) if isinstance(usage, dict) else Usage()
-            yield (Passthrough(data, body=True), usage_from(parsed))
+            yield (Passthrough(data, body=True), usage_from(usage or Usage()))
         else:
             async for batch in _stream(provider, response):
                 yield batch
