@@ -304,7 +304,6 @@ class App:
         path = scope["path"].rstrip("/") or "/"
         methods = ROUTES.get(path)
         send = _Tracked(send)
-        shape = CONTRACT if methods is None else SHAPES.get(path, CONTRACT)
         try:
             if methods is None and (path + "/").startswith(admin.PREFIX + "/"):
                 gw.metrics.responded(await admin.ROUTER.dispatch(gw, scope, receive, send))
@@ -327,15 +326,16 @@ class App:
             gw.metrics.responded(200)
         except ApiError as exc:
             gw.metrics.responded(exc.status, exc.type)
-            await send_error(send, exc, shape)
+            await send_error(send, exc, SHAPES.get(path, CONTRACT))
         except asyncio.CancelledError:
             if not gw.admissions.deadline_passed:
                 raise
             _uncancel()
-            await _end_at_deadline(gw, send, shape)
+            await _end_at_deadline(gw, send, SHAPES.get(path, CONTRACT))
         except Exception:
             log.exception("unhandled error on %s %s", scope["method"], path)
-            await _end_with(gw, send, InternalError("Internal server error"), shape)
+            error = InternalError("Internal server error")
+            await _end_with(gw, send, error, SHAPES.get(path, CONTRACT))
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:

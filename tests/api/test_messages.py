@@ -692,3 +692,27 @@ def test_errors_take_anthropics_status_and_type(
     event = ANTHROPIC_ERRORS.sse(error)
     assert event.startswith(b"event: error\ndata: ")
     assert json.loads(event.split(b"data: ", 1)[1])["error"]["type"] == kind
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
+def test_the_simulator_answers_in_anthropics_shape(
+    gateway: GatewayProcess, key: dict[str, Any], stream: bool
+) -> None:
+    client = sdk(gateway, key)
+    request: dict[str, Any] = {
+        "model": "relaygate-simulator",
+        "max_tokens": 50,
+        "system": "Be brief.",
+        "messages": [{"role": "user", "content": "Hello simulator"}],
+    }
+    if stream:
+        with client.messages.stream(**request) as events:
+            message = events.get_final_message()
+    else:
+        message = client.messages.create(**request)
+    assert message.content[0].type == "text"
+    assert message.content[0].text  # type: ignore[union-attr]
+    assert message.stop_reason in ("end_turn", "max_tokens")
+    assert message.usage.output_tokens > 0
+    (row,) = rows_of(gateway, key, 1)
+    assert (row["api"], row["model"], row["status"]) == ("messages", "relaygate-simulator", "ok")

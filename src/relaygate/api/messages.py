@@ -24,7 +24,6 @@ from relaygate.protocol.anthropic_messages.decode import MessagesDecoded, decode
 from relaygate.protocol.anthropic_messages.errors import ANTHROPIC_ERRORS
 from relaygate.protocol.anthropic_messages.render import MessageStream, message_body
 from relaygate.protocol.assemble import Collected
-from relaygate.protocol.ids import completion_id
 from relaygate.protocol.validate import images_of
 from relaygate.providers.base import Native, TokenUsage
 from relaygate.routing.catalog import CatalogModel
@@ -120,8 +119,7 @@ class MessagesRoute(Route):
                                                  "data": data})  # fmt: skip
         native.body = body
 
-    def new_id(self) -> str:
-        return completion_id(prefix="msg_")
+    id_prefix = "msg_"
 
     def stream_writer(self, ticket: Ticket, decoded: Decoded) -> MessageStream:
         return MessageStream(ticket.request_id, ticket.model.name)

@@ -104,9 +104,8 @@ class Route:
         """The images were checked (and maybe inlined in ``prepared.raw``): a route that keeps
         a native body rewrites its images alike."""
 
-    def new_id(self) -> str:
-        """The request's id (the ledger's request id, and the answer's)."""
-        return completion_id()
+    id_prefix: ClassVar[str] = "chatcmpl-"
+    """How the request's id begins (the ledger's request id, and the answer's)."""
 
     def stream_writer(self, ticket: Ticket, decoded: Decoded) -> StreamRenderer:
         raise NotImplementedError
@@ -131,7 +130,7 @@ async def serve(gw: Gateway, route: Route, scope: Scope, receive: Receive, send:
     chain = fallback_chain(gw.catalog, model, request, key)
     if not any(candidate.upstreams for candidate in chain):
         raise no_upstream(model)
-    request_id = route.new_id()
+    request_id = completion_id(prefix=route.id_prefix)
     ticket = await gw.admissions.admit(
         key, model, request, len(body), request_id, chain[1:],
         api=route.api, cache_writes=decoded.cache_writes,
