@@ -49,6 +49,10 @@ def native_headers(scope: Scope) -> dict[str, str]:
     return found
 
 
+def _anthropic_only(model: CatalogModel) -> bool:
+    return all(upstream.name == "anthropic" for upstream in model.upstreams)
+
+
 def _where(place: tuple[int, int, int | None]) -> str:
     m, b, inner = place
     where = f"messages[{m}].content[{b}]"
@@ -92,13 +96,19 @@ class MessagesRoute(Route):
                 param=_where(place) if place else "messages",
             )
         where = messages.untranslatable
-        if where is not None and any(u.name != "anthropic" for u in model.upstreams):
+        if where is not None and not _anthropic_only(model):
             raise InvalidRequest(
                 f"{excerpt(where)} has no counterpart outside Anthropic's API, and model"
                 f" {model.name!r} may be served by another provider",
                 param=where,
             )
         check_for_model(decoded.request, model)
+
+    def fallbacks(self, decoded: Decoded, chain: list[CatalogModel]) -> list[CatalogModel]:
+        """Without the parts that only Anthropic's API has, no fallback served elsewhere."""
+        if decoded.extra.untranslatable is None:
+            return chain
+        return [chain[0], *(m for m in chain[1:] if _anthropic_only(m))]
 
     def images_prepared(self, decoded: Decoded, prepared: PreparedImages) -> None:
         """Images relaygate fetched and checked go to an Anthropic upstream as those bytes,

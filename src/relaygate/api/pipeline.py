@@ -100,6 +100,10 @@ class Route:
         """Checks that depend on the model (400 before admission)."""
         check_for_model(decoded.request, model)
 
+    def fallbacks(self, decoded: Decoded, chain: list[CatalogModel]) -> list[CatalogModel]:
+        """The fallback chain (the requested model first) this request may use."""
+        return chain
+
     def images_prepared(self, decoded: Decoded, prepared: PreparedImages) -> None:
         """The images were checked (and maybe inlined in ``prepared.raw``): a route that keeps
         a native body rewrites its images alike."""
@@ -128,6 +132,8 @@ async def serve(gw: Gateway, route: Route, scope: Scope, receive: Receive, send:
     model = gw.catalog.resolve(request.model, key)
     route.check(decoded, model)
     chain = fallback_chain(gw.catalog, model, request, key)
+    if len(chain) > 1:
+        chain = route.fallbacks(decoded, chain)
     if not any(candidate.upstreams for candidate in chain):
         raise no_upstream(model)
     request_id = completion_id(prefix=route.id_prefix)
