@@ -11,13 +11,14 @@ rate-limited, and writes no ledger row.
 
 from __future__ import annotations
 
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import msgspec
 
 from relaygate.accounting.estimate import prompt_token_guess
-from relaygate.api.http import Receive, Scope, Send, header, read_body, send_bytes
-from relaygate.api.pipeline import Decoded, Route, check_for_model, serve
+from relaygate.api.http import Receive, Scope, Send, read_body, send_bytes
+from relaygate.api.pipeline import Decoded, Route, credentials, serve
 from relaygate.errors import InvalidRequest, excerpt
 from relaygate.media.dataurl import is_data_url
 from relaygate.protocol.anthropic_messages.decode import MessagesDecoded, decode_messages
@@ -65,11 +66,7 @@ class MessagesRoute(Route):
     api = "messages"
     shape = ANTHROPIC_ERRORS
 
-    def credentials(self, scope: Scope) -> bytes | None:
-        key = header(scope, b"x-api-key")
-        if key is not None:
-            return b"Bearer " + key
-        return header(scope, b"authorization")
+    key_header = b"x-api-key"
 
     def decode(self, body: bytes, scope: Scope) -> Decoded:
         messages = decode_messages(body)
@@ -102,7 +99,6 @@ class MessagesRoute(Route):
                 f" {model.name!r} may be served by another provider",
                 param=where,
             )
-        check_for_model(decoded.request, model)
 
     def fallbacks(self, decoded: Decoded, chain: list[CatalogModel]) -> list[CatalogModel]:
         """Without the parts that only Anthropic's API has, no fallback served elsewhere."""
@@ -165,13 +161,12 @@ def _replace_source(
 MESSAGES = MessagesRoute()
 
 
-async def messages(gw: Gateway, scope: Scope, receive: Receive, send: Send) -> None:
-    await serve(gw, MESSAGES, scope, receive, send)
+messages = partial(serve, MESSAGES)
 
 
 async def count_tokens(gw: Gateway, scope: Scope, receive: Receive, send: Send) -> None:
     """The prompt's tokens: an Anthropic upstream's count, else relaygate's estimate."""
-    key = gw.keys.authenticate(MESSAGES.credentials(scope))
+    key = gw.keys.authenticate(credentials(MESSAGES, scope))
     body = await read_body(scope, receive, gw.settings.max_request_bytes)
     decoded = decode_messages(body, count=True)
     model = gw.catalog.resolve(decoded.request.model, key)

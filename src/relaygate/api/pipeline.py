@@ -89,16 +89,16 @@ class Route:
     shape: ClassVar[ErrorShape] = CONTRACT
     """How this route's errors look."""
 
-    def credentials(self, scope: Scope) -> bytes | None:
-        """The ``Authorization`` value to authenticate (``Bearer <key>``)."""
-        return header(scope, b"authorization")
+    key_header: ClassVar[bytes | None] = None
+    """A header holding the bare key (Anthropic's ``x-api-key``), read before
+    ``Authorization: Bearer``."""
 
     def decode(self, body: bytes, scope: Scope) -> Decoded:
         raise NotImplementedError
 
     def check(self, decoded: Decoded, model: CatalogModel) -> None:
-        """Checks that depend on the model (400 before admission)."""
-        check_for_model(decoded.request, model)
+        """The route's own checks that depend on the model (400 before admission), made
+        before :func:`check_for_model` when the decoder set ``Decoded.extra``."""
 
     def fallbacks(self, decoded: Decoded, chain: list[CatalogModel]) -> list[CatalogModel]:
         """The fallback chain (the requested model first) this request may use."""
@@ -119,9 +119,22 @@ class Route:
         raise NotImplementedError
 
 
-async def serve(gw: Gateway, route: Route, scope: Scope, receive: Receive, send: Send) -> None:
-    """Serve one request of ``route`` (see the module docstring)."""
-    key = gw.keys.authenticate(route.credentials(scope))
+def credentials(route: Route, scope: Scope) -> bytes | None:
+    """The ``Authorization`` value to authenticate (``Bearer <key>``)."""
+    if route.key_header is not None:
+        bare = header(scope, route.key_header)
+        if bare is not None:
+            return b"Bearer " + bare
+    return header(scope, b"authorization")
+
+
+async def serve(route: Route, gw: Gateway, scope: Scope, receive: Receive, send: Send) -> None:
+    """Serve one request of ``route`` (see the module docstring); a route's handler is this
+    with its route bound (``functools.partial``: no frame of its own on the hot path)."""
+    if route.key_header is None:
+        key = gw.keys.authenticate(header(scope, b"authorization"))
+    else:
+        key = gw.keys.authenticate(credentials(route, scope))
     settings = gw.settings
     body = await read_body(
         scope, receive, settings.max_request_bytes,
@@ -130,13 +143,15 @@ async def serve(gw: Gateway, route: Route, scope: Scope, receive: Receive, send:
     decoded = route.decode(body, scope)
     request = decoded.request
     model = gw.catalog.resolve(request.model, key)
-    route.check(decoded, model)
+    if decoded.extra is not None:
+        route.check(decoded, model)
+    check_for_model(request, model)
     chain = fallback_chain(gw.catalog, model, request, key)
     if len(chain) > 1:
         chain = route.fallbacks(decoded, chain)
     if not any(candidate.upstreams for candidate in chain):
         raise no_upstream(model)
-    request_id = completion_id(prefix=route.id_prefix)
+    request_id = completion_id(None, route.id_prefix)
     ticket = await gw.admissions.admit(
         key, model, request, len(body), request_id, chain[1:],
         api=route.api, cache_writes=decoded.cache_writes,
