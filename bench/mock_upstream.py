@@ -1,7 +1,9 @@
 """A fast mock OpenAI upstream for benchmarks: canned answers over raw asyncio + httptools.
 
 ``POST /v1/chat/completions`` answers a fixed completion, or with ``"stream": true`` 20 content
-chunks and a final usage chunk. ``--latency-ms`` delays every answer (before its headers).
+chunks and a final usage chunk. ``POST /v1/messages`` answers the same in Anthropic's Messages
+format (a message, or its stream events: 20 text deltas between ``message_start`` and
+``message_stop``). ``--latency-ms`` delays every answer (before its headers).
 Run: ``python -m bench.mock_upstream --port 9100 --latency-ms 0``.
 """
 
@@ -65,8 +67,59 @@ def _stream() -> bytes:
     return head + chunk
 
 
+def _response(content_type: bytes, payload: bytes, chunked: bool) -> bytes:
+    if not chunked:
+        length = str(len(payload)).encode()
+        return (
+            b"HTTP/1.1 200 OK\r\ncontent-type: " + content_type + b"\r\ncontent-length: " + length
+            + b"\r\n\r\n" + payload
+        )  # fmt: skip
+    chunk = hex(len(payload))[2:].encode() + b"\r\n" + payload + b"\r\n0\r\n\r\n"
+    return (
+        b"HTTP/1.1 200 OK\r\ncontent-type: " + content_type
+        + b"\r\ntransfer-encoding: chunked\r\n\r\n" + chunk
+    )  # fmt: skip
+
+
+_MESSAGE = {
+    "id": "msg_mock",
+    "type": "message",
+    "role": "assistant",
+    "model": "mock",
+    "content": [{"type": "text", "text": "word " * 20}],
+    "stop_reason": "end_turn",
+    "stop_sequence": None,
+    "usage": {"input_tokens": 13, "output_tokens": 20, "cache_read_input_tokens": 0,
+              "cache_creation_input_tokens": 0},
+}  # fmt: skip
+
+
+def _message_stream() -> bytes:
+    start = {**_MESSAGE, "content": [], "stop_reason": None,
+             "usage": {**_MESSAGE["usage"], "output_tokens": 1}}  # type: ignore[dict-item]
+    events: list[dict[str, object]] = [
+        {"type": "message_start", "message": start},
+        {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+        {"type": "ping"},
+    ]
+    for _ in range(20):
+        delta = {"type": "text_delta", "text": "word "}
+        events.append({"type": "content_block_delta", "index": 0, "delta": delta})
+    events.append({"type": "content_block_stop", "index": 0})
+    events.append({"type": "message_delta", "delta": {"stop_reason": "end_turn",
+                   "stop_sequence": None}, "usage": {"output_tokens": 20}})  # fmt: skip
+    events.append({"type": "message_stop"})
+    payload = b"".join(
+        b"event: " + str(e["type"]).encode() + b"\ndata: " + json.dumps(e).encode() + b"\n\n"
+        for e in events
+    )
+    return _response(b"text/event-stream", payload, chunked=True)
+
+
 COMPLETION = _completion()
 STREAM = _stream()
+MESSAGE = _response(b"application/json", json.dumps(_MESSAGE).encode(), chunked=False)
+MESSAGE_STREAM = _message_stream()
 
 
 class _Protocol(asyncio.Protocol):
@@ -74,6 +127,7 @@ class _Protocol(asyncio.Protocol):
         self.latency = latency
         self.parser = httptools.HttpRequestParser(self)
         self.body = bytearray()
+        self.url = b""
         self.transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -88,12 +142,20 @@ class _Protocol(asyncio.Protocol):
 
     def on_message_begin(self) -> None:
         self.body = bytearray()
+        self.url = b""
+
+    def on_url(self, url: bytes) -> None:
+        self.url += url
 
     def on_body(self, body: bytes) -> None:
         self.body += body
 
     def on_message_complete(self) -> None:
-        answer = STREAM if b'"stream":true' in self.body.replace(b" ", b"") else COMPLETION
+        stream = b'"stream":true' in self.body.replace(b" ", b"")
+        if self.url.startswith(b"/v1/messages"):
+            answer = MESSAGE_STREAM if stream else MESSAGE
+        else:
+            answer = STREAM if stream else COMPLETION
         if self.latency:
             asyncio.get_running_loop().call_later(self.latency, self._write, answer)
         else:

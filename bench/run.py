@@ -1,7 +1,7 @@
 """The relaygate benchmark: one command, one JSON result, one plot.
 
     python -m bench.run [--seconds 10] [--rounds 3] [--soak-seconds 0] [--out bench/results]
-                        [--parts throughput,sequential,open_loop,scaling,memory]
+                        [--parts throughput,sequential,open_loop,scaling,memory,messages]
 
 It starts a fast mock upstream (0 ms and 50 ms latency), a bare aiohttp pass-through proxy (the
 practical Python floor) and relaygate with key auth, rate limits, credit reservation and the
@@ -30,7 +30,7 @@ from typing import Any
 from bench.loadgen import open_loop, run_wrk, wrk_script
 
 ROOT = Path(__file__).resolve().parent.parent
-PARTS = ("throughput", "sequential", "open_loop", "scaling", "memory")
+PARTS = ("throughput", "sequential", "open_loop", "scaling", "memory", "messages")
 BODY = {
     "model": "MODEL",
     "max_tokens": 100,
@@ -130,6 +130,18 @@ class Stack:
             }
             for latency in ("0", "50")
         }
+        # /v1/messages passed through to the mock as an Anthropic-style upstream
+        models["bench-claude-0ms"] = {
+            "pricing": {"input": "3", "cached_input": "0.3", "output": "15"},
+            "max_output_tokens": 4096,
+            "upstreams": [
+                {
+                    "provider": "anthropic",
+                    "api_key": "sk-bench-upstream",
+                    "base_url": f"http://127.0.0.1:{ports['mock0']}",
+                }
+            ],
+        }
         config.write_text(
             json.dumps(
                 {
@@ -212,9 +224,9 @@ def measure(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     info = stack.start(args.redis_url)
     ports, key, pid = info["ports"], info["key"], info["relaygate_pid"]
 
-    def url(target: str, latency: str) -> str:
+    def url(target: str, latency: str, path: str = "/v1/chat/completions") -> str:
         port = ports["relaygate"] if target == "relaygate" else ports[f"bare{latency}"]
-        return f"http://127.0.0.1:{port}/v1/chat/completions"
+        return f"http://127.0.0.1:{port}{path}"
 
     results: dict[str, Any] = {
         "throughput": {},
@@ -244,6 +256,22 @@ def measure(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                     f" median {rounds['ratio']:.3f}; cpu ratio {rounds['cpu_ratio']:.3f}",
                     flush=True,
                 )
+        for mode in ("nonstream", "stream") if "messages" in args.parts else ():
+            rounds = throughput_rounds(
+                args, workdir, key, mode, "0",
+                lambda target, latency: url(target, latency, "/v1/messages"), pids,
+                payload=body("bench-claude-0ms", mode == "stream"),
+            )  # fmt: skip
+            results["throughput_rounds"][f"messages/{mode}/0ms"] = rounds
+            for target in ("bare", "relaygate"):
+                r = rounds["median"][target]
+                results["throughput"][f"{target}/messages/{mode}/0ms"] = r
+            print(
+                f"throughput /v1/messages {mode:9}: ratio per round"
+                f" {[round(x, 3) for x in rounds['ratios']]}, median {rounds['ratio']:.3f};"
+                f" cpu ratio {rounds['cpu_ratio']:.3f}",
+                flush=True,
+            )
         if "sequential" in args.parts:
             for mode in ("nonstream", "stream"):
                 rounds = sequential_rounds(args, workdir, key, mode, url)
@@ -312,12 +340,13 @@ def throughput_rounds(
     latency: str,
     url: Any,
     pids: dict[str, int],
+    payload: str | None = None,
 ) -> dict[str, Any]:
     """Closed-loop throughput of the bare proxy and relaygate, alternating for
     ``args.rounds`` rounds: on a shared or virtual machine the speed of the whole box drifts
     within seconds, and a ratio taken from back-to-back runs is far steadier than one taken
     minutes apart. Each run also records the target's CPU time per request."""
-    script = wrk_script(workdir, key, body(f"bench-{latency}ms", mode == "stream"))
+    script = wrk_script(workdir, key, payload or body(f"bench-{latency}ms", mode == "stream"))
     runs: dict[str, list[dict[str, Any]]] = {"bare": [], "relaygate": []}
     for target in ("bare", "relaygate"):
         run_wrk(url(target, latency), script, 16, 2)  # warm-up
@@ -435,6 +464,12 @@ def summarize(results: dict[str, Any]) -> dict[str, Any]:
             target: t[f"{target}/{mode}/0ms"]["requests_per_second"]
             for target in ("bare", "relaygate")
         }
+    for mode in ("nonstream", "stream"):
+        messages = rounds.get(f"messages/{mode}/0ms")
+        if messages is not None:
+            summary[f"throughput_ratio_messages_{mode}"] = messages["ratio"]
+            summary[f"throughput_ratio_messages_{mode}_rounds"] = messages["ratios"]
+            summary[f"cpu_per_request_ratio_messages_{mode}"] = messages["cpu_ratio"]
     for mode, seq in results["sequential_rounds"].items():
         summary[f"sequential_added_p50_ms_{mode}"] = seq["added_p50_ms_median"]
         summary[f"sequential_added_p50_ms_{mode}_rounds"] = seq["added_p50_ms"]

@@ -52,6 +52,26 @@ def test_cached_input_is_charged_at_its_price() -> None:
     assert GPT52.cost(usage) < GPT52.cost(TokenUsage(prompt_tokens=1000))
 
 
+def test_cache_writes_cost_their_own_prices_by_ttl() -> None:
+    price = Price.from_settings(
+        Pricing(input=Decimal("3"), cached_input=Decimal("0.3"), output=Decimal("15"),
+                cache_write=Decimal("3.75"), cache_write_1h=Decimal("6"))
+    )  # fmt: skip
+    # 100 input at 3 + 1000 read at 0.3 + 300 written (5 min) at 3.75 + 200 (1 h) at 6
+    usage = TokenUsage(prompt_tokens=1600, cached_tokens=1000, cache_write_tokens=300,
+                       cache_write_1h_tokens=200)  # fmt: skip
+    assert price.cost(usage) == 300 + 300 + 1125 + 1200
+    parts = price.cost_parts(usage)
+    assert sum(parts) == price.cost(usage)
+    assert parts[:2] == (300 + 1125 + 1200, 300)  # the writes are input, at their prices
+    # unset, the write prices are Anthropic's multiples of the input price
+    default = Price.from_settings(Pricing(input=Decimal("3"), output=Decimal("15")))
+    assert default.write_prices == (3_750_000, 6_000_000)
+    # a request that asks for writes reserves its prompt at the dearest of them
+    assert price.worst_case(1000, 10, writes=True) == 6000 + 150
+    assert price.worst_case(1000, 10) == 3000 + 150
+
+
 def test_cached_tokens_never_exceed_the_prompt() -> None:
     # an upstream reporting more cached than prompt tokens is charged for the prompt only
     assert GPT52.cost(TokenUsage(prompt_tokens=1000, cached_tokens=5000)) == 175

@@ -9,6 +9,7 @@ cannot drift from the real wire format unnoticed.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import typing
 from dataclasses import dataclass, field
@@ -17,7 +18,7 @@ from typing import Any
 import anthropic.types as at
 import pydantic
 from aiohttp import web
-from anthropic.types import message_create_params
+from anthropic.types import message_count_tokens_params, message_create_params
 
 from tests.providers.server import ThreadedServer, split
 
@@ -31,6 +32,9 @@ _REQUESTS = {
 }
 _FIELDS = set(typing.get_type_hints(message_create_params.MessageCreateParamsStreaming))
 _EVENT = pydantic.TypeAdapter(at.RawMessageStreamEvent)
+_COUNT = pydantic.TypeAdapter(message_count_tokens_params.MessageCountTokensParams)
+COUNTED_TOKENS = 1234
+"""What ``POST /v1/messages/count_tokens`` answers."""
 
 
 @dataclass
@@ -63,6 +67,11 @@ class Reply:
     """Send this error type as an event after the first text delta."""
     cut: bool = False
     """Close the connection after the first text delta (no message_stop)."""
+    cache_write_1h: int = 0
+    """The part of ``cache_write`` written for 1 hour (``usage.cache_creation`` is sent when
+    set)."""
+    delta_delay: float = 0.0
+    """Seconds before each text delta of a stream."""
 
 
 def _force(value: Any) -> Any:
@@ -100,6 +109,18 @@ class FakeAnthropic(ThreadedServer[Reply]):
 
     def routes(self, app: web.Application) -> None:
         app.router.add_post("/v1/messages", self._handle)
+        app.router.add_post("/v1/messages/count_tokens", self._count)
+
+    async def _count(self, request: web.Request) -> web.Response:
+        body = await self.record(request)
+        if request.headers.get("x-api-key") != API_KEY:
+            return _error(401, "authentication_error", "invalid x-api-key")
+        try:
+            _force(_COUNT.validate_python(body))
+        except pydantic.ValidationError as exc:
+            self.problems.append(str(exc).splitlines()[0])
+            return _error(400, "invalid_request_error", "bad count_tokens request")
+        return web.json_response({"input_tokens": COUNTED_TOKENS})
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         body = await self.record(request)
@@ -131,6 +152,11 @@ class FakeAnthropic(ThreadedServer[Reply]):
         }
         if reply.thinking_tokens is not None:
             usage["output_tokens_details"] = {"thinking_tokens": reply.thinking_tokens}
+        if reply.cache_write_1h:
+            usage["cache_creation"] = {
+                "ephemeral_5m_input_tokens": reply.cache_write - reply.cache_write_1h,
+                "ephemeral_1h_input_tokens": reply.cache_write_1h,
+            }
         return usage
 
     def _blocks(self, reply: Reply) -> list[dict[str, Any]]:
@@ -240,6 +266,8 @@ class FakeAnthropic(ThreadedServer[Reply]):
                 }
             )
             for i, piece in enumerate(split(block["text"], reply.chunks)):
+                if reply.delta_delay:
+                    await asyncio.sleep(reply.delta_delay)
                 await emit(
                     {
                         "type": "content_block_delta",

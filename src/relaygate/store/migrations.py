@@ -186,6 +186,13 @@ def m012_console_setup(conn: Connection) -> None:
     console_setup.create(conn)
 
 
+def m010_ledger_api(conn: Connection) -> None:
+    """The ledger names the API each request came in by (``chat`` for every row before), and
+    counts the prompt tokens written to an upstream's prompt cache."""
+    _add_column(conn, ledger, ledger.c.api)
+    _add_column(conn, ledger, ledger.c.cache_write_tokens)
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
     (1, "m001_initial", m001_initial),
     (2, "m002_key_revision_counter", m002_key_revision_counter),
@@ -195,6 +202,7 @@ MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
     (7, "m007_usage_rollups", m007_usage_rollups),
     (8, "m008_alert_deliveries", m008_alert_deliveries),
     (9, "m009_ledger_key_status", m009_ledger_key_status),
+    (10, "m010_ledger_api", m010_ledger_api),
     (12, "m012_console_setup", m012_console_setup),
 ]
 

@@ -1,0 +1,228 @@
+"""A Messages request passed through to an Anthropic upstream (the client speaks its dialect).
+
+The client's body goes out with only ``model`` rewritten, with the client's
+``anthropic-beta``/``anthropic-version`` headers (the upstream's version option when the client
+sent none): ``cache_control`` (with its ``ttl``), thinking blocks and their signatures, tools
+and any field relaygate does not know reach the upstream as sent. The answer comes back as
+:class:`~relaygate.providers.base.Passthrough` bytes, a stream's reads as they arrive; only
+its usage is read (``message_start`` and ``message_delta``), for billing. An error event before
+any content is an error status (the next upstream may be tried); one after it is relayed, and
+ends the stream (:class:`RelayedError`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
+
+import aiohttp
+import msgspec
+
+from relaygate.errors import InvalidRequest, UpstreamProtocolError, UpstreamStatus
+from relaygate.providers.anthropic_usage import ERROR_STATUS, Usage, merge_usage, usage_from
+from relaygate.providers.base import DONE, STARTED, Batch, Event, Passthrough, ProviderRequest
+from relaygate.providers.http import decode_upstream, upstream_message, upstream_word
+from relaygate.providers.reading import too_large
+
+if TYPE_CHECKING:
+    from relaygate.providers.anthropic import AnthropicProvider
+
+_encoder = msgspec.json.Encoder()
+_CLIENT_FAULT = {400, 404, 413, 422}
+
+
+class RelayedError(UpstreamProtocolError):
+    """The upstream's error event, already relayed to the client as it came: the stream ends
+    without another error event."""
+
+    relayed = True
+
+
+class _ErrorDetail(msgspec.Struct):
+    type: str = ""
+    message: str = ""
+
+
+class _Body(msgspec.Struct):
+    """The part of a message relaygate reads (in ``message_start``, and a whole answer)."""
+
+    usage: Usage | None = None
+
+
+class _Event(msgspec.Struct):
+    """The parts of a stream event relaygate reads (usage and errors)."""
+
+    type: str = ""
+    message: _Body | None = None
+    usage: Usage | None = None
+    error: _ErrorDetail | None = None
+
+
+_event_decoder = msgspec.json.Decoder(_Event)
+_body_decoder = msgspec.json.Decoder(_Body)
+_WATCHED = (b'"message_start"', b'"message_delta"', b'"message_stop"', b'"error"')
+"""The events whose payload is decoded (usage, the end, errors); every other one is relayed
+unread. A quote inside a JSON string is escaped, so these quoted words are JSON tokens; the
+decoded ``type`` is checked all the same."""
+
+
+def _watched_lines(text: bytes) -> list[tuple[int, bytes]]:
+    """The data lines of ``text`` (complete lines) that hold a watched word, by position."""
+    found: dict[int, bytes] = {}
+    for word in _WATCHED:
+        at = text.find(word)
+        while at >= 0:
+            start = text.rfind(b"\n", 0, at) + 1
+            if start not in found:
+                end = text.find(b"\n", at)
+                line = text[start:] if end < 0 else text[start:end]
+                if line.startswith(b"data:"):
+                    found[start] = line[5:].strip()
+            at = text.find(word, at + len(word))
+    return sorted(found.items())
+
+
+def request_body(request: ProviderRequest) -> bytes:
+    assert request.native is not None
+    return _encoder.encode({**request.native.body, "model": request.upstream_model})
+
+
+def request_headers(provider: AnthropicProvider, native_headers: dict[str, str]) -> dict[str, str]:
+    return {**provider.headers(), **native_headers}
+
+
+class _Reader:
+    """What one relayed stream has told: its usage, whether it stopped or failed."""
+
+    def __init__(self, provider: AnthropicProvider) -> None:
+        self.provider = provider
+        self.usage = Usage()
+        self.limit = provider.settings.max_line_bytes
+        self.partial = b""
+        """The start of a line the next read finishes."""
+        self.stopped = False
+        self.content = False
+        self.error: _ErrorDetail | None = None
+
+    def read(self, piece: bytes) -> list[Event]:
+        """The events of one read: its bytes, and the answer's usage once ``message_delta``
+        has told it (cumulative: the input side came with ``message_start``).
+
+        The read's complete lines are scanned once, in C, for the events relaygate reads;
+        the many content deltas between them are counted, never decoded."""
+        data = self.partial + piece if self.partial else piece
+        end = data.rfind(b"\n") + 1
+        text, self.partial = data[:end], data[end:]
+        if len(self.partial) > self.limit:
+            raise too_large(self.provider.label, "a stream line", self.limit, "max_line_bytes")
+        if not end:
+            return [Passthrough(piece)]
+        deltas = text.count(b'"content_block_delta"')
+        if not self.content and b'"content_block' in text:
+            self.content = True
+        told = False
+        for start, data in _watched_lines(text):
+            event = decode_upstream(_event_decoder, data, self.provider.label, "an event")
+            kind = event.type
+            if kind == "message_start" and event.message and event.message.usage:
+                merge_usage(self.usage, event.message.usage)  # the input side; told at the end
+            elif kind == "message_delta" and event.usage is not None:
+                merge_usage(self.usage, event.usage)
+                told = True
+            elif kind == "message_stop":
+                self.stopped = True
+            elif kind == "error":
+                self.error = event.error or _ErrorDetail()
+                if not self.content or text.find(b'"content_block') > start:
+                    self.content = False  # the error came before any content
+        batch: list[Event] = [Passthrough(piece, deltas)]
+        if told:
+            batch.append(usage_from(self.usage))
+        return batch
+
+    def failure(self) -> RelayedError:
+        error = self.error or _ErrorDetail()
+        detail = upstream_message(_encoder.encode({"error": {"message": error.message}}))
+        return RelayedError(
+            f"Upstream {self.provider.label} failed mid-stream: {upstream_word(error.type)}"
+            + (f": {detail}" if detail else ""),
+            upstream=self.provider.label,
+        )
+
+
+async def relay_events(
+    provider: AnthropicProvider, request: ProviderRequest
+) -> AsyncIterator[Batch]:
+    """The upstream's answer as :class:`Passthrough` batches (see the module docstring)."""
+    assert request.native is not None
+    headers = request_headers(provider, request.native.headers)
+    response = await provider.post(provider.url(), request_body(request), headers)
+    complete = False
+    try:
+        if not request.stream:
+            yield STARTED
+            data = await provider.read_body(response)
+            usage = decode_upstream(_body_decoder, data, provider.label, "a body").usage
+            yield (Passthrough(data, body=True), usage_from(usage or Usage()))
+        else:
+            async for batch in _stream(provider, response):
+                yield batch
+        complete = True
+    finally:
+        if complete:
+            response.release()
+        else:
+            response.close()
+
+
+async def _stream(
+    provider: AnthropicProvider, response: aiohttp.ClientResponse
+) -> AsyncIterator[Batch]:
+    reader = _Reader(provider)
+    pieces = response.content.iter_any()
+    try:
+        piece = await anext(pieces, None)
+    except (TimeoutError, aiohttp.ClientError) as exc:
+        raise provider.broke_off(exc, "before its stream started", retryable=True) from None
+    if piece is None:
+        raise provider.cut()
+    batch = reader.read(piece)
+    if reader.error is not None and not reader.content:
+        # an error before any content: an error status (it may be retried elsewhere)
+        status = ERROR_STATUS.get(reader.error.type, 500)
+        provider.raise_status(status, _encoder.encode({"error": reader.error}), None)
+    yield STARTED
+    while True:
+        if reader.stopped:
+            batch.append(DONE)
+        yield batch
+        if reader.error is not None:
+            raise reader.failure()
+        if reader.stopped:
+            return
+        try:
+            piece = await anext(pieces, None)
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            raise provider.broke_off(exc, "mid-stream") from None
+        if piece is None:
+            raise provider.cut()
+        batch = reader.read(piece)
+
+
+async def count_tokens(
+    provider: AnthropicProvider, body: dict[str, Any], headers: dict[str, str]
+) -> tuple[int, bytes]:
+    """The upstream's ``POST /v1/messages/count_tokens`` answer (status and body)."""
+    url = provider.url() + "/count_tokens"
+    try:
+        response = await provider.post(
+            url, _encoder.encode(body), request_headers(provider, headers)
+        )
+    except UpstreamStatus as exc:
+        if exc.upstream_status in _CLIENT_FAULT:
+            raise InvalidRequest(f"The upstream rejected the request: {exc.message}") from None
+        raise
+    try:
+        return 200, await provider.read_body(response)
+    finally:
+        response.release()
