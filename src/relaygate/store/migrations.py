@@ -160,6 +160,13 @@ def m007_usage_rollups(conn: Connection) -> None:
     rebuild_rollups(conn)
 
 
+def m011_stored_responses(conn: Connection) -> None:
+    """Stored answers of ``POST /v1/responses`` (``previous_response_id``)."""
+    from relaygate.store.schema import stored_responses  # here: apart from other migrations
+
+    stored_responses.create(conn)
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
     (1, "m001_initial", m001_initial),
     (2, "m002_key_revision_counter", m002_key_revision_counter),
@@ -168,6 +175,7 @@ MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
     (6, "m006_identity", m006_identity),
     (7, "m007_usage_rollups", m007_usage_rollups),
     (8, "m008_alert_deliveries", m008_alert_deliveries),
+    (11, "m011_stored_responses", m011_stored_responses),
 ]
 
 

@@ -334,3 +334,22 @@ ledger_status_created = Index(
 )
 """The request log's filters by model and by status (only the rare statuses other than ``ok``
 are indexed; an ``ok`` filter reads the created_at index)."""
+
+
+# --- stored responses (migration 11) ----------------------------------------------------------
+
+stored_responses = Table(
+    "stored_responses",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    # The owner: the key's account (the key's id for a key without one).
+    Column("account_id", String(40), nullable=False),
+    Column("key_id", String(40), nullable=False),
+    Column("model", String(200), nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("expires_at", BigInteger, nullable=False, index=True),
+    Column("conversation", Text, nullable=False),
+)
+"""Answers of ``POST /v1/responses`` kept for ``previous_response_id`` (``stored_responses``):
+each row holds the whole conversation up to and including its output, as Responses items in
+JSON, so that continuing it is one read."""
