@@ -178,33 +178,30 @@ def _text(content: str | list[Part]) -> str:
     return "".join(_part_text(p) for p in content)
 
 
-def chat_messages(instructions: str | None, items: list[Item]) -> list[dict[str, Any]]:
-    """The chat messages of ``items`` (see the module docstring)."""
+ImagePlaces = dict[tuple[int, int], tuple[int, int]]
+"""Where each chat image part came from: (message, part) to (input item, part)."""
+
+
+def chat_messages(
+    instructions: str | None, items: list[Item], places: ImagePlaces | None = None
+) -> list[dict[str, Any]]:
+    """The chat messages of ``items`` (see the module docstring); ``places`` receives where
+    each image part came from."""
     messages: list[dict[str, Any]] = []
     if instructions:
         messages.append({"role": "system", "content": instructions})
-    for item in items:
+    for i, item in enumerate(items):
         if isinstance(item, MessageItem):
             if item.role == "assistant":
                 messages.append({"role": "assistant", "content": _text(item.content)})
-            else:
-                messages.append({"role": item.role, "content": _parts(item.content)})
+                continue
+            if places is not None and not isinstance(item.content, str):
+                for p, part in enumerate(item.content):
+                    if isinstance(part, InputImage):
+                        places[(len(messages), p)] = (i, p)
+            messages.append({"role": item.role, "content": _parts(item.content)})
         elif isinstance(item, FunctionCallItem):
-            call = {
-                "id": item.call_id,
-                "type": "function",
-                "function": {
-                    "name": flat_name(item.namespace, item.name),
-                    "arguments": item.arguments,
-                },
-            }
-            last = messages[-1] if messages else None
-            if last is not None and last["role"] == "assistant":
-                last.setdefault("tool_calls", []).append(call)
-                if not last["content"]:
-                    last["content"] = None
-            else:
-                messages.append({"role": "assistant", "content": None, "tool_calls": [call]})
+            _add_call(messages, item)
         elif isinstance(item, FunctionCallOutputItem):
             messages.append(
                 {"role": "tool", "tool_call_id": item.call_id, "content": _text(item.output)}
@@ -213,15 +210,31 @@ def chat_messages(instructions: str | None, items: list[Item]) -> list[dict[str,
     return messages
 
 
+def _add_call(messages: list[dict[str, Any]], item: FunctionCallItem) -> None:
+    name = flat_name(item.namespace, item.name)
+    call = {
+        "id": item.call_id,
+        "type": "function",
+        "function": {"name": name, "arguments": item.arguments},
+    }
+    last = messages[-1] if messages else None
+    if last is not None and last["role"] == "assistant":
+        last.setdefault("tool_calls", []).append(call)
+        if not last["content"]:
+            last["content"] = None
+    else:
+        messages.append({"role": "assistant", "content": None, "tool_calls": [call]})
+
+
 def to_chat(
-    call: ResponsesCall, items: list[Item], model: str | None = None
+    call: ResponsesCall, items: list[Item], places: ImagePlaces | None = None
 ) -> tuple[ChatRequest, dict[str, Any]]:
     """The internal request for ``call`` whose input is ``items`` (history included)."""
     request = call.request
-    messages = chat_messages(request.instructions, items)
+    messages = chat_messages(request.instructions, items, places)
     if not messages:
         raise InvalidRequest("input is empty: send a string or at least one item", param="input")
-    body: dict[str, Any] = {"model": model or request.model, "messages": messages}
+    body: dict[str, Any] = {"model": request.model, "messages": messages}
     if request.stream:
         body["stream"] = True
     for name in ("temperature", "top_p", "parallel_tool_calls", "user", "safety_identifier",
