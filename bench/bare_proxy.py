@@ -25,7 +25,7 @@ def make_app(upstream: str) -> web.Application:
         body = await request.read()
         session: aiohttp.ClientSession = request.app["session"]
         async with session.post(
-            upstream + "/v1/chat/completions",
+            upstream + request.path,
             data=body,
             headers={"content-type": "application/json"},
         ) as upstream_response:
@@ -43,6 +43,7 @@ def make_app(upstream: str) -> web.Application:
             )
 
     app.router.add_post("/v1/chat/completions", forward)
+    app.router.add_post("/v1/responses", forward)
     app.on_startup.append(on_startup)
     app.on_cleanup.append(on_cleanup)
     return app

@@ -1,7 +1,9 @@
 """A fast mock OpenAI upstream for benchmarks: canned answers over raw asyncio + httptools.
 
 ``POST /v1/chat/completions`` answers a fixed completion, or with ``"stream": true`` 20 content
-chunks and a final usage chunk. ``--latency-ms`` delays every answer (before its headers).
+chunks and a final usage chunk. ``POST /v1/responses`` answers the same in the Responses API's
+shape (a response object, or its event stream: 20 text deltas and ``response.completed``).
+``--latency-ms`` delays every answer (before its headers).
 Run: ``python -m bench.mock_upstream --port 9100 --latency-ms 0``.
 """
 
@@ -65,8 +67,57 @@ def _stream() -> bytes:
     return head + chunk
 
 
+def _response_object(status: str) -> dict[str, object]:
+    text = "word " * 20
+    return {
+        "id": "resp_mock", "object": "response", "created_at": 1760032810, "status": status,
+        "model": "mock", "parallel_tool_calls": True, "tool_choice": "auto", "tools": [],
+        "output": [] if status == "in_progress" else [
+            {"id": "msg_mock", "type": "message", "role": "assistant", "status": "completed",
+             "content": [{"type": "output_text", "text": text, "annotations": []}]}
+        ],
+        "usage": None if status == "in_progress" else {
+            "input_tokens": 13, "input_tokens_details": {"cached_tokens": 0},
+            "output_tokens": 20, "output_tokens_details": {"reasoning_tokens": 0},
+            "total_tokens": 33,
+        },
+    }  # fmt: skip
+
+
+def _response() -> bytes:
+    body = json.dumps(_response_object("completed")).encode()
+    head = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: "
+    return head + str(len(body)).encode() + b"\r\n\r\n" + body
+
+
+def _response_stream() -> bytes:
+    where = {"item_id": "msg_mock", "output_index": 0, "content_index": 0}
+    events: list[dict[str, object]] = [
+        {"type": "response.created", "response": _response_object("in_progress")},
+        {"type": "response.output_item.added", "output_index": 0,
+         "item": {"id": "msg_mock", "type": "message", "role": "assistant",
+                  "status": "in_progress", "content": []}},
+        {"type": "response.content_part.added", **where,
+         "part": {"type": "output_text", "text": "", "annotations": []}},
+    ]  # fmt: skip
+    events += [{"type": "response.output_text.delta", **where, "delta": "word "}] * 20
+    events.append({"type": "response.completed", "response": _response_object("completed")})
+    payload = b"".join(
+        b"event: " + str(e["type"]).encode() + b"\ndata: "
+        + json.dumps({**e, "sequence_number": n}).encode() + b"\n\n"
+        for n, e in enumerate(events)
+    )  # fmt: skip
+    chunk = hex(len(payload))[2:].encode() + b"\r\n" + payload + b"\r\n0\r\n\r\n"
+    head = (
+        b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
+    )
+    return head + chunk
+
+
 COMPLETION = _completion()
 STREAM = _stream()
+RESPONSE = _response()
+RESPONSE_STREAM = _response_stream()
 
 
 class _Protocol(asyncio.Protocol):
@@ -74,6 +125,7 @@ class _Protocol(asyncio.Protocol):
         self.latency = latency
         self.parser = httptools.HttpRequestParser(self)
         self.body = bytearray()
+        self.url = b""
         self.transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -89,11 +141,18 @@ class _Protocol(asyncio.Protocol):
     def on_message_begin(self) -> None:
         self.body = bytearray()
 
+    def on_url(self, url: bytes) -> None:
+        self.url = url
+
     def on_body(self, body: bytes) -> None:
         self.body += body
 
     def on_message_complete(self) -> None:
-        answer = STREAM if b'"stream":true' in self.body.replace(b" ", b"") else COMPLETION
+        stream = b'"stream":true' in self.body.replace(b" ", b"")
+        if self.url.endswith(b"/responses"):
+            answer = RESPONSE_STREAM if stream else RESPONSE
+        else:
+            answer = STREAM if stream else COMPLETION
         if self.latency:
             asyncio.get_running_loop().call_later(self.latency, self._write, answer)
         else:
