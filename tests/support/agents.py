@@ -14,7 +14,7 @@ from tests.conftest import REQUIRE_SERVICES
 
 TOOLS = Path(os.environ.get("RELAYGATE_AGENT_TOOLS") or Path(__file__).parents[2] / ".tools")
 """The npm prefix the agents are installed under (``npm install --prefix .tools ...``)."""
-INSTALL = "npm install --prefix .tools @openai/codex ai @ai-sdk/openai"
+INSTALL = "npm install --prefix .tools @openai/codex@0.171.0 ai@6.0.326 @ai-sdk/openai@3.0.141"
 
 
 def missing(what: str) -> None:

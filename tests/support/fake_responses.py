@@ -8,6 +8,7 @@ reasoning item with encrypted content, and the usage.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from typing import Any
@@ -56,6 +57,8 @@ class FakeResponses(FakeOpenAI):
             if event is None:  # cut
                 request.transport.close()  # type: ignore[union-attr]
                 return response
+            if b.chunk_delay and event["type"] == "response.output_text.delta":
+                await asyncio.sleep(b.chunk_delay)
             data = json.dumps(event)
             await response.write(f"event: {event['type']}\ndata: {data}\n\n".encode())
         await response.write_eof()
