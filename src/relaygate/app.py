@@ -23,7 +23,7 @@ from relaygate.accounting.journal_format import store_fingerprint
 from relaygate.accounting.ledger import LedgerWriter
 from relaygate.accounting.redis_gate import RedisGate
 from relaygate.accounts.alerts import LowBalanceAlerts
-from relaygate.api import chat, info
+from relaygate.api import chat, info, messages
 from relaygate.api.http import Message, Receive, Scope, Send, send_error
 from relaygate.errors import (
     ApiError,
@@ -36,7 +36,7 @@ from relaygate.errors import (
 from relaygate.keys.cache import KeyCache
 from relaygate.media.pipeline import ImagePipeline
 from relaygate.metrics import Metrics
-from relaygate.protocol.render import sse_error
+from relaygate.protocol.render import CONTRACT, ErrorShape
 from relaygate.providers.registry import check_providers
 from relaygate.routing.catalog import Catalog
 from relaygate.settings import Settings
@@ -49,11 +49,23 @@ Handler = Callable[["Gateway", Scope, Receive, Send], Awaitable[None]]
 ROUTES: dict[str, dict[str, Handler]] = {
     "/v1/chat/completions": {"POST": chat.chat_completions},
     "/v1/models": {"GET": info.list_models},
+    "/v1/messages": {"POST": messages.messages},
+    "/v1/messages/count_tokens": {"POST": messages.count_tokens},
     "/v1/credits": {"GET": info.credits},
     "/health": {"GET": info.health},
     "/health/details": {"GET": info.health_details},
     "/metrics": {"GET": info.metrics},
 }
+
+
+SHAPES: dict[str, ErrorShape] = {
+    "/v1/messages": messages.MESSAGES.shape,
+    "/v1/messages/count_tokens": messages.MESSAGES.shape,
+}
+"""Routes whose errors are not in the contract's shape (by path)."""
+
+MODEL_PREFIX = "/v1/models/"
+"""``GET /v1/models/{id}``: the one route with a parameter in its path."""
 
 
 CLOSE_WAIT_SECONDS = 3.0
@@ -247,24 +259,24 @@ def _uncancel() -> None:
         task.uncancel()
 
 
-async def _end_at_deadline(gw: Gateway, send: _Tracked) -> None:
+async def _end_at_deadline(gw: Gateway, send: _Tracked, shape: ErrorShape) -> None:
     """End a request cut by the shutdown deadline: 503, or an SSE error event when its stream
     has started (never a truncated body). Its row was settled as ``cancelled``."""
     error = ServiceUnavailable(
         "Service unavailable: the server is shutting down and this request ran past its grace"
         " period"
     )
-    await _end_with(gw, send, error)
+    await _end_with(gw, send, error, shape)
 
 
-async def _end_with(gw: Gateway, send: _Tracked, error: ApiError) -> None:
+async def _end_with(gw: Gateway, send: _Tracked, error: ApiError, shape: ErrorShape) -> None:
     """Answer ``error``, or end the response under way with it: one response per request, and
     a stream ends with an SSE error event (never a clean end)."""
     gw.metrics.responded(error.status, error.type)
     if not send.started:
-        await send_error(send, error)
+        await send_error(send, error, shape)
     elif not send.finished:
-        tail = sse_error(error) if send.event_stream else b""
+        tail = shape.sse(error) if send.event_stream else b""
         await send({"type": "http.response.body", "body": tail, "more_body": False})
 
 
@@ -292,10 +304,13 @@ class App:
         path = scope["path"].rstrip("/") or "/"
         methods = ROUTES.get(path)
         send = _Tracked(send)
+        shape = CONTRACT if methods is None else SHAPES.get(path, CONTRACT)
         try:
             if methods is None and (path + "/").startswith(admin.PREFIX + "/"):
                 gw.metrics.responded(await admin.ROUTER.dispatch(gw, scope, receive, send))
                 return
+            if methods is None and path.startswith(MODEL_PREFIX):
+                methods = {"GET": info.retrieve_model}
             if methods is None:
                 raise NotFound(f"Unknown route: {scope['method']} {excerpt(scope['path'])}")
             handler = methods.get(scope["method"])
@@ -312,15 +327,15 @@ class App:
             gw.metrics.responded(200)
         except ApiError as exc:
             gw.metrics.responded(exc.status, exc.type)
-            await send_error(send, exc)
+            await send_error(send, exc, shape)
         except asyncio.CancelledError:
             if not gw.admissions.deadline_passed:
                 raise
             _uncancel()
-            await _end_at_deadline(gw, send)
+            await _end_at_deadline(gw, send, shape)
         except Exception:
             log.exception("unhandled error on %s %s", scope["method"], path)
-            await _end_with(gw, send, InternalError("Internal server error"))
+            await _end_with(gw, send, InternalError("Internal server error"), shape)
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:

@@ -46,6 +46,13 @@ class Pricing(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     input: Decimal
     output: Decimal
     cached_input: Decimal | None = None
+    """Prompt tokens read from the upstream's prompt cache (defaults to ``input``)."""
+    cache_write: Decimal | None = None
+    """Prompt tokens written to the upstream's prompt cache for 5 minutes (Anthropic's
+    ``cache_control``); defaults to 1.25 times ``input``, as Anthropic charges."""
+    cache_write_1h: Decimal | None = None
+    """Prompt tokens written to the prompt cache for 1 hour (``cache_control`` with
+    ``ttl: "1h"``); defaults to 2 times ``input``, as Anthropic charges."""
     service_tiers: dict[str, Decimal] = msgspec.field(default_factory=dict)
     """Cost multipliers by ``service_tier`` (e.g. ``{flex: 0.5, priority: 2.0}``): a request
     asking for a listed tier is accepted, and its reservation and charge are multiplied (the

@@ -332,6 +332,8 @@ async def test_write_ledger_inserts_rows_and_charges_their_keys(store: SqlStore)
             completion_audio_tokens=4,
             stream=True,
             status="client_disconnected",
+            api="messages",
+            cache_write_tokens=5,
         ),
         make_row(a.id, cost_micros=80, created_at=1_700_000_000_002),
         make_row(b.id, cost_micros=1, created_at=1_700_000_000_003),
@@ -345,6 +347,11 @@ async def test_write_ledger_inserts_rows_and_charges_their_keys(store: SqlStore)
     assert key_b is not None
     assert key_b.used_micros == 1
     assert key_a.granted_micros == 1_000_000
+    # the API each came in by (migration 10): "chat" unless said
+    assert [(r.api, r.cache_write_tokens) for r in await store.ledger_rows(a.id)] == [
+        ("messages", 5),
+        ("chat", 0),
+    ]
 
 
 async def test_write_ledger_of_nothing_writes_nothing(store: SqlStore) -> None:

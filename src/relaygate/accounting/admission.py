@@ -44,6 +44,9 @@ class Ticket:
     """Set when the request asked for no output limit and what the key can spend could not
     cover the model's maximum (``clamp_output_to_balance``): the ``max_completion_tokens``
     the upstream is sent, the most the money affords."""
+    api: str = "chat"
+    """The API the client called (``chat``, ``messages``, ``responses``): the ledger's
+    ``api``."""
 
 
 NO_BILLING_PAGE = (
@@ -81,9 +84,13 @@ class Admissions:
         body_size: int,
         request_id: str,
         fallbacks: Sequence[CatalogModel] = (),
+        *,
+        api: str = "chat",
+        cache_writes: bool = False,
     ) -> Ticket:
         """Take a rate-limit slot and reserve the worst-case cost, or raise 429/402/503 having
-        taken neither.
+        taken neither. ``cache_writes``: the prompt may be written to the upstream's cache,
+        so its bound is reserved at the dearer of the input and cache-write prices.
 
         A request that sets no output limit, whose worst case the key cannot afford, is
         admitted with the output limit the money affords instead (``Ticket.output_limit``) when
@@ -95,7 +102,10 @@ class Admissions:
         for attempt in range(3):  # what is available may shrink between tries: try again
             # The reservation covers the dearest model that may answer (fallbacks included).
             worst, dearest, prompt_bound = max(
-                (_worst_case(c, request, body_size, output_limit) for c in candidates),
+                (
+                    _worst_case(c, request, body_size, output_limit, cache_writes)
+                    for c in candidates
+                ),
                 key=lambda case: case[0],
             )
             try:
@@ -121,6 +131,7 @@ class Admissions:
             started=time.monotonic(),
             tier=request.service_tier,
             output_limit=output_limit,
+            api=api,
         )
 
     def _clamp(
@@ -254,6 +265,8 @@ class Admissions:
                 cached_cost_micros=parts[1],
                 output_cost_micros=parts[2],
                 reasoning_cost_micros=parts[3],
+                api=ticket.api,
+                cache_write_tokens=usage.cache_write_tokens + usage.cache_write_1h_tokens,
             )
         )
 
@@ -276,7 +289,11 @@ def _cancelling() -> bool:
 
 
 def _worst_case(
-    model: CatalogModel, request: ChatRequest, body_size: int, output_limit: int | None = None
+    model: CatalogModel,
+    request: ChatRequest,
+    body_size: int,
+    output_limit: int | None = None,
+    cache_writes: bool = False,
 ) -> tuple[int, CatalogModel, int]:
     prompt_bound = prompt_token_bound(request, body_size, model.settings.image_token_estimate)
     model_max = model.settings.max_output_tokens
@@ -284,7 +301,7 @@ def _worst_case(
         model_max = min(model_max, output_limit)
     output_bound = output_token_bound(request, model_max)
     price = model.price.for_tier(request.service_tier)
-    return price.worst_case(prompt_bound, output_bound), model, prompt_bound
+    return price.worst_case(prompt_bound, output_bound, cache_writes), model, prompt_bound
 
 
 def _insufficient(

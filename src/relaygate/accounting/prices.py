@@ -46,16 +46,40 @@ class Price:
     """Applied to every cost and bound (a ``service_tier``'s, see :meth:`for_tier`)."""
     tiers: Mapping[str, Fraction] = field(default_factory=dict, compare=False)
     """The model's ``service_tier`` multipliers, exact."""
+    cache_write: int | None = None
+    """Prompt-cache writes (5 minutes); ``None``: 1.25 times ``input``."""
+    cache_write_1h: int | None = None
+    """Prompt-cache writes (1 hour); ``None``: 2 times ``input``."""
 
     @classmethod
     def from_settings(cls, pricing: Pricing) -> Price:
         cached = pricing.cached_input if pricing.cached_input is not None else pricing.input
+        write = pricing.cache_write
+        write_1h = pricing.cache_write_1h
         return cls(
             input=usd_to_micros(pricing.input),
             cached_input=usd_to_micros(cached),
             output=usd_to_micros(pricing.output),
             tiers={tier: Fraction(m) for tier, m in pricing.service_tiers.items()},
+            cache_write=usd_to_micros(write) if write is not None else None,
+            cache_write_1h=usd_to_micros(write_1h) if write_1h is not None else None,
         )
+
+    @property
+    def write_prices(self) -> tuple[int, int]:
+        """The prices of 5-minute and 1-hour cache writes (pico-USD per token)."""
+        five = self.cache_write if self.cache_write is not None else -(-self.input * 5 // 4)
+        hour = self.cache_write_1h if self.cache_write_1h is not None else self.input * 2
+        return five, hour
+
+    def _writes(self, usage: TokenUsage) -> tuple[int, int]:
+        """The tokens written to the cache, and their cost above the input price (pico-USD):
+        they are counted in the prompt tokens at ``input``, and cost their own price."""
+        five, hour = usage.cache_write_tokens, usage.cache_write_1h_tokens
+        if not (five or hour):
+            return 0, 0
+        write, write_1h = self.write_prices
+        return five + hour, five * (write - self.input) + hour * (write_1h - self.input)
 
     def for_tier(self, tier: str | None) -> Price:
         """This price for a request asking for ``tier`` (``service_tier``): multiplied by the
@@ -84,6 +108,8 @@ class Price:
             + cached * self.cached_input
             + usage.completion_tokens * self.output
         )
+        if usage.cache_write_tokens or usage.cache_write_1h_tokens:
+            pico += self._writes(usage)[1]
         return self._micros(pico)
 
     def cost_parts(self, usage: TokenUsage) -> tuple[int, int, int, int]:
@@ -94,6 +120,8 @@ class Price:
         cached = min(usage.cached_tokens, usage.prompt_tokens)
         reasoning = min(usage.reasoning_tokens, usage.completion_tokens)
         running = (usage.prompt_tokens - cached) * self.input
+        if usage.cache_write_tokens or usage.cache_write_1h_tokens:
+            running += self._writes(usage)[1]  # cache writes are input, at their own prices
         first = self._micros(running)
         running += cached * self.cached_input
         second = self._micros(running)
@@ -102,9 +130,11 @@ class Price:
         fourth = self._micros(running + reasoning * self.output)
         return first, second - first, third - second, fourth - third
 
-    def worst_case(self, prompt_tokens: int, output_tokens: int) -> int:
-        """The most a request with these bounds can cost, in micro-USD."""
-        pico = prompt_tokens * self.input + output_tokens * self.output
+    def worst_case(self, prompt_tokens: int, output_tokens: int, writes: bool = False) -> int:
+        """The most a request with these bounds can cost, in micro-USD; ``writes``: its prompt
+        may be written to the upstream's cache (at the dearer of input and the write prices)."""
+        prompt_price = max(self.input, *self.write_prices) if writes else self.input
+        pico = prompt_tokens * prompt_price + output_tokens * self.output
         return self._micros(pico)
 
     def affordable_output_tokens(self, available_micros: int, prompt_tokens: int) -> int:

@@ -254,10 +254,12 @@ def _row_view(row: LedgerRow) -> dict[str, Any]:
         "model": row.model,
         "upstream": row.upstream,
         "upstream_model": row.upstream_model,
+        "api": row.api,
         "status": row.status,
         "stream": row.stream,
         "latency_ms": row.latency_ms,
         **{name: getattr(row, name) for name in _TOKENS},
+        "cache_write_tokens": row.cache_write_tokens,
         "cost_usd": _usd(row.cost_micros),
         "cost_micros": row.cost_micros,
         "cost": {

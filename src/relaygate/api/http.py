@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from relaygate.errors import ApiError, InvalidRequest, RateLimited, RequestTooLarge, ServerBusy
-from relaygate.protocol.render import error_body
+from relaygate.protocol.render import CONTRACT, ErrorShape
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -147,5 +147,6 @@ async def send_bytes(
     await send({"type": "http.response.body", "body": body})
 
 
-async def send_error(send: Send, error: ApiError) -> None:
-    await send_bytes(send, error.status, error_body(error), headers=error.headers())
+async def send_error(send: Send, error: ApiError, shape: ErrorShape = CONTRACT) -> None:
+    status, body, headers = shape.response(error)
+    await send_bytes(send, status, body, headers=headers)

@@ -16,9 +16,10 @@ from typing import TYPE_CHECKING
 
 from relaygate.accounting.prices import micros_to_usd
 from relaygate.api.http import Receive, Scope, Send, header, send_bytes
-from relaygate.errors import AuthenticationFailed, PermissionDenied
+from relaygate.errors import AuthenticationFailed, NotFound, PermissionDenied, excerpt
 from relaygate.metrics import CONTENT_TYPE
 from relaygate.protocol.render import encoder
+from relaygate.routing.catalog import closest, may_use
 from relaygate.routing.health import State
 
 if TYPE_CHECKING:
@@ -32,6 +33,22 @@ async def list_models(gw: Gateway, scope: Scope, receive: Receive, send: Send) -
         for name in gw.catalog.allowed(key)
     ]
     await send_bytes(send, 200, encoder.encode({"object": "list", "data": data}))
+
+
+async def retrieve_model(gw: Gateway, scope: Scope, receive: Receive, send: Send) -> None:
+    """``GET /v1/models/{id}`` in OpenAI's shape; 404 (with the closest model the key may use)
+    for a model that does not exist and for one the key may not use alike, so that a key
+    cannot learn which models exist beyond its own."""
+    key = gw.keys.authenticate(header(scope, b"authorization"))
+    name = scope["path"].rstrip("/")[len("/v1/models/") :]
+    if name not in gw.catalog.models or not may_use(key, name):
+        raise NotFound(
+            f"The model {excerpt(name)} does not exist or this key may not use it",
+            param="model",
+            fallback_suggestion=closest(name, gw.catalog.allowed(key)),
+        )
+    body = {"id": name, "object": "model", "created": gw.started_at, "owned_by": "relaygate"}
+    await send_bytes(send, 200, encoder.encode(body))
 
 
 async def credits(gw: Gateway, scope: Scope, receive: Receive, send: Send) -> None:

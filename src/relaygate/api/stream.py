@@ -11,16 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import AsyncIterator, Coroutine
+from typing import Protocol
 
 from relaygate.accounting.admission import Admissions, Ticket
 from relaygate.api.http import Message, Receive, Send
-from relaygate.errors import InternalError, UpstreamError
-from relaygate.protocol.assemble import ChunkWriter, Collected
-from relaygate.protocol.render import SSE_DONE, SSE_KEEPALIVE, sse_error
-from relaygate.protocol.types import ChatRequest
-from relaygate.providers.base import Batch, Done, TokenUsage
+from relaygate.errors import ApiError, InternalError, UpstreamError
+from relaygate.protocol.assemble import Collected
+from relaygate.providers.base import Batch, Done, Event, TokenUsage
 from relaygate.routing.router import Opened
 
 log = logging.getLogger("relaygate.stream")
@@ -29,6 +27,23 @@ log = logging.getLogger("relaygate.stream")
 WATCH_AFTER_SECONDS = 0.25
 """A stream starts watching for its client going away once it has run this long: shorter
 streams finish (and are billed their exact usage) before a drop could change anything."""
+
+
+class StreamRenderer(Protocol):
+    """A dialect's stream: the one event stream of the providers rendered as SSE bytes
+    (:class:`relaygate.protocol.assemble.ChunkWriter` for chat completions)."""
+
+    keepalive: bytes
+    """Sent while the first event is awaited (a comment, or the dialect's ping)."""
+
+    def event(self, event: Event) -> bytes | None:
+        """The bytes for ``event``, or ``None`` when it sends nothing by itself."""
+
+    def tail(self, collected: Collected, prompt_guess: int) -> list[bytes]:
+        """What ends a complete stream."""
+
+    def error(self, error: ApiError) -> bytes:
+        """What ends a stream that failed after it started."""
 
 
 class ClientWatch:
@@ -109,12 +124,13 @@ class _Client:
     """The client's side of a stream. Its head (200, SSE, who answered) is sent with the first
     bytes, so that the head and the first chunk leave in one write."""
 
-    __slots__ = ("_head", "_send", "watch")
+    __slots__ = ("_head", "_send", "keepalive", "watch")
 
-    def __init__(self, send: Send, head: Message, watch: ClientWatch) -> None:
+    def __init__(self, send: Send, head: Message, watch: ClientWatch, keepalive: bytes) -> None:
         self._send = send
         self._head: Message | None = head
         self.watch = watch
+        self.keepalive = keepalive
 
     async def _start(self) -> None:
         if self._head is not None:
@@ -139,7 +155,7 @@ class _Client:
 
 async def _keep_alive(interval: float, client: _Client) -> None:
     while True:
-        await client.write(SSE_KEEPALIVE)
+        await client.write(client.keepalive)
         await asyncio.sleep(interval)
 
 
@@ -185,29 +201,27 @@ async def stream_answer(
     admissions: Admissions,
     ticket: Ticket,
     opened: Opened,
-    request: ChatRequest,
+    writer: StreamRenderer,
     send: Send,
     receive: Receive,
     keepalive_seconds: float,
     drain_seconds: float,
 ) -> None:
-    include_usage = bool(request.stream_options and request.stream_options.include_usage)
-    writer = ChunkWriter(ticket.request_id, ticket.model.name, int(time.time()))
     collected = Collected()
     status = "cancelled"
     events = opened.events
-    client = _Client(send, _head(ticket, opened), ClientWatch(receive, drain_seconds))
+    client = _Client(
+        send, _head(ticket, opened), ClientWatch(receive, drain_seconds), writer.keepalive
+    )
     last = b""
     try:
         tail = await _relay(events, writer, collected, client, keepalive_seconds)
         status = "ok"
-        if include_usage:
-            tail.append(writer.usage(collected.usage_or_estimate(ticket.prompt_guess)))
-        tail.append(SSE_DONE)
+        tail += writer.tail(collected, ticket.prompt_guess)
         last = b"".join(tail)
     except UpstreamError as exc:
         status = "upstream_error"
-        last = sse_error(exc)
+        last = writer.error(exc)
     except asyncio.CancelledError:
         if not client.watch.drained():
             raise
@@ -215,7 +229,7 @@ async def stream_answer(
     except Exception:
         log.exception("stream %s failed", ticket.request_id)
         status = "internal_error"
-        last = sse_error(InternalError("Internal server error"))
+        last = writer.error(InternalError("Internal server error"))
     finally:
         client.watch.close()
         try:
@@ -233,7 +247,7 @@ async def stream_answer(
 
 async def _relay(
     events: AsyncIterator[Batch],
-    writer: ChunkWriter,
+    writer: StreamRenderer,
     collected: Collected,
     client: _Client,
     keepalive_seconds: float,

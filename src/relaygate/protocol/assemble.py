@@ -6,7 +6,8 @@ from dataclasses import dataclass, field
 
 import msgspec
 
-from relaygate.protocol.render import encoder
+from relaygate.errors import ApiError
+from relaygate.protocol.render import SSE_DONE, SSE_KEEPALIVE, encoder, sse_error
 from relaygate.protocol.types import (
     ChatCompletion,
     ChatCompletionChunk,
@@ -24,6 +25,7 @@ from relaygate.providers.base import (
     EncodedText,
     Event,
     Finish,
+    Passthrough,
     ReasoningDelta,
     TextDelta,
     TokenUsage,
@@ -84,6 +86,8 @@ class Collected:
     usage: TokenUsage | None = None
     deltas: int = 0
     """Content, reasoning and tool-call deltas received (about one token each)."""
+    body: bytes | None = None
+    """The upstream's own non-streamed body, when it answered in the client's dialect."""
 
     def _choice(self, index: int) -> _ChoiceState:
         state = self.choices.get(index)
@@ -111,6 +115,10 @@ class Collected:
             self._choice(event.index).finish = event.reason
         elif isinstance(event, TokenUsage):
             self.usage = event
+        elif type(event) is Passthrough:
+            if event.body:
+                self.body = event.data
+            self.deltas += event.deltas
 
     def _add_encoded(self, literals: list[bytes]) -> None:
         state = self._choice(0)
@@ -179,12 +187,27 @@ class ChunkWriter:
     it is encoded once as a template and only the text is encoded per chunk.
     """
 
-    __slots__ = ("_text_head", "_text_join", "_text_tail", "created", "id", "model", "started")
+    __slots__ = (
+        "_text_head",
+        "_text_join",
+        "_text_tail",
+        "created",
+        "id",
+        "include_usage",
+        "model",
+        "started",
+    )
 
-    def __init__(self, completion_id: str, model: str, created: int) -> None:
+    keepalive = SSE_KEEPALIVE
+    """What a stream sends while its first event is awaited (an SSE comment)."""
+
+    def __init__(
+        self, completion_id: str, model: str, created: int, include_usage: bool = False
+    ) -> None:
         self.id = completion_id
         self.model = model
         self.created = created
+        self.include_usage = include_usage
         self.started: set[int] = set()
         template = self._chunk([ChunkChoice(index=0, delta=Delta(content=_MARK))])
         self._text_head, _, self._text_tail = template.partition(_ENCODED_MARK)
@@ -246,3 +269,14 @@ class ChunkWriter:
     def usage(self, usage: TokenUsage) -> bytes:
         """The final usage chunk (``choices`` empty), as OpenAI sends it."""
         return self._chunk([], wire_usage(usage))
+
+    def tail(self, collected: Collected, prompt_guess: int) -> list[bytes]:
+        """What ends a complete stream: the usage chunk if asked for, and ``[DONE]``."""
+        if self.include_usage:
+            return [self.usage(collected.usage_or_estimate(prompt_guess)), SSE_DONE]
+        return [SSE_DONE]
+
+    @staticmethod
+    def error(error: ApiError) -> bytes:
+        """The event that ends a stream that failed after it started."""
+        return sse_error(error)

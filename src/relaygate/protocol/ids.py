@@ -38,8 +38,9 @@ def _stamp(now: int) -> str:
     return _cache[1]
 
 
-def completion_id(now: float | None = None) -> str:
-    """A new, unique completion id (also the ledger's request id): 78 random bits."""
+def completion_id(now: float | None = None, prefix: str = "chatcmpl-") -> str:
+    """A new, unique completion id (also the ledger's request id): 78 random bits; other
+    dialects name theirs with their own ``prefix`` (``msg_``)."""
     t = time.time() if now is None else now
     n = int.from_bytes(_random_bytes(), "big")
     digits, n = n % 1_000_000_000, n // 1_000_000_000
@@ -47,4 +48,4 @@ def completion_id(now: float | None = None) -> str:
     for _ in range(8):
         n, r = divmod(n, 62)
         letters.append(_ALPHABET[r])
-    return f"chatcmpl-{_stamp(int(t))}{digits:09d}{''.join(letters)}"
+    return f"{prefix}{_stamp(int(t))}{digits:09d}{''.join(letters)}"

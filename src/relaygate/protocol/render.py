@@ -39,5 +39,22 @@ def sse_error(error: ApiError) -> bytes:
     return b"data: " + error_body(error) + b"\n\n"
 
 
+class ErrorShape:
+    """How one route renders errors: the contract's ``{"error": {...}}`` here; a dialect with
+    its own shape (Anthropic's) subclasses it. Every route's errors pass through one."""
+
+    def response(self, error: ApiError) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+        """The status, body and extra headers of the error response."""
+        return error.status, error_body(error), error.headers()
+
+    def sse(self, error: ApiError) -> bytes:
+        """The event that ends a stream that failed after it started."""
+        return sse_error(error)
+
+
+CONTRACT = ErrorShape()
+"""The contract's error shape (chat completions, models, credits, ...)."""
+
+
 SSE_DONE = b"data: [DONE]\n\n"
 SSE_KEEPALIVE = b": keep-alive\n\n"

@@ -11,12 +11,14 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from itertools import chain, compress
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 
 from relaygate.errors import InvalidRequest, excerpt
 from relaygate.protocol.types import ChatRequest, ImagePart, UserMessage
+
+T = TypeVar("T")
 
 MAX_DEPTH = 64
 """The deepest nesting of arrays and objects accepted in a body (the body itself is level 1)."""
@@ -155,6 +157,23 @@ def _decode_raw(body: bytes) -> dict[str, Any]:
         for name, value in raw.items():
             check_depth(value, name, MAX_DEPTH - 1)
     return raw
+
+
+def decode_object(body: bytes) -> dict[str, Any]:
+    """A request body as a dict: 400 when it is not a JSON object or nests too deeply."""
+    if not body:
+        raise InvalidRequest("Request body is empty: send a JSON object")
+    return _decode_raw(body)
+
+
+def convert_request(raw: dict[str, Any], cls: type[T]) -> T:
+    """``raw`` checked as ``cls``: 400 naming the first field that is wrong."""
+    try:
+        return msgspec.convert(raw, cls)
+    except msgspec.ValidationError as exc:
+        param, problem = _param_of(exc)
+        where = excerpt(param) if param else "the request"
+        raise InvalidRequest(f"Invalid value for {where}: {problem}", param=param) from None
 
 
 def decode_chat_request(body: bytes) -> tuple[ChatRequest, dict[str, Any]]:

@@ -18,7 +18,8 @@ Requests are translated from OpenAI's chat format:
 Answers map back: thinking to ``reasoning_content``, ``tool_use`` to ``tool_calls``, stop
 reasons to ``finish_reason``, and usage to OpenAI's meaning: ``prompt_tokens`` counts input,
 cache reads and cache writes; ``cached_tokens`` is the cache reads (writes cost more than input
-at Anthropic, so they are never billed as cheap cached input); ``reasoning_tokens`` comes from
+at Anthropic: they are ``cache_write_tokens`` and ``cache_write_1h_tokens``, by their TTL, each
+billed at its own price); ``reasoning_tokens`` comes from
 ``output_tokens_details`` (or, for API versions without it, an estimate from the thinking text).
 An ``error`` event in the stream ends it with an error; one that arrives before any content is
 treated like an error status (so it may be retried elsewhere).
@@ -30,7 +31,6 @@ Options: ``version`` (the ``anthropic-version`` header, default ``2023-06-01``),
 from __future__ import annotations
 
 import base64
-import math
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
@@ -54,6 +54,9 @@ from relaygate.protocol.types import (
     TextPart,
     ToolMessage,
 )
+from relaygate.providers.anthropic_native import count_tokens, relay_events
+from relaygate.providers.anthropic_usage import ERROR_STATUS, merge_usage, usage_from
+from relaygate.providers.anthropic_usage import Usage as _Usage
 from relaygate.providers.base import (
     DONE,
     STARTED,
@@ -63,7 +66,6 @@ from relaygate.providers.base import (
     ProviderRequest,
     ReasoningDelta,
     TextDelta,
-    TokenUsage,
     ToolCallDelta,
 )
 from relaygate.providers.http import (
@@ -94,18 +96,6 @@ FINISH_REASONS = {
     "tool_use": "tool_calls",
     "refusal": "content_filter",
 }
-# The status each error type stands for, for an error event that arrives before any content.
-ERROR_STATUS = {
-    "invalid_request_error": 400,
-    "authentication_error": 401,
-    "permission_error": 403,
-    "not_found_error": 404,
-    "request_too_large": 413,
-    "rate_limit_error": 429,
-    "api_error": 500,
-    "overloaded_error": 529,
-}
-_CHARS_PER_TOKEN = 4
 _encoder = msgspec.json.Encoder()
 
 
@@ -298,18 +288,6 @@ def build_body(call: ProviderRequest, options: AnthropicOptions) -> dict[str, An
 # --- answer -----------------------------------------------------------------------------------
 
 
-class _OutputDetails(msgspec.Struct):
-    thinking_tokens: int | None = None
-
-
-class _Usage(msgspec.Struct):
-    input_tokens: int | None = None
-    output_tokens: int | None = None
-    cache_read_input_tokens: int | None = None
-    cache_creation_input_tokens: int | None = None
-    output_tokens_details: _OutputDetails | None = None
-
-
 class _Block(msgspec.Struct):
     type: str = ""
     text: str | None = None
@@ -354,32 +332,6 @@ _event_decoder = msgspec.json.Decoder(_StreamEvent)
 
 def _decode_event(data: bytes, label: str) -> _StreamEvent:
     return decode_upstream(_event_decoder, data, label, "a stream event")
-
-
-def merge_usage(total: _Usage, update: _Usage) -> None:
-    """Fold a later (cumulative) usage report into ``total``."""
-    for field in _Usage.__struct_fields__:
-        value = getattr(update, field)
-        if value is not None:
-            setattr(total, field, value)
-
-
-def usage_from(usage: _Usage, thinking_chars: int = 0) -> TokenUsage:
-    """Anthropic's usage in OpenAI's meaning (see the module docstring)."""
-    read = usage.cache_read_input_tokens or 0
-    written = usage.cache_creation_input_tokens or 0
-    output = usage.output_tokens or 0
-    details = usage.output_tokens_details
-    if details is not None and details.thinking_tokens is not None:
-        reasoning = details.thinking_tokens
-    else:
-        reasoning = math.ceil(thinking_chars / _CHARS_PER_TOKEN)
-    return TokenUsage(
-        prompt_tokens=(usage.input_tokens or 0) + read + written,
-        completion_tokens=output,
-        cached_tokens=read,
-        reasoning_tokens=min(reasoning, output),
-    )
 
 
 def finish_reason(stop_reason: str | None) -> str:
@@ -512,7 +464,20 @@ class AnthropicProvider(HttpJsonProvider):
             headers["x-api-key"] = self.settings.api_key
         return headers
 
-    async def events(self, request: ProviderRequest) -> AsyncIterator[Batch]:
+    def events(self, request: ProviderRequest) -> AsyncIterator[Batch]:
+        native = request.native
+        if native is not None and native.dialect == "messages":
+            return relay_events(self, request)
+        return self._translated(request)
+
+    async def count_tokens(
+        self, body: dict[str, Any], headers: dict[str, str]
+    ) -> tuple[int, bytes]:
+        """``POST /v1/messages/count_tokens`` on this upstream (``body`` already has its
+        model)."""
+        return await count_tokens(self, body, headers)
+
+    async def _translated(self, request: ProviderRequest) -> AsyncIterator[Batch]:
         body = _encoder.encode(build_body(request, self.options))
         response = await self.post(self.url(), body)
         complete = False

@@ -96,15 +96,54 @@ class TokenUsage:
     prompt_audio_tokens: int = 0
     completion_audio_tokens: int = 0
     image_tokens: int = 0
+    cache_write_tokens: int = 0
+    """Prompt tokens written to the upstream's prompt cache for 5 minutes (Anthropic's
+    ``cache_creation_input_tokens``); part of ``prompt_tokens``, priced as ``cache_write``."""
+    cache_write_1h_tokens: int = 0
+    """Prompt tokens written to the cache for 1 hour; part of ``prompt_tokens``, priced as
+    ``cache_write_1h``."""
+
+
+@dataclass(slots=True)
+class Passthrough:
+    """Bytes of the upstream's answer in the client's own dialect, relayed as they came (a
+    stream's read, or a whole non-streamed body). ``deltas`` counts the content deltas among
+    them (for billing a stream cut short)."""
+
+    data: bytes
+    deltas: int = 0
+    body: bool = False
+    """The whole body of a non-streamed answer (kept to be sent); a stream's reads are not."""
 
 
 Event = (
-    Started | TextDelta | EncodedText | ReasoningDelta | ToolCallDelta | Finish | TokenUsage | Done
+    Started
+    | TextDelta
+    | EncodedText
+    | ReasoningDelta
+    | ToolCallDelta
+    | Finish
+    | TokenUsage
+    | Done
+    | Passthrough
 )
 Batch = Sequence[Event]
 """The events of one network read, in order (a list or a tuple)."""
 STARTED: Batch = (Started(),)
 """The first batch of every answer."""
+
+
+@dataclass(slots=True)
+class Native:
+    """The client's request in its own dialect, for an upstream that speaks it: the body is
+    passed through with only ``model`` rewritten, and the answer relayed as it comes."""
+
+    dialect: str
+    """``messages`` (Anthropic) or ``responses`` (OpenAI Responses)."""
+    body: dict[str, Any]
+    """The client's body as decoded (never modified in place)."""
+    headers: dict[str, str] = field(default_factory=dict)
+    """Client headers the upstream should see (``anthropic-beta``, ``anthropic-version``)."""
 
 
 @dataclass(slots=True)
@@ -122,6 +161,9 @@ class ProviderRequest:
     images: PreparedImages | None = None
     """Checked images still given as URLs (``images.forward_urls``): each provider gets them
     as URLs if it fetches URLs itself, inline otherwise (see :meth:`for_provider`)."""
+    native: Native | None = None
+    """The client's own request, set by routes whose dialect some upstream speaks natively;
+    ``request`` and ``raw`` still hold it translated for every other provider."""
 
     def for_provider(self, provider: Provider) -> ProviderRequest:
         """This request as ``provider`` should receive it."""

@@ -194,8 +194,11 @@ class HttpJsonProvider(Provider):
     def headers(self) -> dict[str, str]:
         raise NotImplementedError
 
-    async def post(self, url: str, body: bytes) -> aiohttp.ClientResponse:
-        """The upstream's 200 response; anything else raised as an upstream error."""
+    async def post(
+        self, url: str, body: bytes, headers: dict[str, str] | None = None
+    ) -> aiohttp.ClientResponse:
+        """The upstream's 200 response; anything else raised as an upstream error.
+        ``headers`` replace the upstream's own for this request (a pass-through's)."""
         fixed = self._fixed
         if fixed is None:  # the same for every request of this upstream: built once
             settings = self.settings
@@ -203,7 +206,9 @@ class HttpJsonProvider(Provider):
                 total=None, connect=settings.connect_timeout, sock_read=settings.read_timeout
             )
             fixed = self._fixed = (self.headers(), timeout)
-        headers, timeout = fixed
+        if headers is None:
+            headers = fixed[0]
+        timeout = fixed[1]
         try:
             response = await self.session.post(
                 url, data=body, headers=headers, timeout=timeout, allow_redirects=False

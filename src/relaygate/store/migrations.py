@@ -160,6 +160,13 @@ def m007_usage_rollups(conn: Connection) -> None:
     rebuild_rollups(conn)
 
 
+def m010_ledger_api(conn: Connection) -> None:
+    """The ledger names the API each request came in by (``chat`` for every row before), and
+    counts the prompt tokens written to an upstream's prompt cache."""
+    _add_column(conn, ledger, ledger.c.api)
+    _add_column(conn, ledger, ledger.c.cache_write_tokens)
+
+
 def m011_stored_responses(conn: Connection) -> None:
     """Stored answers of ``POST /v1/responses`` (``previous_response_id``)."""
     from relaygate.store.schema import stored_responses  # here: apart from other migrations
@@ -175,6 +182,7 @@ MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
     (6, "m006_identity", m006_identity),
     (7, "m007_usage_rollups", m007_usage_rollups),
     (8, "m008_alert_deliveries", m008_alert_deliveries),
+    (10, "m010_ledger_api", m010_ledger_api),
     (11, "m011_stored_responses", m011_stored_responses),
 ]
 

@@ -88,6 +88,11 @@ class LedgerRow:
     cached_cost_micros: int = 0
     output_cost_micros: int = 0
     reasoning_cost_micros: int = 0
+    api: str = "chat"
+    """The API the client called: ``chat``, ``messages`` or ``responses``."""
+    cache_write_tokens: int = 0
+    """Prompt tokens written to the upstream's prompt cache (part of ``prompt_tokens``; their
+    cost is in ``input_cost_micros``)."""
 
 
 @dataclass(slots=True)

@@ -106,6 +106,8 @@ ledger = Table(
     Column("cached_cost_micros", BigInteger, nullable=False, default=0, server_default="0"),
     Column("output_cost_micros", BigInteger, nullable=False, default=0, server_default="0"),
     Column("reasoning_cost_micros", BigInteger, nullable=False, default=0, server_default="0"),
+    Column("api", String(16), nullable=False, default="chat", server_default="chat"),
+    Column("cache_write_tokens", Integer, nullable=False, default=0, server_default="0"),
     Index("ledger_account_created", "account_id", "created_at"),
     Index("ledger_key_created", "key_id", "created_at"),
 )

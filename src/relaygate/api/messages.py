@@ -1,0 +1,185 @@
+"""``POST /v1/messages`` (Anthropic's Messages API) and ``POST /v1/messages/count_tokens``.
+
+The same pipeline as chat completions (:mod:`relaygate.api.pipeline`), with Anthropic's dialect:
+keys in ``x-api-key`` or ``Authorization: Bearer``; errors in Anthropic's shape. To an
+``anthropic`` upstream the client's body passes through with only ``model`` rewritten (and its
+``anthropic-beta``/``anthropic-version`` headers); to any other it is translated
+(:mod:`relaygate.protocol.anthropic_messages.decode`). ``count_tokens`` is passed through to an
+Anthropic upstream, and estimated (and said so) for any other: it is neither billed nor
+rate-limited, and writes no ledger row.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from relaygate.accounting.estimate import prompt_token_guess
+from relaygate.api.http import Receive, Scope, Send, header, read_body, send_bytes
+from relaygate.api.pipeline import Decoded, Route, check_for_model, serve
+from relaygate.errors import InvalidRequest, excerpt
+from relaygate.media.dataurl import is_data_url
+from relaygate.protocol.anthropic_messages.decode import MessagesDecoded, decode_messages
+from relaygate.protocol.anthropic_messages.errors import ANTHROPIC_ERRORS
+from relaygate.protocol.anthropic_messages.render import MessageStream, message_body
+from relaygate.protocol.assemble import Collected
+from relaygate.protocol.ids import completion_id
+from relaygate.protocol.validate import images_of
+from relaygate.providers.base import Native, TokenUsage
+from relaygate.routing.catalog import CatalogModel
+
+if TYPE_CHECKING:
+    from relaygate.accounting.admission import Ticket
+    from relaygate.app import Gateway
+    from relaygate.media.pipeline import PreparedImages
+
+_encoder = msgspec.json.Encoder()
+FORWARDED_HEADERS = (b"anthropic-beta", b"anthropic-version")
+"""Client headers an Anthropic upstream receives with a passed-through body."""
+
+
+def native_headers(scope: Scope) -> dict[str, str]:
+    found: dict[str, str] = {}
+    for name, value in scope["headers"]:
+        if name in FORWARDED_HEADERS:
+            text = bytes(value).decode("latin-1")
+            found[name.decode()] = (
+                f"{found[name.decode()]},{text}" if name.decode() in found else text
+            )
+    return found
+
+
+def _where(place: tuple[int, int, int | None]) -> str:
+    m, b, inner = place
+    where = f"messages[{m}].content[{b}]"
+    return where if inner is None else f"{where}.content[{inner}]"
+
+
+class MessagesRoute(Route):
+    """Anthropic's Messages dialect."""
+
+    api = "messages"
+    shape = ANTHROPIC_ERRORS
+
+    def credentials(self, scope: Scope) -> bytes | None:
+        key = header(scope, b"x-api-key")
+        if key is not None:
+            return b"Bearer " + key
+        return header(scope, b"authorization")
+
+    def decode(self, body: bytes, scope: Scope) -> Decoded:
+        messages = decode_messages(body)
+        native = Native("messages", messages.body, native_headers(scope))
+        return Decoded(
+            messages.internal, messages.chat, native, messages.cache_writes, extra=messages
+        )
+
+    def check(self, decoded: Decoded, model: CatalogModel) -> None:
+        messages: MessagesDecoded = decoded.extra
+        limit = model.settings.max_output_tokens
+        asked = messages.request.max_tokens or 0
+        if asked > limit:
+            raise InvalidRequest(
+                f"max_tokens is too large: {asked} (model {model.name!r} allows at most {limit})",
+                param="max_tokens",
+            )
+        images = images_of(decoded.request)
+        if images and not model.settings.vision:
+            m, p, _ = images[0]
+            place = messages.images.get((m, p))
+            raise InvalidRequest(
+                f"Model {model.name!r} does not accept images; use a vision model",
+                param=_where(place) if place else "messages",
+            )
+        where = messages.untranslatable
+        if where is not None and any(u.name != "anthropic" for u in model.upstreams):
+            raise InvalidRequest(
+                f"{excerpt(where)} has no counterpart outside Anthropic's API, and model"
+                f" {model.name!r} may be served by another provider",
+                param=where,
+            )
+        check_for_model(decoded.request, model)
+
+    def images_prepared(self, decoded: Decoded, prepared: PreparedImages) -> None:
+        """Images relaygate fetched and checked go to an Anthropic upstream as those bytes,
+        as they go to every other (unless ``images.forward_urls``)."""
+        messages: MessagesDecoded = decoded.extra
+        native = decoded.native
+        if native is None or prepared.raw is decoded.raw:
+            return
+        body = native.body
+        for image in prepared.images:
+            url = prepared.raw["messages"][image.message]["content"][image.part]["image_url"]["url"]
+            place = messages.images.get((image.message, image.part))
+            if place is None or url == image.url or not is_data_url(url):
+                continue
+            head, _, data = url.partition(",")
+            media_type = head[5:].split(";")[0]
+            body = _replace_source(body, place, {"type": "base64", "media_type": media_type,
+                                                 "data": data})  # fmt: skip
+        native.body = body
+
+    def new_id(self) -> str:
+        return completion_id(prefix="msg_")
+
+    def stream_writer(self, ticket: Ticket, decoded: Decoded) -> MessageStream:
+        return MessageStream(ticket.request_id, ticket.model.name)
+
+    def body(self, ticket: Ticket, collected: Collected, usage: TokenUsage) -> bytes:
+        if collected.body is not None:
+            return collected.body
+        return _encoder.encode(message_body(ticket.request_id, ticket.model.name, collected, usage))
+
+
+def _replace_source(
+    body: dict[str, Any], place: tuple[int, int, int | None], source: dict[str, Any]
+) -> dict[str, Any]:
+    """``body`` with the image block at ``place`` given ``source`` (copied on the way down:
+    the client's body is never changed in place)."""
+    m, b, inner = place
+    messages = list(body["messages"])
+    message = dict(messages[m])
+    content = list(message["content"])
+    block = dict(content[b])
+    if inner is None:
+        block["source"] = source
+    else:
+        parts = list(block["content"])
+        parts[inner] = {**parts[inner], "source": source}
+        block["content"] = parts
+    content[b] = block
+    message["content"] = content
+    messages[m] = message
+    return {**body, "messages": messages}
+
+
+MESSAGES = MessagesRoute()
+
+
+async def messages(gw: Gateway, scope: Scope, receive: Receive, send: Send) -> None:
+    await serve(gw, MESSAGES, scope, receive, send)
+
+
+async def count_tokens(gw: Gateway, scope: Scope, receive: Receive, send: Send) -> None:
+    """The prompt's tokens: an Anthropic upstream's count, else relaygate's estimate."""
+    key = gw.keys.authenticate(MESSAGES.credentials(scope))
+    body = await read_body(scope, receive, gw.settings.max_request_bytes)
+    decoded = decode_messages(body, count=True)
+    model = gw.catalog.resolve(decoded.request.model, key)
+    for provider in model.upstreams:
+        counter = getattr(provider, "count_tokens", None)
+        if counter is not None:
+            upstream_model = provider.settings.model or model.name
+            status, answer = await counter(
+                {**decoded.body, "model": upstream_model}, native_headers(scope)
+            )
+            await send_bytes(send, status, answer)
+            return
+    guess = prompt_token_guess(decoded.internal, model.settings.image_token_estimate)
+    await send_bytes(
+        send,
+        200,
+        _encoder.encode({"input_tokens": guess, "estimated": True}),
+        headers=[(b"x-relaygate-token-count", b"estimate")],
+    )

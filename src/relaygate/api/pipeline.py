@@ -1,0 +1,235 @@
+"""The one request path every model route shares; a route brings only its dialect.
+
+authenticate → read the body → decode (the route's dialect → the internal request) → resolve
+the model (permission, fallback suggestion) → the route's checks → fallback chain → admit (rate
+limits + credit reservation, one step) → images (fetched and checked, SSRF guard) → open the
+chain upstream → the answer, streamed or whole, rendered by the route → settle (charge, release,
+ledger row, also on disconnect).
+
+A route (:class:`Route`) is a decoder, an answer renderer and an error shape. Every 4xx is
+decided before any upstream call; upstream failures arrive as
+:class:`relaygate.errors.UpstreamError` from the router or the providers. When the client's
+dialect is one an upstream speaks, the decoder also keeps the client's own body
+(:class:`relaygate.providers.base.Native`): that provider passes it through with only ``model``
+rewritten, and its answer comes back as :class:`relaygate.providers.base.Passthrough` bytes.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import msgspec
+
+from relaygate.accounting.fields import check_price_fields
+from relaygate.api.http import Receive, Scope, Send, header, read_body, send_bytes
+from relaygate.api.stream import StreamRenderer, stream_answer
+from relaygate.errors import InvalidRequest, UpstreamError
+from relaygate.protocol.assemble import Collected
+from relaygate.protocol.ids import completion_id
+from relaygate.protocol.render import CONTRACT, ErrorShape
+from relaygate.protocol.types import ChatRequest
+from relaygate.protocol.validate import images_of, reparse
+from relaygate.providers.base import Native, ProviderRequest, TokenUsage
+from relaygate.routing.catalog import CatalogModel
+from relaygate.routing.fallback import fallback_chain, open_chain
+from relaygate.routing.router import AnswerCancelled, Opened, no_upstream
+
+if TYPE_CHECKING:
+    from relaygate.accounting.admission import Ticket
+    from relaygate.app import Gateway
+    from relaygate.media.pipeline import PreparedImages
+
+
+@dataclass(slots=True)
+class Decoded:
+    """A client's request as the pipeline needs it."""
+
+    request: ChatRequest
+    """The internal request: checks, estimates, and every provider's translation start here."""
+    raw: dict[str, Any]
+    """The internal request as a chat-completions body (OpenAI-compatible upstreams take it
+    with ``model`` rewritten)."""
+    native: Native | None = None
+    """The client's own body, for an upstream that speaks the client's dialect."""
+    cache_writes: bool = False
+    """The request asks the upstream to write its prompt cache (reserved at that price)."""
+    extra: Any = None
+    """What the route's own checks need (its dialect's decoded request)."""
+
+
+def check_for_model(request: ChatRequest, model: CatalogModel) -> None:
+    """Checks that depend on the model: images, output length, price-changing fields."""
+    images = images_of(request)
+    if images and not model.settings.vision:
+        m, p, _ = images[0]
+        raise InvalidRequest(
+            f"Model {model.name!r} does not accept images (image_url parts); use a vision model",
+            param=f"messages[{m}].content[{p}]",
+        )
+    limit = model.settings.max_output_tokens
+    for field, asked in (
+        ("max_tokens", request.max_tokens),
+        ("max_completion_tokens", request.max_completion_tokens),
+    ):
+        if asked is not None and asked > limit:
+            raise InvalidRequest(
+                f"{field} is too large: {asked} (model {model.name!r} allows at most {limit})",
+                param=field,
+            )
+    check_price_fields(request, model.name, model.settings)
+
+
+class Route:
+    """One client dialect's route through the pipeline: subclasses decode and render."""
+
+    api: ClassVar[str] = ""
+    """The ledger's name for the API (``chat``, ``messages``, ``responses``)."""
+    shape: ClassVar[ErrorShape] = CONTRACT
+    """How this route's errors look."""
+
+    def credentials(self, scope: Scope) -> bytes | None:
+        """The ``Authorization`` value to authenticate (``Bearer <key>``)."""
+        return header(scope, b"authorization")
+
+    def decode(self, body: bytes, scope: Scope) -> Decoded:
+        raise NotImplementedError
+
+    def check(self, decoded: Decoded, model: CatalogModel) -> None:
+        """Checks that depend on the model (400 before admission)."""
+        check_for_model(decoded.request, model)
+
+    def images_prepared(self, decoded: Decoded, prepared: PreparedImages) -> None:
+        """The images were checked (and maybe inlined in ``prepared.raw``): a route that keeps
+        a native body rewrites its images alike."""
+
+    def new_id(self) -> str:
+        """The request's id (the ledger's request id, and the answer's)."""
+        return completion_id()
+
+    def stream_writer(self, ticket: Ticket, decoded: Decoded) -> StreamRenderer:
+        raise NotImplementedError
+
+    def body(self, ticket: Ticket, collected: Collected, usage: TokenUsage) -> bytes:
+        """The non-streamed answer."""
+        raise NotImplementedError
+
+
+async def serve(gw: Gateway, route: Route, scope: Scope, receive: Receive, send: Send) -> None:
+    """Serve one request of ``route`` (see the module docstring)."""
+    key = gw.keys.authenticate(route.credentials(scope))
+    settings = gw.settings
+    body = await read_body(
+        scope, receive, settings.max_request_bytes,
+        key.id, key.max_concurrency, settings.max_body_bytes_in_flight,
+    )  # fmt: skip
+    decoded = route.decode(body, scope)
+    request = decoded.request
+    model = gw.catalog.resolve(request.model, key)
+    route.check(decoded, model)
+    chain = fallback_chain(gw.catalog, model, request, key)
+    if not any(candidate.upstreams for candidate in chain):
+        raise no_upstream(model)
+    request_id = route.new_id()
+    ticket = await gw.admissions.admit(
+        key, model, request, len(body), request_id, chain[1:],
+        api=route.api, cache_writes=decoded.cache_writes,
+    )  # fmt: skip
+    raw = decoded.raw
+    if ticket.output_limit is not None:
+        # no limit asked, and the worst case was more than the key can spend: the upstream is
+        # sent the limit the money affords (clamp_output_to_balance)
+        raw = {**raw, "max_completion_tokens": ticket.output_limit}
+        request = msgspec.structs.replace(request, max_completion_tokens=ticket.output_limit)
+    try:
+        # Images are fetched and checked after admission, so a key's limits also cap the
+        # fetches it can cause; nothing has reached an upstream yet.
+        forward = settings.images.forward_urls
+        prepared = await gw.images.prepare(
+            request, raw, vision=model.settings.vision, inline=not forward, key=key.id
+        )
+        if prepared.raw is not raw:
+            request = reparse(prepared.raw)
+        if prepared.images:
+            route.images_prepared(decoded, prepared)
+    except BaseException:
+        await gw.admissions.cancel(ticket)
+        raise
+    call = ProviderRequest(
+        request=request,
+        raw=prepared.raw,
+        upstream_model=model.name,
+        stream=request.stream,
+        request_id=request_id,
+        images=prepared if forward and prepared.images else None,
+        native=decoded.native,
+    )
+    gw.admissions.going_upstream(ticket)
+    try:
+        ticket.model, opened = await open_chain(chain, call, gw.metrics.routing)
+    except BaseException as exc:
+        upstream = exc.upstream if isinstance(exc, UpstreamError) else ""
+        usage, status = None, "upstream_error"
+        if isinstance(exc, AnswerCancelled):  # billed as a disconnect, on the upstream it was on
+            ticket.model, upstream, status = exc.model, exc.upstream, "cancelled"
+            usage = exc.received.usage_or_estimate(ticket.prompt_guess)
+        await gw.admissions.settle(ticket, usage, status, upstream, call.upstream_model)
+        raise
+    gw.metrics.upstream_answered(ticket.model.name, opened.provider.label)
+    if request.stream:
+        await stream_answer(
+            gw.admissions,
+            ticket,
+            opened,
+            route.stream_writer(ticket, decoded),
+            send,
+            receive,
+            settings.stream_keepalive_seconds,
+            settings.disconnect_drain_seconds,
+        )
+    else:
+        await _complete_answer(gw, route, ticket, opened, send)
+
+
+async def _complete_answer(
+    gw: Gateway, route: Route, ticket: Ticket, opened: Opened, send: Send
+) -> None:
+    collected = Collected()
+    status = "cancelled"
+    try:
+        async for batch in opened.events:
+            for event in batch:
+                collected.add(event)
+        status = "ok"
+    except UpstreamError:
+        status = "upstream_error"
+        raise
+    except Exception:
+        status = "internal_error"  # a fault of relaygate's (cancellation keeps ``cancelled``)
+        raise
+    finally:
+        # A cancelled answer (the shutdown deadline), or one relaygate failed on, is billed as
+        # a disconnect: the prompt estimate plus the tokens received (the upstream billed them).
+        usage = (
+            collected.usage_or_estimate(ticket.prompt_guess) if status != "upstream_error" else None
+        )
+        await gw.admissions.settle(
+            ticket, usage, status, opened.provider.label, opened.upstream_model
+        )
+    assert usage is not None
+    await send_bytes(
+        send,
+        200,
+        route.body(ticket, collected, usage),
+        headers=[
+            (b"x-request-id", ticket.request_id.encode()),
+            (b"x-relaygate-upstream", opened.provider.label.encode()),
+            (b"x-relaygate-model", ticket.model.name.encode()),
+        ],
+    )
+
+
+def now() -> int:
+    """Unix seconds, for an answer's ``created``."""
+    return int(time.time())
