@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from relaygate.accounting.admission import Ticket
     from relaygate.app import Gateway
     from relaygate.media.pipeline import PreparedImages
+    from relaygate.store.records import KeyRecord
 
 
 @dataclass(slots=True)
@@ -96,6 +97,17 @@ class Route:
     def decode(self, body: bytes, scope: Scope) -> Decoded:
         raise NotImplementedError
 
+    async def load(self, gw: Gateway, key: KeyRecord, body: bytes, scope: Scope) -> Decoded:
+        """:meth:`decode`, for a route that needs the store to decode (the Responses route
+        reads a stored conversation)."""
+        return self.decode(body, scope)
+
+    async def finish(
+        self, gw: Gateway, ticket: Ticket, decoded: Decoded, collected: Collected | None
+    ) -> None:
+        """A last step of a complete answer, after it is settled and before its end reaches
+        the client (``collected``: the non-streamed answer; ``None`` for a stream)."""
+
     def check(self, decoded: Decoded, model: CatalogModel) -> None:
         """Checks that depend on the model (400 before admission)."""
         check_for_model(decoded.request, model)
@@ -111,7 +123,9 @@ class Route:
     def stream_writer(self, ticket: Ticket, decoded: Decoded) -> StreamRenderer:
         raise NotImplementedError
 
-    def body(self, ticket: Ticket, collected: Collected, usage: TokenUsage) -> bytes:
+    def body(
+        self, ticket: Ticket, collected: Collected, usage: TokenUsage, decoded: Decoded
+    ) -> bytes:
         """The non-streamed answer."""
         raise NotImplementedError
 
@@ -124,7 +138,7 @@ async def serve(gw: Gateway, route: Route, scope: Scope, receive: Receive, send:
         scope, receive, settings.max_request_bytes,
         key.id, key.max_concurrency, settings.max_body_bytes_in_flight,
     )  # fmt: skip
-    decoded = route.decode(body, scope)
+    decoded = await route.load(gw, key, body, scope)
     request = decoded.request
     model = gw.catalog.resolve(request.model, key)
     route.check(decoded, model)
@@ -187,13 +201,14 @@ async def serve(gw: Gateway, route: Route, scope: Scope, receive: Receive, send:
             receive,
             settings.stream_keepalive_seconds,
             settings.disconnect_drain_seconds,
+            before_end=lambda: route.finish(gw, ticket, decoded, None),
         )
     else:
-        await _complete_answer(gw, route, ticket, opened, send)
+        await _complete_answer(gw, route, ticket, decoded, opened, send)
 
 
 async def _complete_answer(
-    gw: Gateway, route: Route, ticket: Ticket, opened: Opened, send: Send
+    gw: Gateway, route: Route, ticket: Ticket, decoded: Decoded, opened: Opened, send: Send
 ) -> None:
     collected = Collected()
     status = "cancelled"
@@ -218,10 +233,12 @@ async def _complete_answer(
             ticket, usage, status, opened.provider.label, opened.upstream_model
         )
     assert usage is not None
+    body = route.body(ticket, collected, usage, decoded)
+    await route.finish(gw, ticket, decoded, collected)
     await send_bytes(
         send,
         200,
-        route.body(ticket, collected, usage),
+        body,
         headers=[
             (b"x-request-id", ticket.request_id.encode()),
             (b"x-relaygate-upstream", opened.provider.label.encode()),
