@@ -5,6 +5,7 @@ and continued, refused when bad, billed on a disconnect, and never overspent."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 from collections.abc import Callable, Iterator
 from decimal import Decimal
@@ -17,10 +18,14 @@ import pydantic
 import pytest
 from openai.types.chat.completion_create_params import CompletionCreateParamsBase
 
+from tests.api.test_images import image_server
 from tests.conftest import catalog
+from tests.media.samples import png
 from tests.support.fake_openai import Behavior
 from tests.support.fake_responses import FakeResponses
 from tests.support.gateway import GatewayProcess, credits_of, ledger
+
+__all__ = ["image_server"]
 
 CHAT_REQUEST: pydantic.TypeAdapter[Any] = pydantic.TypeAdapter(CompletionCreateParamsBase)
 TOOL = {"type": "function", "name": "shell", "description": "Run a command",
@@ -44,6 +49,7 @@ def config(upstream_url: str, **overrides: Any) -> dict[str, Any]:
     settings["models"]["gpt-native"] = {
         "pricing": {"input": "2", "cached_input": "0.5", "output": "8"},
         "max_output_tokens": 128000,
+        "vision": True,
         "upstreams": [{"provider": "openai", "name": "native", "base_url": upstream_url,
                        "api_key": "sk-upstream-SECRET-0123456789", "model": "gpt-up",
                        "options": {"responses": True}}],
@@ -120,7 +126,7 @@ def test_create_is_translated_for_a_chat_upstream(
     assert row["request_id"] == answer.id
     assert row["status"] == "ok"
     assert (row["prompt_tokens"], row["completion_tokens"], row["cached_tokens"]) == (30, 12, 10)
-    assert row.get("api", "responses") == "responses"
+    assert row["api"] == "responses"
 
 
 def test_stream_and_a_function_call_turn(
@@ -364,3 +370,46 @@ async def test_a_cut_stream_ends_with_response_failed(
     assert events[-1]["response"]["status"] == "failed"
     assert events[-1]["response"]["error"]["code"] == "server_error"
     assert rows(gateway, key)[0]["status"] == "upstream_error"
+
+
+def image_input(url: str) -> list[dict[str, Any]]:
+    image = {"type": "input_image", "image_url": url, "detail": "auto"}
+    return [{"role": "user", "content": [{"type": "input_text", "text": "what is it?"}, image]}]
+
+
+def test_image_urls_never_reach_internal_addresses(
+    gateway: GatewayProcess, key: dict[str, Any], upstream: FakeResponses
+) -> None:
+    before = credits_of(gateway, key["key"])
+    status, _, body = gateway.post(
+        "/v1/responses",
+        {"model": "gpt-5.2", "input": image_input("http://127.0.0.1:9/a.png")},
+        key["key"],
+    )
+    assert status == 400, body
+    assert body["error"]["param"] == "input[0].content[1]"
+    assert credits_of(gateway, key["key"]) == before
+    assert upstream.received == []
+
+
+def test_a_checked_image_reaches_a_responses_upstream_inline(
+    make: Callable[..., GatewayProcess], upstream: FakeResponses, image_server: int
+) -> None:
+    gateway = make(images={"allow_internal": [f"127.0.0.1:{image_server}"]})
+    key = gateway.create_key("--credits", "5")
+    url = f"http://127.0.0.1:{image_server}/a.png"
+    answer = client(gateway, key).responses.create(model="gpt-native", input=image_input(url))
+    assert answer.output_text == "Hello from the fake upstream."
+    sent = upstream.received[-1].body["input"][0]["content"][1]
+    assert sent["type"] == "input_image"
+    assert sent["image_url"].startswith("data:image/png;base64,")
+    assert base64.b64decode(sent["image_url"].split(",", 1)[1]) == png(16, 16)
+
+
+def test_an_unlimited_request_is_sent_the_output_its_money_affords(
+    gateway: GatewayProcess, upstream: FakeResponses
+) -> None:
+    key = gateway.create_key("--credits", "0.01")
+    client(gateway, key).responses.create(model="gpt-native", input="Write a lot")
+    limit = upstream.received[-1].body["max_output_tokens"]
+    assert 256 <= limit < 1250  # $0.01 at $8 per million output tokens, less the prompt

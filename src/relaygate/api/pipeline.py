@@ -25,7 +25,7 @@ import msgspec
 from relaygate.accounting.fields import check_price_fields
 from relaygate.api.http import Receive, Scope, Send, header, read_body, send_bytes
 from relaygate.api.stream import StreamRenderer, stream_answer
-from relaygate.errors import InvalidRequest, UpstreamError
+from relaygate.errors import ApiError, InvalidRequest, UpstreamError
 from relaygate.protocol.assemble import Collected
 from relaygate.protocol.ids import completion_id
 from relaygate.protocol.render import CONTRACT, ErrorShape
@@ -102,6 +102,15 @@ class Route:
         reads a stored conversation)."""
         return self.decode(body, scope)
 
+    def client_param(self, decoded: Decoded, param: str) -> str:
+        """Where in the client's own body a part of the internal request came from (an image
+        refused as ``messages[0].content[1]``, say); the same path by default."""
+        return param
+
+    def output_limited(self, decoded: Decoded, limit: int) -> None:
+        """The request asked no output limit and is sent ``limit`` (what the key can afford):
+        a route that keeps a native body sets it there too."""
+
     async def finish(
         self, gw: Gateway, ticket: Ticket, decoded: Decoded, collected: Collected | None
     ) -> None:
@@ -156,6 +165,7 @@ async def serve(gw: Gateway, route: Route, scope: Scope, receive: Receive, send:
         # sent the limit the money affords (clamp_output_to_balance)
         raw = {**raw, "max_completion_tokens": ticket.output_limit}
         request = msgspec.structs.replace(request, max_completion_tokens=ticket.output_limit)
+        route.output_limited(decoded, ticket.output_limit)
     try:
         # Images are fetched and checked after admission, so a key's limits also cap the
         # fetches it can cause; nothing has reached an upstream yet.
@@ -167,8 +177,10 @@ async def serve(gw: Gateway, route: Route, scope: Scope, receive: Receive, send:
             request = reparse(prepared.raw)
         if prepared.images:
             route.images_prepared(decoded, prepared)
-    except BaseException:
+    except BaseException as exc:
         await gw.admissions.cancel(ticket)
+        if isinstance(exc, ApiError) and exc.param:
+            exc.param = route.client_param(decoded, exc.param)
         raise
     call = ProviderRequest(
         request=request,

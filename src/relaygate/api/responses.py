@@ -10,10 +10,9 @@ continue it at once) unless the request says ``store: false``.
 
 from __future__ import annotations
 
+import re
 import time
 from typing import TYPE_CHECKING, Any
-
-import msgspec
 
 from relaygate.api.http import Receive, Scope, Send
 from relaygate.api.pipeline import Decoded, Route, check_for_model, serve
@@ -25,7 +24,7 @@ from relaygate.protocol.openai_responses.decode import (
     decode_responses_request,
     to_chat,
 )
-from relaygate.protocol.openai_responses.items import InputImage, Item, MessageItem, check_item
+from relaygate.protocol.openai_responses.items import InputImage, MessageItem, check_item
 from relaygate.protocol.openai_responses.render import ResponseWriter, item_id
 from relaygate.protocol.openai_responses.stream import ResponsesStream, native_output
 from relaygate.protocol.render import encoder
@@ -47,6 +46,9 @@ if TYPE_CHECKING:
     from relaygate.store.records import KeyRecord
 
 
+_IMAGE_PARAM = re.compile(r"messages\[(\d+)\]\.content\[(\d+)\]")
+
+
 class Conversation:
     """What the route keeps of one request between decoding and the end of its answer."""
 
@@ -64,14 +66,16 @@ class Conversation:
         self.stream: ResponsesStream | None = None
 
 
-def _item_dict(item: Item) -> dict[str, Any]:
-    raw: dict[str, Any] = msgspec.to_builtins(item)
-    if isinstance(item, MessageItem) and isinstance(item.content, str):
-        raw["content"] = [
-            {"type": "input_text" if item.role != "assistant" else "output_text",
-             "text": item.content}
-        ]  # fmt: skip
-    return {k: v for k, v in raw.items() if v is not None}
+def client_items(call: ResponsesCall) -> list[dict[str, Any]]:
+    """The request's input items as the client sent them (checked): what a Responses upstream
+    gets, and what is stored; a string input is one user message."""
+    given = call.request.input
+    if isinstance(given, str):
+        if not given:
+            return []
+        text = {"type": "input_text", "text": given}
+        return [{"type": "message", "role": "user", "content": [text]}]
+    return list(given)
 
 
 def owner_of(key: KeyRecord) -> str:
@@ -122,7 +126,7 @@ class ResponsesRoute(Route):
         items = [check_item(raw, "previous_response_id") for raw in history] + call.items
         places: ImagePlaces = {}
         request, raw = to_chat(call, items, places)
-        dicts = history + [_item_dict(item) for item in call.items]
+        dicts = history + client_items(call)
         body = {**call.raw, "input": dicts}
         body.pop("previous_response_id", None)
         return Decoded(
@@ -150,6 +154,22 @@ class ResponsesRoute(Route):
                 param="max_output_tokens",
             )
         check_for_model(decoded.request, model)
+
+    def client_param(self, decoded: Decoded, param: str) -> str:
+        """``messages[m].content[p]`` (an image the media pipeline refused) as the input item
+        it came from; ``previous_response_id`` for one of a stored conversation."""
+        match = _IMAGE_PARAM.match(param)
+        conversation: Conversation = decoded.extra
+        place = match and conversation.places.get((int(match[1]), int(match[2])))
+        if not place:
+            return param
+        i, p = place
+        i -= len(conversation.items) - len(conversation.call.items)
+        return f"input[{i}].content[{p}]" if i >= 0 else "previous_response_id"
+
+    def output_limited(self, decoded: Decoded, limit: int) -> None:
+        if decoded.native is not None:
+            decoded.native.body = {**decoded.native.body, "max_output_tokens": limit}
 
     def images_prepared(self, decoded: Decoded, prepared: PreparedImages) -> None:
         """Images relaygate fetched and checked reach a Responses upstream as those bytes, as
