@@ -21,13 +21,13 @@ a text delta, is written from a per-item template with only the text and number 
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from relaygate.errors import ApiError
 from relaygate.protocol.assemble import decode_literals
+from relaygate.protocol.ids import completion_id
 from relaygate.protocol.openai_responses.decode import ResponsesCall, flat_name
 from relaygate.protocol.render import encoder
 from relaygate.providers.base import (
@@ -43,8 +43,9 @@ from relaygate.redaction import REDACTOR
 
 
 def item_id(prefix: str) -> str:
-    """A new id for an output item (``msg_``, ``fc_``, ``rs_``) or a response (``resp_``)."""
-    return f"{prefix}_{os.urandom(16).hex()}"
+    """A new id for an output item (``msg_``, ``fc_``, ``rs_``) or a response (``resp_``):
+    78 random bits, as completion ids (drawn from the same pool, not a system call each)."""
+    return completion_id(prefix=f"{prefix}_")
 
 
 def usage_object(usage: TokenUsage) -> dict[str, Any]:
@@ -158,10 +159,17 @@ class ResponseWriter:
 
     def start(self) -> bytes:
         """``response.created`` and ``response.in_progress``."""
-        snapshot = self.response("in_progress")
-        return self._event("response.created", {"response": snapshot}) + self._event(
-            "response.in_progress", {"response": snapshot}
-        )
+        snapshot = encoder.encode(self.response("in_progress"))
+        out = b""
+        for kind in (b"response.created", b"response.in_progress"):
+            out += b'event: %s\ndata: {"type":"%s","sequence_number":%d,"response":%s}\n\n' % (
+                kind,
+                kind,
+                self.seq,
+                snapshot,
+            )
+            self.seq += 1
+        return out
 
     def feed(self, event: Event) -> bytes | None:
         """Take one provider event; the stream's bytes for it (``None``: nothing to send yet,
