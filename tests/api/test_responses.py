@@ -54,6 +54,12 @@ def config(upstream_url: str, **overrides: Any) -> dict[str, Any]:
                        "api_key": "sk-upstream-SECRET-0123456789", "model": "gpt-up",
                        "options": {"responses": True}}],
     }  # fmt: skip
+    settings["models"]["gpt-azure"] = {
+        "pricing": {"input": "2", "output": "8"},
+        "upstreams": [{"provider": "azure", "base_url": upstream_url.removesuffix("/v1"),
+                       "api_key": "azure-SECRET-0123456789", "model": "deployment-1",
+                       "options": {"responses": True}}],
+    }  # fmt: skip
     return settings
 
 
@@ -197,6 +203,17 @@ def test_a_responses_upstream_gets_the_body_as_sent(
     assert (first["cached_tokens"], first["reasoning_tokens"]) == (8, 3)
     assert second["status"] == "ok"
     assert second["stream"] in (1, True)
+
+
+def test_azure_with_its_responses_option_passes_through(
+    gateway: GatewayProcess, key: dict[str, Any], upstream: FakeResponses
+) -> None:
+    answer = client(gateway, key).responses.create(model="gpt-azure", input="hi")
+    assert answer.output_text == "Hello from the fake upstream."
+    sent = upstream.received[-1]
+    assert sent.path == "/openai/v1/responses"
+    assert sent.headers["api-key"] == "azure-SECRET-0123456789"
+    assert sent.body["model"] == "deployment-1"
 
 
 def test_previous_response_id_without_storage_is_a_clear_400(

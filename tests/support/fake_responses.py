@@ -34,6 +34,7 @@ class FakeResponses(FakeOpenAI):
         super().routes(app)
         self.invalid = []
         app.router.add_post("/v1/responses", self._responses)
+        app.router.add_post("/openai/v1/responses", self._responses)  # Azure's
 
     async def _responses(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
