@@ -10,7 +10,9 @@ relaygate taking turns per round; the ratio is the median of the per-round ratio
   ``/v1/responses``), against the bare proxy forwarding ``/v1/responses`` to the same mock;
 - ``translated``: relaygate ``/v1/responses`` → a chat-completions upstream (the mock's
   ``/v1/chat/completions``, answer rendered back as Responses), against the bare proxy
-  forwarding chat completions.
+  forwarding chat completions;
+- ``chat``: relaygate's own ``/v1/chat/completions`` against the bare proxy, measured in the
+  same run: the reference the two rows above are read against.
 
 Each non-streamed and streamed (20 deltas). Writes ``results/responses.json``.
 """
@@ -65,12 +67,14 @@ def start(stack: Stack, workdir: Path) -> dict[str, Any]:
 def row(args: argparse.Namespace, workdir: Path, info: dict[str, Any], kind: str, stream: bool
         ) -> dict[str, Any]:  # fmt: skip
     ports, key = info["ports"], info["key"]
-    relaygate_body = {"model": f"bench-{kind}", **INPUT, "stream": stream}
+    model = "bench-passthrough" if kind == "passthrough" else "bench-translated"
+    relaygate_body = {"model": model, **(CHAT if kind == "chat" else INPUT), "stream": stream}
     bare_body = {"model": "m", **(INPUT if kind == "passthrough" else CHAT), "stream": stream}
     bare_path = "/v1/responses" if kind == "passthrough" else "/v1/chat/completions"
+    path = "/v1/chat/completions" if kind == "chat" else "/v1/responses"
     targets = {
         "bare": (f"http://127.0.0.1:{ports['bare']}{bare_path}", bare_body),
-        "relaygate": (f"http://127.0.0.1:{ports['relaygate']}/v1/responses", relaygate_body),
+        "relaygate": (f"http://127.0.0.1:{ports['relaygate']}{path}", relaygate_body),
     }
     scripts = {t: wrk_script(workdir / t, key, json.dumps(b)) for t, (_, b) in targets.items()}
     runs: dict[str, list[dict[str, Any]]] = {"bare": [], "relaygate": []}
@@ -108,11 +112,11 @@ def main() -> None:
         stack = Stack(workdir)
         try:
             info = start(stack, workdir)
-            for kind in ("passthrough", "translated"):
+            for kind in ("passthrough", "translated", "chat"):
                 for stream in (False, True):
                     name = f"{kind}/{'stream' if stream else 'nonstream'}"
                     results[name] = r = row(args, workdir, info, kind, stream)
-                    print(f"/v1/responses {name:22} bare {r['rps']['bare']:7.0f} req/s,"
+                    print(f"{name:22} bare {r['rps']['bare']:7.0f} req/s,"
                           f" relaygate {r['rps']['relaygate']:7.0f} req/s, ratio per round"
                           f" {[round(x, 3) for x in r['ratios']]}, median {r['ratio']:.3f},"
                           f" errors {r['errors']}", flush=True)  # fmt: skip
