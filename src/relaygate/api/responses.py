@@ -52,13 +52,15 @@ _IMAGE_PARAM = re.compile(r"messages\[(\d+)\]\.content\[(\d+)\]")
 class Conversation:
     """What the route keeps of one request between decoding and the end of its answer."""
 
-    __slots__ = ("call", "items", "key_id", "owner", "places", "store", "stream")
+    __slots__ = ("call", "items", "key_id", "owner", "places", "positions", "store", "stream")
 
     def __init__(self, call: ResponsesCall, items: list[dict[str, Any]], places: ImagePlaces):
         self.call = call
         self.items = items
         """The conversation's input (stored history first) as Responses items."""
         self.places = places
+        self.positions: list[int | None] = []
+        """Where each item is in the pass-through body's ``input`` (``None``: left out)."""
         self.owner = ""
         self.key_id = ""
         self.store = False
@@ -76,6 +78,10 @@ def client_items(call: ResponsesCall) -> list[dict[str, Any]]:
         text = {"type": "input_text", "text": given}
         return [{"type": "message", "role": "user", "content": [text]}]
     return list(given)
+
+
+def _unreadable_reasoning(item: dict[str, Any]) -> bool:
+    return item.get("type") == "reasoning" and not item.get("encrypted_content")
 
 
 def owner_of(key: KeyRecord) -> str:
@@ -116,7 +122,7 @@ class ResponsesRoute(Route):
         conversation.owner = owner
         conversation.key_id = key.id
         conversation.store = gw.responses is not None and call.request.store is not False
-        if conversation.store and decoded.native is not None:
+        if conversation.store and decoded.native is not None and call.request.reasoning:
             include = list(decoded.native.body.get("include") or [])
             if "reasoning.encrypted_content" not in include:
                 decoded.native.body["include"] = [*include, "reasoning.encrypted_content"]
@@ -127,11 +133,19 @@ class ResponsesRoute(Route):
         places: ImagePlaces = {}
         request, raw = to_chat(call, items, places)
         dicts = history + client_items(call)
-        body = {**call.raw, "input": dicts}
+        # reasoning a translated answer stored has no encrypted content: a Responses upstream
+        # (asked not to store) could not resolve it, so it is not sent
+        sent: list[dict[str, Any]] = []
+        positions: list[int | None] = []
+        for item in dicts:
+            positions.append(None if _unreadable_reasoning(item) else len(sent))
+            if positions[-1] is not None:
+                sent.append(item)
+        body = {**call.raw, "input": sent}
         body.pop("previous_response_id", None)
-        return Decoded(
-            request, raw, Native("responses", body), extra=Conversation(call, dicts, places)
-        )
+        conversation = Conversation(call, dicts, places)
+        conversation.positions = positions
+        return Decoded(request, raw, Native("responses", body), extra=conversation)
 
     def check(self, decoded: Decoded, model: CatalogModel) -> None:
         conversation: Conversation = decoded.extra
@@ -181,10 +195,11 @@ class ResponsesRoute(Route):
         items = list(native.body["input"])
         for image in prepared.images:
             place = conversation.places.get((image.message, image.part))
-            if place is None:
+            if place is None or conversation.positions[place[0]] is None:
                 continue
             url = prepared.raw["messages"][image.message]["content"][image.part]["image_url"]
-            i, p = place
+            i, p = conversation.positions[place[0]], place[1]
+            assert i is not None
             item = dict(items[i])
             content = list(item["content"])
             content[p] = {**content[p], "image_url": url["url"]}
