@@ -388,21 +388,28 @@ async def test_a_client_disconnect_is_billed_the_upstreams_usage(
     assert credits_of(gateway, key["key"])["used_credits"] == Decimal(row["cost_micros"]).scaleb(-6)
 
 
-async def test_a_cut_stream_ends_with_response_failed(
-    gateway: GatewayProcess, key: dict[str, Any], upstream: FakeResponses
+@pytest.mark.parametrize(("model", "last"), [("gpt-5.2", "response.failed"),
+                                             ("gpt-native", "error")])  # fmt: skip
+async def test_a_cut_stream_ends_with_a_failure_event(
+    gateway: GatewayProcess, key: dict[str, Any], upstream: FakeResponses, model: str, last: str
 ) -> None:
     upstream.default = Behavior(text="abcdef", chunks=6, cut_after=2)
     headers = {"authorization": f"Bearer {key['key']}"}
-    body = {"model": "gpt-5.2", "input": "x", "stream": True}
+    body = {"model": model, "input": "x", "stream": True}
     async with (
         aiohttp.ClientSession() as session,
         session.post(gateway.url + "/v1/responses", json=body, headers=headers) as resp,
     ):
         raw = await resp.read()
     events = [json.loads(line[5:]) for line in raw.split(b"\n") if line.startswith(b"data:")]
-    assert events[-1]["type"] == "response.failed"
-    assert events[-1]["response"]["status"] == "failed"
-    assert events[-1]["response"]["error"]["code"] == "server_error"
+    assert [e["delta"] for e in events if e["type"] == "response.output_text.delta"] == ["a", "b"]
+    assert events[-1]["type"] == last
+    if last == "response.failed":
+        assert events[-1]["response"]["status"] == "failed"
+        assert events[-1]["response"]["error"]["code"] == "server_error"
+    else:  # after the upstream's own events, relaygate's error event ends the stream
+        assert events[-1]["code"] == "server_error"
+        assert "Upstream native failed mid-stream" in events[-1]["message"]
     assert rows(gateway, key)[0]["status"] == "upstream_error"
 
 
