@@ -27,7 +27,10 @@ EVENT_TYPES: dict[str, Any] = {
     typing.get_args(cls.model_fields["type"].annotation)[0]: cls for cls in typing.get_args(_union)
 }
 """The SDK's class of each stream event, by its ``type``."""
-USAGE = TokenUsage(prompt_tokens=30, completion_tokens=12, cached_tokens=10, reasoning_tokens=4)
+USAGE = TokenUsage(
+    prompt_tokens=30, completion_tokens=12, cached_tokens=10, reasoning_tokens=4,
+    cache_write_tokens=5, cache_write_1h_tokens=2,
+)  # fmt: skip
 TOOLS = [
     {"type": "function", "name": "shell", "parameters": {"type": "object"}, "strict": False},
     {"type": "namespace", "name": "agents", "description": "d",
@@ -121,6 +124,7 @@ def test_the_stream_follows_openais_sequence() -> None:
     assert final.usage is not None
     assert final.usage.input_tokens == 30
     assert final.usage.input_tokens_details.cached_tokens == 10
+    assert final.usage.input_tokens_details.cache_write_tokens == 7
     assert final.usage.output_tokens_details.reasoning_tokens == 4
     assert final.usage.total_tokens == 42
     assert [item.type for item in final.output] == [
