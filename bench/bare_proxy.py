@@ -44,6 +44,7 @@ def make_app(upstream: str) -> web.Application:
 
     app.router.add_post("/v1/chat/completions", forward)
     app.router.add_post("/v1/messages", forward)
+    app.router.add_post("/v1/responses", forward)
     app.on_startup.append(on_startup)
     app.on_cleanup.append(on_cleanup)
     return app

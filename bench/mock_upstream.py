@@ -3,7 +3,9 @@
 ``POST /v1/chat/completions`` answers a fixed completion, or with ``"stream": true`` 20 content
 chunks and a final usage chunk. ``POST /v1/messages`` answers the same in Anthropic's Messages
 format (a message, or its stream events: 20 text deltas between ``message_start`` and
-``message_stop``). ``--latency-ms`` delays every answer (before its headers).
+``message_stop``). ``POST /v1/responses`` answers the same in the Responses API's shape (a
+response object, or its event stream: 20 text deltas and ``response.completed``).
+``--latency-ms`` delays every answer (before its headers).
 Run: ``python -m bench.mock_upstream --port 9100 --latency-ms 0``.
 """
 
@@ -114,12 +116,59 @@ def _message_stream() -> bytes:
         for e in events
     )
     return _response(b"text/event-stream", payload, chunked=True)
+def _response_object(status: str) -> dict[str, object]:
+    text = "word " * 20
+    return {
+        "id": "resp_mock", "object": "response", "created_at": 1760032810, "status": status,
+        "model": "mock", "parallel_tool_calls": True, "tool_choice": "auto", "tools": [],
+        "output": [] if status == "in_progress" else [
+            {"id": "msg_mock", "type": "message", "role": "assistant", "status": "completed",
+             "content": [{"type": "output_text", "text": text, "annotations": []}]}
+        ],
+        "usage": None if status == "in_progress" else {
+            "input_tokens": 13, "input_tokens_details": {"cached_tokens": 0},
+            "output_tokens": 20, "output_tokens_details": {"reasoning_tokens": 0},
+            "total_tokens": 33,
+        },
+    }  # fmt: skip
+
+
+def _responses_body() -> bytes:
+    body = json.dumps(_response_object("completed")).encode()
+    head = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: "
+    return head + str(len(body)).encode() + b"\r\n\r\n" + body
+
+
+def _response_stream() -> bytes:
+    where = {"item_id": "msg_mock", "output_index": 0, "content_index": 0}
+    events: list[dict[str, object]] = [
+        {"type": "response.created", "response": _response_object("in_progress")},
+        {"type": "response.output_item.added", "output_index": 0,
+         "item": {"id": "msg_mock", "type": "message", "role": "assistant",
+                  "status": "in_progress", "content": []}},
+        {"type": "response.content_part.added", **where,
+         "part": {"type": "output_text", "text": "", "annotations": []}},
+    ]  # fmt: skip
+    events += [{"type": "response.output_text.delta", **where, "delta": "word "}] * 20
+    events.append({"type": "response.completed", "response": _response_object("completed")})
+    payload = b"".join(
+        b"event: " + str(e["type"]).encode() + b"\ndata: "
+        + json.dumps({**e, "sequence_number": n}).encode() + b"\n\n"
+        for n, e in enumerate(events)
+    )  # fmt: skip
+    chunk = hex(len(payload))[2:].encode() + b"\r\n" + payload + b"\r\n0\r\n\r\n"
+    head = (
+        b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
+    )
+    return head + chunk
 
 
 COMPLETION = _completion()
 STREAM = _stream()
 MESSAGE = _response(b"application/json", json.dumps(_MESSAGE).encode(), chunked=False)
 MESSAGE_STREAM = _message_stream()
+RESPONSE = _responses_body()
+RESPONSE_STREAM = _response_stream()
 
 
 class _Protocol(asyncio.Protocol):
@@ -154,6 +203,8 @@ class _Protocol(asyncio.Protocol):
         stream = b'"stream":true' in self.body.replace(b" ", b"")
         if self.url.startswith(b"/v1/messages"):
             answer = MESSAGE_STREAM if stream else MESSAGE
+        elif self.url.endswith(b"/responses"):
+            answer = RESPONSE_STREAM if stream else RESPONSE
         else:
             answer = STREAM if stream else COMPLETION
         if self.latency:

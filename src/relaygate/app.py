@@ -25,7 +25,7 @@ from relaygate.accounting.redis_gate import RedisGate
 from relaygate.accounts.alerts import LowBalanceAlerts
 from relaygate.accounts.purge import PeriodicPurge
 from relaygate.admin.ratelimit import AdminRateLimit
-from relaygate.api import chat, info, messages
+from relaygate.api import chat, info, messages, responses
 from relaygate.api.http import Message, Receive, Scope, Send, send_error
 from relaygate.console.table import ROUTER as CONSOLE_ROUTER
 from relaygate.errors import (
@@ -43,6 +43,7 @@ from relaygate.protocol.render import CONTRACT, ErrorShape
 from relaygate.providers.registry import check_providers
 from relaygate.routing.catalog import Catalog
 from relaygate.settings import Settings
+from relaygate.store.responses_sql import ResponseStore
 from relaygate.store.sql import SqlStore
 
 log = logging.getLogger("relaygate")
@@ -54,6 +55,7 @@ ROUTES: dict[str, dict[str, Handler]] = {
     "/v1/models": {"GET": info.list_models},
     "/v1/messages": {"POST": messages.messages},
     "/v1/messages/count_tokens": {"POST": messages.count_tokens},
+    "/v1/responses": {"POST": responses.responses},
     "/v1/credits": {"GET": info.credits},
     "/health": {"GET": info.health},
     "/health/details": {"GET": info.health_details},
@@ -136,6 +138,12 @@ class Gateway:
             settings.redis_key_prefix,
         )
         self.purge = PeriodicPurge(self.store, settings)
+        self.responses = (
+            ResponseStore(self.store, settings.stored_response_seconds)
+            if settings.stored_responses
+            else None
+        )
+        """Stored answers of ``POST /v1/responses`` (``stored_responses``), or ``None``."""
         self.keys = KeyCache(self.store, settings.key_refresh_seconds)
         self.keys.listeners.append(self.gate.key_changed)
         self.keys.account_listeners.append(self.gate.account_changed)

@@ -343,6 +343,12 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     clamp_min_output_tokens: PositiveInt = 256
     """The fewest output tokens a clamped request is sent with: a balance that cannot afford
     this many after the prompt gets 402."""
+    stored_responses: bool = False
+    """Whether ``POST /v1/responses`` keeps answers (those not sent with ``store: false``) so
+    that a later request can continue one with ``previous_response_id``. Off, nothing is kept
+    and ``previous_response_id`` gets 400."""
+    stored_response_seconds: PositiveInt = 30 * 86400
+    """How long a stored response can be continued; older ones are purged."""
     images: ImageSettings = msgspec.field(default_factory=ImageSettings)
     """Image inputs: size and count limits, fetching (SSRF-safe), caching and forwarding."""
     models: dict[str, ModelSettings] = msgspec.field(default_factory=dict)

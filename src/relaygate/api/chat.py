@@ -34,7 +34,9 @@ class ChatRoute(Route):
         include_usage = bool(options and options.include_usage)
         return ChunkWriter(ticket.request_id, ticket.model.name, int(time.time()), include_usage)
 
-    def body(self, ticket: Ticket, collected: Collected, usage: TokenUsage) -> bytes:
+    def body(
+        self, ticket: Ticket, collected: Collected, usage: TokenUsage, decoded: Decoded
+    ) -> bytes:
         answer = collected.completion(ticket.request_id, ticket.model.name, int(time.time()), usage)
         return encoder.encode(answer)
 

@@ -130,7 +130,9 @@ class MessagesRoute(Route):
     def stream_writer(self, ticket: Ticket, decoded: Decoded) -> MessageStream:
         return MessageStream(ticket.request_id, ticket.model.name)
 
-    def body(self, ticket: Ticket, collected: Collected, usage: TokenUsage) -> bytes:
+    def body(
+        self, ticket: Ticket, collected: Collected, usage: TokenUsage, decoded: Decoded
+    ) -> bytes:
         if collected.body is not None:
             return collected.body
         return _encoder.encode(message_body(ticket.request_id, ticket.model.name, collected, usage))

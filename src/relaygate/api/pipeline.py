@@ -25,7 +25,7 @@ import msgspec
 from relaygate.accounting.fields import check_price_fields
 from relaygate.api.http import Receive, Scope, Send, header, read_body, send_bytes
 from relaygate.api.stream import StreamRenderer, stream_answer
-from relaygate.errors import InvalidRequest, UpstreamError
+from relaygate.errors import ApiError, InvalidRequest, UpstreamError
 from relaygate.protocol.assemble import Collected
 from relaygate.protocol.ids import completion_id
 from relaygate.protocol.render import CONTRACT, ErrorShape
@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from relaygate.accounting.admission import Ticket
     from relaygate.app import Gateway
     from relaygate.media.pipeline import PreparedImages
+    from relaygate.store.records import KeyRecord
 
 
 @dataclass(slots=True)
@@ -96,6 +97,26 @@ class Route:
     def decode(self, body: bytes, scope: Scope) -> Decoded:
         raise NotImplementedError
 
+    async def load(self, gw: Gateway, key: KeyRecord, body: bytes, scope: Scope) -> Decoded:
+        """:meth:`decode`, for a route that needs the store to decode (the Responses route
+        reads a stored conversation)."""
+        return self.decode(body, scope)
+
+    def client_param(self, decoded: Decoded, param: str) -> str:
+        """Where in the client's own body a part of the internal request came from (an image
+        refused as ``messages[0].content[1]``, say); the same path by default."""
+        return param
+
+    def output_limited(self, decoded: Decoded, limit: int) -> None:
+        """The request asked no output limit and is sent ``limit`` (what the key can afford):
+        a route that keeps a native body sets it there too."""
+
+    async def finish(
+        self, gw: Gateway, ticket: Ticket, decoded: Decoded, collected: Collected | None
+    ) -> None:
+        """A last step of a complete answer, after it is settled and before its end reaches
+        the client (``collected``: the non-streamed answer; ``None`` for a stream)."""
+
     def check(self, decoded: Decoded, model: CatalogModel) -> None:
         """The route's own checks that depend on the model (400 before admission), made
         before :func:`check_for_model` when the decoder set ``Decoded.extra``."""
@@ -114,7 +135,9 @@ class Route:
     def stream_writer(self, ticket: Ticket, decoded: Decoded) -> StreamRenderer:
         raise NotImplementedError
 
-    def body(self, ticket: Ticket, collected: Collected, usage: TokenUsage) -> bytes:
+    def body(
+        self, ticket: Ticket, collected: Collected, usage: TokenUsage, decoded: Decoded
+    ) -> bytes:
         """The non-streamed answer."""
         raise NotImplementedError
 
@@ -140,7 +163,7 @@ async def serve(route: Route, gw: Gateway, scope: Scope, receive: Receive, send:
         scope, receive, settings.max_request_bytes,
         key.id, key.max_concurrency, settings.max_body_bytes_in_flight,
     )  # fmt: skip
-    decoded = route.decode(body, scope)
+    decoded = await route.load(gw, key, body, scope)
     request = decoded.request
     model = gw.catalog.resolve(request.model, key)
     if decoded.extra is not None:
@@ -162,6 +185,7 @@ async def serve(route: Route, gw: Gateway, scope: Scope, receive: Receive, send:
         # sent the limit the money affords (clamp_output_to_balance)
         raw = {**raw, "max_completion_tokens": ticket.output_limit}
         request = msgspec.structs.replace(request, max_completion_tokens=ticket.output_limit)
+        route.output_limited(decoded, ticket.output_limit)
     try:
         # Images are fetched and checked after admission, so a key's limits also cap the
         # fetches it can cause; nothing has reached an upstream yet.
@@ -173,8 +197,10 @@ async def serve(route: Route, gw: Gateway, scope: Scope, receive: Receive, send:
             request = reparse(prepared.raw)
         if prepared.images:
             route.images_prepared(decoded, prepared)
-    except BaseException:
+    except BaseException as exc:
         await gw.admissions.cancel(ticket)
+        if isinstance(exc, ApiError) and exc.param:
+            exc.param = route.client_param(decoded, exc.param)
         raise
     call = ProviderRequest(
         request=request,
@@ -207,13 +233,14 @@ async def serve(route: Route, gw: Gateway, scope: Scope, receive: Receive, send:
             receive,
             settings.stream_keepalive_seconds,
             settings.disconnect_drain_seconds,
+            before_end=lambda: route.finish(gw, ticket, decoded, None),
         )
     else:
-        await _complete_answer(gw, route, ticket, opened, send)
+        await _complete_answer(gw, route, ticket, decoded, opened, send)
 
 
 async def _complete_answer(
-    gw: Gateway, route: Route, ticket: Ticket, opened: Opened, send: Send
+    gw: Gateway, route: Route, ticket: Ticket, decoded: Decoded, opened: Opened, send: Send
 ) -> None:
     collected = Collected()
     status = "cancelled"
@@ -238,10 +265,12 @@ async def _complete_answer(
             ticket, usage, status, opened.provider.label, opened.upstream_model
         )
     assert usage is not None
+    body = route.body(ticket, collected, usage, decoded)
+    await route.finish(gw, ticket, decoded, collected)
     await send_bytes(
         send,
         200,
-        route.body(ticket, collected, usage),
+        body,
         headers=[
             (b"x-request-id", ticket.request_id.encode()),
             (b"x-relaygate-upstream", opened.provider.label.encode()),

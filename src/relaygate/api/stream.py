@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from typing import Protocol
 
 from relaygate.accounting.admission import Admissions, Ticket
@@ -206,7 +206,10 @@ async def stream_answer(
     receive: Receive,
     keepalive_seconds: float,
     drain_seconds: float,
+    before_end: Callable[[], Awaitable[None]] | None = None,
 ) -> None:
+    """Relay the answer; ``before_end`` (a route's, e.g. storing the answer) runs after a
+    complete stream is settled and before its end reaches the client."""
     collected = Collected()
     status = "cancelled"
     events = opened.events
@@ -242,6 +245,11 @@ async def stream_answer(
                 log.exception("stream %s could not be settled", ticket.request_id)
     # Settled before the end reaches the client: a client that sends its next request as soon
     # as this one is complete sees its balance already charged.
+    if before_end is not None and status == "ok" and not client.watch.gone:
+        try:
+            await before_end()
+        except Exception:
+            log.exception("stream %s: the route's last step failed", ticket.request_id)
     await client.end(last)
 
 

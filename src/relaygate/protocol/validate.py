@@ -24,7 +24,7 @@ MAX_DEPTH = 64
 """The deepest nesting of arrays and objects accepted in a body (the body itself is level 1)."""
 
 _PATH = re.compile(r" - at `\$\.?(.*)`$")
-_MISSING = re.compile(r"missing required field `([^`]+)`")
+_MISSING = re.compile(r"(?:missing required|contains unknown) field `([^`]+)`")
 _PARAM_CHARS = 128
 _TOKEN = re.compile(rb'"(?:[^"\\]|\\.)*"\s*:?|[\[\]{}]')
 _SCAN_BYTES = 1 << 20
@@ -204,3 +204,14 @@ def images_of(request: ChatRequest) -> list[tuple[int, int, ImagePart]]:
                 if isinstance(part, ImagePart):
                     found.append((m, p, part))
     return found
+
+
+def invalid_value(error: msgspec.ValidationError, prefix: str | None = None) -> InvalidRequest:
+    """The 400 for a value msgspec refused, naming its path (under ``prefix``, when the value
+    was a part of the body checked on its own: ``input[3]``, say)."""
+    param, problem = _param_of(error)
+    if prefix:
+        param = prefix if not param else prefix + (param if param[0] == "[" else f".{param}")
+        param = param[:_PARAM_CHARS]
+    where = excerpt(param) if param else "the request"
+    return InvalidRequest(f"Invalid value for {where}: {problem}", param=param)

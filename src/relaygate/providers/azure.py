@@ -8,7 +8,8 @@ differs in where it is sent and how it is authenticated::
 
 ``base_url`` is the resource's endpoint (``https://RESOURCE.openai.azure.com``) and ``model`` is
 the deployment's name; both are required. Options: ``api_version`` (default
-:data:`DEFAULT_API_VERSION`).
+:data:`DEFAULT_API_VERSION`), ``responses`` (pass ``POST /v1/responses`` through to the
+resource's Responses API, ``{base_url}/openai/v1/responses``; default false: translated).
 """
 
 from __future__ import annotations
@@ -26,6 +27,9 @@ DEFAULT_API_VERSION = "2024-10-21"
 
 class AzureOptions(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     api_version: str = DEFAULT_API_VERSION
+    responses: bool = False
+    """Pass ``POST /v1/responses`` requests through to the resource's Responses API
+    (``{base_url}/openai/v1/responses``, the model being the deployment)."""
 
 
 class AzureProvider(OpenAIProvider):
@@ -43,7 +47,7 @@ class AzureProvider(OpenAIProvider):
         try:
             options = msgspec.convert(settings.options, AzureOptions)
         except msgspec.ValidationError as exc:
-            raise ValueError(f"options: {exc} (azure takes: api_version)") from None
+            raise ValueError(f"options: {exc} (azure takes: api_version, responses)") from None
         if not options.api_version.strip():
             raise ValueError("options.api_version: must not be empty")
         if not settings.base_url:
@@ -59,6 +63,14 @@ class AzureProvider(OpenAIProvider):
         deployment = quote(self.settings.model or "", safe="")
         version = quote(self.options.api_version, safe="")
         return f"{base}/openai/deployments/{deployment}/chat/completions?api-version={version}"
+
+    @property
+    def speaks_responses(self) -> bool:
+        return self.options.responses
+
+    def responses_url(self) -> str:
+        base = (self.settings.base_url or "").rstrip("/")
+        return f"{base}/openai/v1/responses"
 
     def headers(self) -> dict[str, str]:
         headers = {"content-type": "application/json", "accept": "application/json"}

@@ -26,6 +26,7 @@ from relaygate.providers.base import (
     ToolCallDelta,
 )
 from relaygate.providers.http import HttpJsonProvider, decode_upstream, upstream_message
+from relaygate.providers.openai_responses import relay_events
 from relaygate.providers.reading import LineSplitter
 from relaygate.providers.text_template import TextTemplate
 from relaygate.settings import UpstreamSettings
@@ -214,14 +215,30 @@ class OpenAIProvider(HttpJsonProvider):
 
     @classmethod
     def check_options(cls, settings: UpstreamSettings) -> None:
-        unknown = set(settings.options) - {"supports_top_k"}
+        unknown = set(settings.options) - {"supports_top_k", "responses"}
         if unknown:
             raise ValueError(
                 f"options: unknown option(s) {', '.join(sorted(unknown))}"
-                " (openai takes: supports_top_k)"
+                " (openai takes: supports_top_k, responses)"
             )
-        if not isinstance(settings.options.get("supports_top_k", False), bool):
-            raise ValueError("options.supports_top_k: must be true or false")
+        for name in ("supports_top_k", "responses"):
+            if not isinstance(settings.options.get(name, False), bool):
+                raise ValueError(f"options.{name}: must be true or false")
+
+    @property
+    def speaks_responses(self) -> bool:
+        """Whether ``POST /v1/responses`` requests pass through to this upstream's own
+        Responses API (option ``responses``; by default only for OpenAI itself, at the default
+        ``base_url`` or ``api.openai.com``): OpenAI-compatible servers mostly lack it."""
+        option = self.settings.options.get("responses")
+        if option is not None:
+            return bool(option)
+        base = self.settings.base_url
+        return base is None or base.rstrip("/") == "https://api.openai.com/v1"
+
+    def responses_url(self) -> str:
+        base = (self.settings.base_url or "https://api.openai.com/v1").rstrip("/")
+        return f"{base}/responses"
 
     _url: str | None = None
 
@@ -256,6 +273,11 @@ class OpenAIProvider(HttpJsonProvider):
         return await self.post(url, _encoder.encode(self.body(request)))
 
     async def events(self, request: ProviderRequest) -> AsyncIterator[Batch]:
+        native = request.native
+        if native is not None and native.dialect == "responses" and self.speaks_responses:
+            async for batch in relay_events(self, request):
+                yield batch
+            return
         response = await self._open(request)
         complete = False
         try:

@@ -181,16 +181,23 @@ def m009_ledger_key_status(conn: Connection) -> None:
     )
 
 
-def m012_console_setup(conn: Connection) -> None:
-    """The console's first-run setup link."""
-    console_setup.create(conn)
-
-
 def m010_ledger_api(conn: Connection) -> None:
     """The ledger names the API each request came in by (``chat`` for every row before), and
     counts the prompt tokens written to an upstream's prompt cache."""
     _add_column(conn, ledger, ledger.c.api)
     _add_column(conn, ledger, ledger.c.cache_write_tokens)
+
+
+def m011_stored_responses(conn: Connection) -> None:
+    """Stored answers of ``POST /v1/responses`` (``previous_response_id``)."""
+    from relaygate.store.schema import stored_responses  # here: apart from other migrations
+
+    stored_responses.create(conn)
+
+
+def m012_console_setup(conn: Connection) -> None:
+    """The console's first-run setup link."""
+    console_setup.create(conn)
 
 
 MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
@@ -203,6 +210,7 @@ MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
     (8, "m008_alert_deliveries", m008_alert_deliveries),
     (9, "m009_ledger_key_status", m009_ledger_key_status),
     (10, "m010_ledger_api", m010_ledger_api),
+    (11, "m011_stored_responses", m011_stored_responses),
     (12, "m012_console_setup", m012_console_setup),
 ]
 

@@ -352,3 +352,21 @@ console_setup = Table(
     Column("used_at", BigInteger, nullable=True),
 )
 """The one-time link ``relaygate serve`` prints while no admin exists."""
+
+# --- stored responses (migration 11) ----------------------------------------------------------
+
+stored_responses = Table(
+    "stored_responses",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    # The owner: the key's account (the key's id for a key without one).
+    Column("account_id", String(40), nullable=False),
+    Column("key_id", String(40), nullable=False),
+    Column("model", String(200), nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("expires_at", BigInteger, nullable=False, index=True),
+    Column("conversation", Text, nullable=False),
+)
+"""Answers of ``POST /v1/responses`` kept for ``previous_response_id`` (``stored_responses``):
+each row holds the whole conversation up to and including its output, as Responses items in
+JSON, so that continuing it is one read."""

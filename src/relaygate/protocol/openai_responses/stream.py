@@ -1,0 +1,110 @@
+"""A Responses stream as the pipeline renders it: translated events through
+:class:`~relaygate.protocol.openai_responses.render.ResponseWriter`, or, when the upstream
+speaks Responses itself, its bytes as they came.
+
+Either way, :meth:`ResponsesStream.output` gives the answer's id and output items afterwards
+(for storing it): the writer's own, or those of the upstream's final event, read from the
+relayed bytes only when asked to (``capture``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from relaygate.errors import ApiError
+from relaygate.protocol.assemble import Collected
+from relaygate.protocol.openai_responses.render import ResponseWriter
+from relaygate.protocol.render import SSE_KEEPALIVE, encoder
+from relaygate.providers.base import Event, Passthrough
+from relaygate.providers.reading import LineSplitter
+from relaygate.redaction import REDACTOR
+
+_FINAL = (b'"response.completed"', b'"response.incomplete"')
+
+
+class _Final(msgspec.Struct):
+    id: str = ""
+    output: list[dict[str, Any]] = msgspec.field(default_factory=list)
+
+
+class _FinalEvent(msgspec.Struct):
+    response: _Final | None = None
+
+
+_final_decoder = msgspec.json.Decoder(_FinalEvent)
+_body_decoder = msgspec.json.Decoder(_Final)
+
+
+class ResponsesStream:
+    """The pipeline's stream renderer for ``POST /v1/responses`` (see the module docstring)."""
+
+    keepalive = SSE_KEEPALIVE
+
+    def __init__(self, writer: ResponseWriter, capture: bool, max_line: int) -> None:
+        self.writer = writer
+        self.native = False
+        self.started = False
+        self.capture = capture
+        self._lines = LineSplitter(max_line, "upstream") if capture else None
+        self.final: _Final | None = None
+
+    def _start(self) -> bytes:
+        if self.started:
+            return b""
+        self.started = True
+        return self.writer.start()
+
+    def event(self, event: Event) -> bytes | None:
+        if type(event) is Passthrough:
+            self.native = self.started = True
+            if self._lines is not None:
+                self._read(event.data)
+            return event.data
+        if self.native:
+            return None  # the usage read from the relayed bytes
+        data = self.writer.feed(event)
+        if not self.started and data is not None:
+            return self._start() + data
+        return data
+
+    def _read(self, data: bytes) -> None:
+        assert self._lines is not None
+        for line in self._lines.feed(data):
+            if line.startswith(b"data:") and any(f in line[:120] for f in _FINAL):
+                try:
+                    self.final = _final_decoder.decode(line[5:]).response
+                except msgspec.MsgspecError:
+                    self.final = None
+
+    def tail(self, collected: Collected, prompt_guess: int) -> list[bytes]:
+        if self.native:
+            return []
+        usage = collected.usage_or_estimate(prompt_guess)
+        return [self._start() + self.writer.end(usage)]
+
+    def error(self, error: ApiError) -> bytes:
+        if self.native:
+            if getattr(error, "relayed", False):
+                return b""
+            message = REDACTOR.redact_configured(error.message)
+            payload = {"type": "error", "code": "server_error", "message": message}
+            return b"event: error\ndata: " + encoder.encode(payload) + b"\n\n"
+        return self._start() + self.writer.failed(error, None)
+
+    def output(self) -> tuple[str, list[dict[str, Any]]] | None:
+        """The answer's id and output items; ``None`` if a relayed answer's were not read."""
+        if not self.native:
+            return self.writer.id, self.writer.output()
+        final = self.final
+        return (final.id, final.output) if final is not None and final.id else None
+
+
+def native_output(body: bytes) -> tuple[str, list[dict[str, Any]]] | None:
+    """The id and output items of an upstream's non-streamed Responses body."""
+    try:
+        final = _body_decoder.decode(body)
+    except msgspec.MsgspecError:
+        return None
+    return (final.id, final.output) if final.id else None

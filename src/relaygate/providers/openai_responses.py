@@ -1,0 +1,215 @@
+"""A Responses request passed through to an upstream that speaks Responses (OpenAI; Azure with
+its ``responses`` option).
+
+The client's body goes out with ``model`` rewritten, and three changes relaygate needs: the
+input of a stored conversation (``previous_response_id``, resolved by relaygate: an upstream
+never sees another account's ids), ``store: false`` (relaygate keeps what is kept), and, when
+relaygate stores the answer, ``reasoning.encrypted_content`` in ``include`` (so that the
+stored reasoning can be sent back). The answer comes back as
+:class:`~relaygate.providers.base.Passthrough` bytes, a stream's reads as they arrive; only the
+final event (``response.completed``, ``.incomplete`` or ``.failed``) is decoded, for its usage.
+An ``error`` or ``response.failed`` event before any output is an error status (the next
+upstream may be tried); one after it is relayed as it came, and ends the stream.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
+
+import aiohttp
+import msgspec
+
+from relaygate.errors import UpstreamProtocolError
+from relaygate.providers.base import (
+    DONE,
+    STARTED,
+    Batch,
+    Event,
+    Passthrough,
+    ProviderRequest,
+    TokenUsage,
+)
+from relaygate.providers.http import decode_upstream, upstream_message, upstream_word
+from relaygate.providers.reading import LineSplitter
+
+if TYPE_CHECKING:
+    from relaygate.providers.openai import OpenAIProvider
+
+_encoder = msgspec.json.Encoder()
+
+
+class RelayedError(UpstreamProtocolError):
+    """The upstream's failure event, already relayed to the client as it came."""
+
+    relayed = True
+
+
+class _InputDetails(msgspec.Struct):
+    cached_tokens: int | None = None
+
+
+class _OutputDetails(msgspec.Struct):
+    reasoning_tokens: int | None = None
+
+
+class _Usage(msgspec.Struct):
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    input_tokens_details: _InputDetails | None = None
+    output_tokens_details: _OutputDetails | None = None
+
+
+class _Error(msgspec.Struct):
+    code: str | None = None
+    message: str | None = None
+
+
+class _Response(msgspec.Struct):
+    id: str = ""
+    status: str | None = None
+    usage: _Usage | None = None
+    error: _Error | None = None
+
+
+class _Event(msgspec.Struct):
+    type: str = ""
+    response: _Response | None = None
+    code: str | None = None
+    message: str | None = None
+
+
+_event_decoder = msgspec.json.Decoder(_Event)
+_response_decoder = msgspec.json.Decoder(_Response)
+_FINAL = (b"response.completed", b"response.incomplete", b"response.failed", b"error")
+"""The events whose payload is decoded; every other one is relayed unread."""
+
+
+def usage_from(usage: _Usage | None) -> TokenUsage:
+    usage = usage or _Usage()
+    cached = usage.input_tokens_details.cached_tokens if usage.input_tokens_details else None
+    reasoning = (
+        usage.output_tokens_details.reasoning_tokens if usage.output_tokens_details else None
+    )
+    return TokenUsage(
+        prompt_tokens=usage.input_tokens or 0,
+        completion_tokens=usage.output_tokens or 0,
+        cached_tokens=cached or 0,
+        reasoning_tokens=reasoning or 0,
+    )
+
+
+def request_body(request: ProviderRequest) -> bytes:
+    assert request.native is not None
+    body = {**request.native.body, "model": request.upstream_model, "store": False}
+    body.pop("previous_response_id", None)  # resolved by relaygate into the input
+    return _encoder.encode(body)
+
+
+class _Reader:
+    """What one relayed stream has told: its final response, whether it failed."""
+
+    def __init__(self, provider: OpenAIProvider) -> None:
+        self.provider = provider
+        self.lines = LineSplitter(provider.settings.max_line_bytes, provider.label)
+        self.name = b""
+        self.final: _Response | None = None
+        self.failed: _Error | None = None
+        self.content = False
+
+    def read(self, piece: bytes) -> list[Event]:
+        deltas = 0
+        for line in self.lines.feed(piece):
+            if line.startswith(b"event:"):
+                self.name = line[6:].strip()
+                if self.name.endswith(b".delta"):
+                    deltas += 1
+                    self.content = True
+                continue
+            if not line.startswith(b"data:"):
+                continue
+            name = self.name
+            if not name:  # no event lines: the type is in the payload
+                name = next((n for n in _FINAL if b'"' + n + b'"' in line[:200]), b"")
+                if b'.delta"' in line[:200]:
+                    deltas += 1
+                    self.content = True
+            if name in _FINAL:
+                self._final(line[5:].strip())
+        batch: list[Event] = [Passthrough(piece, deltas)]
+        if self.final is not None:
+            batch.append(usage_from(self.final.usage))
+        return batch
+
+    def _final(self, data: bytes) -> None:
+        event = decode_upstream(_event_decoder, data, self.provider.label, "an event")
+        if event.type == "error":
+            self.failed = _Error(event.code, event.message)
+        elif event.response is not None:
+            self.final = event.response
+            if event.type == "response.failed":
+                self.failed = event.response.error or _Error()
+
+    def failure(self) -> RelayedError:
+        error = self.failed or _Error()
+        detail = upstream_message(_encoder.encode({"error": {"message": error.message or ""}}))
+        return RelayedError(
+            f"Upstream {self.provider.label} failed mid-stream: {upstream_word(error.code)}"
+            + (f": {detail}" if detail else ""),
+            upstream=self.provider.label,
+        )
+
+
+async def relay_events(provider: OpenAIProvider, request: ProviderRequest) -> AsyncIterator[Batch]:
+    """The upstream's answer as :class:`Passthrough` batches (see the module docstring)."""
+    response = await provider.post(provider.responses_url(), request_body(request))
+    complete = False
+    try:
+        if not request.stream:
+            yield STARTED
+            data = await provider.read_body(response)
+            body = decode_upstream(_response_decoder, data, provider.label, "a body")
+            yield (Passthrough(data, body=True), usage_from(body.usage), DONE)
+        else:
+            async for batch in _stream(provider, response):
+                yield batch
+        complete = True
+    finally:
+        if complete:
+            response.release()
+        else:
+            response.close()
+
+
+async def _next(provider: OpenAIProvider, pieces: AsyncIterator[bytes], when: str) -> bytes:
+    try:
+        piece = await anext(pieces, None)
+    except (TimeoutError, aiohttp.ClientError) as exc:
+        raise provider.broke_off(exc, when, retryable=when != "mid-stream") from None
+    if piece is None:
+        raise provider.cut()
+    return piece
+
+
+async def _stream(
+    provider: OpenAIProvider, response: aiohttp.ClientResponse
+) -> AsyncIterator[Batch]:
+    reader = _Reader(provider)
+    pieces = response.content.iter_any()
+    batch = reader.read(await _next(provider, pieces, "before its stream started"))
+    if reader.failed is not None and not reader.content:
+        # a failure before any output: an error status (it may be retried elsewhere)
+        error = reader.failed
+        status = 429 if error.code == "rate_limit_exceeded" else 502
+        provider.raise_status(status, _encoder.encode({"error": {"message": error.message}}), None)
+    yield STARTED
+    while True:
+        final = reader.final
+        if final is not None and reader.failed is None:
+            batch.append(DONE)
+        yield batch
+        if reader.failed is not None:
+            raise reader.failure()
+        if final is not None:
+            return
+        batch = reader.read(await _next(provider, pieces, "mid-stream"))

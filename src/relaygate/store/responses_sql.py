@@ -1,0 +1,84 @@
+"""Stored responses (``previous_response_id``): kept per account, read back by their owner
+only, purged once their retention time is over.
+
+An expired response is never read (the read checks ``expires_at``); the rows themselves are
+deleted by :meth:`ResponseStore.purge`, which the gateway runs at most once per
+:data:`PURGE_EVERY_SECONDS`, on a write.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import msgspec
+from sqlalchemy import and_, delete, select
+
+from relaygate.store.schema import stored_responses
+from relaygate.store.sql import SqlStore
+
+PURGE_EVERY_SECONDS = 60.0
+"""The least time between two purges of expired responses by one process."""
+
+_items = msgspec.json.Decoder(list[dict[str, Any]])
+
+
+class ResponseStore:
+    """The ``stored_responses`` table of ``store``."""
+
+    def __init__(self, store: SqlStore, retention_seconds: int) -> None:
+        self.store = store
+        self.retention = retention_seconds
+        self._next_purge = 0.0
+
+    async def save(
+        self,
+        response_id: str,
+        owner: str,
+        key_id: str,
+        model: str,
+        items: list[dict[str, Any]],
+        now: float | None = None,
+    ) -> None:
+        """Keep ``items`` (the whole conversation through this response's output)."""
+        now = time.time() if now is None else now
+        row = {
+            "id": response_id,
+            "account_id": owner,
+            "key_id": key_id,
+            "model": model,
+            "created_at": int(now),
+            "expires_at": int(now) + self.retention,
+            "conversation": msgspec.json.encode(items).decode(),
+        }
+        async with self.store.engine.begin() as conn:
+            await conn.execute(stored_responses.insert(), row)
+        if now >= self._next_purge:
+            self._next_purge = now + PURGE_EVERY_SECONDS
+            await self.purge(now)
+
+    async def load(
+        self, response_id: str, owner: str, now: float | None = None
+    ) -> list[dict[str, Any]] | None:
+        """The conversation of ``owner``'s response, or ``None`` (unknown, another owner's, or
+        expired: one answer for all three, so that ids of other accounts cannot be probed)."""
+        now = time.time() if now is None else now
+        query = select(stored_responses.c.conversation).where(
+            and_(
+                stored_responses.c.id == response_id,
+                stored_responses.c.account_id == owner,
+                stored_responses.c.expires_at > int(now),
+            )
+        )
+        async with self.store.engine.connect() as conn:
+            text = (await conn.execute(query)).scalar_one_or_none()
+        return None if text is None else _items.decode(text)
+
+    async def purge(self, now: float | None = None) -> int:
+        """Delete every expired response; returns how many."""
+        now = time.time() if now is None else now
+        async with self.store.engine.begin() as conn:
+            result = await conn.execute(
+                delete(stored_responses).where(stored_responses.c.expires_at <= int(now))
+            )
+        return int(result.rowcount or 0)

@@ -1,0 +1,42 @@
+"""Stored responses (``relaygate.store.responses_sql``) on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import pytest
+
+from relaygate.store import SqlStore
+from relaygate.store.responses_sql import ResponseStore
+from tests.store.test_store import backend, store
+
+__all__ = ["backend", "store"]
+
+ITEMS = [
+    {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "hi"}]},
+    {"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "yo"}]},
+]
+
+
+@pytest.mark.asyncio
+async def test_an_owner_reads_back_its_response(store: SqlStore) -> None:
+    responses = ResponseStore(store, retention_seconds=60)
+    await responses.save("resp_1", "acct_a", "key_a", "m", ITEMS, now=1000)
+    assert await responses.load("resp_1", "acct_a", now=1001) == ITEMS
+
+
+@pytest.mark.asyncio
+async def test_another_account_and_unknown_ids_read_nothing(store: SqlStore) -> None:
+    responses = ResponseStore(store, retention_seconds=60)
+    await responses.save("resp_1", "acct_a", "key_a", "m", ITEMS, now=1000)
+    assert await responses.load("resp_1", "acct_b", now=1001) is None
+    assert await responses.load("resp_2", "acct_a", now=1001) is None
+
+
+@pytest.mark.asyncio
+async def test_expired_responses_are_not_read_and_are_purged(store: SqlStore) -> None:
+    responses = ResponseStore(store, retention_seconds=60)
+    await responses.save("resp_old", "acct_a", "key_a", "m", ITEMS, now=1000)
+    await responses.save("resp_new", "acct_a", "key_a", "m", ITEMS, now=1050)
+    assert await responses.load("resp_old", "acct_a", now=1060) is None
+    assert await responses.purge(now=1060) == 1
+    assert await responses.purge(now=1060) == 0
+    assert await responses.load("resp_new", "acct_a", now=1060) == ITEMS
