@@ -29,7 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from relaygate.store import migrations
 from relaygate.store.charges import Spend
 from relaygate.store.records import AccountRecord, KeyRecord, LedgerRow, UsageSummary
-from relaygate.store.rollups import add_to_rollups
+from relaygate.store.rollups import add_to_rollups, new_rows
 from relaygate.store.schema import accounts, api_keys, key_revisions, ledger
 
 log = logging.getLogger("relaygate.store")
@@ -159,7 +159,7 @@ def _insert_new_sql(dialect: str, rows: int) -> str:
     return (
         f"INSERT INTO {ledger.name} ({columns}) VALUES {values}"  # noqa: S608
         " ON CONFLICT (request_id) DO NOTHING"
-        " RETURNING request_id, key_id, cost_micros, account_id, created_at"
+        " RETURNING request_id"  # what is charged is read from the rows, not sent back
     )
 
 
@@ -444,11 +444,12 @@ class SqlStore:
                 page = tuple(chain.from_iterable(values[start:end]))
                 sql = _insert_new_sql(self.dialect, end - start)
                 result = await conn.exec_driver_sql(sql, page)
-                returned = cast("Iterable[tuple[str, str, int, str | None, int]]", result)
-                for request_id, key_id, cost, account_id, created_ms in returned:
-                    spend.add(key_id, account_id, cost, created_ms)
-                    new_ids.add(request_id)
-            await add_to_rollups(conn, self.dialect, rows, new_ids)
+                returned = cast("Iterable[tuple[str]]", result)
+                new_ids.update(request_id for (request_id,) in returned)
+            inserted = rows if len(new_ids) == len(rows) else new_rows(rows, new_ids)
+            for row in inserted:
+                spend.add(row.key_id, row.account_id, row.cost_micros, row.created_at)
+            await add_to_rollups(conn, self.dialect, rows, new_ids, inserted)
             replaced = await _replace_interrupted(conn, rows, new_ids, spend)
             await spend.apply(conn, self.dialect)
         fresh = []
