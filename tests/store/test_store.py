@@ -373,6 +373,24 @@ async def test_same_request_id_is_written_once_and_charged_once(store: SqlStore)
     assert charged.used_micros == 340
 
 
+async def test_a_batch_mixing_held_and_new_rows_writes_and_charges_only_the_new(
+    store: SqlStore,
+) -> None:
+    """Held rows among new ones, on every page of a multi-page insert (7 rows: pages of 4, 2
+    and 1): exactly the new rows are returned, in order, and charged."""
+    key = await store.create_key(make_key())
+    rows = [make_row(key.id, cost_micros=10 + i, created_at=i) for i in range(7)]
+    held = [rows[0], rows[2], rows[3], rows[5]]
+    assert await store.write_ledger(held) == held
+    new = [rows[1], rows[4], rows[6]]
+    assert await store.write_ledger(rows) == new
+    assert await store.write_ledger(rows) == []
+    assert await store.ledger_rows() == rows
+    charged = await store.get_key(key.id)
+    assert charged is not None
+    assert charged.used_micros == sum(row.cost_micros for row in rows)
+
+
 async def test_a_real_row_replaces_an_interrupted_one_and_charges_the_difference(
     store: SqlStore,
 ) -> None:

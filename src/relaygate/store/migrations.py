@@ -200,6 +200,12 @@ def m012_console_setup(conn: Connection) -> None:
     console_setup.create(conn)
 
 
+def m013_drop_ledger_key_index(conn: Connection) -> None:
+    """Drop the ledger's index on ``key_id`` alone: ``ledger_key_created`` (key_id,
+    created_at) serves every query it served, and each ledger row cost one more index insert."""
+    conn.execute(text("DROP INDEX IF EXISTS ix_ledger_key_id"))
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
     (1, "m001_initial", m001_initial),
     (2, "m002_key_revision_counter", m002_key_revision_counter),
@@ -212,6 +218,7 @@ MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
     (10, "m010_ledger_api", m010_ledger_api),
     (11, "m011_stored_responses", m011_stored_responses),
     (12, "m012_console_setup", m012_console_setup),
+    (13, "m013_drop_ledger_key_index", m013_drop_ledger_key_index),
 ]
 
 

@@ -198,7 +198,7 @@ async def upsert_cells(conn: AsyncConnection, dialect: str, cells: list[Any]) ->
         await conn.exec_driver_sql(_upsert_sql(dialect, end - start), params)
 
 
-def _new_rows(rows: list[LedgerRow], new_ids: set[str]) -> list[LedgerRow]:
+def new_rows(rows: list[LedgerRow], new_ids: set[str]) -> list[LedgerRow]:
     """The rows the insert wrote: the first of each new request id (a repeated id in one
     batch is inserted once, in order)."""
     seen: set[str] = set()
@@ -211,16 +211,24 @@ def _new_rows(rows: list[LedgerRow], new_ids: set[str]) -> list[LedgerRow]:
 
 
 async def add_to_rollups(
-    conn: AsyncConnection, dialect: str, rows: list[LedgerRow], new_ids: set[str]
+    conn: AsyncConnection,
+    dialect: str,
+    rows: list[LedgerRow],
+    new_ids: set[str],
+    inserted: list[LedgerRow] | None = None,
 ) -> None:
     """Add a ledger batch to the rollups, inside the transaction that inserted it.
 
     Called after the insert (``new_ids``: the request ids it wrote) and before
     ``_replace_interrupted``: a real row that conflicted with an ``interrupted`` one will
     replace it, so the interrupted row (read here, locked as the replacement will lock it) is
-    taken away and the real row added. A batch costs one statement per 512 cells here (a
-    cell: one row of one level; a batch of one key and model in one hour has 7)."""
-    added = rows if len(new_ids) == len(rows) else _new_rows(rows, new_ids)
+    taken away and the real row added. ``inserted``: the rows the insert wrote (the first of
+    each of ``new_ids``), when the caller has them already. A batch costs one statement per
+    512 cells here (a cell: one row of one level; a batch of one key and model in one hour
+    has 9)."""
+    if inserted is None:
+        inserted = rows if len(new_ids) == len(rows) else new_rows(rows, new_ids)
+    added = inserted
     removed: list[LedgerRow] = []
     conflicting = {
         row.request_id: row

@@ -85,7 +85,7 @@ ledger = Table(
     "ledger",
     metadata,
     Column("request_id", String(64), primary_key=True),
-    Column("key_id", String(40), nullable=False, index=True),
+    Column("key_id", String(40), nullable=False),  # ledger_key_created leads with it
     Column("model", String(200), nullable=False),
     Column("upstream", String(200), nullable=False),
     Column("upstream_model", String(200), nullable=False),

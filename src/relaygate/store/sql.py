@@ -29,7 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from relaygate.store import migrations
 from relaygate.store.charges import Spend
 from relaygate.store.records import AccountRecord, KeyRecord, LedgerRow, UsageSummary
-from relaygate.store.rollups import add_to_rollups
+from relaygate.store.rollups import add_to_rollups, new_rows
 from relaygate.store.schema import accounts, api_keys, key_revisions, ledger
 
 log = logging.getLogger("relaygate.store")
@@ -141,11 +141,14 @@ _row_values = attrgetter(*_LEDGER_FIELDS)
 
 @functools.cache
 def _insert_new_sql(dialect: str, rows: int) -> str:
-    """A multi-row ``INSERT ... ON CONFLICT DO NOTHING RETURNING`` of ``rows`` ledger rows, in
-    the driver's own parameter style.
+    """A multi-row ``INSERT ... ON CONFLICT DO NOTHING`` of ``rows`` ledger rows, in the
+    driver's own parameter style; on PostgreSQL with ``RETURNING request_id`` (which rows were
+    new).
 
     The ledger is the one bulk write on the request path's event loop; driver-level SQL costs
-    a few microseconds a row where a compiled Core insert with RETURNING cost tens."""
+    a few microseconds a row where a compiled Core insert with RETURNING cost tens. SQLite
+    returns nothing: its RETURNING cost ~10k instructions a row, and the rows it wrote are
+    told by the row count and the last rowid instead (see :func:`_inserted_ids`)."""
     width = len(_LEDGER_FIELDS)
     if dialect == "sqlite":
         one = "(" + ", ".join("?" * width) + ")"
@@ -156,11 +159,35 @@ def _insert_new_sql(dialect: str, rows: int) -> str:
             for r in range(rows)
         )
     columns = ", ".join(_LEDGER_FIELDS)  # the schema's names and placeholders, no input
+    returning = "" if dialect == "sqlite" else " RETURNING request_id"
     return (
         f"INSERT INTO {ledger.name} ({columns}) VALUES {values}"  # noqa: S608
-        " ON CONFLICT (request_id) DO NOTHING"
-        " RETURNING request_id, key_id, cost_micros, account_id, created_at"
+        f" ON CONFLICT (request_id) DO NOTHING{returning}"
     )
+
+
+async def _inserted_ids(
+    conn: AsyncConnection, dialect: str, rows: list[LedgerRow], sql: str, params: tuple[Any, ...]
+) -> Iterable[str]:
+    """Insert one page of ``rows``; the request ids it wrote.
+
+    On SQLite, a page whose every row was written (the common case) is told by the row count
+    alone. Otherwise the rows written are those of the last ``rowcount`` rowids: a rowid table
+    gives each new row the largest rowid plus one, and conflicting rows take none."""
+    result = await conn.exec_driver_sql(sql, params)
+    if dialect != "sqlite":
+        return [request_id for (request_id,) in cast("Iterable[tuple[str]]", result)]
+    written = result.rowcount
+    if written == len(rows):
+        return [row.request_id for row in rows]
+    if written <= 0:
+        return []
+    last = result.lastrowid
+    found = await conn.exec_driver_sql(
+        f"SELECT request_id FROM {ledger.name} WHERE rowid BETWEEN ? AND ?",  # noqa: S608
+        (last - written + 1, last),
+    )
+    return [request_id for (request_id,) in found]
 
 
 async def _replace_interrupted(
@@ -465,12 +492,11 @@ class SqlStore:
             for start, end in _pages(len(values)):
                 page = tuple(chain.from_iterable(values[start:end]))
                 sql = _insert_new_sql(self.dialect, end - start)
-                result = await conn.exec_driver_sql(sql, page)
-                returned = cast("Iterable[tuple[str, str, int, str | None, int]]", result)
-                for request_id, key_id, cost, account_id, created_ms in returned:
-                    spend.add(key_id, account_id, cost, created_ms)
-                    new_ids.add(request_id)
-            await add_to_rollups(conn, self.dialect, rows, new_ids)
+                new_ids.update(await _inserted_ids(conn, self.dialect, rows[start:end], sql, page))
+            inserted = rows if len(new_ids) == len(rows) else new_rows(rows, new_ids)
+            for row in inserted:
+                spend.add(row.key_id, row.account_id, row.cost_micros, row.created_at)
+            await add_to_rollups(conn, self.dialect, rows, new_ids, inserted)
             replaced = await _replace_interrupted(conn, rows, new_ids, spend)
             await spend.apply(conn, self.dialect)
         fresh = []
