@@ -26,7 +26,7 @@ from relaygate.protocol.openai_responses.decode import (
     to_chat,
 )
 from relaygate.protocol.openai_responses.items import InputImage, MessageItem, check_item
-from relaygate.protocol.openai_responses.render import ResponseWriter, item_id
+from relaygate.protocol.openai_responses.render import ResponseWriter
 from relaygate.protocol.openai_responses.stream import ResponsesStream, native_output
 from relaygate.protocol.render import encoder
 from relaygate.providers.base import (
@@ -94,6 +94,7 @@ class ResponsesRoute(Route):
     """OpenAI's Responses dialect."""
 
     api = "responses"
+    id_prefix = "resp_"
 
     def decode(self, body: bytes, scope: Scope) -> Decoded:
         return self._decoded(decode_responses_request(body), [])
@@ -207,9 +208,6 @@ class ResponsesRoute(Route):
             item["content"] = content
             items[i] = item
         native.body = {**native.body, "input": items}
-
-    def new_id(self) -> str:
-        return item_id("resp")
 
     def _writer(self, ticket: Ticket, decoded: Decoded, stream: bool) -> ResponseWriter:
         conversation: Conversation = decoded.extra
