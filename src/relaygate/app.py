@@ -116,9 +116,11 @@ class Gateway:
         self._deadline: asyncio.TimerHandle | None = None
 
     async def open(self) -> None:
-        await self.store.upgrade()
+        applied = await self.store.upgrade()
+        log.debug("store %s: migrations applied now: %s", self.store.describe(), applied or "none")
         await self.ledger.start()
         await self.keys.refresh()
+        log.debug("key cache: %d keys loaded", len(self.keys.by_id))
         connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, enable_cleanup_closed=True)
         # No cookie jar: cookies an upstream sets must not ride along on other keys' requests
         # (and matching them costs every request).
@@ -129,6 +131,9 @@ class Gateway:
             cookie_jar=aiohttp.DummyCookieJar(),
         )
         self.catalog = Catalog(self.settings, self.session)
+        for name, model in self.catalog.models.items():
+            labels = ", ".join(p.label for p in model.upstreams) or "none"
+            log.debug("model %s: upstreams %s", name, labels)
         self.alerts = LowBalanceAlerts(self.store, self.session, self.settings)
         self.alerts.start()
         self.keys.start()
@@ -194,6 +199,7 @@ class Gateway:
 
     async def close(self) -> None:
         self.ready = False
+        log.debug("shutting down: %d requests still running", len(self.requests))
         if self._deadline is not None:
             self._deadline.cancel()
         await self._wait_for_requests()

@@ -184,7 +184,11 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     redis_url: str | None = None
     """Optional ``redis://...`` for limits shared across replicas."""
     log_level: str = "info"
-    """``debug``, ``info``, ``warning`` or ``error``."""
+    """``debug``, ``info``, ``warning`` or ``error``: relaygate's own log lines. Libraries log
+    warnings and errors only, unless named in ``log_debug_loggers``."""
+    log_debug_loggers: list[str] = msgspec.field(default_factory=list)
+    """Library loggers that follow ``log_level`` too, e.g. ``[sqlalchemy.engine, aiosqlite]``
+    (each with its children); every other library logs warnings and errors only."""
     operator_token: str | None = None
     """The credential of the operator endpoints, ``GET /health/details`` and ``GET /metrics``
     (``Authorization: Bearer <operator_token>``; at least 16 characters). Unset, both answer

@@ -61,7 +61,9 @@ def protocol_limits(settings: Settings) -> Limits:
 
 
 def _prepare(settings: Settings, source: str) -> App:
-    configure_logging(settings.log_level, configured_secrets(settings))
+    configure_logging(
+        settings.log_level, configured_secrets(settings), settings.log_debug_loggers
+    )
     return create_app(settings, source)
 
 
