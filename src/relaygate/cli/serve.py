@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import errno
 import functools
 import logging
 import os
 import resource
+import socket
+import sys
 
 import click
 import uvicorn
+from uvicorn.supervisors import Multiprocess
 
 from relaygate.app import App, create_app
 from relaygate.cli.common import config_option, fail, settings_or_exit
@@ -61,9 +65,7 @@ def protocol_limits(settings: Settings) -> Limits:
 
 
 def _prepare(settings: Settings, source: str) -> App:
-    configure_logging(
-        settings.log_level, configured_secrets(settings), settings.log_debug_loggers
-    )
+    configure_logging(settings.log_level, configured_secrets(settings), settings.log_debug_loggers)
     return create_app(settings, source)
 
 
@@ -93,9 +95,11 @@ def serve(config: str | None, host: str, port: int, workers: int) -> None:
             "--workers > 1 needs redis_url in the config: without it every worker would keep"
             " its own limits and balances (see the README's 'Scaling out')"
         )
+    listener = listen(host, port)
     try:
         app = _prepare(settings, source)
     except ConfigError as exc:
+        listener.close()
         fail(f"config error: {exc}")
         return
     store = SqlStore(settings.database_url).describe()
@@ -124,15 +128,54 @@ def serve(config: str | None, host: str, port: int, workers: int) -> None:
         "timeout_keep_alive": 75,
     }
     if workers == 1:
-        uvicorn.run(app, **options)  # type: ignore[arg-type]
+        run_server(uvicorn.Config(app, **options), listener)  # type: ignore[arg-type]
         return
     # Each worker builds its own app from the same settings, found through the environment.
     if config:
         os.environ["RELAYGATE_CONFIG"] = config
     os.environ[_SOURCE] = source
-    uvicorn.run(
+    workers_config = uvicorn.Config(
         "relaygate.cli.serve:worker_app",
         factory=True,
         workers=workers,
         **options,  # type: ignore[arg-type]
     )
+    run_server(workers_config, listener)
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """The listening socket, bound before anything is said about serving: a busy port or an
+    address that is not this machine's ends the command with one line and exit status 1."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        hint = " (another process listens there: stop it or pick another --port)"
+        busy = exc.errno == errno.EADDRINUSE
+        click.echo(
+            f"relaygate: cannot listen on {host}:{port}: {exc.strerror or exc}"
+            f"{hint if busy else ''}",
+            err=True,
+        )
+        sys.exit(1)
+    sock.set_inheritable(True)
+    return sock
+
+
+def run_server(config: uvicorn.Config, listener: socket.socket) -> None:
+    """uvicorn on the socket bound already (one process, or ``config.workers`` processes)."""
+    server = uvicorn.Server(config)
+    try:
+        if config.workers > 1:
+            Multiprocess(config, sockets=[listener]).run()
+        else:
+            server.run(sockets=[listener])
+    except KeyboardInterrupt:
+        pass
+    finally:
+        listener.close()
+    if config.workers == 1 and not server.started:
+        sys.exit(3)  # start-up failed (said in the log); uvicorn's own status for it
