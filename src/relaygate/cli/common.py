@@ -16,12 +16,39 @@ from relaygate.store.sql import SqlStore
 
 T = TypeVar("T")
 
+_CONFIG_META = "relaygate.config"
+
+
+def _remember_config(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    """``relaygate --config FILE COMMAND``: the file, for the command's own option."""
+    ctx.meta[_CONFIG_META] = value
+
+
+def _config_or_global(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """The command's ``--config``, else the one given before the command."""
+    if value is None and param.name is not None:
+        value = ctx.meta.get(_CONFIG_META)
+    return value
+
+
+global_config_option = click.option(
+    "--config",
+    envvar="RELAYGATE_CONFIG",
+    default=None,
+    metavar="FILE",
+    expose_value=False,
+    is_eager=True,
+    callback=_remember_config,
+    help="YAML (or JSON) config file for the command (also accepted after it).",
+)
+
 config_option = click.option(
     "--config",
     "config",
     envvar="RELAYGATE_CONFIG",
     default=None,
     metavar="FILE",
+    callback=_config_or_global,
     help="YAML (or JSON) config file; also read from RELAYGATE_CONFIG.",
 )
 
