@@ -472,9 +472,50 @@ def _decimal_hook(type_: type, obj: Any) -> Any:
     raise NotImplementedError
 
 
-def settings_from_mapping(data: Mapping[str, Any], source: str, env: Mapping[str, str]) -> Settings:
-    """Build and check settings from an already-parsed mapping (the file's contents)."""
+_PATH_SETTINGS = ("journal_path", "ledger_spill_path")
+"""Settings naming a file or directory: relative in a config file, they are the file's."""
+
+
+def sqlite_url_under(url: str, base: Path) -> str:
+    """``url`` with a relative SQLite path made relative to ``base``; any other URL as it is."""
+    from sqlalchemy.engine import make_url  # imported here: the CLI's --help need not load it
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError):
+        return url  # _validate names the bad URL
+    database = parsed.database
+    if parsed.get_backend_name() != "sqlite" or not database or database == ":memory:":
+        return url
+    if database.startswith("file:") or Path(database).is_absolute():
+        return url
+    return parsed.set(database=str(base / database)).render_as_string(hide_password=False)
+
+
+def _paths_under(settings: dict[str, Any], base: Path) -> None:
+    """Resolve the relative paths of a config file against its folder (in place)."""
+    url = settings.get("database_url")
+    if isinstance(url, str):
+        settings["database_url"] = sqlite_url_under(url, base)
+    for name in _PATH_SETTINGS:
+        value = settings.get(name)
+        if isinstance(value, str) and value and not Path(value).is_absolute():
+            settings[name] = str(base / value)
+
+
+def settings_from_mapping(
+    data: Mapping[str, Any], source: str, env: Mapping[str, str], base: Path | None = None
+) -> Settings:
+    """Build and check settings from an already-parsed mapping (the file's contents).
+
+    With ``base`` (the config file's folder), relative paths written in the file (a SQLite
+    ``database_url``, ``journal_path``, ``ledger_spill_path``) are taken from there; the same
+    settings from ``RELAYGATE_*`` variables, or left to their defaults, stay relative to the
+    current folder."""
     expanded = _expand(dict(data), env, "", source)
+    if base is not None:
+        _paths_under(expanded, base)
     for var, key in _ENV_OVERRIDES.items():
         if var in env:
             expanded[key] = env[var]
@@ -560,4 +601,4 @@ def load_settings(path: str | None = None, env: Mapping[str, str] | None = None)
         raise ConfigError(f"{source}: not valid YAML or JSON: {exc}".splitlines()[0]) from None
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: the top level must be a mapping of settings")
-    return settings_from_mapping(data, source, env)
+    return settings_from_mapping(data, source, env, base=Path(path).resolve().parent)

@@ -61,5 +61,6 @@ def test_serve_still_serves_on_a_free_port_and_says_so_once_bound(tmp_path: Path
         assert gateway.get("/health")[0] == 200
     finally:
         gateway.stop()
-    first = gateway.logs().splitlines()[0]
-    assert first.startswith(f"relaygate: serving http://127.0.0.1:{gateway.port} with store")
+    lines = gateway.logs().splitlines()
+    assert lines[0].startswith("relaygate: creating a new database: ")  # the first start
+    assert lines[1].startswith(f"relaygate: serving http://127.0.0.1:{gateway.port} with store")

@@ -15,13 +15,19 @@ import uvicorn
 from uvicorn.supervisors import Multiprocess
 
 from relaygate.app import App, create_app
-from relaygate.cli.common import config_option, fail, settings_or_exit
+from relaygate.cli.common import (
+    bold,
+    config_option,
+    fail,
+    settings_or_exit,
+    store_label,
+    store_would_be_created,
+)
 from relaygate.errors import ConfigError
 from relaygate.logs import configure_logging
 from relaygate.redaction import configured_secrets
 from relaygate.serving import HttpProtocol, Limits
 from relaygate.settings import Settings, load_settings
-from relaygate.store.sql import SqlStore
 
 _SOURCE = "RELAYGATE_SOURCE_LABEL"
 _SPARE_FILES = 64
@@ -102,8 +108,10 @@ def serve(config: str | None, host: str, port: int, workers: int) -> None:
         listener.close()
         fail(f"config error: {exc}")
         return
-    store = SqlStore(settings.database_url).describe()
+    store = store_label(settings.database_url)
     limiter = app.gateway.gate.description
+    if _new_store(settings):
+        click.echo(bold(f"relaygate: creating a new database: {store}"), err=True)
     click.echo(
         f"relaygate: serving http://{host}:{port} with store {store}, limiter {limiter},"
         f" {workers} worker(s), models: {', '.join(settings.models) or 'none'}",
@@ -141,6 +149,13 @@ def serve(config: str | None, host: str, port: int, workers: int) -> None:
         **options,  # type: ignore[arg-type]
     )
     run_server(workers_config, listener)
+
+
+def _new_store(settings: Settings) -> bool:
+    try:
+        return store_would_be_created(settings)
+    except Exception:  # unreachable, say: start-up reports it in its own words
+        return False
 
 
 def listen(host: str, port: int) -> socket.socket:
