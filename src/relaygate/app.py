@@ -39,7 +39,7 @@ from relaygate.metrics import Metrics
 from relaygate.protocol.render import sse_error
 from relaygate.providers.registry import check_providers
 from relaygate.routing.catalog import Catalog
-from relaygate.settings import Settings
+from relaygate.settings import Settings, unserved_models
 from relaygate.store.sql import SqlStore
 
 log = logging.getLogger("relaygate")
@@ -78,6 +78,8 @@ class Gateway:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self.unserved = frozenset(unserved_models(settings))
+        """Models with no upstream (nor a fallback that has one): left out of /v1/models."""
         self.store = SqlStore(settings.database_url)
         self.metrics = Metrics()
         self.gate = make_gate(settings, self.metrics, self.store)

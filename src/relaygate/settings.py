@@ -545,6 +545,18 @@ def _convert(data: Any, type_: type[_T], prefix: str, source: str) -> _T:
         raise ConfigError(f"{source}: {where}: {problem}") from None
 
 
+def unserved_models(settings: Settings) -> list[str]:
+    """Models that can answer nothing but 503 "no upstream configured": no upstream of their
+    own and none among their fallbacks (``gpt-5.2`` of the built-in catalog without
+    ``OPENAI_API_KEY``, say)."""
+    models = settings.models
+    return [
+        name
+        for name, model in models.items()
+        if not model.upstreams and not any(models[f].upstreams for f in model.fallbacks)
+    ]
+
+
 def default_catalog(env: Mapping[str, str]) -> dict[str, Any]:
     """The catalog used without a config file: contract models go to OpenAI when
     ``OPENAI_API_KEY`` is set, and the simulator model works with no key at all."""

@@ -27,7 +27,7 @@ from relaygate.errors import ConfigError
 from relaygate.logs import configure_logging
 from relaygate.redaction import configured_secrets
 from relaygate.serving import HttpProtocol, Limits
-from relaygate.settings import Settings, load_settings
+from relaygate.settings import Settings, load_settings, unserved_models
 
 _SOURCE = "RELAYGATE_SOURCE_LABEL"
 _SPARE_FILES = 64
@@ -112,11 +112,19 @@ def serve(config: str | None, host: str, port: int, workers: int) -> None:
     limiter = app.gateway.gate.description
     if _new_store(settings):
         click.echo(bold(f"relaygate: creating a new database: {store}"), err=True)
+    unserved = unserved_models(settings)
+    models = [f"{m} (no upstream)" if m in unserved else m for m in settings.models]
     click.echo(
         f"relaygate: serving http://{host}:{port} with store {store}, limiter {limiter},"
-        f" {workers} worker(s), models: {', '.join(settings.models) or 'none'}",
+        f" {workers} worker(s), models: {', '.join(models) or 'none'}",
         err=True,
     )
+    if unserved:
+        log.warning(
+            "no upstream serves %s: each answers 503 and is left out of /v1/models (set"
+            " OPENAI_API_KEY for the built-in catalog's, or give them upstreams in the config)",
+            ", ".join(unserved),
+        )
     options = {
         "host": host,
         "port": port,
