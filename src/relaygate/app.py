@@ -24,7 +24,9 @@ from relaygate.accounting.ledger import LedgerWriter
 from relaygate.accounting.redis_gate import RedisGate
 from relaygate.accounts.alerts import LowBalanceAlerts
 from relaygate.api import chat, info
-from relaygate.api.http import Message, Receive, Scope, Send, send_error
+from relaygate.api.cors import PREFIX as CORS_PREFIX
+from relaygate.api.cors import Cors
+from relaygate.api.http import Message, Receive, Scope, Send, header, send_error
 from relaygate.errors import (
     ApiError,
     InternalError,
@@ -78,6 +80,7 @@ class Gateway:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self.cors = Cors(settings.cors_allowed_origins) if settings.cors_allowed_origins else None
         self.unserved = frozenset(unserved_models(settings))
         """Models with no upstream (nor a fallback that has one): left out of /v1/models."""
         self.store = SqlStore(settings.database_url)
@@ -249,6 +252,16 @@ class _Tracked:
         await self.send(message)
 
 
+def is_preflight(gw: Gateway, scope: Scope, path: str) -> bool:
+    """A browser's CORS preflight of the API (answered only when CORS is on)."""
+    return (
+        gw.cors is not None
+        and scope["method"] == "OPTIONS"
+        and path.startswith(CORS_PREFIX)
+        and header(scope, b"access-control-request-method") is not None
+    )
+
+
 def _uncancel() -> None:
     task = asyncio.current_task()
     if task is not None:
@@ -299,6 +312,10 @@ class App:
         gw = self.gateway
         path = scope["path"].rstrip("/") or "/"
         methods = ROUTES.get(path)
+        if gw.cors is not None and path.startswith(CORS_PREFIX):
+            origin = header(scope, b"origin")
+            if origin is not None and gw.cors.allowed(origin):
+                send = gw.cors.wrap(send, origin)
         send = _Tracked(send)
         try:
             if methods is None and (path + "/").startswith(admin.PREFIX + "/"):
@@ -309,6 +326,11 @@ class App:
             handler = methods.get(scope["method"])
             if handler is None and scope["method"] == "HEAD":
                 handler = methods.get("GET")  # the protocol sends the head only
+            if handler is None and is_preflight(gw, scope, path):
+                assert gw.cors is not None
+                await gw.cors.preflight(scope, send, list(methods))
+                gw.metrics.responded(204)
+                return
             if handler is None:
                 allow = [*methods, "HEAD"] if "GET" in methods else list(methods)
                 raise MethodNotAllowed(

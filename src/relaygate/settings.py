@@ -225,6 +225,11 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     """Addresses or CIDR networks of the reverse proxies in front of relaygate: their
     ``trusted_proxy_headers`` are honoured, and the client is the right-most address in them
     that is not one of these."""
+    cors_allowed_origins: list[str] = msgspec.field(default_factory=list)
+    """Origins whose browser scripts may call the ``/v1`` API (``https://app.example.com``,
+    exactly as the browser sends it; ``*`` for any): their preflight gets 204 and every answer,
+    errors included, the CORS headers. Empty (the default): CORS is off. Credentials (cookies)
+    are never allowed cross-origin; the ``Authorization`` header is."""
     key_refresh_seconds: PositiveFloat = 0.5
     """How often the in-memory key cache picks up new, revoked and re-credited keys."""
     stream_keepalive_seconds: PositiveFloat = 10.0
@@ -394,6 +399,7 @@ def _validate(settings: Settings, source: str) -> None:
             " without surrounding spaces"
         )
     _check_alerts(settings, source)
+    _check_cors(settings, source)
     _check_sign_in(settings, source)
     for name, model in settings.models.items():
         for i, fallback in enumerate(model.fallbacks):
@@ -425,6 +431,15 @@ def _check_alerts(settings: Settings, source: str) -> None:
             f"{source}: alert_webhook_secret: alerts are signed, so alert_webhook_url needs a"
             f" secret of at least {_MIN_OPERATOR_TOKEN} characters, without surrounding spaces"
         )
+
+
+def _check_cors(settings: Settings, source: str) -> None:
+    from relaygate.api.cors import check_origin  # imported here: relaygate.api imports this
+
+    for i, origin in enumerate(settings.cors_allowed_origins):
+        problem = check_origin(origin)
+        if problem is not None:
+            raise ConfigError(f"{source}: cors_allowed_origins[{i}]: {problem}")
 
 
 TRUSTABLE_PROXY_HEADERS = ("x-forwarded-for", "x-forwarded-proto", "forwarded")

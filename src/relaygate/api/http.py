@@ -147,5 +147,12 @@ async def send_bytes(
     await send({"type": "http.response.body", "body": body})
 
 
+_SHOULD_RETRY = {True: (b"x-should-retry", b"true"), False: (b"x-should-retry", b"false")}
+
+
 async def send_error(send: Send, error: ApiError) -> None:
-    await send_bytes(send, error.status, error_body(error), headers=error.headers())
+    headers = error.headers()
+    hint = error.retry_hint()
+    if hint is not None:
+        headers.append(_SHOULD_RETRY[hint])
+    await send_bytes(send, error.status, error_body(error), headers=headers)
