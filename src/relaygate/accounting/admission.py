@@ -44,6 +44,10 @@ class Ticket:
     """Set when the request asked for no output limit and what the key can spend could not
     cover the model's maximum (``clamp_output_to_balance``): the ``max_completion_tokens``
     the upstream is sent, the most the money affords."""
+    image_tokens: int = 0
+    """The prompt tokens of the request's images by their real sizes, with OpenAI's tile
+    formula, once the upstream that answers is known to bill by it (else 0): the usage's
+    ``image_tokens`` when the upstream does not report them."""
 
 
 NO_BILLING_PAGE = (

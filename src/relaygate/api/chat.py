@@ -15,6 +15,7 @@ from relaygate.accounting.fields import check_price_fields
 from relaygate.api.http import Receive, Scope, Send, header, read_body, send_bytes
 from relaygate.api.stream import stream_answer
 from relaygate.errors import InvalidRequest, UpstreamError
+from relaygate.media.tokens import TILE_FORMULA_PROVIDERS
 from relaygate.protocol.assemble import Collected
 from relaygate.protocol.ids import completion_id
 from relaygate.protocol.render import encoder
@@ -106,6 +107,8 @@ async def chat_completions(gw: Gateway, scope: Scope, receive: Receive, send: Se
         await gw.admissions.settle(ticket, usage, status, upstream, call.upstream_model)
         raise
     gw.metrics.upstream_answered(ticket.model.name, opened.provider.label)
+    if prepared.images and opened.provider.name in TILE_FORMULA_PROVIDERS:
+        ticket.image_tokens = prepared.tokens
     if request.stream:
         await stream_answer(
             gw.admissions,
@@ -139,7 +142,9 @@ async def _complete_answer(gw: Gateway, ticket: Ticket, opened: Opened, send: Se
         # A cancelled answer (the shutdown deadline), or one relaygate failed on, is billed as
         # a disconnect: the prompt estimate plus the tokens received (the upstream billed them).
         usage = (
-            collected.usage_or_estimate(ticket.prompt_guess) if status != "upstream_error" else None
+            collected.usage_or_estimate(ticket.prompt_guess, ticket.image_tokens)
+            if status != "upstream_error"
+            else None
         )
         await gw.admissions.settle(
             ticket, usage, status, opened.provider.label, opened.upstream_model

@@ -202,7 +202,8 @@ async def stream_answer(
         tail = await _relay(events, writer, collected, client, keepalive_seconds)
         status = "ok"
         if include_usage:
-            tail.append(writer.usage(collected.usage_or_estimate(ticket.prompt_guess)))
+            usage = collected.usage_or_estimate(ticket.prompt_guess, ticket.image_tokens)
+            tail.append(writer.usage(usage))
         tail.append(SSE_DONE)
         last = b"".join(tail)
     except UpstreamError as exc:
@@ -282,5 +283,5 @@ async def _settle(
 ) -> None:
     if gone and status == "ok":
         status = "client_disconnected"
-    usage: TokenUsage = collected.usage_or_estimate(ticket.prompt_guess)
+    usage: TokenUsage = collected.usage_or_estimate(ticket.prompt_guess, ticket.image_tokens)
     await admissions.settle(ticket, usage, status, opened.provider.label, opened.upstream_model)

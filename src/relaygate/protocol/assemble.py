@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import msgspec
 
@@ -135,12 +135,16 @@ class Collected:
         call.function.name = call.function.name or event.name
         call.function.arguments += event.arguments
 
-    def usage_or_estimate(self, prompt_guess: int) -> TokenUsage:
+    def usage_or_estimate(self, prompt_guess: int, image_tokens: int = 0) -> TokenUsage:
         """The upstream's usage, or for an answer cut short: the prompt estimate plus the
-        tokens received."""
-        if self.usage is not None:
-            return self.usage
-        return TokenUsage(prompt_tokens=prompt_guess, completion_tokens=self.deltas)
+        tokens received. ``image_tokens`` (the images' tokens by their real sizes) fills in
+        an ``image_tokens`` the upstream did not report, within the prompt's tokens."""
+        usage = self.usage
+        if usage is None:
+            usage = TokenUsage(prompt_tokens=prompt_guess, completion_tokens=self.deltas)
+        if image_tokens and not usage.image_tokens:
+            usage = replace(usage, image_tokens=min(image_tokens, usage.prompt_tokens))
+        return usage
 
     def completion(
         self, completion_id: str, model: str, created: int, usage: TokenUsage
