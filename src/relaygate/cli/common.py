@@ -126,7 +126,11 @@ async def open_store(settings: Settings, *, create: bool) -> SqlStore:
     ``serve``), and said so in bold; any other command refuses it, in bold: a key created in
     a stray new database is one no running gateway knows."""
     label = store_label(settings.database_url)
-    click.echo(f"relaygate: store {label}", err=True)
+    context = click.get_current_context(silent=True)
+    named = context.meta.setdefault("relaygate.stores", set()) if context else set()
+    if label not in named:  # once per command, however many times it opens the store
+        named.add(label)
+        click.echo(f"relaygate: store {label}", err=True)
     store = SqlStore(settings.database_url)
     try:
         new = await store_is_new(store)
