@@ -68,7 +68,8 @@ CONFIG: dict[str, Any] = {
 
 
 def check_config(settings: Settings) -> None:
-    assert settings.database_url == "sqlite:///data/relaygate.db"
+    # relative in a config file: the file's folder's (tests/ops/test_cli_store.py)
+    assert settings.database_url.endswith("/data/relaygate.db")
     assert settings.log_level == "warning"
     assert settings.key_refresh_seconds == 0.25
     assert list(settings.models) == ["gpt-5.2", "relaygate-simulator"]
@@ -329,7 +330,7 @@ def test_relaygate_database_url_overrides_the_file(tmp_path: Path) -> None:
     path.write_text(yaml.safe_dump({"database_url": "sqlite:///file.db", "models": {}}))
     env = {"RELAYGATE_DATABASE_URL": "postgresql://db.internal/relaygate"}
     assert load_settings(str(path), env=env).database_url == "postgresql://db.internal/relaygate"
-    assert load_settings(str(path), env={}).database_url == "sqlite:///file.db"
+    assert load_settings(str(path), env={}).database_url == f"sqlite:///{tmp_path / 'file.db'}"
 
 
 def test_environment_overrides_are_validated_too() -> None:

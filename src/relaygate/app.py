@@ -26,7 +26,9 @@ from relaygate.accounts.alerts import LowBalanceAlerts
 from relaygate.accounts.purge import PeriodicPurge
 from relaygate.admin.ratelimit import AdminRateLimit
 from relaygate.api import chat, info, messages, responses
-from relaygate.api.http import Message, Receive, Scope, Send, send_error
+from relaygate.api.cors import PREFIX as CORS_PREFIX
+from relaygate.api.cors import Cors
+from relaygate.api.http import Message, Receive, Scope, Send, header, send_error
 from relaygate.console.table import ROUTER as CONSOLE_ROUTER
 from relaygate.errors import (
     ApiError,
@@ -42,7 +44,7 @@ from relaygate.metrics import Metrics
 from relaygate.protocol.render import CONTRACT, ErrorShape
 from relaygate.providers.registry import check_providers
 from relaygate.routing.catalog import Catalog
-from relaygate.settings import Settings
+from relaygate.settings import Settings, unserved_models
 from relaygate.store.responses_sql import ResponseStore
 from relaygate.store.sql import SqlStore
 
@@ -107,6 +109,9 @@ class Gateway:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self.cors = Cors(settings.cors_allowed_origins) if settings.cors_allowed_origins else None
+        self.unserved = frozenset(unserved_models(settings))
+        """Models with no upstream (nor a fallback that has one): left out of /v1/models."""
         self.store = SqlStore(settings.database_url)
         self.metrics = Metrics()
         self.gate = make_gate(settings, self.metrics, self.store)
@@ -159,9 +164,11 @@ class Gateway:
     async def open(self) -> None:
         if self.settings.console:
             console.prepare()
-        await self.store.upgrade()
+        applied = await self.store.upgrade()
+        log.debug("store %s: migrations applied now: %s", self.store.describe(), applied or "none")
         await self.ledger.start()
         await self.keys.refresh()
+        log.debug("key cache: %d keys loaded", len(self.keys.by_id))
         connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, enable_cleanup_closed=True)
         # No cookie jar: cookies an upstream sets must not ride along on other keys' requests
         # (and matching them costs every request).
@@ -172,6 +179,9 @@ class Gateway:
             cookie_jar=aiohttp.DummyCookieJar(),
         )
         self.catalog = Catalog(self.settings, self.session)
+        for name, model in self.catalog.models.items():
+            labels = ", ".join(p.label for p in model.upstreams) or "none"
+            log.debug("model %s: upstreams %s", name, labels)
         self.alerts = LowBalanceAlerts(self.store, self.session, self.settings)
         self.alerts.start()
         self.purge.start()
@@ -238,6 +248,7 @@ class Gateway:
 
     async def close(self) -> None:
         self.ready = False
+        log.debug("shutting down: %d requests still running", len(self.requests))
         if self._deadline is not None:
             self._deadline.cancel()
         await self._wait_for_requests()
@@ -284,6 +295,16 @@ class _Tracked:
         elif not message.get("more_body", False):
             self.finished = True
         await self.send(message)
+
+
+def is_preflight(gw: Gateway, scope: Scope, path: str) -> bool:
+    """A browser's CORS preflight of the API (answered only when CORS is on)."""
+    return (
+        gw.cors is not None
+        and scope["method"] == "OPTIONS"
+        and path.startswith(CORS_PREFIX)
+        and header(scope, b"access-control-request-method") is not None
+    )
 
 
 def _uncancel() -> None:
@@ -336,6 +357,10 @@ class App:
         gw = self.gateway
         path = scope["path"].rstrip("/") or "/"
         methods = ROUTES.get(path)
+        if gw.cors is not None and path.startswith(CORS_PREFIX):
+            origin = header(scope, b"origin")
+            if origin is not None and gw.cors.allowed(origin):
+                send = gw.cors.wrap(send, origin)
         send = _Tracked(send)
         try:
             if methods is None and gw.settings.console and (path + "/").startswith(CONSOLE):
@@ -351,6 +376,11 @@ class App:
             handler = methods.get(scope["method"])
             if handler is None and scope["method"] == "HEAD":
                 handler = methods.get("GET")  # the protocol sends the head only
+            if handler is None and is_preflight(gw, scope, path):
+                assert gw.cors is not None
+                await gw.cors.preflight(scope, send, list(methods))
+                gw.metrics.responded(204)
+                return
             if handler is None:
                 allow = [*methods, "HEAD"] if "GET" in methods else list(methods)
                 raise MethodNotAllowed(

@@ -23,8 +23,14 @@ Every error a client can see carries the contract's HTTP status and ``type``; it
         │   ├── UpstreamStatus           the upstream answered an error status
         │   └── UpstreamProtocolError    the upstream answered something we cannot read
         └── ServiceUnavailable           503 service_unavailable_error
+            ├── NoUpstream               the model has no upstream configured (permanent)
             ├── UpstreamsUnavailable     nothing answered; retry after a known time (+ headers)
             └── ServerBusy               the process is at a capacity limit (+ Retry-After)
+
+Every error says whether retrying the same request can help (``x-should-retry: true`` or
+``false``, which OpenAI's SDKs obey before their own rules): not for a 4xx but 429, nor for a
+permanent 503 or an upstream's own refusal; yes for 429, 503 and an upstream that failed or did
+not answer; a 500 says nothing (the SDKs' default: retry).
 
 Upstream failures are mapped to :class:`UpstreamError` where the upstream is called (including
 while a stream is read); their messages never contain the upstream's key or raw body.
@@ -74,6 +80,9 @@ class ApiError(RelaygateError):
     status: int = 500
     type: str = "internal_server_error"
     default_suggestion: str | None = None
+    should_retry: bool | None = None
+    """``x-should-retry``: whether the same request, sent again, can succeed (``None``: the
+    header is left out)."""
 
     def __init__(
         self,
@@ -91,10 +100,15 @@ class ApiError(RelaygateError):
         """Extra response headers this error carries."""
         return []
 
+    def retry_hint(self) -> bool | None:
+        """The ``x-should-retry`` value (see :attr:`should_retry`)."""
+        return self.should_retry
+
 
 class InvalidRequest(ApiError):
     status = 400
     type = "invalid_request_error"
+    should_retry = False
 
 
 class MethodNotAllowed(InvalidRequest):
@@ -119,32 +133,38 @@ class Conflict(InvalidRequest):
 class AuthenticationFailed(ApiError):
     status = 401
     type = "authentication_error"
+    should_retry = False
 
 
 class InsufficientQuota(ApiError):
     status = 402
     type = "insufficient_quota_error"
+    should_retry = False
     default_suggestion = "add credits to this key (relaygate credits add KEY_ID USD)"
 
 
 class PermissionDenied(ApiError):
     status = 403
     type = "permission_error"
+    should_retry = False
 
 
 class NotFound(ApiError):
     status = 404
     type = "not_found_error"
+    should_retry = False
 
 
 class RequestTooLarge(ApiError):
     status = 413
     type = "request_too_large_error"
+    should_retry = False
 
 
 class RateLimited(ApiError):
     status = 429
     type = "rate_limit_error"
+    should_retry = True
 
     def __init__(self, message: str, *, retry_after: float) -> None:
         self.retry_after = max(1, math.ceil(bounded_wait(retry_after)))
@@ -182,6 +202,9 @@ class UpstreamError(ApiError):
             self.retryable = retryable
         self.retry_after = retry_after
 
+    def retry_hint(self) -> bool | None:
+        return self.retryable
+
 
 class UpstreamUnreachable(UpstreamError):
     """Connecting to the upstream failed or it did not answer in time."""
@@ -213,6 +236,13 @@ class ServiceUnavailable(ApiError):
     status = 503
     type = "service_unavailable_error"
     default_suggestion = "retry after 30 seconds"
+    should_retry = True
+
+
+class NoUpstream(ServiceUnavailable):
+    """503 that will not go away: the model has no upstream configured."""
+
+    should_retry = False
 
 
 def _retry_headers(seconds: float) -> list[tuple[bytes, bytes]]:
@@ -274,6 +304,7 @@ __all__ = [
     "InternalError",
     "InvalidRequest",
     "MethodNotAllowed",
+    "NoUpstream",
     "NotFound",
     "PermissionDenied",
     "RateLimited",

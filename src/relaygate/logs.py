@@ -6,6 +6,10 @@ text goes through the process's :data:`~relaygate.redaction.REDACTOR` (every con
 every form, and anything key-shaped), and is escaped so that it stays on its line: a newline in
 upstream text cannot forge a log line. A traceback keeps its lines, each indented, so a line that
 starts at the left margin is always the start of a record.
+
+``log_level`` applies to relaygate's own loggers (``relaygate.*``, and the HTTP server's start-up
+and shutdown lines, shown as ``relaygate.server``); libraries (aiosqlite, SQLAlchemy, asyncio,
+redis, aiohttp, ...) log warnings and errors only, unless ``log_debug_loggers`` names them.
 """
 
 from __future__ import annotations
@@ -52,14 +56,27 @@ class RedactingFilter(logging.Filter):
         if record.stack_info:
             record.stack_info = _block(record.stack_info, self.redactor)
         record._relaygate_clean = True
+        record.name = _SHOWN_AS.get(record.name, record.name)
         return True
 
 
-def configure_logging(level: str, secrets: Iterable[str] = ()) -> RedactingFilter:
+_SHOWN_AS = {"uvicorn": "relaygate.server", "uvicorn.error": "relaygate.server"}
+"""uvicorn's start-up and shutdown lines come from ``uvicorn.error``, errors or not."""
+OWN_LOGGERS = ("relaygate", "uvicorn", "uvicorn.error")
+"""The loggers ``log_level`` sets; every other logger stays at warning or above."""
+LIBRARY_FLOOR = logging.WARNING
+
+
+def configure_logging(
+    level: str, secrets: Iterable[str] = (), extra_loggers: Iterable[str] = ()
+) -> RedactingFilter:
     """One stderr handler on the root logger, redacting; uvicorn's loggers propagate to it.
 
-    ``secrets`` (see :func:`relaygate.redaction.configured_secrets`) are registered with the
-    process's redactor, which error messages sent to clients use too."""
+    ``level`` is given to relaygate's own loggers and to ``extra_loggers`` (libraries named in
+    ``log_debug_loggers``); the root logger, hence every other library, stays at warning (or
+    ``level``, when that is higher). ``secrets`` (see
+    :func:`relaygate.redaction.configured_secrets`) are registered with the process's redactor,
+    which error messages sent to clients use too."""
     root = logging.getLogger()
     redactor = RedactingFilter(secrets)
     handler = logging.StreamHandler()
@@ -70,11 +87,15 @@ def configure_logging(level: str, secrets: Iterable[str] = ()) -> RedactingFilte
             root.removeHandler(old)
     handler._relaygate = True  # type: ignore[attr-defined]
     root.addHandler(handler)
-    root.setLevel(level.upper())
+    number = logging.getLevelName(level.upper())
+    root.setLevel(max(number, LIBRARY_FLOOR))
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
         logger = logging.getLogger(name)
         logger.handlers.clear()
         logger.propagate = True
+        logger.setLevel(logging.NOTSET)
+    for name in (*OWN_LOGGERS, *extra_loggers):
+        logging.getLogger(name).setLevel(number)
     return redactor
 
 

@@ -191,7 +191,11 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     redis_url: str | None = None
     """Optional ``redis://...`` for limits shared across replicas."""
     log_level: str = "info"
-    """``debug``, ``info``, ``warning`` or ``error``."""
+    """``debug``, ``info``, ``warning`` or ``error``: relaygate's own log lines. Libraries log
+    warnings and errors only, unless named in ``log_debug_loggers``."""
+    log_debug_loggers: list[str] = msgspec.field(default_factory=list)
+    """Library loggers that follow ``log_level`` too, e.g. ``[sqlalchemy.engine, aiosqlite]``
+    (each with its children); every other library logs warnings and errors only."""
     operator_token: str | None = None
     """The credential of the operator endpoints, ``GET /health/details`` and ``GET /metrics``
     (``Authorization: Bearer <operator_token>``; at least 16 characters). Unset, both answer
@@ -239,6 +243,11 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     """Addresses or CIDR networks of the reverse proxies in front of relaygate: their
     ``trusted_proxy_headers`` are honoured, and the client is the right-most address in them
     that is not one of these."""
+    cors_allowed_origins: list[str] = msgspec.field(default_factory=list)
+    """Origins whose browser scripts may call the ``/v1`` API (``https://app.example.com``,
+    exactly as the browser sends it; ``*`` for any): their preflight gets 204 and every answer,
+    errors included, the CORS headers. Empty (the default): CORS is off. Credentials (cookies)
+    are never allowed cross-origin; the ``Authorization`` header is."""
     key_refresh_seconds: PositiveFloat = 0.5
     """How often the in-memory key cache picks up new, revoked and re-credited keys."""
     stream_keepalive_seconds: PositiveFloat = 10.0
@@ -423,6 +432,7 @@ def _validate(settings: Settings, source: str) -> None:
             " without surrounding spaces"
         )
     _check_alerts(settings, source)
+    _check_cors(settings, source)
     _check_sign_in(settings, source)
     if settings.public_url is not None:
         _check_url(settings.public_url, "public_url", source, {"http", "https"})
@@ -456,6 +466,15 @@ def _check_alerts(settings: Settings, source: str) -> None:
             f"{source}: alert_webhook_secret: alerts are signed, so alert_webhook_url needs a"
             f" secret of at least {_MIN_OPERATOR_TOKEN} characters, without surrounding spaces"
         )
+
+
+def _check_cors(settings: Settings, source: str) -> None:
+    from relaygate.api.cors import check_origin  # imported here: relaygate.api imports this
+
+    for i, origin in enumerate(settings.cors_allowed_origins):
+        problem = check_origin(origin)
+        if problem is not None:
+            raise ConfigError(f"{source}: cors_allowed_origins[{i}]: {problem}")
 
 
 TRUSTABLE_PROXY_HEADERS = ("x-forwarded-for", "x-forwarded-proto", "forwarded")
@@ -503,9 +522,50 @@ def _decimal_hook(type_: type, obj: Any) -> Any:
     raise NotImplementedError
 
 
-def settings_from_mapping(data: Mapping[str, Any], source: str, env: Mapping[str, str]) -> Settings:
-    """Build and check settings from an already-parsed mapping (the file's contents)."""
+_PATH_SETTINGS = ("journal_path", "ledger_spill_path")
+"""Settings naming a file or directory: relative in a config file, they are the file's."""
+
+
+def sqlite_url_under(url: str, base: Path) -> str:
+    """``url`` with a relative SQLite path made relative to ``base``; any other URL as it is."""
+    from sqlalchemy.engine import make_url  # imported here: the CLI's --help need not load it
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError):
+        return url  # _validate names the bad URL
+    database = parsed.database
+    if parsed.get_backend_name() != "sqlite" or not database or database == ":memory:":
+        return url
+    if database.startswith("file:") or Path(database).is_absolute():
+        return url
+    return parsed.set(database=str(base / database)).render_as_string(hide_password=False)
+
+
+def _paths_under(settings: dict[str, Any], base: Path) -> None:
+    """Resolve the relative paths of a config file against its folder (in place)."""
+    url = settings.get("database_url")
+    if isinstance(url, str):
+        settings["database_url"] = sqlite_url_under(url, base)
+    for name in _PATH_SETTINGS:
+        value = settings.get(name)
+        if isinstance(value, str) and value and not Path(value).is_absolute():
+            settings[name] = str(base / value)
+
+
+def settings_from_mapping(
+    data: Mapping[str, Any], source: str, env: Mapping[str, str], base: Path | None = None
+) -> Settings:
+    """Build and check settings from an already-parsed mapping (the file's contents).
+
+    With ``base`` (the config file's folder), relative paths written in the file (a SQLite
+    ``database_url``, ``journal_path``, ``ledger_spill_path``) are taken from there; the same
+    settings from ``RELAYGATE_*`` variables, or left to their defaults, stay relative to the
+    current folder."""
     expanded = _expand(dict(data), env, "", source)
+    if base is not None:
+        _paths_under(expanded, base)
     for var, key in _ENV_OVERRIDES.items():
         if var in env:
             expanded[key] = env[var]
@@ -533,6 +593,18 @@ def _convert(data: Any, type_: type[_T], prefix: str, source: str) -> _T:
         where = ".".join(p for p in (prefix, path) if p).replace(".[", "[") or "(top level)"
         problem = str(exc).split(" - at ")[0]
         raise ConfigError(f"{source}: {where}: {problem}") from None
+
+
+def unserved_models(settings: Settings) -> list[str]:
+    """Models that can answer nothing but 503 "no upstream configured": no upstream of their
+    own and none among their fallbacks (``gpt-5.2`` of the built-in catalog without
+    ``OPENAI_API_KEY``, say)."""
+    models = settings.models
+    return [
+        name
+        for name, model in models.items()
+        if not model.upstreams and not any(models[f].upstreams for f in model.fallbacks)
+    ]
 
 
 def default_catalog(env: Mapping[str, str]) -> dict[str, Any]:
@@ -591,4 +663,4 @@ def load_settings(path: str | None = None, env: Mapping[str, str] | None = None)
         raise ConfigError(f"{source}: not valid YAML or JSON: {exc}".splitlines()[0]) from None
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: the top level must be a mapping of settings")
-    return settings_from_mapping(data, source, env)
+    return settings_from_mapping(data, source, env, base=Path(path).resolve().parent)

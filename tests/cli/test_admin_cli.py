@@ -23,6 +23,7 @@ def config(tmp_path: Path) -> Path:
         "models": {"relaygate-simulator": {"pricing": {"input": "0.1", "output": "0.4"},
                                            "upstreams": [{"provider": "simulator"}]}},
     }))
+    run_cli(path, "db", "upgrade")  # the CLI creates a store only when asked to
     return path
 
 

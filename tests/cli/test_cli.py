@@ -37,6 +37,7 @@ def config(tmp_path: Path) -> Path:
             }
         )
     )
+    run_cli(path, "db", "upgrade")  # the CLI creates a store only when asked to
     return path
 
 

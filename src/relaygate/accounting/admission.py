@@ -47,6 +47,10 @@ class Ticket:
     api: str = "chat"
     """The API the client called (``chat``, ``messages``, ``responses``): the ledger's
     ``api``."""
+    image_tokens: int = 0
+    """The prompt tokens of the request's images by their real sizes, with OpenAI's tile
+    formula, once the upstream that answers is known to bill by it (else 0): the usage's
+    ``image_tokens`` when the upstream does not report them."""
 
 
 NO_BILLING_PAGE = (

@@ -9,6 +9,8 @@ realistic figure used for tokens-per-minute limits and by the simulator.
 
 from __future__ import annotations
 
+from relaygate.media.dataurl import data_url_image_size, is_data_url
+from relaygate.media.tokens import MAX_IMAGE_TOKENS, image_tokens
 from relaygate.protocol.types import (
     AssistantMessage,
     ChatRequest,
@@ -45,11 +47,23 @@ LOW_DETAIL_IMAGE_TOKENS = 85
 
 
 def image_token_allowance(images: list[ImagePart], per_image: int) -> int:
-    """Tokens to allow for the images before their sizes are known: 85 for a low-detail image,
-    ``per_image`` (the model's ``image_token_estimate``) for any other."""
-    return sum(
-        LOW_DETAIL_IMAGE_TOKENS if part.image_url.detail == "low" else per_image for part in images
-    )
+    """Tokens to allow for the images before they are fetched: 85 for a low-detail image; for
+    an image inside the request (a base64 ``data:`` URL) whose size its first bytes give, the
+    tokens OpenAI's tile formula charges for that size, while ``per_image`` (the model's
+    ``image_token_estimate``) is that formula's maximum, the default; else ``per_image``."""
+    return sum(_image_allowance(part, per_image) for part in images)
+
+
+def _image_allowance(part: ImagePart, per_image: int) -> int:
+    detail = part.image_url.detail
+    if detail == "low":
+        return LOW_DETAIL_IMAGE_TOKENS
+    url = part.image_url.url
+    if per_image == MAX_IMAGE_TOKENS and is_data_url(url):
+        size = data_url_image_size(url)
+        if size is not None:
+            return image_tokens(size[0], size[1], detail)
+    return per_image
 
 
 def prompt_token_bound(request: ChatRequest, body_size: int, image_tokens: int) -> int:

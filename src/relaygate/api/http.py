@@ -147,6 +147,12 @@ async def send_bytes(
     await send({"type": "http.response.body", "body": body})
 
 
+_SHOULD_RETRY = {True: (b"x-should-retry", b"true"), False: (b"x-should-retry", b"false")}
+
+
 async def send_error(send: Send, error: ApiError, shape: ErrorShape = CONTRACT) -> None:
     status, body, headers = shape.response(error)
+    hint = error.retry_hint()
+    if hint is not None:
+        headers = [*headers, _SHOULD_RETRY[hint]]
     await send_bytes(send, status, body, headers=headers)

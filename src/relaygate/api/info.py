@@ -27,10 +27,13 @@ if TYPE_CHECKING:
 
 
 async def list_models(gw: Gateway, scope: Scope, receive: Receive, send: Send) -> None:
+    """The models this key may use, in OpenAI's shape; a model no upstream serves is left out
+    (it would answer every request 503: clients pick models from this list)."""
     key = gw.keys.authenticate(header(scope, b"authorization"))
     data = [
         {"id": name, "object": "model", "created": gw.started_at, "owned_by": "relaygate"}
         for name in gw.catalog.allowed(key)
+        if name not in gw.unserved
     ]
     await send_bytes(send, 200, encoder.encode({"object": "list", "data": data}))
 

@@ -26,6 +26,7 @@ from relaygate.accounting.fields import check_price_fields
 from relaygate.api.http import Receive, Scope, Send, header, read_body, send_bytes
 from relaygate.api.stream import StreamRenderer, stream_answer
 from relaygate.errors import ApiError, InvalidRequest, UpstreamError
+from relaygate.media.tokens import TILE_FORMULA_PROVIDERS
 from relaygate.protocol.assemble import Collected
 from relaygate.protocol.ids import completion_id
 from relaygate.protocol.render import CONTRACT, ErrorShape
@@ -223,6 +224,8 @@ async def serve(route: Route, gw: Gateway, scope: Scope, receive: Receive, send:
         await gw.admissions.settle(ticket, usage, status, upstream, call.upstream_model)
         raise
     gw.metrics.upstream_answered(ticket.model.name, opened.provider.label)
+    if prepared.images and opened.provider.name in TILE_FORMULA_PROVIDERS:
+        ticket.image_tokens = prepared.tokens
     if request.stream:
         await stream_answer(
             gw.admissions,
@@ -242,7 +245,7 @@ async def serve(route: Route, gw: Gateway, scope: Scope, receive: Receive, send:
 async def _complete_answer(
     gw: Gateway, route: Route, ticket: Ticket, decoded: Decoded, opened: Opened, send: Send
 ) -> None:
-    collected = Collected()
+    collected = Collected(image_tokens=ticket.image_tokens)
     status = "cancelled"
     try:
         async for batch in opened.events:

@@ -210,7 +210,7 @@ async def stream_answer(
 ) -> None:
     """Relay the answer; ``before_end`` (a route's, e.g. storing the answer) runs after a
     complete stream is settled and before its end reaches the client."""
-    collected = Collected()
+    collected = Collected(image_tokens=ticket.image_tokens)
     status = "cancelled"
     events = opened.events
     client = _Client(

@@ -9,6 +9,7 @@ import click
 from relaygate.cli.accounts import accounts
 from relaygate.cli.admin_tokens import admin_token
 from relaygate.cli.codes import codes
+from relaygate.cli.common import global_config_option
 from relaygate.cli.credits import credits
 from relaygate.cli.db import db
 from relaygate.cli.keys import keys
@@ -19,6 +20,7 @@ from relaygate.cli.users import users
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="relaygate")
+@global_config_option
 def main() -> None:
     """relaygate: an OpenAI-compatible LLM API gateway."""
     # Every file relaygate writes (database, ledger spill and journal, ...) is its operator's

@@ -56,7 +56,7 @@ def as_json(value: Any) -> str:
     return encoder.encode(value).decode()
 
 
-@click.group()
+@click.group(short_help="Create, list and show accounts.")
 def accounts() -> None:
     """Create, list and show accounts (each holds one balance for its keys)."""
 

@@ -22,12 +22,12 @@ def _view(record: AdminTokenRecord) -> dict[str, object]:
     }
 
 
-@click.group("admin-token")
+@click.group("admin-token", short_help="Create, list and revoke admin tokens.")
 def admin_token() -> None:
     """Create, list and revoke admin tokens (Authorization: Bearer rga-... on /admin/v1)."""
 
 
-@admin_token.command("create")
+@admin_token.command("create", short_help="Create an admin token and print it once.")
 @config_option
 @click.option("--name", required=True, help="What the token is for (at most 200 characters).")
 @click.option("--json", "json_out", is_flag=True, help="Print one JSON object.")
@@ -57,7 +57,7 @@ def list_tokens(config: str | None, json_out: bool) -> None:
         click.echo(f"{r.id}  {r.prefix}...  {state:8}  {r.name}")
 
 
-@admin_token.command("revoke")
+@admin_token.command("revoke", short_help="Revoke an admin token.")
 @config_option
 @click.argument("token_id")
 def revoke(config: str | None, token_id: str) -> None:

@@ -30,7 +30,11 @@ def credits() -> None:
     """Manage accounts' credits."""
 
 
-@credits.command("add", context_settings={"ignore_unknown_options": True})
+@credits.command(
+    "add",
+    context_settings={"ignore_unknown_options": True},
+    short_help="Add USD credits to an account.",
+)
 @config_option
 @click.argument("account_id")
 @click.argument("usd")
@@ -51,7 +55,7 @@ def add(
 ) -> None:
     """Add USD credits to an account (applies to running gateways within a second).
 
-    Given a key id (``key_...``), it says so and adds them as before."""
+    Given a key id (key_...), it says so and adds them to the key's account."""
     amount: Decimal = parse_usd(usd)
     settings = settings_or_exit(config)
 

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import click
 
-from relaygate.cli.common import config_option, settings_or_exit
-from relaygate.store.sql import SqlStore
+from relaygate.cli.common import config_option, open_store, settings_or_exit
 
 
 @click.group()
@@ -22,7 +21,7 @@ def upgrade(config: str | None) -> None:
     settings = settings_or_exit(config)
 
     async def run() -> list[str]:
-        store = SqlStore(settings.database_url)
+        store = await open_store(settings, create=True)
         try:
             return await store.upgrade()
         finally:

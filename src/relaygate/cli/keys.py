@@ -9,6 +9,7 @@ from decimal import Decimal
 
 import click
 
+from relaygate.accounting.gate import Balance
 from relaygate.accounting.prices import micros_to_usd, usd_to_micros
 from relaygate.cli.common import (
     announce_key_change,
@@ -19,7 +20,8 @@ from relaygate.cli.common import (
     with_store,
 )
 from relaygate.keys.tokens import display_prefix, hash_key, new_key, new_key_id
-from relaygate.store.records import KeyRecord
+from relaygate.store.periods import period_start
+from relaygate.store.records import AccountRecord, KeyRecord
 from relaygate.store.sql import SqlStore
 
 
@@ -41,8 +43,23 @@ def _iso(seconds: int | None) -> str | None:
     return None if seconds is None else datetime.fromtimestamp(seconds, UTC).isoformat()
 
 
-def key_view(record: KeyRecord) -> dict[str, object]:
-    """A key as the CLI shows it (never the key itself, which is not stored)."""
+def remaining_micros(record: KeyRecord, account: AccountRecord | None, now: float) -> int | None:
+    """What the key can still spend, as the store has it: the smaller of its account's balance
+    and what is left of its spend cap this period (``None``: unlimited)."""
+    cap = None
+    if record.spend_limit_micros is not None:
+        start = period_start(record.spend_limit_period, now)
+        used = record.period_used_micros if record.period_start == start else 0
+        cap = record.spend_limit_micros - used
+    if account is None:
+        account = AccountRecord(id="", name="", created_at=0)  # a key without one spends nothing
+    balance = Balance(account.granted_micros, account.used_micros, account.unlimited, cap)
+    return None if balance.is_unlimited else balance.remaining
+
+
+def key_view(record: KeyRecord, remaining: int | None = None) -> dict[str, object]:
+    """A key as the CLI shows it (never the key itself, which is not stored). ``remaining``
+    (micro-USD, ``None`` for unlimited) is what it can still spend, when known."""
     return {
         "id": record.id,
         "account_id": record.account_id,
@@ -50,6 +67,7 @@ def key_view(record: KeyRecord) -> dict[str, object]:
         "prefix": record.prefix,
         "models": list(record.models) if record.models is not None else None,
         "credits": str(micros_to_usd(record.granted_micros)),
+        "remaining": None if remaining is None else str(micros_to_usd(remaining)),
         "used": str(micros_to_usd(record.used_micros)),
         "unlimited": record.unlimited,
         "rpm": record.rpm,
@@ -166,16 +184,24 @@ def create(
 def list_keys(config: str | None, as_json: bool) -> None:
     """List keys (their prefixes, never the keys)."""
     settings = settings_or_exit(config)
-    records = with_store(settings, lambda store: store.list_keys())
-    views = [key_view(r) for r in records]
+
+    async def work(store: SqlStore) -> list[dict[str, object]]:
+        records = await store.list_keys()
+        accounts = {a: await store.get_account(a) for a in {r.account_id for r in records}}
+        now = time.time()
+        return [key_view(r, remaining_micros(r, accounts[r.account_id], now)) for r in records]
+
+    views = with_store(settings, work)
     if as_json:
         click.echo(json.dumps(views))
         return
+    click.echo(f"{'id':26} {'prefix':14} {'state':8} {'remaining USD':>14} {'used USD':>12}  name")
     for v in views:
         state = "revoked" if v["revoked_at"] else "active"
+        left = "unlimited" if v["remaining"] is None else v["remaining"]
         click.echo(
-            f"{v['id']}  {v['prefix']}...  {state:8}  credits ${v['credits']}"
-            f"  used ${v['used']}  {v['name']}"
+            f"{v['id']:26} {str(v['prefix']) + '...':14} {state:8} {left:>14}"
+            f" {v['used']:>12}  {v['name']}"
         )
 
 
@@ -185,8 +211,19 @@ def list_keys(config: str | None, as_json: bool) -> None:
 def revoke(config: str | None, key_id: str) -> None:
     """Revoke a key: it stops working within a second."""
     settings = settings_or_exit(config)
-    record = with_store(settings, lambda store: store.revoke_key(key_id, int(time.time())))
-    if record is None:
+
+    async def work(store: SqlStore) -> tuple[KeyRecord | None, KeyRecord | None]:
+        before = await store.get_key(key_id)
+        if before is None or before.revoked_at is not None:
+            return before, None
+        return before, await store.revoke_key(key_id, int(time.time()))
+
+    before, record = with_store(settings, work)
+    if before is None:
         fail(f"no key with id {key_id}")
+        return
+    if record is None:
+        click.echo(f"{key_id} was already revoked (at {_iso(before.revoked_at)}): nothing changed")
+        return
     announce_key_change(settings, key_id)
     click.echo(f"Revoked {key_id}")

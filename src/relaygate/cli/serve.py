@@ -3,24 +3,35 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import functools
 import logging
 import os
 import resource
+import socket
+import sys
 
 import click
 import msgspec
 import uvicorn
+from uvicorn.supervisors import Multiprocess
 
 from relaygate.accounts import setup
 from relaygate.app import App, create_app
-from relaygate.cli.common import config_option, fail, settings_or_exit
+from relaygate.cli.common import (
+    bold,
+    config_option,
+    fail,
+    settings_or_exit,
+    store_label,
+    store_would_be_created,
+)
 from relaygate.console.signin import setup_url
 from relaygate.errors import ConfigError
 from relaygate.logs import configure_logging
 from relaygate.redaction import configured_secrets
 from relaygate.serving import HttpProtocol, Limits
-from relaygate.settings import Settings, load_settings
+from relaygate.settings import Settings, load_settings, unserved_models
 from relaygate.store.sql import SqlStore
 
 _SOURCE = "RELAYGATE_SOURCE_LABEL"
@@ -101,7 +112,7 @@ def announce_setup(settings: Settings) -> None:
 
 
 def _prepare(settings: Settings, source: str) -> App:
-    configure_logging(settings.log_level, configured_secrets(settings))
+    configure_logging(settings.log_level, configured_secrets(settings), settings.log_debug_loggers)
     return create_app(settings, source)
 
 
@@ -131,19 +142,32 @@ def serve(config: str | None, host: str, port: int, workers: int) -> None:
             "--workers > 1 needs redis_url in the config: without it every worker would keep"
             " its own limits and balances (see the README's 'Scaling out')"
         )
+    listener = listen(host, port)
     try:
         app = _prepare(settings, source)
     except ConfigError as exc:
+        listener.close()
         fail(f"config error: {exc}")
         return
+    new_store = _new_store(settings)  # before the setup check, which creates it
     announce_setup(settings)  # after _prepare: logging (and its redaction) is configured
-    store = SqlStore(settings.database_url).describe()
+    store = store_label(settings.database_url)
     limiter = app.gateway.gate.description
+    if new_store:
+        click.echo(bold(f"relaygate: creating a new database: {store}"), err=True)
+    unserved = unserved_models(settings)
+    models = [f"{m} (no upstream)" if m in unserved else m for m in settings.models]
     click.echo(
         f"relaygate: serving http://{host}:{port} with store {store}, limiter {limiter},"
-        f" {workers} worker(s), models: {', '.join(settings.models) or 'none'}",
+        f" {workers} worker(s), models: {', '.join(models) or 'none'}",
         err=True,
     )
+    if unserved:
+        log.warning(
+            "no upstream serves %s: each answers 503 and is left out of /v1/models (set"
+            " OPENAI_API_KEY for the built-in catalog's, or give them upstreams in the config)",
+            ", ".join(unserved),
+        )
     options = {
         "host": host,
         "port": port,
@@ -163,7 +187,7 @@ def serve(config: str | None, host: str, port: int, workers: int) -> None:
         "timeout_keep_alive": 75,
     }
     if workers == 1:
-        uvicorn.run(app, **options)  # type: ignore[arg-type]
+        run_server(uvicorn.Config(app, **options), listener)  # type: ignore[arg-type]
         return
     # Each worker builds its own app from the same settings, found through the environment.
     if config:
@@ -171,9 +195,55 @@ def serve(config: str | None, host: str, port: int, workers: int) -> None:
     if settings.public_url is not None:
         os.environ["RELAYGATE_PUBLIC_URL"] = settings.public_url
     os.environ[_SOURCE] = source
-    uvicorn.run(
+    workers_config = uvicorn.Config(
         "relaygate.cli.serve:worker_app",
         factory=True,
         workers=workers,
         **options,  # type: ignore[arg-type]
     )
+    run_server(workers_config, listener)
+
+
+def _new_store(settings: Settings) -> bool:
+    try:
+        return store_would_be_created(settings)
+    except Exception:  # unreachable, say: start-up reports it in its own words
+        return False
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """The listening socket, bound before anything is said about serving: a busy port or an
+    address that is not this machine's ends the command with one line and exit status 1."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        hint = " (another process listens there: stop it or pick another --port)"
+        busy = exc.errno == errno.EADDRINUSE
+        click.echo(
+            f"relaygate: cannot listen on {host}:{port}: {exc.strerror or exc}"
+            f"{hint if busy else ''}",
+            err=True,
+        )
+        sys.exit(1)
+    sock.set_inheritable(True)
+    return sock
+
+
+def run_server(config: uvicorn.Config, listener: socket.socket) -> None:
+    """uvicorn on the socket bound already (one process, or ``config.workers`` processes)."""
+    server = uvicorn.Server(config)
+    try:
+        if config.workers > 1:
+            Multiprocess(config, sockets=[listener]).run()
+        else:
+            server.run(sockets=[listener])
+    except KeyboardInterrupt:
+        pass
+    finally:
+        listener.close()
+    if config.workers == 1 and not server.started:
+        sys.exit(3)  # start-up failed (said in the log); uvicorn's own status for it

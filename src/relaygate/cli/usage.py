@@ -8,7 +8,9 @@ from dataclasses import asdict
 import click
 
 from relaygate.accounting.prices import micros_to_usd
-from relaygate.cli.common import config_option, settings_or_exit, with_store
+from relaygate.cli.common import config_option, fail, settings_or_exit, with_store
+from relaygate.store.records import UsageSummary
+from relaygate.store.sql import SqlStore
 from relaygate.store.usage_sql import usage_by_key_and_model
 
 
@@ -19,7 +21,16 @@ from relaygate.store.usage_sql import usage_by_key_and_model
 def usage(config: str | None, key_id: str | None, as_json: bool) -> None:
     """Show usage by key and model."""
     settings = settings_or_exit(config)
-    rows = with_store(settings, lambda store: usage_by_key_and_model(store, key_id))
+
+    async def work(store: SqlStore) -> list[UsageSummary] | None:
+        if key_id is not None and await store.get_key(key_id) is None:
+            return None
+        return await usage_by_key_and_model(store, key_id)
+
+    rows = with_store(settings, work)
+    if rows is None:
+        fail(f"no key with id {key_id} (relaygate keys list shows them)")
+        return
     views = []
     for row in rows:
         view = asdict(row)

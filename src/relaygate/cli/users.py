@@ -54,12 +54,12 @@ def _run(settings: Settings, work: Callable[[SqlStore], Awaitable[T]]) -> T:
         raise  # unreachable
 
 
-@click.group()
+@click.group(short_help="Create, list and disable console users.")
 def users() -> None:
     """Create, list and disable the people who sign in to the console."""
 
 
-@users.command("create")
+@users.command("create", short_help="Create a user (password from standard input).")
 @config_option
 @click.option("--email", required=True, help="The address the user signs in with.")
 @click.option(
@@ -128,7 +128,7 @@ def list_(config: str | None, account_id: str | None, as_json: bool) -> None:
         click.echo(f"{v['id']}  {v['role']:6}  {state:8}  {v['email']}  {v['account_id'] or ''}")
 
 
-@users.command("disable")
+@users.command("disable", short_help="Disable a user and end their sessions.")
 @config_option
 @click.argument("user_id")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
@@ -147,7 +147,7 @@ def disable(config: str | None, user_id: str, as_json: bool) -> None:
     click.echo(json.dumps(user_view(user)) if as_json else f"Disabled {user.id}")
 
 
-@users.command("set-password")
+@users.command("set-password", short_help="Set a new password (from standard input).")
 @config_option
 @click.argument("user_id")
 def set_password_(config: str | None, user_id: str) -> None:

@@ -56,6 +56,28 @@ def decode_data_url(url: str, where: str, limit: int) -> bytes:
     return data
 
 
+HEAD_CHARS = 32 * 1024
+"""How much of a base64 ``data:`` URL :func:`data_url_image_size` decodes (24 KiB of image)."""
+
+
+def data_url_image_size(url: str) -> tuple[int, int] | None:
+    """The width and height of a base64 ``data:`` URL's image, read from its first bytes only;
+    ``None`` when they do not say (not base64, not JPEG, PNG or WebP, or a JPEG whose frame
+    header lies further in). The same bytes give the same size when the whole image is read."""
+    from relaygate.media.formats import sniff  # imported here: formats is not needed otherwise
+
+    header, comma, payload = url[: HEAD_CHARS + 256].partition(",")
+    if not comma or not header.lower().endswith(";base64"):
+        return None
+    payload = _WHITESPACE.sub("", payload)[:HEAD_CHARS]
+    try:
+        data = base64.b64decode(payload[: len(payload) // 4 * 4], validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    info = sniff(data)
+    return None if info is None else (info.width, info.height)
+
+
 def _b64decode(payload: str, where: str) -> bytes:
     payload = payload.rstrip("=")
     payload += "=" * (-len(payload) % 4)
@@ -65,4 +87,4 @@ def _b64decode(payload: str, where: str) -> bytes:
         raise InvalidRequest(f"The data: URL at {where} is not valid base64", param=where) from None
 
 
-__all__ = ["decode_data_url", "is_data_url", "size_text", "too_large"]
+__all__ = ["data_url_image_size", "decode_data_url", "is_data_url", "size_text", "too_large"]

@@ -17,6 +17,9 @@ LOW_DETAIL_TOKENS = 85
 _FIT = 2048
 _SHORT_SIDE = 768
 _TILE = 512
+TILE_FORMULA_PROVIDERS = frozenset({"openai", "azure", "simulator"})
+"""Providers whose image tokens follow this formula (OpenAI's models, on OpenAI or Azure, and the
+simulator that stands in for them); Anthropic and Gemini count images their own way."""
 MAX_IMAGE_TOKENS = BASE_TOKENS + TILE_TOKENS * 8
 """The most any image costs: after scaling it is at most 768 x 2048, which is 2 x 4 tiles."""
 
@@ -53,6 +56,7 @@ __all__ = [
     "BASE_TOKENS",
     "LOW_DETAIL_TOKENS",
     "MAX_IMAGE_TOKENS",
+    "TILE_FORMULA_PROVIDERS",
     "TILE_TOKENS",
     "image_token_bound",
     "image_tokens",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import msgspec
 
@@ -88,6 +88,9 @@ class Collected:
     """Content, reasoning and tool-call deltas received (about one token each)."""
     body: bytes | None = None
     """The upstream's own non-streamed body, when it answered in the client's dialect."""
+    image_tokens: int = 0
+    """The request's images' prompt tokens by their real sizes (the ticket's), for an upstream
+    that bills images by OpenAI's tile formula and does not report them."""
 
     def _choice(self, index: int) -> _ChoiceState:
         state = self.choices.get(index)
@@ -145,10 +148,14 @@ class Collected:
 
     def usage_or_estimate(self, prompt_guess: int) -> TokenUsage:
         """The upstream's usage, or for an answer cut short: the prompt estimate plus the
-        tokens received."""
-        if self.usage is not None:
-            return self.usage
-        return TokenUsage(prompt_tokens=prompt_guess, completion_tokens=self.deltas)
+        tokens received. :attr:`image_tokens` fills in an ``image_tokens`` the upstream did
+        not report, within the prompt's tokens."""
+        usage = self.usage
+        if usage is None:
+            usage = TokenUsage(prompt_tokens=prompt_guess, completion_tokens=self.deltas)
+        if self.image_tokens and not usage.image_tokens:
+            usage = replace(usage, image_tokens=min(self.image_tokens, usage.prompt_tokens))
+        return usage
 
     def completion(
         self, completion_id: str, model: str, created: int, usage: TokenUsage

@@ -48,6 +48,7 @@ from relaygate.accounting.estimate import prompt_token_guess
 from relaygate.errors import (
     ApiError,
     InvalidRequest,
+    NoUpstream,
     ServiceUnavailable,
     UpstreamError,
     UpstreamProtocolError,
@@ -203,7 +204,7 @@ def _summary(error: UpstreamError) -> str:
 
 
 def no_upstream(model: CatalogModel) -> ServiceUnavailable:
-    return ServiceUnavailable(
+    return NoUpstream(
         f"Model {model.name!r} has no upstream configured: set OPENAI_API_KEY, or add an"
         f" upstream under models.{model.name}.upstreams in the config file",
         fallback_suggestion="configure an upstream for this model, or use another model",
