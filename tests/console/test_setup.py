@@ -37,6 +37,26 @@ async def test_the_link_makes_one_admin_once(store: SqlStore) -> None:
     assert await setup.open_setup(store) is None  # an admin exists: no more links
 
 
+async def test_a_link_whose_admin_could_not_be_made_works_again(
+    store: SqlStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    token = await setup.open_setup(store)
+    assert token is not None
+    real_create = setup.users.create_user
+
+    async def email_taken_meanwhile(*args: object, **kwargs: object) -> object:
+        # what create_user raises when another user took the email after the link's check
+        raise InvalidRequest("email: a user with this email exists", param="email")
+
+    monkeypatch.setattr(setup.users, "create_user", email_taken_meanwhile)
+    with pytest.raises(InvalidRequest):
+        await setup.complete_setup(store, SETTINGS, token, "a@example.com", PASSWORD)
+    monkeypatch.setattr(setup.users, "create_user", real_create)
+    assert await setup.link_is_live(store, token)  # not spent: the operator can still use it
+    admin = await setup.complete_setup(store, SETTINGS, token, "b@example.com", PASSWORD)
+    assert admin.role == "admin"
+
+
 async def test_concurrent_uses_make_one_admin(store: SqlStore) -> None:
     token = await setup.open_setup(store)
     assert token is not None

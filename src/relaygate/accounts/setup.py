@@ -68,6 +68,15 @@ async def complete_setup(
     check_password(password, settings)
     if await identity_sql.user_by_email(store, normalised) is not None:
         raise InvalidRequest("email: a user with this email exists", param="email")
-    if not await setup_sql.use_link(store, token_hash, int(time.time())):
+    used_at = int(time.time())
+    if not await setup_sql.use_link(store, token_hash, used_at):
         raise NotFound(LINK_GONE)
-    return await users.create_user(store, normalised, password, "admin", None, settings=settings)
+    try:
+        return await users.create_user(
+            store, normalised, password, "admin", None, settings=settings
+        )
+    except BaseException:
+        # no admin was made (the email was taken meanwhile, the store failed): the link works
+        # again rather than leaving the operator with neither an admin nor a link
+        await setup_sql.release_link(store, token_hash, used_at)
+        raise

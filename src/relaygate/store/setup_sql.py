@@ -37,6 +37,24 @@ def _live(token_hash: str, now: int) -> ColumnElement[bool]:
     )
 
 
+async def release_link(store: SqlStore, token_hash: str, used_at: int) -> None:
+    """Make a link used at ``used_at`` live again (its admin could not be created), unless an
+    admin exists by now or another link replaced it."""
+    async with store.engine.begin() as conn:
+        admin = await conn.execute(select(users.c.id).where(users.c.role == "admin").limit(1))
+        if admin.first() is not None:
+            return
+        await conn.execute(
+            update(console_setup)
+            .where(
+                console_setup.c.id == _ROW,
+                console_setup.c.token_hash == token_hash,
+                console_setup.c.used_at == used_at,
+            )
+            .values(used_at=None)
+        )
+
+
 async def link_is_live(store: SqlStore, token_hash: str, now: int) -> bool:
     async with store.engine.begin() as conn:
         found = await conn.execute(select(console_setup.c.id).where(_live(token_hash, now)))
