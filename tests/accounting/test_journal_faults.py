@@ -27,7 +27,7 @@ from relaygate.accounting.journal import Journal
 from relaygate.accounting.ledger import LedgerWriter
 from relaygate.accounting.prices import Price
 from relaygate.api.chat import CHAT
-from relaygate.api.pipeline import _complete_answer
+from relaygate.api.pipeline import Decoded, _complete_answer
 from relaygate.app import Gateway
 from relaygate.protocol.validate import decode_chat_request
 from relaygate.providers.base import TokenUsage
@@ -304,8 +304,9 @@ async def test_a_non_stream_failing_inside_relaygate_is_an_internal_error_not_ca
     async def send(message: object) -> None:
         raise AssertionError("nothing is sent")
 
+    decoded = Decoded(request=SimpleNamespace(), raw={})  # type: ignore[arg-type]
     with pytest.raises(RuntimeError, match="a bug"):
-        await _complete_answer(gw, CHAT, ticket, _Broken(), send)  # type: ignore[arg-type]
+        await _complete_answer(gw, CHAT, ticket, decoded, _Broken(), send)  # type: ignore[arg-type]
     (row,) = ledger.pending
     assert (row.status, row.prompt_tokens, row.cost_micros) == ("internal_error", 5, 50)
 

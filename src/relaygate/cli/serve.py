@@ -149,12 +149,10 @@ def serve(config: str | None, host: str, port: int, workers: int) -> None:
         listener.close()
         fail(f"config error: {exc}")
         return
-    new_store = _new_store(settings)  # before the setup check, which creates it
-    announce_setup(settings)  # after _prepare: logging (and its redaction) is configured
     store = store_label(settings.database_url)
-    limiter = app.gateway.gate.description
-    if new_store:
+    if _new_store(settings):  # said before the setup check, which creates it
         click.echo(bold(f"relaygate: creating a new database: {store}"), err=True)
+    limiter = app.gateway.gate.description
     unserved = unserved_models(settings)
     models = [f"{m} (no upstream)" if m in unserved else m for m in settings.models]
     click.echo(
@@ -168,6 +166,7 @@ def serve(config: str | None, host: str, port: int, workers: int) -> None:
             " OPENAI_API_KEY for the built-in catalog's, or give them upstreams in the config)",
             ", ".join(unserved),
         )
+    announce_setup(settings)  # last, so the link is what the operator sees; logging is set up
     options = {
         "host": host,
         "port": port,
