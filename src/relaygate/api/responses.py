@@ -102,6 +102,7 @@ class ResponsesRoute(Route):
     async def load(self, gw: Gateway, key: KeyRecord, body: bytes, scope: Scope) -> Decoded:
         call = decode_responses_request(body)
         history: list[dict[str, Any]] = []
+        history_bytes = 0
         asked = call.request.previous_response_id
         owner = owner_of(key)
         if asked is not None:
@@ -111,15 +112,28 @@ class ResponsesRoute(Route):
                     " (setting stored_responses); send the whole conversation as input",
                     param="previous_response_id",
                 )
-            found = await gw.responses.load(asked, owner)
+            # Read before admission (the history is part of the request admitted), and bounded:
+            # a conversation longer than what may still be sent is not read at all.
+            room = gw.settings.max_request_bytes - len(body)
+            found = await gw.responses.load_sized(asked, owner, max(room, 0))
             if found is None:
                 raise InvalidRequest(
                     f"Previous response with id {excerpt(asked)} not found: it is unknown,"
                     " expired, or not this account's",
                     param="previous_response_id",
                 )
-            history = found
+            if found.items is None:
+                limit = gw.settings.max_request_bytes
+                raise InvalidRequest(
+                    f"The conversation is too long to continue: its stored history"
+                    f" ({found.size} bytes) and this request ({len(body)} bytes) are more than"
+                    f" {limit} bytes (setting max_request_bytes); start a new conversation",
+                    param="previous_response_id",
+                )
+            history, history_bytes = found.items, found.size
         decoded = self._decoded(call, history)
+        # the reservation is bounded by what goes upstream: the stored history too
+        decoded.prompt_bytes = len(body) + history_bytes
         conversation: Conversation = decoded.extra
         conversation.owner = owner
         conversation.key_id = key.id
