@@ -6,6 +6,12 @@ and keeps the client's own body for upstreams that speak Responses (OpenAI; Azur
 resolved here, from relaygate's own store (``stored_responses``), and only for the key's own
 account; an answer is stored (before its end reaches the client, so that the next request can
 continue it at once) unless the request says ``store: false``.
+
+The stored history is read before admission (the request admitted includes it), so even a key
+without credit or over its rate limit causes that read: one per request, and bounded (at most
+``max_request_bytes`` less the body), since a history that with the request's body exceeds
+``max_request_bytes`` is refused (400) without being read. The history's size is added to
+the body's for the reservation (``Decoded.prompt_bytes``): it is sent upstream.
 """
 
 from __future__ import annotations
