@@ -256,7 +256,8 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     """After a client drops a stream, how long relaygate keeps reading the upstream for its
     usage before it cancels and charges what it received."""
     max_request_bytes: PositiveInt = 32 * 1024 * 1024
-    """Largest request body accepted; larger ones get 413."""
+    """Largest request body accepted; larger ones get 413. A Responses request continuing a
+    stored conversation may send at most this with its history (400 above)."""
     max_head_bytes: Annotated[int, msgspec.Meta(ge=1024)] = 64 * 1024
     """Largest request line and headers together, in bytes; larger ones get 431 and a close."""
     head_timeout_seconds: PositiveFloat = 20.0

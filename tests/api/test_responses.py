@@ -7,7 +7,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import sqlite3
 from collections.abc import Callable, Iterator
+from contextlib import closing
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -454,3 +456,80 @@ def test_an_unlimited_request_is_sent_the_output_its_money_affords(
     client(gateway, key).responses.create(model="gpt-native", input="Write a lot")
     limit = upstream.received[-1].body["max_output_tokens"]
     assert 256 <= limit < 1250  # $0.01 at $8 per million output tokens, less the prompt
+
+
+def test_a_continued_conversation_reserves_its_stored_history(
+    make: Callable[..., GatewayProcess], upstream: FakeResponses
+) -> None:
+    """The stored history goes upstream, so it bounds the reservation: a key that cannot
+    afford a 400 KB history is refused before the upstream call, not charged its balance."""
+    gateway = make(stored_responses=True, stored_response_seconds=3600)
+    key = gateway.create_key("--credits", "1")
+    sdk = client(gateway, key)
+    upstream.script = [Behavior(prompt_tokens=400_000, completion_tokens=5)]
+    first = sdk.responses.create(model="gpt-5.2", input="x" * 400_000, max_output_tokens=16)
+    assert len(rows(gateway, key)) == 1
+    left = credits_of(gateway, key["key"])
+    assert left["remaining_credits"] == Decimal("0.29993")  # 400,000 in, 5 out: 0.70007
+    upstream.script = [Behavior(prompt_tokens=200_000, completion_tokens=5)]
+    status, _, body = gateway.post(
+        "/v1/responses",
+        {"model": "gpt-5.2", "input": "Go on", "previous_response_id": first.id,
+         "max_output_tokens": 16},
+        key["key"],
+    )  # fmt: skip
+    assert status == 402, body
+    assert len(upstream.received) == 1
+    assert credits_of(gateway, key["key"]) == left
+    assert len(ledger(gateway, key["id"])) == 1
+
+
+def test_a_conversation_longer_than_max_request_bytes_is_a_400(
+    make: Callable[..., GatewayProcess], upstream: FakeResponses
+) -> None:
+    gateway = make(stored_responses=True, stored_response_seconds=3600, max_request_bytes=8192)
+    key = gateway.create_key("--credits", "10")
+    first = client(gateway, key).responses.create(model="gpt-5.2", input="x" * 5000)
+    assert len(rows(gateway, key)) == 1
+    before = credits_of(gateway, key["key"])
+    status, _, body = gateway.post(
+        "/v1/responses",
+        {"model": "gpt-5.2", "input": "y" * 4000, "previous_response_id": first.id},
+        key["key"],
+    )
+    assert status == 400, body
+    assert body["error"]["type"] == "invalid_request_error"
+    assert body["error"]["param"] == "previous_response_id"
+    assert "max_request_bytes" in body["error"]["message"]
+    assert len(upstream.received) == 1
+    assert credits_of(gateway, key["key"]) == before
+    assert len(ledger(gateway, key["id"])) == 1
+    # a short continuation of the same conversation still fits
+    status, _, body = gateway.post(
+        "/v1/responses",
+        {"model": "gpt-5.2", "input": "Go on", "previous_response_id": first.id},
+        key["key"],
+    )
+    assert status == 200, body
+
+
+def test_an_answer_that_cannot_be_stored_is_still_delivered(
+    make: Callable[..., GatewayProcess], upstream: FakeResponses
+) -> None:
+    """Storing is the last step of a paid answer: when the write fails the client still gets
+    the answer (a 500 would make an SDK retry and pay again), billed once."""
+    gateway = make(stored_responses=True, stored_response_seconds=3600)
+    key = gateway.create_key("--credits", "10")
+    with closing(sqlite3.connect(gateway.directory / "relaygate.db", timeout=10)) as db:
+        db.execute(
+            "CREATE TRIGGER refuse BEFORE INSERT ON stored_responses"
+            " BEGIN SELECT RAISE(ABORT, 'disk full'); END"
+        )
+        db.commit()
+    status, _, body = gateway.post(
+        "/v1/responses", {"model": "gpt-5.2", "input": "Hello"}, key["key"]
+    )
+    assert status == 200, body
+    assert body["output"][0]["content"][0]["text"] == "Hello from the fake upstream."
+    assert len(rows(gateway, key)) == 1
+    assert gateway.logs().count("the route's last step failed") == 1

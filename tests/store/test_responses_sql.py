@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import msgspec
 import pytest
 
 from relaygate.store import SqlStore
@@ -40,3 +41,20 @@ async def test_expired_responses_are_not_read_and_are_purged(store: SqlStore) ->
     assert await responses.purge(now=1060) == 1
     assert await responses.purge(now=1060) == 0
     assert await responses.load("resp_new", "acct_a", now=1060) == ITEMS
+
+
+@pytest.mark.asyncio
+async def test_a_conversation_longer_than_asked_is_sized_but_not_read(store: SqlStore) -> None:
+    responses = ResponseStore(store, retention_seconds=60)
+    items = [*ITEMS, {"type": "message", "role": "user", "content": "é" * 100}]
+    await responses.save("resp_1", "acct_a", "key_a", "m", items, now=1000)
+    size = len(msgspec.json.encode(items))  # "é" is 2 bytes: 100 more bytes than characters
+    fits = await responses.load_sized("resp_1", "acct_a", size, now=1001)
+    assert fits is not None
+    assert (fits.items, fits.size) == (items, size)
+    for limit in (size - 1, size - 100, 10):  # too long in bytes, or already in characters
+        found = await responses.load_sized("resp_1", "acct_a", limit, now=1001)
+        assert found is not None
+        assert found.items is None
+        assert found.size > limit
+    assert await responses.load_sized("resp_1", "acct_b", size, now=1001) is None

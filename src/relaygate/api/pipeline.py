@@ -16,6 +16,7 @@ rewritten, and its answer comes back as :class:`relaygate.providers.base.Passthr
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -43,6 +44,8 @@ if TYPE_CHECKING:
     from relaygate.media.pipeline import PreparedImages
     from relaygate.store.records import KeyRecord
 
+log = logging.getLogger("relaygate.pipeline")
+
 
 @dataclass(slots=True)
 class Decoded:
@@ -59,6 +62,9 @@ class Decoded:
     """The request asks the upstream to write its prompt cache (reserved at that price)."""
     extra: Any = None
     """What the route's own checks need (its dialect's decoded request)."""
+    prompt_bytes: int | None = None
+    """The size of what the request sends upstream, which bounds its prompt (the credit
+    reservation): the client's body (``None``), or more (a stored conversation continued)."""
 
 
 def check_for_model(request: ChatRequest, model: CatalogModel) -> None:
@@ -177,7 +183,8 @@ async def serve(route: Route, gw: Gateway, scope: Scope, receive: Receive, send:
         raise no_upstream(model)
     request_id = completion_id(None, route.id_prefix)
     ticket = await gw.admissions.admit(
-        key, model, request, len(body), request_id, chain[1:],
+        key, model, request, len(body) if decoded.prompt_bytes is None else decoded.prompt_bytes,
+        request_id, chain[1:],
         api=route.api, cache_writes=decoded.cache_writes,
     )  # fmt: skip
     raw = decoded.raw
@@ -269,7 +276,12 @@ async def _complete_answer(
         )
     assert usage is not None
     body = route.body(ticket, collected, usage, decoded)
-    await route.finish(gw, ticket, decoded, collected)
+    try:
+        await route.finish(gw, ticket, decoded, collected)
+    except Exception:
+        # The answer is paid for: the client gets it (a 500 would make it retry and pay again),
+        # as a stream's does (stream_answer's before_end); the route's last step is lost.
+        log.exception("answer %s: the route's last step failed", ticket.request_id)
     await send_bytes(
         send,
         200,

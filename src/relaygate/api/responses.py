@@ -6,6 +6,12 @@ and keeps the client's own body for upstreams that speak Responses (OpenAI; Azur
 resolved here, from relaygate's own store (``stored_responses``), and only for the key's own
 account; an answer is stored (before its end reaches the client, so that the next request can
 continue it at once) unless the request says ``store: false``.
+
+The stored history is read before admission (the request admitted includes it), so even a key
+without credit or over its rate limit causes that read: one per request, and bounded (at most
+``max_request_bytes`` less the body), since a history that with the request's body exceeds
+``max_request_bytes`` is refused (400) without being read. The history's size is added to
+the body's for the reservation (``Decoded.prompt_bytes``): it is sent upstream.
 """
 
 from __future__ import annotations
@@ -102,6 +108,7 @@ class ResponsesRoute(Route):
     async def load(self, gw: Gateway, key: KeyRecord, body: bytes, scope: Scope) -> Decoded:
         call = decode_responses_request(body)
         history: list[dict[str, Any]] = []
+        history_bytes = 0
         asked = call.request.previous_response_id
         owner = owner_of(key)
         if asked is not None:
@@ -111,15 +118,28 @@ class ResponsesRoute(Route):
                     " (setting stored_responses); send the whole conversation as input",
                     param="previous_response_id",
                 )
-            found = await gw.responses.load(asked, owner)
+            # Read before admission (the history is part of the request admitted), and bounded:
+            # a conversation longer than what may still be sent is not read at all.
+            room = gw.settings.max_request_bytes - len(body)
+            found = await gw.responses.load_sized(asked, owner, max(room, 0))
             if found is None:
                 raise InvalidRequest(
                     f"Previous response with id {excerpt(asked)} not found: it is unknown,"
                     " expired, or not this account's",
                     param="previous_response_id",
                 )
-            history = found
+            if found.items is None:
+                limit = gw.settings.max_request_bytes
+                raise InvalidRequest(
+                    f"The conversation is too long to continue: its stored history"
+                    f" ({found.size} bytes) and this request ({len(body)} bytes) are more than"
+                    f" {limit} bytes (setting max_request_bytes); start a new conversation",
+                    param="previous_response_id",
+                )
+            history, history_bytes = found.items, found.size
         decoded = self._decoded(call, history)
+        # the reservation is bounded by what goes upstream: the stored history too
+        decoded.prompt_bytes = len(body) + history_bytes
         conversation: Conversation = decoded.extra
         conversation.owner = owner
         conversation.key_id = key.id

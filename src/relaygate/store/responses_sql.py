@@ -9,10 +9,11 @@ deleted by :meth:`ResponseStore.purge`, which the gateway runs at most once per
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import msgspec
-from sqlalchemy import and_, delete, select
+from sqlalchemy import and_, case, delete, func, select
 
 from relaygate.store.schema import stored_responses
 from relaygate.store.sql import SqlStore
@@ -21,6 +22,15 @@ PURGE_EVERY_SECONDS = 60.0
 """The least time between two purges of expired responses by one process."""
 
 _items = msgspec.json.Decoder(list[dict[str, Any]])
+
+
+@dataclass(frozen=True, slots=True)
+class Stored:
+    """A stored conversation as read: its items (``None``: too large, not read) and its
+    encoded size in bytes (at least; in characters when it was not read)."""
+
+    items: list[dict[str, Any]] | None
+    size: int
 
 
 class ResponseStore:
@@ -62,8 +72,19 @@ class ResponseStore:
     ) -> list[dict[str, Any]] | None:
         """The conversation of ``owner``'s response, or ``None`` (unknown, another owner's, or
         expired: one answer for all three, so that ids of other accounts cannot be probed)."""
+        found = await self.load_sized(response_id, owner, None, now)
+        return None if found is None else found.items
+
+    async def load_sized(
+        self, response_id: str, owner: str, max_bytes: int | None, now: float | None = None
+    ) -> Stored | None:
+        """:meth:`load`, with the conversation's encoded size; one longer than ``max_bytes``
+        is not read (``Stored.items`` is ``None``), so that a read is bounded by it."""
         now = time.time() if now is None else now
-        query = select(stored_responses.c.conversation).where(
+        column = stored_responses.c.conversation
+        length = func.length(column)  # characters: never more than its UTF-8 bytes
+        text_column = column if max_bytes is None else case((length <= max_bytes, column))
+        query = select(length, text_column).where(
             and_(
                 stored_responses.c.id == response_id,
                 stored_responses.c.account_id == owner,
@@ -71,8 +92,16 @@ class ResponseStore:
             )
         )
         async with self.store.engine.connect() as conn:
-            text = (await conn.execute(query)).scalar_one_or_none()
-        return None if text is None else _items.decode(text)
+            row = (await conn.execute(query)).one_or_none()
+        if row is None:
+            return None
+        chars, text = row
+        if text is None:
+            return Stored(None, int(chars))
+        encoded = text.encode()
+        if max_bytes is not None and len(encoded) > max_bytes:
+            return Stored(None, len(encoded))
+        return Stored(_items.decode(encoded), len(encoded))
 
     async def purge(self, now: float | None = None) -> int:
         """Delete every expired response; returns how many."""
