@@ -50,6 +50,8 @@ def _config(workdir: Path, upstream_port: int) -> Path:
 
 
 def _create_key(config: Path, workdir: Path) -> str:
+    upgrade = ("-m", "relaygate", "db", "upgrade", "--config", str(config))
+    subprocess.run([sys.executable, *upgrade], capture_output=True, check=True, cwd=workdir)
     create = ("-m", "relaygate", "keys", "create", "--config", str(config), "--json")
     limits = ("--rpm", "100000000", "--tpm", "2000000000", "--concurrency", "100000")
     created = subprocess.run(

@@ -52,6 +52,10 @@ def start(stack: Stack, workdir: Path) -> dict[str, Any]:
     config = workdir / "relaygate.yaml"
     config.write_text(json.dumps({"database_url": f"sqlite:///{workdir / 'bench.db'}",
                                   "log_level": "warning", "models": models}))  # fmt: skip
+    subprocess.run(  # only serve and db upgrade create a database
+        [sys.executable, "-m", "relaygate", "db", "upgrade", "--config", str(config)],
+        capture_output=True, check=True, cwd=workdir,
+    )  # fmt: skip
     created = subprocess.run(
         [sys.executable, "-m", "relaygate", "keys", "create", "--config", str(config),
          "--credits", "1000000", "--rpm", "100000000", "--tpm", "2000000000",

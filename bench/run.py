@@ -151,6 +151,12 @@ class Stack:
                 }
             )
         )
+        # only serve and db upgrade create a database
+        subprocess.run(
+            [sys.executable, "-m", "relaygate", "db", "upgrade", "--config", str(config)],
+            capture_output=True,
+            check=True,
+        )
         created = subprocess.run(
             [
                 sys.executable,
