@@ -808,3 +808,27 @@ def test_only_allowed_beta_values_reach_the_upstream(
     assert [r.headers.get("anthropic-beta") for r in claude.received] == [
         "prompt-caching-2024-07-31"
     ] * 2
+
+
+def test_a_stream_cut_short_is_billed_the_input_side_message_start_reported(
+    gateway: GatewayProcess, key: dict[str, Any], claude: FakeAnthropic
+) -> None:
+    claude.default = Reply(
+        text="x" * 40, chunks=4, input_tokens=11, cache_read=500, cache_write=3000, cut=True
+    )
+    request = urllib.request.Request(
+        gateway.url + "/v1/messages",
+        data=json.dumps({**GOOD, "stream": True}).encode(),
+        headers={"content-type": "application/json", "x-api-key": key["key"]},
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        assert b"event: error" in response.read()  # it had started: it ends with an error
+    (row,) = rows_of(gateway, key, 1)
+    # message_start's figures (cache reads and writes), not the prompt estimate; the one
+    # text delta received as output
+    usage = TokenUsage(
+        prompt_tokens=11 + 500 + 3000, completion_tokens=1, cached_tokens=500,
+        cache_write_tokens=3000,
+    )  # fmt: skip
+    assert (row["prompt_tokens"], row["completion_tokens"]) == (3511, 1)
+    assert row["cost_micros"] == CLAUDE_PRICE.cost(usage)

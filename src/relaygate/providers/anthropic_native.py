@@ -13,6 +13,7 @@ ends the stream (:class:`RelayedError`).
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
@@ -105,8 +106,9 @@ class _Reader:
         self.error: _ErrorDetail | None = None
 
     def read(self, piece: bytes) -> list[Event]:
-        """The events of one read: its bytes, and the answer's usage once ``message_delta``
-        has told it (cumulative: the input side came with ``message_start``).
+        """The events of one read: its bytes, and the answer's usage: its input side (marked
+        ``partial``) once ``message_start`` has told it, all of it once ``message_delta`` has
+        (cumulative).
 
         The read's complete lines are scanned once, in C, for the events relaygate reads;
         the many content deltas between them are counted, never decoded."""
@@ -120,12 +122,13 @@ class _Reader:
         deltas = text.count(b'"content_block_delta"')
         if not self.content and b'"content_block' in text:
             self.content = True
-        told = False
+        told = started = False
         for start, data in _watched_lines(text):
             event = decode_upstream(_event_decoder, data, self.provider.label, "an event")
             kind = event.type
             if kind == "message_start" and event.message and event.message.usage:
-                merge_usage(self.usage, event.message.usage)  # the input side; told at the end
+                merge_usage(self.usage, event.message.usage)  # the input side
+                started = True
             elif kind == "message_delta" and event.usage is not None:
                 merge_usage(self.usage, event.usage)
                 told = True
@@ -138,6 +141,8 @@ class _Reader:
         batch: list[Event] = [Passthrough(piece, deltas)]
         if told:
             batch.append(usage_from(self.usage))
+        elif started:  # a stream cut short is billed these prompt figures, not the estimate
+            batch.append(replace(usage_from(self.usage), partial=True))
         return batch
 
     def failure(self) -> RelayedError:
