@@ -106,6 +106,12 @@ def gateway(
         **config["models"][CLAUDE],
         "allow_fields": ["web_search", "mcp_servers", "document_url"],
     }
+    config["models"][OPEN_CLAUDE]["upstreams"] = [
+        {
+            **config["models"][CLAUDE]["upstreams"][0],
+            "options": {"version": "2023-06-01", "betas": ["extended-cache-ttl-2025-04-11"]},
+        }
+    ]
     gateway = GatewayProcess(tmp_path, config).start()
     yield gateway
     gateway.stop()
@@ -832,3 +838,20 @@ def test_a_stream_cut_short_is_billed_the_input_side_message_start_reported(
     )  # fmt: skip
     assert (row["prompt_tokens"], row["completion_tokens"]) == (3511, 1)
     assert row["cost_micros"] == CLAUDE_PRICE.cost(usage)
+
+
+def test_the_operators_version_and_betas_win_over_and_merge_with_the_clients(
+    gateway: GatewayProcess, key: dict[str, Any], claude: FakeAnthropic
+) -> None:
+    headers = {
+        "x-api-key": key["key"],
+        "anthropic-version": "2026-10-21",
+        "anthropic-beta": "prompt-caching-2024-07-31,extended-cache-ttl-2025-04-11",
+    }
+    assert post(gateway, {**GOOD, "model": OPEN_CLAUDE}, headers)[0] == 200
+    assert post(gateway, GOOD, headers)[0] == 200  # no options: the client's version
+    sent = [(r.headers["anthropic-version"], r.headers["anthropic-beta"]) for r in claude.received]
+    assert sent == [
+        ("2023-06-01", "extended-cache-ttl-2025-04-11,prompt-caching-2024-07-31"),
+        ("2026-10-21", "prompt-caching-2024-07-31,extended-cache-ttl-2025-04-11"),
+    ]

@@ -1,9 +1,11 @@
 """A Messages request passed through to an Anthropic upstream (the client speaks its dialect).
 
-The client's body goes out with only ``model`` rewritten, with the client's
-``anthropic-beta``/``anthropic-version`` headers (the upstream's version option when the client
-sent none): ``cache_control`` (with its ``ttl``), thinking blocks and their signatures, tools
-and any field relaygate does not know reach the upstream as sent. The answer comes back as
+The client's body goes out with only ``model`` rewritten, with the client's allowed
+``anthropic-beta`` values after the upstream's ``betas`` option, and the upstream's ``version``
+option (the client's ``anthropic-version`` when it is unset, else the default):
+``cache_control`` (with its ``ttl``), thinking blocks and their signatures, tools and
+the priced parts the model allows (:mod:`relaygate.protocol.anthropic_messages.priced`) reach
+the upstream as sent. The answer comes back as
 :class:`~relaygate.providers.base.Passthrough` bytes, a stream's reads as they arrive; only
 its usage is read (``message_start`` and ``message_delta``), for billing. An error event before
 any content is an error status (the next upstream may be tried); one after it is relayed, and
@@ -89,7 +91,18 @@ def request_body(request: ProviderRequest) -> bytes:
 
 
 def request_headers(provider: AnthropicProvider, native_headers: dict[str, str]) -> dict[str, str]:
-    return {**provider.headers(), **native_headers}
+    """The provider's headers with the client's: the operator's ``version`` option wins over
+    the client's ``anthropic-version`` (the client's is used when the option is unset), and
+    ``anthropic-beta`` is the operator's ``betas`` followed by the client's allowed values."""
+    headers = provider.headers()
+    version = native_headers.get("anthropic-version")
+    if version is not None and provider.options.version is None:
+        headers["anthropic-version"] = version
+    client = native_headers.get("anthropic-beta")
+    if client:
+        merged = [*provider.options.betas, *client.split(",")]
+        headers["anthropic-beta"] = ",".join(dict.fromkeys(merged))
+    return headers
 
 
 class _Reader:
