@@ -3,10 +3,12 @@
 The same pipeline as chat completions (:mod:`relaygate.api.pipeline`), with Anthropic's dialect:
 keys in ``x-api-key`` or ``Authorization: Bearer``; errors in Anthropic's shape. To an
 ``anthropic`` upstream the client's body passes through with only ``model`` rewritten (and its
-``anthropic-beta``/``anthropic-version`` headers); to any other it is translated
-(:mod:`relaygate.protocol.anthropic_messages.decode`). ``count_tokens`` is passed through to an
-Anthropic upstream, and estimated (and said so) for any other: it is neither billed nor
-rate-limited, and writes no ledger row.
+``anthropic-version`` and allowed ``anthropic-beta`` values); to any other it is translated
+(:mod:`relaygate.protocol.anthropic_messages.decode`). Parts Anthropic bills beyond tokens are
+refused unless the model allows them (:mod:`relaygate.protocol.anthropic_messages.priced`).
+``count_tokens`` is passed through to an Anthropic upstream (taking a rate-limit slot, refused
+to a key with nothing to spend), and estimated (and said so) for any other: it is never billed
+and writes no ledger row.
 """
 
 from __future__ import annotations
