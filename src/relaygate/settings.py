@@ -39,6 +39,33 @@ PRICE_CHANGING_FIELDS = (
 request using one is refused (400 naming it) unless its model prices or allows it (see the
 README's "Price-changing fields")."""
 
+MESSAGES_TOKEN_FIELDS = frozenset(
+    {
+        "model", "messages", "max_tokens", "system", "stream", "temperature", "top_p",
+        "top_k", "stop_sequences", "tools", "tool_choice", "thinking", "metadata",
+        "cache_control", "context_management", "output_config",
+    }
+)  # fmt: skip
+"""Top-level fields of a Messages request that are billed as tokens only (what Claude Code
+sends included); any other passes to an Anthropic upstream only if ``allow_fields`` names it."""
+_MESSAGES_FIELD = re.compile(r"^[a-z][a-z0-9_]*$")
+
+DEFAULT_MESSAGES_BETAS = (
+    "prompt-caching-2024-07-31",
+    "extended-cache-ttl-2025-04-11",
+    "interleaved-thinking-2025-05-14",
+    "fine-grained-tool-streaming-2025-05-14",
+    "token-efficient-tools-2025-02-19",
+    "claude-code-20250219",
+    "context-management-2025-06-27",
+    "prompt-caching-scope-2026-01-05",
+    "effort-2025-11-24",
+    "thinking-token-count-2026-05-13",
+)
+"""``anthropic-beta`` values a client may send through ``/v1/messages`` by default: prompt
+caching, interleaved thinking, tool streaming and what Claude Code sends; none changes the
+price of a token (``context-1m-...``, say, does, and is dropped)."""
+
 
 class Pricing(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     """USD per one million tokens. ``cached_input`` defaults to ``input``."""
@@ -121,7 +148,10 @@ class ModelSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     ``models`` array takes precedence)."""
     allow_fields: list[str] = msgspec.field(default_factory=list)
     """Price-changing request fields (:data:`PRICE_CHANGING_FIELDS`) this model passes to its
-    upstreams although relaygate bills only the tokens they report; by default each gets 400."""
+    upstreams although relaygate bills only the tokens they report; by default each gets 400.
+    For ``/v1/messages`` also: a server tool (``web_search`` or ``web_search_20250305``), a
+    top-level field (``mcp_servers``, ``container``, ...), ``document_url``, ``document_file``
+    (:mod:`relaygate.protocol.anthropic_messages.priced`)."""
 
 
 class ImageSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
@@ -255,6 +285,10 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     disconnect_drain_seconds: PositiveFloat = 30.0
     """After a client drops a stream, how long relaygate keeps reading the upstream for its
     usage before it cancels and charges what it received."""
+    messages_betas: list[str] = msgspec.field(default_factory=lambda: list(DEFAULT_MESSAGES_BETAS))
+    """``anthropic-beta`` values of a ``/v1/messages`` client passed to an Anthropic upstream
+    (after the upstream's own ``betas`` option); others are dropped, as they may change the
+    price (``context-1m-...``)."""
     max_request_bytes: PositiveInt = 32 * 1024 * 1024
     """Largest request body accepted; larger ones get 413. A Responses request continuing a
     stored conversation may send at most this with its history (400 above)."""
@@ -507,10 +541,13 @@ def _check_price_fields(name: str, model: ModelSettings, source: str) -> None:
         if multiplier == 0:
             raise ConfigError(f"{source}: {where}: a multiplier must be greater than 0")
     for i, field in enumerate(model.allow_fields):
-        if field not in PRICE_CHANGING_FIELDS:
+        if field in PRICE_CHANGING_FIELDS:
+            continue
+        if field in MESSAGES_TOKEN_FIELDS or not _MESSAGES_FIELD.match(field):
             raise ConfigError(
                 f"{source}: models.{name}.allow_fields[{i}]: {field!r} is not a price-changing"
-                f" field (one of {', '.join(PRICE_CHANGING_FIELDS)})"
+                f" field (one of {', '.join(PRICE_CHANGING_FIELDS)}, or a Messages server tool,"
+                " top-level field, document_url or document_file)"
             )
 
 

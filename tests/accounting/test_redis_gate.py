@@ -757,3 +757,22 @@ async def test_what_was_reserved_is_charged_when_credits_or_the_cap_shrink_meanw
             await gate.admit(lowered, tokens=1, amount=1, request_id="r4")
     finally:
         await gate.close()
+
+
+async def test_a_permit_that_reserves_nothing_counts_against_rpm_and_charges_nothing(
+    store: SqlStore,
+) -> None:
+    """What ``count_tokens`` takes: ``amount=0`` passes a key with nothing left, counts against
+    its RPM, and settles at no cost."""
+    gate = make_gate(store)
+    key = await new_key(store, granted=0, rpm=1)
+    gate.records = {key.id: key}.get
+    try:
+        hold = await gate.admit(key, tokens=0, amount=0, request_id="c1")
+        assert await gate.settle(hold, cost=0, tokens=0) == 0
+        with pytest.raises(RateLimited):
+            await gate.admit(key, tokens=0, amount=0, request_id="c2")
+        balance = await gate.balance(key)
+        assert (balance.granted, balance.used, balance.remaining) == (0, 0, 0)
+    finally:
+        await gate.close()

@@ -46,6 +46,8 @@ from tests.support.gateway import GatewayProcess, credits_of, ledger
 
 CLAUDE = "claude-sonnet-4-6"
 UPSTREAM_CLAUDE = "claude-sonnet-4-6-20260115"
+OPEN_CLAUDE = "claude-open"
+"""The same upstream, with some priced parts allowed (``allow_fields``)."""
 PRICING = {
     "input": "3",
     "cached_input": "0.3",
@@ -100,6 +102,16 @@ def gateway(
             }
         ],
     }
+    config["models"][OPEN_CLAUDE] = {
+        **config["models"][CLAUDE],
+        "allow_fields": ["web_search", "mcp_servers", "document_url"],
+    }
+    config["models"][OPEN_CLAUDE]["upstreams"] = [
+        {
+            **config["models"][CLAUDE]["upstreams"][0],
+            "options": {"version": "2023-06-01", "betas": ["extended-cache-ttl-2025-04-11"]},
+        }
+    ]
     gateway = GatewayProcess(tmp_path, config).start()
     yield gateway
     gateway.stop()
@@ -415,6 +427,7 @@ def post(
         return exc.code, {k.lower(): v for k, v in exc.headers.items()}, json.loads(exc.read())
 
 
+COUNT = "/v1/messages/count_tokens"
 GOOD = {"model": CLAUDE, "max_tokens": 100, "messages": [{"role": "user", "content": "Hi"}]}
 
 
@@ -716,3 +729,129 @@ def test_the_simulator_answers_in_anthropics_shape(
     assert message.usage.output_tokens > 0
     (row,) = rows_of(gateway, key, 1)
     assert (row["api"], row["model"], row["status"]) == ("messages", "relaygate-simulator", "ok")
+
+
+def test_count_tokens_is_refused_without_credit_and_counts_against_the_keys_rpm(
+    gateway: GatewayProcess, claude: FakeAnthropic
+) -> None:
+    body = {"model": CLAUDE, "messages": [{"role": "user", "content": "Hello"}]}
+    empty = gateway.create_key("--credits", "0")
+    for _ in range(3):
+        status, _, answer = post(gateway, body, {"x-api-key": empty["key"]}, COUNT)
+        assert (status, answer["error"]["type"]) == (402, "billing_error")
+    assert claude.received == []  # nothing reached the upstream on relaygate's credential
+    slow = gateway.create_key("--credits", "10", "--rpm", "1")
+    status, _, answer = post(gateway, body, {"x-api-key": slow["key"]}, COUNT)
+    assert (status, answer) == (200, {"input_tokens": COUNTED_TOKENS})
+    status, headers, answer = post(gateway, body, {"x-api-key": slow["key"]}, COUNT)
+    assert (status, answer["error"]["type"]) == (429, "rate_limit_error")
+    assert int(headers["retry-after"]) >= 1
+    assert len(claude.received) == 1
+    assert ledger(gateway, slow["id"]) == []  # counted against the RPM, never billed
+
+
+WEB_SEARCH = {"type": "web_search_20250305", "name": "web_search", "max_uses": 5}
+PDF_URL = {
+    "role": "user",
+    "content": [
+        {"type": "document", "source": {"type": "url", "url": "https://example.com/a.pdf"}},
+        {"type": "text", "text": "Summarize"},
+    ],
+}
+
+
+@pytest.mark.parametrize(
+    ("extra", "named", "param"),
+    [
+        ({"tools": [WEATHER, WEB_SEARCH]}, "web_search_20250305", "tools[1]"),
+        ({"mcp_servers": [{"type": "url", "url": "https://mcp.example"}]}, "mcp_servers", None),
+        ({"container": "container_011"}, "container", None),
+        ({"speed": "fast"}, "speed", None),
+        ({"messages": [PDF_URL]}, "document_url", "messages[0].content[0].source"),
+    ],
+    ids=["server-tool", "mcp_servers", "container", "unknown-field", "document-url"],
+)
+@pytest.mark.parametrize("path", ["/v1/messages", COUNT], ids=["create", "count"])
+def test_priced_parts_are_refused_unless_the_model_allows_them(
+    gateway: GatewayProcess,
+    key: dict[str, Any],
+    claude: FakeAnthropic,
+    extra: dict[str, Any],
+    named: str,
+    param: str | None,
+    path: str,
+) -> None:
+    body = {**GOOD, **extra}
+    status, _, answer = post(gateway, body, {"x-api-key": key["key"]}, path)
+    assert (status, answer["type"], answer["error"]["type"]) == (
+        400,
+        "error",
+        "invalid_request_error",
+    )
+    assert repr(named) in answer["error"]["message"]
+    if param is not None:
+        assert param in json.dumps(answer)
+    assert claude.received == []
+    assert ledger(gateway, key["id"]) == []
+    if named in ("web_search_20250305", "document_url"):  # (the fake knows these)
+        allowed = {**body, "model": OPEN_CLAUDE}
+        assert post(gateway, allowed, {"x-api-key": key["key"]}, path)[0] == 200
+        assert len(claude.received) == 1
+
+
+def test_only_allowed_beta_values_reach_the_upstream(
+    gateway: GatewayProcess, key: dict[str, Any], claude: FakeAnthropic
+) -> None:
+    headers = {
+        "x-api-key": key["key"],
+        "anthropic-beta": "context-1m-2025-08-07, prompt-caching-2024-07-31",
+    }
+    assert post(gateway, GOOD, headers)[0] == 200
+    assert (
+        post(gateway, {k: v for k, v in GOOD.items() if k != "max_tokens"}, headers, COUNT)[0]
+        == 200
+    )
+    assert [r.headers.get("anthropic-beta") for r in claude.received] == [
+        "prompt-caching-2024-07-31"
+    ] * 2
+
+
+def test_a_stream_cut_short_is_billed_the_input_side_message_start_reported(
+    gateway: GatewayProcess, key: dict[str, Any], claude: FakeAnthropic
+) -> None:
+    claude.default = Reply(
+        text="x" * 40, chunks=4, input_tokens=11, cache_read=500, cache_write=3000, cut=True
+    )
+    request = urllib.request.Request(
+        gateway.url + "/v1/messages",
+        data=json.dumps({**GOOD, "stream": True}).encode(),
+        headers={"content-type": "application/json", "x-api-key": key["key"]},
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        assert b"event: error" in response.read()  # it had started: it ends with an error
+    (row,) = rows_of(gateway, key, 1)
+    # message_start's figures (cache reads and writes), not the prompt estimate; the one
+    # text delta received as output
+    usage = TokenUsage(
+        prompt_tokens=11 + 500 + 3000, completion_tokens=1, cached_tokens=500,
+        cache_write_tokens=3000,
+    )  # fmt: skip
+    assert (row["prompt_tokens"], row["completion_tokens"]) == (3511, 1)
+    assert row["cost_micros"] == CLAUDE_PRICE.cost(usage)
+
+
+def test_the_operators_version_and_betas_win_over_and_merge_with_the_clients(
+    gateway: GatewayProcess, key: dict[str, Any], claude: FakeAnthropic
+) -> None:
+    headers = {
+        "x-api-key": key["key"],
+        "anthropic-version": "2026-10-21",
+        "anthropic-beta": "prompt-caching-2024-07-31,extended-cache-ttl-2025-04-11",
+    }
+    assert post(gateway, {**GOOD, "model": OPEN_CLAUDE}, headers)[0] == 200
+    assert post(gateway, GOOD, headers)[0] == 200  # no options: the client's version
+    sent = [(r.headers["anthropic-version"], r.headers["anthropic-beta"]) for r in claude.received]
+    assert sent == [
+        ("2023-06-01", "extended-cache-ttl-2025-04-11,prompt-caching-2024-07-31"),
+        ("2026-10-21", "prompt-caching-2024-07-31,extended-cache-ttl-2025-04-11"),
+    ]

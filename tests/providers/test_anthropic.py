@@ -42,7 +42,7 @@ def body_for(extra: dict[str, Any] | None = None, **fields: Any) -> dict[str, An
 def translate(body: dict[str, Any], **options: Any) -> dict[str, Any]:
     settings = AnthropicOptions(**options)
     translated = build_body(call(body, "claude-sonnet-4-5"), settings)
-    assert request_problems(translated, settings.version) == []
+    assert request_problems(translated, settings.api_version) == []
     return translated
 
 

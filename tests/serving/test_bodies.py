@@ -26,14 +26,14 @@ def padded_body(size: int) -> bytes:
 
 
 def start_slow_body(
-    gateway: GatewayProcess, key: str, body: bytes, sent: int = 10
+    gateway: GatewayProcess, key: str, body: bytes, sent: int = 10, path: str = CHAT
 ) -> socket.socket:
     """A request whose first ``sent`` bytes of body arrive (the rest is sent by ``finish``)."""
     sock = socket.create_connection(("127.0.0.1", gateway.port), timeout=30)
     sock.sendall(
         b"POST %s HTTP/1.1\r\nhost: x\r\nauthorization: Bearer %s\r\ncontent-type: "
         b"application/json\r\nconnection: close\r\ncontent-length: %d\r\n\r\n%s"
-        % (CHAT.encode(), key.encode(), len(body), body[:sent])
+        % (path.encode(), key.encode(), len(body), body[:sent])
     )
     return sock
 
@@ -72,6 +72,21 @@ def test_a_key_at_its_concurrency_gets_429_before_its_body_is_read(
     assert finish(sock, slow) == 200
     assert gateway.post(CHAT, big, key)[0] == 200  # the slot is free again
     assert gateway.post(CHAT, hello, key)[0] == 200
+
+
+def test_a_count_tokens_body_takes_the_keys_share_too(
+    make_gateway: Callable[..., GatewayProcess],
+) -> None:
+    gateway = make_gateway()
+    key = gateway.create_key("--credits", "10", "--concurrency", "1")["key"]
+    slow = padded_body(100_000)  # a Messages body as well
+    sock = start_slow_body(gateway, key, slow, path="/v1/messages/count_tokens")
+    big = json.loads(padded_body(0))
+    big["messages"][0]["content"] = "x" * 70_000
+    status, _, answer = until_refused(gateway, key, big)
+    assert (status, answer["error"]["type"]) == (429, "rate_limit_error")
+    assert finish(sock, slow) == 200
+    assert gateway.post(CHAT, big, key)[0] == 200
 
 
 def test_body_bytes_in_flight_are_bounded_per_process(

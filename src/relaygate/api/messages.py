@@ -3,10 +3,12 @@
 The same pipeline as chat completions (:mod:`relaygate.api.pipeline`), with Anthropic's dialect:
 keys in ``x-api-key`` or ``Authorization: Bearer``; errors in Anthropic's shape. To an
 ``anthropic`` upstream the client's body passes through with only ``model`` rewritten (and its
-``anthropic-beta``/``anthropic-version`` headers); to any other it is translated
-(:mod:`relaygate.protocol.anthropic_messages.decode`). ``count_tokens`` is passed through to an
-Anthropic upstream, and estimated (and said so) for any other: it is neither billed nor
-rate-limited, and writes no ledger row.
+``anthropic-version`` and allowed ``anthropic-beta`` values); to any other it is translated
+(:mod:`relaygate.protocol.anthropic_messages.decode`). Parts Anthropic bills beyond tokens are
+refused unless the model allows them (:mod:`relaygate.protocol.anthropic_messages.priced`).
+``count_tokens`` is passed through to an Anthropic upstream (taking a rate-limit slot, refused
+to a key with nothing to spend), and estimated (and said so) for any other: it is never billed
+and writes no ledger row.
 """
 
 from __future__ import annotations
@@ -19,12 +21,14 @@ import msgspec
 from relaygate.accounting.estimate import prompt_token_guess
 from relaygate.api.http import Receive, Scope, Send, read_body, send_bytes
 from relaygate.api.pipeline import Decoded, Route, credentials, serve
-from relaygate.errors import InvalidRequest, excerpt
+from relaygate.errors import InsufficientQuota, InvalidRequest, excerpt
 from relaygate.media.dataurl import is_data_url
 from relaygate.protocol.anthropic_messages.decode import MessagesDecoded, decode_messages
 from relaygate.protocol.anthropic_messages.errors import ANTHROPIC_ERRORS
+from relaygate.protocol.anthropic_messages.priced import allowed_betas, check_priced_parts
 from relaygate.protocol.anthropic_messages.render import MessageStream, message_body
 from relaygate.protocol.assemble import Collected
+from relaygate.protocol.ids import completion_id
 from relaygate.protocol.validate import images_of
 from relaygate.providers.base import Native, TokenUsage
 from relaygate.routing.catalog import CatalogModel
@@ -33,20 +37,23 @@ if TYPE_CHECKING:
     from relaygate.accounting.admission import Ticket
     from relaygate.app import Gateway
     from relaygate.media.pipeline import PreparedImages
+    from relaygate.store.records import KeyRecord
 
 _encoder = msgspec.json.Encoder()
-FORWARDED_HEADERS = (b"anthropic-beta", b"anthropic-version")
-"""Client headers an Anthropic upstream receives with a passed-through body."""
 
 
-def native_headers(scope: Scope) -> dict[str, str]:
+def native_headers(scope: Scope, betas: list[str]) -> dict[str, str]:
+    """The client's ``anthropic-version``, and those of its ``anthropic-beta`` values in
+    ``betas`` (the setting ``messages_betas``: others may change the price, and are dropped)."""
     found: dict[str, str] = {}
+    allowed: list[str] = []
     for name, value in scope["headers"]:
-        if name in FORWARDED_HEADERS:
-            text = bytes(value).decode("latin-1")
-            found[name.decode()] = (
-                f"{found[name.decode()]},{text}" if name.decode() in found else text
-            )
+        if name == b"anthropic-beta":
+            allowed += allowed_betas(bytes(value).decode("latin-1"), betas)
+        elif name == b"anthropic-version":
+            found["anthropic-version"] = bytes(value).decode("latin-1")
+    if allowed:
+        found["anthropic-beta"] = ",".join(dict.fromkeys(allowed))
     return found
 
 
@@ -68,9 +75,11 @@ class MessagesRoute(Route):
 
     key_header = b"x-api-key"
 
-    def decode(self, body: bytes, scope: Scope) -> Decoded:
+    async def load(self, gw: Gateway, key: KeyRecord, body: bytes, scope: Scope) -> Decoded:
         messages = decode_messages(body)
-        native = Native("messages", messages.body, native_headers(scope))
+        native = Native(
+            "messages", messages.body, native_headers(scope, gw.settings.messages_betas)
+        )
         return Decoded(
             messages.internal, messages.chat, native, messages.cache_writes, extra=messages
         )
@@ -99,6 +108,7 @@ class MessagesRoute(Route):
                 f" {model.name!r} may be served by another provider",
                 param=where,
             )
+        check_priced_parts(messages.body, model.name, model.settings.allow_fields)
 
     def fallbacks(self, decoded: Decoded, chain: list[CatalogModel]) -> list[CatalogModel]:
         """Without the parts that only Anthropic's API has, no fallback served elsewhere."""
@@ -167,19 +177,27 @@ messages = partial(serve, MESSAGES)
 
 
 async def count_tokens(gw: Gateway, scope: Scope, receive: Receive, send: Send) -> None:
-    """The prompt's tokens: an Anthropic upstream's count, else relaygate's estimate."""
+    """The prompt's tokens: an Anthropic upstream's count, else relaygate's estimate.
+
+    The body is read within the key's share of the bodies in flight, as every route's. A call
+    that reaches an upstream (on relaygate's credential) takes a rate-limit slot through the
+    gate (a permit that reserves nothing and is settled at no cost: it counts against the
+    key's RPM and concurrency), and a key with nothing to spend gets 402, as ``/v1/messages``
+    does."""
     key = gw.keys.authenticate(credentials(MESSAGES, scope))
-    body = await read_body(scope, receive, gw.settings.max_request_bytes)
+    settings = gw.settings
+    body = await read_body(
+        scope, receive, settings.max_request_bytes,
+        key.id, key.max_concurrency, settings.max_body_bytes_in_flight,
+    )  # fmt: skip
     decoded = decode_messages(body, count=True)
     model = gw.catalog.resolve(decoded.request.model, key)
     for provider in model.upstreams:
         counter = getattr(provider, "count_tokens", None)
         if counter is not None:
-            upstream_model = provider.settings.model or model.name
-            status, answer = await counter(
-                {**decoded.body, "model": upstream_model}, native_headers(scope)
-            )
-            await send_bytes(send, status, answer)
+            check_priced_parts(decoded.body, model.name, model.settings.allow_fields)
+            await _count_upstream(gw, key, counter, provider.settings.model or model.name,
+                                  decoded.body, scope, send)  # fmt: skip
             return
     guess = prompt_token_guess(decoded.internal, model.settings.image_token_estimate)
     await send_bytes(
@@ -188,3 +206,28 @@ async def count_tokens(gw: Gateway, scope: Scope, receive: Receive, send: Send) 
         _encoder.encode({"input_tokens": guess, "estimated": True}),
         headers=[(b"x-relaygate-token-count", b"estimate")],
     )
+
+
+async def _count_upstream(
+    gw: Gateway,
+    key: KeyRecord,
+    counter: Any,
+    upstream_model: str,
+    body: dict[str, Any],
+    scope: Scope,
+    send: Send,
+) -> None:
+    """Ask an upstream to count, holding a rate-limit slot that reserves no credit."""
+    balance = await gw.admissions.gate.balance(key)
+    if not balance.is_unlimited and balance.remaining <= 0:
+        raise InsufficientQuota(
+            "Insufficient quota: the key has nothing left to spend (its account's balance,"
+            " within the key's spend cap), so its prompts are not counted upstream"
+        )
+    headers = native_headers(scope, gw.settings.messages_betas)
+    hold = await gw.admissions.gate.admit(key, 0, 0, completion_id(None, "count_"))
+    try:
+        status, answer = await counter({**body, "model": upstream_model}, headers)
+    finally:
+        await gw.admissions.gate.settle(hold, 0, 0)
+    await send_bytes(send, status, answer)

@@ -273,7 +273,7 @@ async def _relay(
         if watch.gone:
             for event in batch:
                 collected.add(event)
-                if type(event) is TokenUsage:
+                if type(event) is TokenUsage and not event.partial:
                     return []
         else:
             for event in batch:

@@ -153,6 +153,9 @@ class Collected:
         usage = self.usage
         if usage is None:
             usage = TokenUsage(prompt_tokens=prompt_guess, completion_tokens=self.deltas)
+        elif usage.partial:
+            output = max(usage.completion_tokens, self.deltas)
+            usage = replace(usage, completion_tokens=output, partial=False)
         if self.image_tokens and not usage.image_tokens:
             usage = replace(usage, image_tokens=min(self.image_tokens, usage.prompt_tokens))
         return usage

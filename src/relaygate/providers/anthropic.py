@@ -24,8 +24,10 @@ billed at its own price); ``reasoning_tokens`` comes from
 An ``error`` event in the stream ends it with an error; one that arrives before any content is
 treated like an error status (so it may be retried elsewhere).
 
-Options: ``version`` (the ``anthropic-version`` header, default ``2023-06-01``), ``max_tokens``
-(when the request sets no limit, default 4096) and ``sampling`` (see above).
+Options: ``version`` (the ``anthropic-version`` header, default ``2023-06-01``; when set it is
+sent on a passed-through body too, over the client's), ``max_tokens`` (when the request sets no
+limit, default 4096), ``sampling`` (see above) and ``betas`` (``anthropic-beta`` values sent
+with every request; a passed-through body's allowed client values are added).
 """
 
 from __future__ import annotations
@@ -100,15 +102,23 @@ _encoder = msgspec.json.Encoder()
 
 
 class AnthropicOptions(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
-    version: str = DEFAULT_VERSION
+    version: str | None = None
+    """The ``anthropic-version`` header (``None``: :data:`DEFAULT_VERSION`, or for a body
+    passed through, the client's)."""
     max_tokens: Annotated[int, msgspec.Meta(gt=0)] = 4096
     sampling: bool | None = None
+    betas: list[str] = msgspec.field(default_factory=list)
+    """``anthropic-beta`` values sent with every request (a client's allowed ones added)."""
+
+    @property
+    def api_version(self) -> str:
+        return self.version or DEFAULT_VERSION
 
     @property
     def sends_sampling(self) -> bool:
         if self.sampling is not None:
             return self.sampling
-        return self.version < NO_SAMPLING_SINCE
+        return self.api_version < NO_SAMPLING_SINCE
 
 
 # --- request ----------------------------------------------------------------------------------
@@ -448,7 +458,7 @@ class AnthropicProvider(HttpJsonProvider):
             msgspec.convert(settings.options, AnthropicOptions)
         except msgspec.ValidationError as exc:
             raise ValueError(
-                f"options: {exc} (anthropic takes: version, max_tokens, sampling)"
+                f"options: {exc} (anthropic takes: version, max_tokens, sampling, betas)"
             ) from None
 
     def url(self) -> str:
@@ -458,8 +468,10 @@ class AnthropicProvider(HttpJsonProvider):
         headers = {
             "content-type": "application/json",
             "accept": "application/json",
-            "anthropic-version": self.options.version,
+            "anthropic-version": self.options.api_version,
         }
+        if self.options.betas:
+            headers["anthropic-beta"] = ",".join(self.options.betas)
         if self.settings.api_key:
             headers["x-api-key"] = self.settings.api_key
         return headers

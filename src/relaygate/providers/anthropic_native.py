@@ -1,9 +1,11 @@
 """A Messages request passed through to an Anthropic upstream (the client speaks its dialect).
 
-The client's body goes out with only ``model`` rewritten, with the client's
-``anthropic-beta``/``anthropic-version`` headers (the upstream's version option when the client
-sent none): ``cache_control`` (with its ``ttl``), thinking blocks and their signatures, tools
-and any field relaygate does not know reach the upstream as sent. The answer comes back as
+The client's body goes out with only ``model`` rewritten, with the client's allowed
+``anthropic-beta`` values after the upstream's ``betas`` option, and the upstream's ``version``
+option (the client's ``anthropic-version`` when it is unset, else the default):
+``cache_control`` (with its ``ttl``), thinking blocks and their signatures, tools and
+the priced parts the model allows (:mod:`relaygate.protocol.anthropic_messages.priced`) reach
+the upstream as sent. The answer comes back as
 :class:`~relaygate.providers.base.Passthrough` bytes, a stream's reads as they arrive; only
 its usage is read (``message_start`` and ``message_delta``), for billing. An error event before
 any content is an error status (the next upstream may be tried); one after it is relayed, and
@@ -13,6 +15,7 @@ ends the stream (:class:`RelayedError`).
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
@@ -88,7 +91,18 @@ def request_body(request: ProviderRequest) -> bytes:
 
 
 def request_headers(provider: AnthropicProvider, native_headers: dict[str, str]) -> dict[str, str]:
-    return {**provider.headers(), **native_headers}
+    """The provider's headers with the client's: the operator's ``version`` option wins over
+    the client's ``anthropic-version`` (the client's is used when the option is unset), and
+    ``anthropic-beta`` is the operator's ``betas`` followed by the client's allowed values."""
+    headers = provider.headers()
+    version = native_headers.get("anthropic-version")
+    if version is not None and provider.options.version is None:
+        headers["anthropic-version"] = version
+    client = native_headers.get("anthropic-beta")
+    if client:
+        merged = [*provider.options.betas, *client.split(",")]
+        headers["anthropic-beta"] = ",".join(dict.fromkeys(merged))
+    return headers
 
 
 class _Reader:
@@ -105,8 +119,9 @@ class _Reader:
         self.error: _ErrorDetail | None = None
 
     def read(self, piece: bytes) -> list[Event]:
-        """The events of one read: its bytes, and the answer's usage once ``message_delta``
-        has told it (cumulative: the input side came with ``message_start``).
+        """The events of one read: its bytes, and the answer's usage: its input side (marked
+        ``partial``) once ``message_start`` has told it, all of it once ``message_delta`` has
+        (cumulative).
 
         The read's complete lines are scanned once, in C, for the events relaygate reads;
         the many content deltas between them are counted, never decoded."""
@@ -120,12 +135,13 @@ class _Reader:
         deltas = text.count(b'"content_block_delta"')
         if not self.content and b'"content_block' in text:
             self.content = True
-        told = False
+        told = started = False
         for start, data in _watched_lines(text):
             event = decode_upstream(_event_decoder, data, self.provider.label, "an event")
             kind = event.type
             if kind == "message_start" and event.message and event.message.usage:
-                merge_usage(self.usage, event.message.usage)  # the input side; told at the end
+                merge_usage(self.usage, event.message.usage)  # the input side
+                started = True
             elif kind == "message_delta" and event.usage is not None:
                 merge_usage(self.usage, event.usage)
                 told = True
@@ -138,6 +154,8 @@ class _Reader:
         batch: list[Event] = [Passthrough(piece, deltas)]
         if told:
             batch.append(usage_from(self.usage))
+        elif started:  # a stream cut short is billed these prompt figures, not the estimate
+            batch.append(replace(usage_from(self.usage), partial=True))
         return batch
 
     def failure(self) -> RelayedError:

@@ -102,6 +102,9 @@ class TokenUsage:
     cache_write_1h_tokens: int = 0
     """Prompt tokens written to the cache for 1 hour; part of ``prompt_tokens``, priced as
     ``cache_write_1h``."""
+    partial: bool = False
+    """Only the input side is known yet (Anthropic's ``message_start``): an answer cut short
+    is billed these prompt figures and, for output, at least the deltas received."""
 
 
 @dataclass(slots=True)
