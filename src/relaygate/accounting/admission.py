@@ -9,6 +9,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from relaygate import tracing
 from relaygate.accounting.estimate import (
     output_token_bound,
     prompt_token_bound,
@@ -206,6 +207,8 @@ class Admissions:
         if ticket.settled:
             return 0
         ticket.settled = True
+        if tracing.enabled:
+            tracing.begin("relaygate.settle")
         if self.deadline_passed and status != "ok" and _cancelling():
             # Ended by the shutdown deadline, whatever path settles it: billed as a disconnect
             # (the prompt estimate plus the tokens received).
@@ -231,6 +234,8 @@ class Admissions:
             durable = journal.durable()  # on disk before the response ends (a group commit)
             if durable is not None:
                 await durable
+        if tracing.enabled:
+            tracing.settled(ticket, usage, status, charged)
         return charged
 
     def _append_row(

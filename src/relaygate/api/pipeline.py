@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import msgspec
 
+from relaygate import tracing
 from relaygate.accounting.fields import check_price_fields
 from relaygate.api.http import Receive, Scope, Send, header, read_body, send_bytes
 from relaygate.api.stream import StreamRenderer, stream_answer
@@ -165,6 +166,8 @@ async def serve(route: Route, gw: Gateway, scope: Scope, receive: Receive, send:
         key = gw.keys.authenticate(header(scope, b"authorization"))
     else:
         key = gw.keys.authenticate(credentials(route, scope))
+    if tracing.enabled:
+        tracing.authenticated(key)
     settings = gw.settings
     body = await read_body(
         scope, receive, settings.max_request_bytes,
@@ -173,6 +176,8 @@ async def serve(route: Route, gw: Gateway, scope: Scope, receive: Receive, send:
     decoded = await route.load(gw, key, body, scope)
     request = decoded.request
     model = gw.catalog.resolve(request.model, key)
+    if tracing.enabled:
+        tracing.requested(route.api, request)
     if decoded.extra is not None:
         route.check(decoded, model)
     check_for_model(request, model)
@@ -182,11 +187,15 @@ async def serve(route: Route, gw: Gateway, scope: Scope, receive: Receive, send:
     if not any(candidate.upstreams for candidate in chain):
         raise no_upstream(model)
     request_id = completion_id(None, route.id_prefix)
+    if tracing.enabled:
+        tracing.begin("relaygate.admission")
     ticket = await gw.admissions.admit(
         key, model, request, len(body) if decoded.prompt_bytes is None else decoded.prompt_bytes,
         request_id, chain[1:],
         api=route.api, cache_writes=decoded.cache_writes,
     )  # fmt: skip
+    if tracing.enabled:
+        tracing.end("relaygate.admission", **{"relaygate.output_limit": ticket.output_limit or 0})
     raw = decoded.raw
     if ticket.output_limit is not None:
         # no limit asked, and the worst case was more than the key can spend: the upstream is
