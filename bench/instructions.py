@@ -1,13 +1,14 @@
 """Instructions per request under callgrind: a cost figure that repeats, whatever else the
 machine is doing.
 
-    python -m bench.instructions [--requests 300] [--warmup 200] [--stream]
+    python -m bench.instructions [--requests 300] [--warmup 200] [--stream] [--otel]
 
 It starts the mock upstream and relaygate (key auth, rate limits, credit reservation and the
 ledger all on, as in ``bench.run``), with relaygate under ``valgrind --tool=callgrind``. It sends
 ``--warmup`` sequential requests, zeroes the counters, sends ``--requests`` more, and prints the
 instructions relaygate's process ran per request. The ledger flush and the key refresh are
 moved out of the measured window (every 600 s), so the figure is the request path's own.
+``--otel`` turns tracing on, exporting to the mock upstream (which answers every POST 200).
 Needs valgrind (Debian's ``valgrind`` package); a run takes about a minute.
 """
 
@@ -25,7 +26,7 @@ from pathlib import Path
 from bench.run import ROOT, Stack, body, free_port, wait_port
 
 
-def _config(workdir: Path, upstream_port: int) -> Path:
+def _config(workdir: Path, upstream_port: int, otel: bool = False) -> Path:
     config = workdir / "relaygate.yaml"
     model = {
         "pricing": {"input": "1.75", "cached_input": "0.175", "output": "14"},
@@ -45,13 +46,19 @@ def _config(workdir: Path, upstream_port: int) -> Path:
         "key_refresh_seconds": 600,
         "models": {"bench-0ms": model},
     }
+    if otel:
+        endpoint = f"http://127.0.0.1:{upstream_port}/v1/traces"
+        settings["otel"] = {"enabled": True, "endpoint": endpoint}
     config.write_text(json.dumps(settings))
     return config
 
 
 def _create_key(config: Path, workdir: Path) -> str:
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))  # this checkout's CLI, as for serve
     upgrade = ("-m", "relaygate", "db", "upgrade", "--config", str(config))
-    subprocess.run([sys.executable, *upgrade], capture_output=True, check=True, cwd=workdir)
+    subprocess.run(
+        [sys.executable, *upgrade], capture_output=True, check=True, cwd=workdir, env=env
+    )
     create = ("-m", "relaygate", "keys", "create", "--config", str(config), "--json")
     limits = ("--rpm", "100000000", "--tpm", "2000000000", "--concurrency", "100000")
     created = subprocess.run(
@@ -60,6 +67,7 @@ def _create_key(config: Path, workdir: Path) -> str:
         text=True,
         check=True,
         cwd=workdir,
+        env=env,
     )
     return str(json.loads(created.stdout)["key"])
 
@@ -72,7 +80,7 @@ def measure(args: argparse.Namespace, workdir: Path) -> float:
     stack = Stack(workdir)
     mock_port, port = free_port(), free_port()
     stack.spawn("-m", "bench.mock_upstream", "--port", str(mock_port), port=mock_port)
-    config = _config(workdir, mock_port)
+    config = _config(workdir, mock_port, args.otel)
     key = _create_key(config, workdir)
     out = workdir / "callgrind.out"
     valgrind = ("valgrind", "--tool=callgrind", f"--callgrind-out-file={out}")
@@ -118,10 +126,11 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=300)
     parser.add_argument("--warmup", type=int, default=200)
     parser.add_argument("--stream", action="store_true", help="streamed requests (20 chunks)")
+    parser.add_argument("--otel", action="store_true", help="with tracing on (otel.enabled)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="relaygate-instructions-") as tmp:
         per_request = measure(args, Path(tmp))
-    mode = "streaming" if args.stream else "non-streaming"
+    mode = ("streaming" if args.stream else "non-streaming") + (", traced" if args.otel else "")
     print(f"{per_request / 1000:.1f}k instructions per {mode} request")
 
 

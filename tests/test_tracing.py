@@ -91,8 +91,9 @@ def server_span(spans: list[ReceivedSpan], traced: Traced) -> ReceivedSpan:
 
 
 def test_requests_are_traced_with_genai_attributes(
-    tmp_path: Path, upstream: FakeOpenAI, receiver: OtlpReceiver
+    tmp_path: Path, upstream: FakeOpenAI, receiver: OtlpReceiver, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "3600000")  # exported at shutdown only
     config = catalog(
         upstream.base_url,
         otel={
@@ -109,12 +110,18 @@ def test_requests_are_traced_with_genai_attributes(
         "upstreams": [{**fake, "name": "flaky-openai", "model": "flaky-upstream", "retries": 0}],
         "fallbacks": ["gpt-5.5"],
     }
+    config["models"]["retrying"] = {
+        "pricing": {"input": "1", "output": "1"},
+        "upstreams": [{**fake, "name": "retrying-openai", "retries": 1}],
+    }
     (tmp_path / "gw").mkdir()
     gateway = GatewayProcess(tmp_path / "gw", config).start()
     try:
         key = gateway.create_key("--credits", "5")
         poor = gateway.create_key("--credits", "0.0001")
-        answer, stream, fallback, image, missing, refused = (Traced() for _ in range(6))
+        answer, stream, fallback, image, missing, refused, retried, cut = (
+            Traced() for _ in range(8)
+        )
         unsampled = Traced(sampled=False)
         status, headers, _ = post(gateway, chat("gpt-5.2", max_tokens=100), key["key"], answer)
         assert status == 200
@@ -130,6 +137,10 @@ def test_requests_are_traced_with_genai_attributes(
         body = {"model": "gpt-5.2", "messages": [{"role": "user", "content": parts}]}
         assert post(gateway, body, key["key"], image)[0] == 200
         assert post(gateway, chat("no-such-model"), key["key"], missing)[0] == 404
+        upstream.script = [Behavior(status=503)]
+        assert post(gateway, chat("retrying"), key["key"], retried)[0] == 200
+        upstream.script = [Behavior(cut_after=2)]
+        assert post(gateway, chat("gpt-5.2", stream=True), key["key"], cut)[0] == 200
         assert post(gateway, chat("gpt-5.2", max_tokens=100_000), poor["key"], refused)[0] == 402
         assert post(gateway, chat("gpt-5.2"), key["key"], unsampled)[0] == 200
         assert post(gateway, chat("gpt-5.2"), key["key"], None)[0] == 200  # ratio 0
@@ -142,7 +153,7 @@ def test_requests_are_traced_with_genai_attributes(
     assert all(p["Authorization"] == "Bearer collector-token" for p in receiver.posts)
     assert {s.resource["service.name"] for s in receiver.spans} == {"relaygate-test"}
     traced = {answer.trace_id, stream.trace_id, fallback.trace_id, image.trace_id,
-              missing.trace_id, refused.trace_id}
+              missing.trace_id, refused.trace_id, retried.trace_id, cut.trace_id}
     assert {s.trace_id for s in receiver.spans} == traced  # sampled out: nothing
 
     # A non-streamed answer.
@@ -225,6 +236,26 @@ def test_requests_are_traced_with_genai_attributes(
     assert not answered.error
     assert answered.attributes["relaygate.fallback"] is True
     assert answered.attributes["relaygate.model"] == "gpt-5.5"
+
+    # A retry on the same upstream: two attempts, the second one a retry.
+    spans = receiver.trace(retried.trace_id)
+    server_span(spans, retried)
+    attempts = sorted((s for s in spans if s.kind == "SPAN_KIND_CLIENT"), key=lambda s: s.start)
+    assert [s.name for s in attempts] == ["chat retrying", "chat retrying"]
+    assert [s.attributes["relaygate.attempt"] for s in attempts] == [1, 2]
+    assert [s.attributes["relaygate.retry"] for s in attempts] == [False, True]
+    assert [s.attributes["http.response.status_code"] for s in attempts] == [503, 200]
+    assert [s.error for s in attempts] == [True, False]
+
+    # A stream the upstream broke off: 200 was sent, the error is on the spans.
+    spans = receiver.trace(cut.trace_id)
+    server = server_span(spans, cut)
+    assert server.attributes["http.response.status_code"] == 200
+    assert server.attributes["relaygate.status"] == "upstream_error"
+    assert server.attributes["error.type"] == "upstream_error"
+    attempt = one(spans, "chat gpt-5.2-upstream")
+    assert attempt.error
+    assert attempt.attributes["error.type"] == "upstream_error"
 
     # An image: its span between admission and the attempt.
     spans = receiver.trace(image.trace_id)

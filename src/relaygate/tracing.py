@@ -196,12 +196,8 @@ class Tracing:
                 "url.path": scope["path"],
             },
         )
-        if not span.is_recording():  # sampled out: the hooks find nothing to do
-            token = _current.set(None)
-            try:
-                await handler(gw, scope, receive, send)
-            finally:
-                _current.reset(token)
+        if not span.is_recording():  # sampled out: the hooks find no request
+            await handler(gw, scope, receive, send)
             return
         request = _Request(self.tracer, span)
         token = _current.set(request)
