@@ -119,8 +119,9 @@ def test_requests_are_traced_with_genai_attributes(
     try:
         key = gateway.create_key("--credits", "5")
         poor = gateway.create_key("--credits", "0.0001")
-        answer, stream, fallback, image, missing, refused, retried, cut = (
-            Traced() for _ in range(8)
+        modest = gateway.create_key("--credits", "0.01")
+        answer, stream, fallback, image, missing, refused, retried, cut, clamped = (
+            Traced() for _ in range(9)
         )
         unsampled = Traced(sampled=False)
         status, headers, _ = post(gateway, chat("gpt-5.2", max_tokens=100), key["key"], answer)
@@ -142,6 +143,7 @@ def test_requests_are_traced_with_genai_attributes(
         upstream.script = [Behavior(cut_after=2)]
         assert post(gateway, chat("gpt-5.2", stream=True), key["key"], cut)[0] == 200
         assert post(gateway, chat("gpt-5.2", max_tokens=100_000), poor["key"], refused)[0] == 402
+        assert post(gateway, chat("gpt-5.2"), modest["key"], clamped)[0] == 200
         assert post(gateway, chat("gpt-5.2"), key["key"], unsampled)[0] == 200
         assert post(gateway, chat("gpt-5.2"), key["key"], None)[0] == 200  # ratio 0
     finally:
@@ -153,7 +155,8 @@ def test_requests_are_traced_with_genai_attributes(
     assert all(p["Authorization"] == "Bearer collector-token" for p in receiver.posts)
     assert {s.resource["service.name"] for s in receiver.spans} == {"relaygate-test"}
     traced = {answer.trace_id, stream.trace_id, fallback.trace_id, image.trace_id,
-              missing.trace_id, refused.trace_id, retried.trace_id, cut.trace_id}
+              missing.trace_id, refused.trace_id, retried.trace_id, cut.trace_id,
+              clamped.trace_id}
     assert {s.trace_id for s in receiver.spans} == traced  # sampled out: nothing
 
     # A non-streamed answer.
@@ -207,6 +210,7 @@ def test_requests_are_traced_with_genai_attributes(
         "gen_ai.response.finish_reasons": ["stop"],
     }
     assert one(spans, "relaygate.admission").kind == "SPAN_KIND_INTERNAL"
+    assert one(spans, "relaygate.admission").attributes == {}
     assert one(spans, "relaygate.settle").kind == "SPAN_KIND_INTERNAL"
 
     # A stream: its attempt's span follows the answer to its end (usage, finish reason).
@@ -263,6 +267,12 @@ def test_requests_are_traced_with_genai_attributes(
     images = one(spans, "relaygate.images")
     assert images.attributes["relaygate.images"] == 1
     assert images.attributes["relaygate.image_bytes"] == len(png(4, 4))
+
+    # Admitted with the output limit the balance affords.
+    spans = receiver.trace(clamped.trace_id)
+    server_span(spans, clamped)
+    limit = one(spans, "relaygate.admission").attributes["relaygate.output_limit"]
+    assert 256 <= limit < 128_000
 
     # 404: decided before the model is known, so the span keeps the operation's name.
     spans = receiver.trace(missing.trace_id)

@@ -283,21 +283,31 @@ def _request_attributes(request: ChatRequest) -> dict[str, Any]:
     return attributes
 
 
-def begin(name: str, **attributes: Any) -> None:
+def begin(name: str, attributes: Mapping[str, Any] | None = None) -> None:
     """Start the child span ``name`` (``relaygate.admission``, ``relaygate.images``)."""
     request = _current.get()
     if request is not None:
-        request.begin(name, name).set_attributes(attributes)
+        span = request.begin(name, name)
+        if attributes:
+            span.set_attributes(attributes)
 
 
-def end(name: str, **attributes: Any) -> None:
+def end(name: str, attributes: Mapping[str, Any] | None = None) -> None:
     """End the child span ``name``; one an error escaped ends with the request."""
     request = _current.get()
     if request is not None:
         span = request.open.get(name)
-        if span is not None:
+        if span is not None and attributes:
             span.set_attributes(attributes)
-            request.end(name)
+        request.end(name)
+
+
+def admitted(ticket: Ticket) -> None:
+    """The request is admitted: the end of its admission span."""
+    if ticket.output_limit is not None:
+        end("relaygate.admission", {"relaygate.output_limit": ticket.output_limit})
+    else:
+        end("relaygate.admission")
 
 
 def attempt(provider: Provider, model: str, call: ProviderRequest, tries: int) -> None:

@@ -195,7 +195,7 @@ async def serve(route: Route, gw: Gateway, scope: Scope, receive: Receive, send:
         api=route.api, cache_writes=decoded.cache_writes,
     )  # fmt: skip
     if tracing.enabled:
-        tracing.end("relaygate.admission", **{"relaygate.output_limit": ticket.output_limit or 0})
+        tracing.admitted(ticket)
     raw = decoded.raw
     if ticket.output_limit is not None:
         # no limit asked, and the worst case was more than the key can spend: the upstream is

@@ -139,14 +139,14 @@ class ImagePipeline:
         if not found:
             return PreparedImages(raw)
         if tracing.enabled:
-            tracing.begin("relaygate.images", **{"relaygate.images": len(found)})
+            tracing.begin("relaygate.images", {"relaygate.images": len(found)})
         self._check_count(request, found, vision)
         budget = Budget(self.settings.max_total_bytes)
         slots = [self._slot(m, p, part, budget) for m, p, part in found]
         await self._fetch_all(slots, budget, key)
         images = tuple(_prepared(slot) for slot in slots)
         if tracing.enabled:
-            tracing.end("relaygate.images", **{"relaygate.image_bytes": budget.used})
+            tracing.end("relaygate.images", {"relaygate.image_bytes": budget.used})
         return PreparedImages(rewrite_images(raw, images, inline=inline), images)
 
     def _check_count(
