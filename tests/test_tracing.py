@@ -22,6 +22,7 @@ pytest.importorskip(
 )
 
 from relaygate.errors import ConfigError
+from relaygate.redaction import configured_secrets
 from relaygate.settings import OtelSettings, settings_from_mapping
 from relaygate.tracing import MISSING_EXTRA, Tracing
 from tests.conftest import catalog
@@ -400,3 +401,14 @@ def test_otel_settings_default_to_off() -> None:
     settings = settings_from_mapping({}, "test.yaml", {})
     assert settings.otel == OtelSettings()
     assert settings.otel.enabled is False
+
+
+def test_collector_credentials_are_redacted_secrets() -> None:
+    settings = settings_from_mapping(
+        {"otel": {"endpoint": "https://user:endpoint-pass-123@collector.example/v1/traces",
+                  "headers": {"authorization": "Bearer collector-token-0123"}}},
+        "test.yaml", {},
+    )  # fmt: skip
+    secrets = configured_secrets(settings)
+    assert "Bearer collector-token-0123" in secrets
+    assert "endpoint-pass-123" in secrets
