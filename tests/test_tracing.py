@@ -258,6 +258,7 @@ def test_requests_are_traced_with_genai_attributes(
     assert server.attributes["http.response.status_code"] == 200
     assert server.attributes["relaygate.status"] == "upstream_error"
     assert server.attributes["error.type"] == "upstream_error"
+    assert server.error
     attempt = one(spans, "chat gpt-5.2-upstream")
     assert attempt.error
     assert attempt.attributes["error.type"] == "upstream_error"

@@ -67,7 +67,7 @@ H = TypeVar("H", bound=Handler)
 class _Request:
     """The spans of one request being traced."""
 
-    __slots__ = ("context", "open", "span", "status", "tracer")
+    __slots__ = ("context", "error", "open", "span", "status", "tracer")
 
     def __init__(self, tracer: Tracer, span: Span) -> None:
         from opentelemetry.trace import set_span_in_context
@@ -77,6 +77,8 @@ class _Request:
         self.context = set_span_in_context(span)
         self.open: dict[str, Span] = {}
         self.status = 0
+        self.error: str | None = None
+        """The error of an answer that failed after its status was sent (a stream)."""
 
     def begin(self, name: str, span_name: str, client: bool = False) -> Span:
         from opentelemetry.trace import SpanKind
@@ -98,7 +100,7 @@ class _Request:
         span = self.span
         if self.status:
             span.set_attribute("http.response.status_code", self.status)
-        _end(span, error)
+        _end(span, error or self.error)
 
 
 def _end(span: Span, error: str | None) -> None:
@@ -375,7 +377,7 @@ def settled(ticket: Ticket, usage: TokenUsage, status: str, charged: int) -> Non
     )
     request.end("relaygate.settle")
     if status in ("upstream_error", "internal_error"):
-        request.span.set_attribute("error.type", status)
+        request.error = status
 
 
 def _usage(usage: TokenUsage) -> dict[str, int]:
