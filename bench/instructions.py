@@ -1,14 +1,15 @@
 """Instructions per request under callgrind: a cost figure that repeats, whatever else the
 machine is doing.
 
-    python -m bench.instructions [--requests 300] [--warmup 200] [--stream] [--otel]
+    python -m bench.instructions [--requests 300] [--warmup 200] [--stream] [--otel [RATIO]]
 
 It starts the mock upstream and relaygate (key auth, rate limits, credit reservation and the
 ledger all on, as in ``bench.run``), with relaygate under ``valgrind --tool=callgrind``. It sends
 ``--warmup`` sequential requests, zeroes the counters, sends ``--requests`` more, and prints the
 instructions relaygate's process ran per request. The ledger flush and the key refresh are
 moved out of the measured window (every 600 s), so the figure is the request path's own.
-``--otel`` turns tracing on, exporting to the mock upstream (which answers every POST 200).
+``--otel`` turns tracing on (``RATIO``: its ``sample_ratio``, 1 by default), exporting to the
+mock upstream (which answers every POST 200).
 Needs valgrind (Debian's ``valgrind`` package); a run takes about a minute.
 """
 
@@ -26,7 +27,7 @@ from pathlib import Path
 from bench.run import ROOT, Stack, body, free_port, wait_port
 
 
-def _config(workdir: Path, upstream_port: int, otel: bool = False) -> Path:
+def _config(workdir: Path, upstream_port: int, otel: float | None = None) -> Path:
     config = workdir / "relaygate.yaml"
     model = {
         "pricing": {"input": "1.75", "cached_input": "0.175", "output": "14"},
@@ -46,9 +47,9 @@ def _config(workdir: Path, upstream_port: int, otel: bool = False) -> Path:
         "key_refresh_seconds": 600,
         "models": {"bench-0ms": model},
     }
-    if otel:
+    if otel is not None:
         endpoint = f"http://127.0.0.1:{upstream_port}/v1/traces"
-        settings["otel"] = {"enabled": True, "endpoint": endpoint}
+        settings["otel"] = {"enabled": True, "endpoint": endpoint, "sample_ratio": otel}
     config.write_text(json.dumps(settings))
     return config
 
@@ -126,11 +127,15 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=300)
     parser.add_argument("--warmup", type=int, default=200)
     parser.add_argument("--stream", action="store_true", help="streamed requests (20 chunks)")
-    parser.add_argument("--otel", action="store_true", help="with tracing on (otel.enabled)")
+    parser.add_argument(
+        "--otel", type=float, nargs="?", const=1.0, help="with tracing on, at this sample_ratio"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="relaygate-instructions-") as tmp:
         per_request = measure(args, Path(tmp))
-    mode = ("streaming" if args.stream else "non-streaming") + (", traced" if args.otel else "")
+    mode = ("streaming" if args.stream else "non-streaming") + (
+        "" if args.otel is None else f", traced (sample_ratio {args.otel:g})"
+    )
     print(f"{per_request / 1000:.1f}k instructions per {mode} request")
 
 

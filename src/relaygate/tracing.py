@@ -381,12 +381,15 @@ def settled(ticket: Ticket, usage: TokenUsage, status: str, charged: int) -> Non
 
 
 def _usage(usage: TokenUsage) -> dict[str, int]:
-    return {
+    tokens = {
         "gen_ai.usage.input_tokens": usage.prompt_tokens,
         "gen_ai.usage.output_tokens": usage.completion_tokens,
-        "gen_ai.usage.cache_read.input_tokens": usage.cached_tokens,
-        "gen_ai.usage.reasoning.output_tokens": usage.reasoning_tokens,
     }
+    if usage.cached_tokens:
+        tokens["gen_ai.usage.cache_read.input_tokens"] = usage.cached_tokens
+    if usage.reasoning_tokens:
+        tokens["gen_ai.usage.reasoning.output_tokens"] = usage.reasoning_tokens
+    return tokens
 
 
 def provider_name(provider: Provider) -> str:
