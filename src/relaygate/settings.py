@@ -230,7 +230,7 @@ class OtelSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     """The ``service.name`` of the spans. Unset: ``OTEL_SERVICE_NAME``, else ``relaygate``
     (``OTEL_RESOURCE_ATTRIBUTES`` adds attributes either way)."""
     sample_ratio: Annotated[float, msgspec.Meta(ge=0, le=1)] = 1.0
-    """The share of requests traced (by trace id); a request with a ``traceparent`` header
+    """The share of requests traced (drawn per request); a request with a ``traceparent`` header
     follows its caller's sampling decision instead."""
 
 

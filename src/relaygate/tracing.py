@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, TypeVar, cast
@@ -113,6 +114,7 @@ def _end(span: Span, error: str | None) -> None:
 
 
 _current: ContextVar[_Request | None] = ContextVar("relaygate_trace", default=None)
+_random = random.Random()
 
 
 class Tracing:
@@ -136,7 +138,7 @@ class Tracing:
         from opentelemetry.sdk.resources import Resource
         from opentelemetry.sdk.trace import TracerProvider
         from opentelemetry.sdk.trace.export import BatchSpanProcessor
-        from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+        from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased
 
         settings = self.settings
         version = _version()
@@ -149,7 +151,9 @@ class Tracing:
         exporter = OTLPSpanExporter(
             endpoint=settings.endpoint, headers=dict(settings.headers) or None
         )
-        sampler = ParentBased(TraceIdRatioBased(settings.sample_ratio))
+        # A request of its own is sampled by :meth:`serve` before any span exists (an unsampled
+        # one costs next to nothing); one with a traceparent follows its caller's decision.
+        sampler = ParentBased(ALWAYS_ON)
         self.provider = TracerProvider(sampler=sampler, resource=resource, shutdown_on_exit=False)
         self.provider.add_span_processor(BatchSpanProcessor(exporter))
         self.tracer = self.provider.get_tracer("relaygate", version)
@@ -186,11 +190,15 @@ class Tracing:
     ) -> None:
         """Run ``handler`` within the request's server span."""
         assert self.tracer is not None, "Tracing.open() was not called"
+        parent = _parent(scope)
+        if parent is None and _random.random() >= self.settings.sample_ratio:
+            await handler(gw, scope, receive, send)  # not sampled: the hooks find no request
+            return
         from opentelemetry.trace import SpanKind
 
         span = self.tracer.start_span(
             OPERATION,
-            _parent(scope),
+            parent,
             SpanKind.SERVER,
             {
                 "gen_ai.operation.name": OPERATION,
@@ -198,7 +206,7 @@ class Tracing:
                 "url.path": scope["path"],
             },
         )
-        if not span.is_recording():  # sampled out: the hooks find no request
+        if not span.is_recording():  # its caller did not sample it
             await handler(gw, scope, receive, send)
             return
         request = _Request(self.tracer, span)
