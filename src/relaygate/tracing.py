@@ -13,7 +13,7 @@ conventions, exported over OTLP/HTTP (protobuf) by a batch span processor::
     └── relaygate.settle       INTERNAL  the charge, the release, the ledger row
 
 A request with a W3C ``traceparent`` header joins its caller's trace (and follows its sampling
-decision). Upstreams are not sent a ``traceparent``: most are third-party APIs that report to
+decision); any other is drawn at ``sample_ratio`` before a span exists. Upstreams are not sent a ``traceparent``: most are third-party APIs that report to
 nobody's collector. Spans carry ids, names, counts and statuses: never a key, a prompt or an
 answer. A span still open when its request ends (an error escaped) ends with that error.
 """
