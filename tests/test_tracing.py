@@ -148,6 +148,9 @@ def test_requests_are_traced_with_genai_attributes(
         assert post(gateway, chat("gpt-5.2"), modest["key"], clamped)[0] == 200
         assert post(gateway, chat("gpt-5.2"), key["key"], unsampled)[0] == 200
         assert post(gateway, chat("gpt-5.2"), key["key"], None)[0] == 200  # ratio 0
+        garbled = Traced()
+        garbled.header = "00-not-a-trace-01"  # as if there were none: ratio 0
+        assert post(gateway, chat("gpt-5.2"), key["key"], garbled)[0] == 200
     finally:
         gateway.stop()  # the shutdown exports the spans still queued
     rows = {row["request_id"]: row for row in ledger(gateway, key["id"])}

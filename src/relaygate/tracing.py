@@ -12,10 +12,11 @@ conventions, exported over OTLP/HTTP (protobuf) by a batch span processor::
     │                                    until the upstream's answer has ended
     └── relaygate.settle       INTERNAL  the charge, the release, the ledger row
 
-A request with a W3C ``traceparent`` header joins its caller's trace (and follows its sampling
-decision); any other is drawn at ``sample_ratio`` before a span exists. Upstreams are not sent a ``traceparent``: most are third-party APIs that report to
-nobody's collector. Spans carry ids, names, counts and statuses: never a key, a prompt or an
-answer. A span still open when its request ends (an error escaped) ends with that error.
+A request with a valid W3C ``traceparent`` header joins its caller's trace (and follows its
+sampling decision); any other is drawn at ``sample_ratio`` before a span exists. Upstreams are
+not sent a ``traceparent``: most are third-party APIs that report to nobody's collector. Spans
+carry ids, names, counts and statuses: never a key, a prompt or an answer. A span still open
+when its request ends (an error escaped) ends with that error.
 """
 
 from __future__ import annotations
@@ -244,16 +245,19 @@ def _version() -> str:
 
 
 def _parent(scope: Scope) -> Any:
-    """The caller's trace context (W3C ``traceparent``, ``tracestate``), or ``None``."""
+    """The caller's trace context (W3C ``traceparent``, ``tracestate``), or ``None`` (also for
+    a ``traceparent`` that is not valid)."""
     carrier = {}
     for name, value in scope["headers"]:
         if name in (b"traceparent", b"tracestate"):
             carrier[name.decode("latin-1")] = value.decode("latin-1")
     if "traceparent" not in carrier:
         return None
+    from opentelemetry.trace import get_current_span
     from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-    return TraceContextTextMapPropagator().extract(carrier)
+    context = TraceContextTextMapPropagator().extract(carrier)
+    return context if get_current_span(context).get_span_context().is_valid else None
 
 
 # --- the hooks (each called only when ``enabled``) ---------------------------------------------
