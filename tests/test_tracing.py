@@ -270,7 +270,7 @@ def test_requests_are_traced_with_genai_attributes(
     spans = receiver.trace(image.trace_id)
     server_span(spans, image)
     images = one(spans, "relaygate.images")
-    assert images.attributes["relaygate.images"] == 1
+    assert images.attributes["relaygate.image_count"] == 1
     assert images.attributes["relaygate.image_bytes"] == len(png(4, 4))
 
     # Admitted with the output limit the balance affords.

@@ -139,7 +139,7 @@ class ImagePipeline:
         if not found:
             return PreparedImages(raw)
         if tracing.enabled:
-            tracing.begin("relaygate.images", {"relaygate.images": len(found)})
+            tracing.begin("relaygate.images", {"relaygate.image_count": len(found)})
         self._check_count(request, found, vision)
         budget = Budget(self.settings.max_total_bytes)
         slots = [self._slot(m, p, part, budget) for m, p, part in found]
