@@ -265,6 +265,13 @@ end
 return 1
 """
 
+# KEYS: owner ; ARGV: lease_ms
+# This process's owner lease (sent in the renewal's pipeline with the RENEW calls).
+OWNER = """
+redis.call('SET', KEYS[1], 1, 'PX', tonumber(ARGV[1]))
+return 1
+"""
+
 _BOOKS = """
 local function num(x) return tonumber(x or '0') or 0 end
 local function forget_pending(acct, pend, pendt, pendo, pendk, rid)
