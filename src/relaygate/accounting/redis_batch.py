@@ -5,7 +5,8 @@ Those asked for in the same turn of the event loop go out in one pipeline: one w
 round trip, for however many requests were ready, instead of one round trip each. A request
 waits at most the rest of the current turn for its call to be sent.
 
-Scripts are called by ``EVALSHA`` (the script's SHA1; hiredis parses the replies). A Redis that
+Scripts are called by ``EVALSHA`` (the script's SHA1; hiredis packs the calls and parses the
+replies). A Redis that
 does not know a script (restarted, or flushed) answers ``NOSCRIPT`` to that call alone: it did
 not run, so it is loaded and the call sent again. ``SCRIPT EXISTS`` is never asked (redis-py's
 pipelined ``Script`` asks it before every pipeline: a second round trip).
@@ -22,7 +23,9 @@ import hashlib
 from collections.abc import Sequence
 from typing import Any
 
-from redis.exceptions import NoScriptError
+from hiredis import pack_command
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError, ResponseError
 
 Args = Sequence[str | int]
 
@@ -100,12 +103,21 @@ class Batcher:
         return replies
 
     async def _pipeline(self, calls: Sequence[tuple[Script, Args, Args]]) -> list[Any]:
-        pipe = self.client.pipeline(transaction=False)
-        for script, keys, args in calls:
-            pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
+        commands = [("EVALSHA", s.sha, len(keys), *keys, *args) for s, keys, args in calls]
         self.round_trips += 1
         self.calls += len(calls)
-        return list(await pipe.execute(raise_on_error=False))
+        pool = self.client.connection_pool
+        connection = await pool.get_connection()
+        try:
+            try:
+                return await _exchange(connection, commands)
+            except RedisConnectionError:
+                # The connection failed (a pooled one to a restarted Redis): send once more, as
+                # the client's own retry does. A timeout is not resent: the scripts may have run.
+                await connection.disconnect()
+                return await _exchange(connection, commands)
+        finally:
+            await pool.release(connection)
 
     async def close(self) -> None:
         """Wait for the pipelines under way."""
@@ -113,3 +125,16 @@ class Batcher:
             self._flush()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+async def _exchange(connection: Any, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
+    """Write ``commands`` at once and read their replies (the connection drops itself on a
+    timeout or an error mid-way, so that no reply is left unread on it)."""
+    await connection.send_packed_command(b"".join([pack_command(c) for c in commands]))
+    replies: list[Any] = []
+    for _ in commands:
+        try:
+            replies.append(await connection.read_response())
+        except ResponseError as exc:  # this call's own error: the others stand
+            replies.append(exc)
+    return replies
