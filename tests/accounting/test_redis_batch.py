@@ -12,6 +12,7 @@ import redis.asyncio as redis
 from redis.exceptions import ResponseError
 
 from relaygate.accounting.redis_batch import Batcher, Script
+from relaygate.errors import ServiceUnavailable
 from relaygate.store.sql import SqlStore
 from tests.accounting.test_redis_gate import make_gate, new_key, redis_used, row, store_used
 from tests.support.services import REDIS_URL, PrivateRedis, need
@@ -104,3 +105,29 @@ async def test_one_call_failing_leaves_the_others_in_its_pipeline_answered() -> 
         await batch.close()
         await client.delete(f"{prefix}:hash", f"{prefix}:n")
         await client.aclose()
+
+
+async def test_a_redis_that_never_answers_fails_the_whole_batch_within_the_timeout(
+    store: SqlStore,
+) -> None:
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while await reader.read(65536):  # takes every call, answers none
+            pass
+        writer.close()
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    gate = make_gate(store, url=f"redis://127.0.0.1:{port}/0", redis_timeout_seconds=0.3)
+    key = await new_key(store, granted=1000)
+    gate.records = {key.id: key}.get
+    try:
+        async with asyncio.timeout(30):  # a hang fails here
+            refused = await asyncio.gather(
+                *(gate.admit(key, tokens=1, amount=100, request_id=f"r{n}") for n in range(3)),
+                return_exceptions=True,
+            )
+        # credit admission fails closed, each request on its own
+        assert [type(r) for r in refused] == [ServiceUnavailable] * 3
+    finally:
+        await gate.close()
+        server.close()

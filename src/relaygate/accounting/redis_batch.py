@@ -26,6 +26,7 @@ from typing import Any
 from hiredis import pack_command
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 Args = Sequence[str | int]
 
@@ -46,8 +47,11 @@ _Call = tuple[Script, Args, Args, "asyncio.Future[Any]"]
 class Batcher:
     """Collects script calls and sends each event-loop turn's in one pipeline."""
 
-    def __init__(self, client: Any) -> None:
+    def __init__(self, client: Any, timeout: float = 5.0) -> None:
         self.client = client
+        self.timeout = timeout
+        """Seconds for a pipeline's write and all its replies."""
+        self._idle: list[Any] = []
         self.queue: list[_Call] = []
         self.round_trips = 0
         """Pipelines sent (a ``NOSCRIPT`` resend counts as another)."""
@@ -66,6 +70,8 @@ class Batcher:
 
     def _flush(self) -> None:
         calls, self.queue = self.queue, []
+        if not calls:  # sent already (by close)
+            return
         task = asyncio.get_running_loop().create_task(self._send(calls))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -106,35 +112,48 @@ class Batcher:
         commands = [("EVALSHA", s.sha, len(keys), *keys, *args) for s, keys, args in calls]
         self.round_trips += 1
         self.calls += len(calls)
-        pool = self.client.connection_pool
-        connection = await pool.get_connection()
+        connection = self._idle.pop() if self._idle else await self._connection()
         try:
             try:
-                return await _exchange(connection, commands)
+                return await self._exchange(connection, commands)
             except RedisConnectionError:
                 # The connection failed (a pooled one to a restarted Redis): send once more, as
                 # the client's own retry does. A timeout is not resent: the scripts may have run.
                 await connection.disconnect()
-                return await _exchange(connection, commands)
+                return await self._exchange(connection, commands)
         finally:
-            await pool.release(connection)
+            # whole, or dropped by redis-py mid-way (it connects again when next used)
+            self._idle.append(connection)
+
+    async def _connection(self) -> Any:
+        """A connection of the client's pool, kept for the batches: the timeout is the
+        batch's as a whole (no timer task per write and per reply)."""
+        connection = await self.client.connection_pool.get_connection()
+        connection.socket_timeout = None
+        return connection
+
+    async def _exchange(self, connection: Any, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
+        """Write ``commands`` at once and read their replies, within the timeout (redis-py drops
+        the connection on a timeout or an error mid-way: no reply is left unread on it)."""
+        try:
+            async with asyncio.timeout(self.timeout):
+                await connection.send_packed_command(b"".join([pack_command(c) for c in commands]))
+                replies: list[Any] = []
+                for _ in commands:
+                    try:
+                        replies.append(await connection.read_response())
+                    except ResponseError as exc:  # this call's own error: the others stand
+                        replies.append(exc)
+                return replies
+        except TimeoutError:
+            raise RedisTimeoutError("Timeout waiting for Redis's replies") from None
 
     async def close(self) -> None:
-        """Wait for the pipelines under way."""
+        """Wait for the pipelines under way; give the connections back to the pool."""
         if self.queue:
             self._flush()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
-
-
-async def _exchange(connection: Any, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
-    """Write ``commands`` at once and read their replies (the connection drops itself on a
-    timeout or an error mid-way, so that no reply is left unread on it)."""
-    await connection.send_packed_command(b"".join([pack_command(c) for c in commands]))
-    replies: list[Any] = []
-    for _ in commands:
-        try:
-            replies.append(await connection.read_response())
-        except ResponseError as exc:  # this call's own error: the others stand
-            replies.append(exc)
-    return replies
+        idle, self._idle = self._idle, []
+        for connection in idle:
+            await self.client.connection_pool.release(connection)

@@ -109,7 +109,7 @@ class RedisGate(Gate):
         self.owner = uuid.uuid4().hex[:16]
         """This process, as the owner of the ledger rows its pending charges wait for."""
         self.owner_key = self.owner_key_of(self.owner)
-        self.scripts = Scripts(self.client)
+        self.scripts = Scripts(self.client, settings.redis_timeout_seconds)
         self.upkeep = Upkeep(self, settings.pending_reconcile_seconds)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._seeding: dict[str, asyncio.Future[None]] = {}

@@ -284,8 +284,8 @@ class Scripts:
     request path's batched per event-loop turn (:meth:`call`), the upkeep's in pipelines of
     their own (:meth:`run`)."""
 
-    def __init__(self, client: Any) -> None:
-        self.batch = Batcher(client)
+    def __init__(self, client: Any, timeout: float) -> None:
+        self.batch = Batcher(client, timeout)
         self.admit = Script(redis_lua.ADMIT)
         self.cancel = Script(redis_lua.CANCEL)
         self.settle = Script(redis_lua.SETTLE)
