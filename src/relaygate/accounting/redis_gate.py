@@ -6,7 +6,9 @@ settles, one records each ledger batch after the store committed it (see
 :mod:`relaygate.accounting.redis_lua`). Balances are seeded from the store the first time an
 account (and a capped key) is seen, kept in step with its grants by revision, and with its use
 by each ledger report (which carries the account's ``used_micros`` and its capped keys'
-``period_used_micros`` from the store: Redis keeps the highest it has seen).
+``period_used_micros`` from the store: Redis keeps the highest it has seen). The calls of all
+the requests ready in one turn of the event loop share one pipeline
+(:mod:`relaygate.accounting.redis_batch`).
 
 When Redis cannot be reached:
 
