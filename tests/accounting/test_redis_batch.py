@@ -26,7 +26,8 @@ def private_redis() -> Iterator[PrivateRedis]:
 
 
 async def test_concurrent_requests_share_one_round_trip(store: SqlStore) -> None:
-    gate = make_gate(store)
+    # no lease renewal nor reconciliation pass (their own pipelines) within the test
+    gate = make_gate(store, lease_seconds=600, pending_reconcile_seconds=600)
     keys = [await new_key(store, granted=1000, rpm=100, max_concurrency=5) for _ in range(8)]
     gate.records = {key.id: key for key in keys}.get
     for key in keys:  # seeded first: an unseeded account's admission is sent twice
