@@ -475,7 +475,7 @@ def scaling(
     out: dict[str, Any] = {}
     probe = RedisProbe(args.redis_url)
     script = wrk_script(workdir, info["key"], body("bench-0ms", False))
-    memory_target = f"http://127.0.0.1:{info['ports']['relaygate']}/v1/chat/completions"
+    in_process_target = f"http://127.0.0.1:{info['ports']['relaygate']}/v1/chat/completions"
     for workers in (1, 2, 4):
         proc = stack.start_shared(info, workers)
         port = info["ports"][f"redis{workers}"]
@@ -484,10 +484,10 @@ def scaling(
         run_wrk(target, script, 16, 2)
         if workers == 1:
             runs: dict[str, list[dict[str, Any]]] = {"in_process": [], "redis": []}
-            run_wrk(memory_target, script, 16, 2)
+            run_wrk(in_process_target, script, 16, 2)
             for _ in range(args.rounds):
                 runs["in_process"].append(
-                    gate_run(memory_target, script, args.seconds, info["relaygate_pid"], None)
+                    gate_run(in_process_target, script, args.seconds, info["relaygate_pid"], None)
                 )
                 runs["redis"].append(gate_run(target, script, args.seconds, proc.pid, probe))
             ratios = [
