@@ -97,12 +97,8 @@ _MESSAGE = {
 
 
 def _message_stream() -> bytes:
-    start = {
-        **_MESSAGE,
-        "content": [],
-        "stop_reason": None,
-        "usage": {**_MESSAGE["usage"], "output_tokens": 1},
-    }  # type: ignore[dict-item]
+    start = {**_MESSAGE, "content": [], "stop_reason": None,
+             "usage": {**_MESSAGE["usage"], "output_tokens": 1}}  # type: ignore[dict-item]
     events: list[dict[str, object]] = [
         {"type": "message_start", "message": start},
         {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
@@ -120,8 +116,6 @@ def _message_stream() -> bytes:
         for e in events
     )
     return _response(b"text/event-stream", payload, chunked=True)
-
-
 def _response_object(status: str) -> dict[str, object]:
     text = "word " * 20
     return {
