@@ -103,3 +103,14 @@ def test_an_answer_without_usage_is_not_free(
     assert status == 200, answer
     (row,) = rows_of(gateway, key, 1)
     assert row["cost_micros"] > 0 and row["prompt_tokens"] > 0, row
+
+
+def test_an_estimated_count_takes_the_keys_limits_too(gateway: GatewayProcess) -> None:
+    """count_tokens for a model without an Anthropic upstream is estimated by relaygate: no
+    402 for a key with nothing to spend and no RPM slot, so any key (even one with $0, RPM 1)
+    can make relaygate decode and translate bodies up to max_request_bytes (32 MiB) without end."""
+    body = {"model": "gpt-5.2", "messages": [{"role": "user", "content": "Hello " * 1000}]}
+    broke = gateway.create_key("--credits", "0", "--rpm", "1")
+    answers = [post(gateway, body, {"x-api-key": broke["key"]}, "/v1/messages/count_tokens")
+               for _ in range(3)]  # fmt: skip
+    assert [status for status, _, _ in answers] != [200, 200, 200], answers
