@@ -54,3 +54,38 @@ def test_a_data_only_stream_is_not_ended_by_response_created() -> None:
                             "status": "in_progress", "error": None, "usage": None}}  # fmt: skip
     reader.read(b"data: " + json.dumps(created).encode() + b"\n\n")
     assert reader.final is None
+
+
+def _peak_rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as status:
+        line = next(x for x in status if x.startswith("VmHWM:"))
+    return int(line.split()[1]) / 1024
+
+
+def test_a_refused_continuation_does_not_load_its_history(
+    make: Any, upstream: FakeResponses
+) -> None:
+    """The stored history is read (and decoded, translated, re-encoded) before admission and
+    outside the key's share of bodies in flight: requests of ~100 bytes that end in 429 (or
+    402) each make relaygate hold a ~30 MB conversation several times over, with no bound on
+    how many run at once."""
+    import sqlite3
+    from concurrent.futures import ThreadPoolExecutor
+    from contextlib import closing
+
+    gateway = make(stored_responses=True, stored_response_seconds=3600)
+    key = gateway.create_key("--credits", "10", "--rpm", "1")
+    first = client(gateway, key).responses.create(model="gpt-5.2", input="Hello")
+    big = json.dumps([{"type": "message", "role": "user", "content": "x" * (30 << 20)}])
+    with closing(sqlite3.connect(gateway.directory / "relaygate.db", timeout=10)) as db:
+        db.execute("UPDATE stored_responses SET conversation = ? WHERE id = ?", (big, first.id))
+        db.commit()
+    assert gateway.process is not None
+    before = _peak_rss_mb(gateway.process.pid)
+    body = {"model": "gpt-5.2", "input": "Go on", "previous_response_id": first.id}
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(lambda _: gateway.post("/v1/responses", body, key["key"]),
+                                range(8)))  # fmt: skip
+    assert {status for status, _, _ in answers} == {429}
+    grown = _peak_rss_mb(gateway.process.pid) - before
+    assert grown < 64, f"the gateway's peak RSS grew {grown:.0f} MB for 8 refused requests"
