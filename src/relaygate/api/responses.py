@@ -53,7 +53,7 @@ if TYPE_CHECKING:
     from relaygate.protocol.assemble import Collected
     from relaygate.routing.catalog import CatalogModel
     from relaygate.store.records import KeyRecord
-    from relaygate.store.responses_sql import ResponseStore, Stored
+    from relaygate.store.responses_sql import ResponseStore
 
 
 _IMAGE_PARAM = re.compile(r"messages\[(\d+)\]\.content\[(\d+)\]")
@@ -129,8 +129,9 @@ class ResponsesRoute(Route):
         if asked is not None:
             # Only the history's size is read before admission (the request admitted includes
             # it); the history itself is read once admitted (:meth:`admitted`).
-            found = await self._responses(gw).load_sized(asked, owner, 0)
-            size = self._stored(gw, asked, len(body), found)
+            size = await self._responses(gw).size(asked, owner)
+            self._check_stored(gw, asked, len(body), size)
+            assert size is not None
             decoded.prompt_bytes += size
             decoded.extra.history_bytes = size
             decoded.deferred = True
@@ -151,9 +152,9 @@ class ResponsesRoute(Route):
         BODIES.hold(conversation.history_bytes, settings.max_body_bytes_in_flight)
         room = settings.max_request_bytes - body_size
         found = await self._responses(gw).load_sized(asked, conversation.owner, max(room, 0))
-        self._stored(gw, asked, body_size, found)
+        self._check_stored(gw, asked, body_size, None if found is None else found.size)
         assert found is not None
-        assert found.items is not None
+        assert found.items is not None  # it was not too long
         loaded = self._decoded(call, found.items)
         decoded.request, decoded.raw, decoded.native = loaded.request, loaded.raw, loaded.native
         decoded.extra = loaded.extra
@@ -175,24 +176,23 @@ class ResponsesRoute(Route):
         return gw.responses
 
     @staticmethod
-    def _stored(gw: Gateway, asked: str, body_size: int, found: Stored | None) -> int:
-        """The size of a stored conversation found, or 400: not found (unknown, expired or
+    def _check_stored(gw: Gateway, asked: str, body_size: int, size: int | None) -> None:
+        """400 for a stored conversation not found (``size`` ``None``: unknown, expired or
         another account's), or too long to continue with a body of ``body_size`` bytes."""
-        if found is None:
+        if size is None:
             raise InvalidRequest(
                 f"Previous response with id {excerpt(asked)} not found: it is unknown,"
                 " expired, or not this account's",
                 param="previous_response_id",
             )
         limit = gw.settings.max_request_bytes
-        if found.size + body_size > limit:
+        if size + body_size > limit:
             raise InvalidRequest(
                 f"The conversation is too long to continue: its stored history"
-                f" ({found.size} bytes) and this request ({body_size} bytes) are more than"
+                f" ({size} bytes) and this request ({body_size} bytes) are more than"
                 f" {limit} bytes (setting max_request_bytes); start a new conversation",
                 param="previous_response_id",
             )
-        return found.size
 
     def _prepare(self, gw: Gateway, decoded: Decoded, owner: str, key_id: str) -> None:
         call = decoded.extra.call
