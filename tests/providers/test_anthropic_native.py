@@ -90,7 +90,9 @@ def test_an_error_event_is_kept_with_whether_content_came_first() -> None:
 
 def _events(*events: dict[str, Any]) -> bytes:
     data = [json.dumps(e, separators=(",", ":")) for e in events]  # as Anthropic sends them
-    return b"".join(f"event: {e['type']}\ndata: {d}\n\n".encode() for e, d in zip(events, data))
+    return b"".join(
+        f"event: {e['type']}\ndata: {d}\n\n".encode() for e, d in zip(events, data, strict=True)
+    )
 
 
 def _delta(kind: str, text: str) -> dict[str, Any]:
