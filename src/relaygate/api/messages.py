@@ -205,7 +205,9 @@ async def count_tokens(gw: Gateway, scope: Scope, receive: Receive, send: Send) 
                                   decoded.body, scope, send)  # fmt: skip
             return
     async with _permit(gw, key, "estimated"):
-        guess = prompt_token_guess(decoded.internal, model.settings.image_token_estimate)
+        guess = prompt_token_guess(
+            decoded.internal, model.settings.image_token_estimate, model.pixels
+        )
     await send_bytes(
         send,
         200,

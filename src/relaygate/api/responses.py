@@ -161,8 +161,9 @@ class ResponsesRoute(Route):
         loaded.extra.history_bytes = found.size
         self._prepare(gw, decoded, conversation.owner, conversation.key_id)
         self.check(decoded, ticket.model)
+        model = ticket.model
         ticket.prompt_guess = prompt_token_guess(
-            decoded.request, ticket.model.settings.image_token_estimate
+            decoded.request, model.settings.image_token_estimate, model.pixels
         )
 
     @staticmethod
