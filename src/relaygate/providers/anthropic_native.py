@@ -60,6 +60,9 @@ class _Body(msgspec.Struct):
     """The part of a message relaygate reads (in ``message_start``, and a whole answer)."""
 
     usage: Usage | None = None
+    content: msgspec.Raw | None = None
+    """The answer's content blocks, undecoded: their size is its output's, when no usage is
+    told."""
 
 
 class _Event(msgspec.Struct):
@@ -215,9 +218,11 @@ async def relay_events(
         if not request.stream:
             yield STARTED
             data = await provider.read_body(response)
-            usage = decode_upstream(_body_decoder, data, provider.label, "a body").usage
-            if usage is None:  # billed by the estimate: the prompt's, and the body's bytes / 4
-                yield (Passthrough(data, -(-len(data) // 4), body=True),)
+            body = decode_upstream(_body_decoder, data, provider.label, "a body")
+            usage = body.usage
+            if usage is None:  # billed by the estimate: the prompt's, and the content's bytes / 4
+                output = -(-len(body.content or b"") // 4)
+                yield (Passthrough(data, output, body=True),)
             else:
                 yield (Passthrough(data, body=True), billed(usage))
         else:

@@ -75,6 +75,8 @@ class _Response(msgspec.Struct):
     status: str | None = None
     usage: _Usage | None = None
     error: _Error | None = None
+    output: msgspec.Raw | None = None
+    """The output items, undecoded: their size is the output's, when no usage is told."""
 
 
 class _Event(msgspec.Struct):
@@ -202,8 +204,9 @@ async def relay_events(provider: OpenAIProvider, request: ProviderRequest) -> As
             data = await provider.read_body(response)
             body = decode_upstream(_response_decoder, data, provider.label, "a body")
             usage = usage_from(body.usage)
-            if usage is None:  # billed by the estimate: the prompt's, and the body's bytes / 4
-                yield (Passthrough(data, -(-len(data) // 4), body=True), DONE)
+            if usage is None:  # billed by the estimate: the prompt's, and the output's bytes / 4
+                output = -(-len(body.output or b"") // 4)
+                yield (Passthrough(data, output, body=True), DONE)
             else:
                 yield (Passthrough(data, body=True), usage, DONE)
         else:
