@@ -95,7 +95,7 @@ def test_an_answer_without_usage_is_not_free(
     (row,) = rows_of(gateway, key, 1)
     assert row["prompt_tokens"] > 2000, row  # "Hello " * 2000: the estimate
     # the answer's output by its bytes (a short text: its JSON, 4 bytes a token), not the body's
-    assert 0 < row["completion_tokens"] < 60, row
+    assert 0 < row["completion_tokens"] < 40, row
     assert row["cost_micros"] > 0, row
 
 
