@@ -60,7 +60,7 @@ class _Body(msgspec.Struct):
     """The part of a message relaygate reads (in ``message_start``, and a whole answer)."""
 
     usage: Usage | None = None
-    content: msgspec.Raw | None = None
+    content: msgspec.Raw = msgspec.Raw()
     """The answer's content blocks, undecoded: their size is its output's, when no usage is
     told."""
 
@@ -221,7 +221,7 @@ async def relay_events(
             body = decode_upstream(_body_decoder, data, provider.label, "a body")
             usage = body.usage
             if usage is None:  # billed by the estimate: the prompt's, and the content's bytes / 4
-                output = -(-len(body.content or b"") // 4)
+                output = -(-len(body.content) // 4)
                 yield (Passthrough(data, output, body=True),)
             else:
                 yield (Passthrough(data, body=True), billed(usage))

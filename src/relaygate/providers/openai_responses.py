@@ -75,7 +75,7 @@ class _Response(msgspec.Struct):
     status: str | None = None
     usage: _Usage | None = None
     error: _Error | None = None
-    output: msgspec.Raw | None = None
+    output: msgspec.Raw = msgspec.Raw()
     """The output items, undecoded: their size is the output's, when no usage is told."""
 
 
@@ -205,7 +205,7 @@ async def relay_events(provider: OpenAIProvider, request: ProviderRequest) -> As
             body = decode_upstream(_response_decoder, data, provider.label, "a body")
             usage = usage_from(body.usage)
             if usage is None:  # billed by the estimate: the prompt's, and the output's bytes / 4
-                output = -(-len(body.output or b"") // 4)
+                output = -(-len(body.output) // 4)
                 yield (Passthrough(data, output, body=True), DONE)
             else:
                 yield (Passthrough(data, body=True), usage, DONE)
