@@ -101,7 +101,7 @@ class Admissions:
         admitted with the output limit the money affords instead (``Ticket.output_limit``) when
         clamping is on and that limit is at least ``clamp_min_output_tokens``."""
         self.ledger.check_capacity()
-        guess = prompt_token_guess(request, model.settings.image_token_estimate)
+        guess = prompt_token_guess(request, model.settings.image_token_estimate, model.pixels)
         candidates = (model, *fallbacks)
         output_limit: int | None = None
         for attempt in range(3):  # what is available may shrink between tries: try again
@@ -153,7 +153,7 @@ class Admissions:
         limit = min(
             c.price.for_tier(request.service_tier).affordable_output_tokens(
                 available,
-                prompt_token_bound(request, body_size, c.settings.image_token_estimate),
+                prompt_token_bound(request, body_size, c.settings.image_token_estimate, c.pixels),
             )
             // choices
             for c in candidates
@@ -304,7 +304,9 @@ def _worst_case(
     output_limit: int | None = None,
     cache_writes: bool = False,
 ) -> tuple[int, CatalogModel, int]:
-    prompt_bound = prompt_token_bound(request, body_size, model.settings.image_token_estimate)
+    prompt_bound = prompt_token_bound(
+        request, body_size, model.settings.image_token_estimate, model.pixels
+    )
     model_max = model.settings.max_output_tokens
     if output_limit is not None:
         model_max = min(model_max, output_limit)

@@ -65,7 +65,10 @@ class Decoded:
     """What the route's own checks need (its dialect's decoded request)."""
     prompt_bytes: int | None = None
     """The size of what the request sends upstream, which bounds its prompt (the credit
-    reservation): the client's body (``None``), or more (a stored conversation continued)."""
+    reservation): the client's body (``None``), or more (a stored conversation continued, the
+    pages of a PDF)."""
+    deferred: bool = False
+    """The route completes the request once it is admitted (:meth:`Route.admitted`)."""
 
 
 def check_for_model(request: ChatRequest, model: CatalogModel) -> None:
@@ -109,6 +112,10 @@ class Route:
         """:meth:`decode`, for a route that needs the store to decode (the Responses route
         reads a stored conversation)."""
         return self.decode(body, scope)
+
+    async def admitted(self, gw: Gateway, decoded: Decoded, ticket: Ticket) -> None:
+        """Complete a ``deferred`` request once it is admitted (the Responses route reads the
+        stored conversation it continues only then); an error releases the admission."""
 
     def client_param(self, decoded: Decoded, param: str) -> str:
         """Where in the client's own body a part of the internal request came from (an image
@@ -194,6 +201,13 @@ async def serve(route: Route, gw: Gateway, scope: Scope, receive: Receive, send:
         request_id, chain[1:],
         api=route.api, cache_writes=decoded.cache_writes,
     )  # fmt: skip
+    if decoded.deferred:
+        try:
+            await route.admitted(gw, decoded, ticket)
+        except BaseException:
+            await gw.admissions.cancel(ticket)
+            raise
+        request = decoded.request
     if tracing.enabled:
         tracing.admitted(ticket)
     raw = decoded.raw

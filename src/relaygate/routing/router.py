@@ -423,7 +423,7 @@ def _cut(
     if request.stream:
         log.warning("upstream %s broke off a streamed answer: %s", provider.label, error)
         return
-    guess = prompt_token_guess(request.request, model.settings.image_token_estimate)
+    guess = prompt_token_guess(request.request, model.settings.image_token_estimate, model.pixels)
     usage = _collected(received).usage_or_estimate(guess)
     tokens = usage.prompt_tokens + usage.completion_tokens
     if route.metrics is not None:
