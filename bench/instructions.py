@@ -2,12 +2,15 @@
 machine is doing.
 
     python -m bench.instructions [--requests 300] [--warmup 200] [--stream]
+        [--route chat|responses|responses-passthrough]
 
 It starts the mock upstream and relaygate (key auth, rate limits, credit reservation and the
 ledger all on, as in ``bench.run``), with relaygate under ``valgrind --tool=callgrind``. It sends
 ``--warmup`` sequential requests, zeroes the counters, sends ``--requests`` more, and prints the
 instructions relaygate's process ran per request. The ledger flush and the key refresh are
 moved out of the measured window (every 600 s), so the figure is the request path's own.
+``--route`` picks the request: chat completions (the default), ``POST /v1/responses`` translated
+to the chat-completions upstream, or passed through to the mock's ``/v1/responses``.
 Needs valgrind (Debian's ``valgrind`` package); a run takes about a minute.
 """
 
@@ -27,23 +30,20 @@ from bench.run import ROOT, Stack, body, free_port, wait_port
 
 def _config(workdir: Path, upstream_port: int) -> Path:
     config = workdir / "relaygate.yaml"
-    model = {
-        "pricing": {"input": "1.75", "cached_input": "0.175", "output": "14"},
-        "max_output_tokens": 4096,
-        "upstreams": [
-            {
-                "provider": "openai",
-                "api_key": "sk-bench-upstream",
-                "base_url": f"http://127.0.0.1:{upstream_port}/v1",
-            }
-        ],
+    upstream = {
+        "provider": "openai",
+        "api_key": "sk-bench-upstream",
+        "base_url": f"http://127.0.0.1:{upstream_port}/v1",
     }
+    pricing = {"input": "1.75", "cached_input": "0.175", "output": "14"}
+    model = {"pricing": pricing, "max_output_tokens": 4096, "upstreams": [upstream]}
+    passthrough = {**model, "upstreams": [{**upstream, "options": {"responses": True}}]}
     settings = {
         "database_url": f"sqlite:///{workdir / 'bench.db'}",
         "log_level": "warning",
         "ledger_flush_seconds": 600,
         "key_refresh_seconds": 600,
-        "models": {"bench-0ms": model},
+        "models": {"bench-0ms": model, "bench-passthrough": passthrough},
     }
     config.write_text(json.dumps(settings))
     return config
@@ -62,6 +62,21 @@ def _create_key(config: Path, workdir: Path) -> str:
         cwd=workdir,
     )
     return str(json.loads(created.stdout)["key"])
+
+
+def _request(route: str, stream: bool) -> tuple[str, str]:
+    """The path and body of one request of ``route``."""
+    if route == "chat":
+        return "/v1/chat/completions", body("bench-0ms", stream)
+    model = "bench-passthrough" if route == "responses-passthrough" else "bench-0ms"
+    data: dict[str, object] = {
+        "model": model,
+        "max_output_tokens": 100,
+        "input": "Please introduce yourself",
+    }
+    if stream:
+        data["stream"] = True
+    return "/v1/responses", json.dumps(data, separators=(",", ":"))
 
 
 def _callgrind(*args: str) -> None:
@@ -87,12 +102,12 @@ def measure(args: argparse.Namespace, workdir: Path) -> float:
     try:
         wait_port(port, timeout=300)
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-        payload = body("bench-0ms", args.stream)
+        path, payload = _request(args.route, args.stream)
         headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
 
         def send(count: int) -> None:
             for _ in range(count):
-                conn.request("POST", "/v1/chat/completions", payload, headers)
+                conn.request("POST", path, payload, headers)
                 response = conn.getresponse()
                 answer = response.read()
                 if response.status != 200:
@@ -118,11 +133,14 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=300)
     parser.add_argument("--warmup", type=int, default=200)
     parser.add_argument("--stream", action="store_true", help="streamed requests (20 chunks)")
+    parser.add_argument(
+        "--route", choices=("chat", "responses", "responses-passthrough"), default="chat"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="relaygate-instructions-") as tmp:
         per_request = measure(args, Path(tmp))
     mode = "streaming" if args.stream else "non-streaming"
-    print(f"{per_request / 1000:.1f}k instructions per {mode} request")
+    print(f"{per_request / 1000:.1f}k instructions per {mode} {args.route} request")
 
 
 if __name__ == "__main__":
