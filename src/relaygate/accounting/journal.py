@@ -428,8 +428,8 @@ class Journal:
         """A request may now reach an upstream: the prompt estimate and its cost are its charge
         if the process dies before it settles (a row of ``api``, the API the client called)."""
         buffer = self._admitted_record
-        record = (request_id, key_id, model, created_at, stream, prompt_tokens, cost, api)
-        encode_into(record, buffer, 1)
+        values = (request_id, key_id, model, created_at, stream, prompt_tokens, cost, api)
+        encode_into(values, buffer, 1)
         buffer.append(10)  # b"\n"
         record = bytes(buffer)
         self.inflight[request_id] = record
