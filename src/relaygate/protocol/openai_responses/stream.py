@@ -49,12 +49,16 @@ class ResponsesStream:
         self.capture = capture
         self._lines = LineSplitter(max_line, "upstream") if capture else None
         self.final: _Final | None = None
+        self._head = b""
+        """The start events, numbered before the first event and sent with its bytes."""
 
     def _start(self) -> bytes:
-        if self.started:
-            return b""
-        self.started = True
-        return self.writer.start()
+        """``response.created`` and ``.in_progress`` (numbered first), if not sent yet."""
+        if not self.started:
+            self.started = True
+            return self.writer.start()
+        head, self._head = self._head, b""
+        return head
 
     def event(self, event: Event) -> bytes | None:
         if type(event) is Passthrough:
@@ -64,10 +68,12 @@ class ResponsesStream:
             return event.data
         if self.native:
             return None  # the usage read from the relayed bytes
+        if not self.started:  # the start events come first, also in sequence numbers
+            self._head = self._start()
         data = self.writer.feed(event)
-        if not self.started and data is not None:
-            return self._start() + data
-        return data
+        if data is None or not self._head:
+            return data
+        return self._start() + data
 
     def _read(self, data: bytes) -> None:
         assert self._lines is not None
