@@ -159,8 +159,12 @@ def test_stream_and_a_function_call_turn(
     ]
     sdk = client(gateway, key)
     with sdk.responses.stream(model="gpt-5.2", input="List the files", tools=[TOOL]) as stream:
-        kinds = [event.type for event in stream]
+        events = list(stream)
         first = stream.get_final_response()
+    kinds = [event.type for event in events]
+    # numbered in the order sent, the start events first (they were numbered after the first
+    # item's events once)
+    assert [event.sequence_number for event in events] == list(range(len(events)))
     assert kinds[:2] == ["response.created", "response.in_progress"]
     assert "response.function_call_arguments.delta" in kinds
     assert kinds[-1] == "response.completed"
@@ -173,9 +177,12 @@ def test_stream_and_a_function_call_turn(
         {"type": "function_call_output", "call_id": call.call_id, "output": "a b c"},
     ]
     with sdk.responses.stream(model="gpt-5.2", input=second_input, tools=[TOOL]) as stream:
-        deltas = [e.delta for e in stream if e.type == "response.output_text.delta"]
+        events = list(stream)
         final = stream.get_final_response()
+    deltas = [e.delta for e in events if e.type == "response.output_text.delta"]
     assert "".join(deltas) == final.output_text == "There are 3 files."
+    assert [event.sequence_number for event in events] == list(range(len(events)))
+    assert final.output[0].id != call.id  # item ids unique across responses
     sent = upstream.received[-1].body
     CHAT_REQUEST.validate_python(sent)
     assert sent["tools"][0]["function"]["name"] == "shell"
