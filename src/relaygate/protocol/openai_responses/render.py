@@ -95,6 +95,11 @@ _MESSAGE_CLOSED = (
 )
 """The events that finish a message item: its text encoded once, the rest written out (the
 message item as :meth:`_Item.body` makes it)."""
+_IN_PROGRESS = (
+    b'{"id":%s,"object":"response","created_at":%d,"status":"in_progress","error":null,'
+    b'"incomplete_details":null,"output":[],"usage":null,'
+)
+"""The Response object's changing part while in progress (as :meth:`ResponseWriter._state`)."""
 _INCOMPLETE = {"length": "max_output_tokens", "content_filter": "content_filter"}
 
 
@@ -388,9 +393,13 @@ class ResponseWriter:
         return {**self._state(status, usage), **self._settings()}
 
     def response_bytes(self, status: str, usage: TokenUsage | None = None) -> bytes:
-        """:meth:`response`, encoded: the request's part is encoded once per answer."""
+        """:meth:`response`, encoded: the request's part is encoded once per answer, and the
+        snapshot in progress (``response.created``, ``.in_progress``) from a template."""
         if self._settings_json is None:
             self._settings_json = encoder.encode(self._settings())
+        if status == "in_progress" and usage is None:
+            head = _IN_PROGRESS % (encoder.encode(self.id), self.created_at)
+            return head + self._settings_json[1:]
         state = encoder.encode(self._state(status, usage))
         return state[:-1] + b"," + self._settings_json[1:]
 
