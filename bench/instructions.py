@@ -2,16 +2,22 @@
 machine is doing.
 
     python -m bench.instructions [--requests 300] [--warmup 200] [--stream]
-        [--route chat|responses|responses-passthrough]
+                                 [--redis-url redis://127.0.0.1:6379/0] [--connections 1]
+                                 [--src PATH] [--route chat|responses|responses-passthrough]
 
 It starts the mock upstream and relaygate (key auth, rate limits, credit reservation and the
 ledger all on, as in ``bench.run``), with relaygate under ``valgrind --tool=callgrind``. It sends
 ``--warmup`` sequential requests, zeroes the counters, sends ``--requests`` more, and prints the
 instructions relaygate's process ran per request. The ledger flush and the key refresh are
 moved out of the measured window (every 600 s), so the figure is the request path's own.
+Needs valgrind (Debian's ``valgrind`` package); a run takes about a minute.
+
+``--redis-url`` puts relaygate on the Redis gate; it then also prints Redis's commands, reads
+(about one per round trip) and redis-server CPU per request over the measured window.
+``--connections`` sends from that many connections at once (the Redis gate batches the calls
+of concurrent requests). ``--src`` runs another checkout's relaygate (an A/B against main).
 ``--route`` picks the request: chat completions (the default), ``POST /v1/responses`` translated
 to the chat-completions upstream, or passed through to the mock's ``/v1/responses``.
-Needs valgrind (Debian's ``valgrind`` package); a run takes about a minute.
 """
 
 from __future__ import annotations
@@ -23,12 +29,13 @@ import os
 import subprocess
 import sys
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from bench.run import ROOT, Stack, body, free_port, wait_port
+from bench.run import ROOT, RedisProbe, Stack, body, free_port, wait_port
 
 
-def _config(workdir: Path, upstream_port: int) -> Path:
+def _config(workdir: Path, upstream_port: int, redis_url: str | None = None) -> Path:
     config = workdir / "relaygate.yaml"
     upstream = {
         "provider": "openai",
@@ -45,6 +52,9 @@ def _config(workdir: Path, upstream_port: int) -> Path:
         "key_refresh_seconds": 600,
         "models": {"bench-0ms": model, "bench-passthrough": passthrough},
     }
+    if redis_url:
+        settings["redis_url"] = redis_url
+        settings["redis_key_prefix"] = f"bench-instructions-{os.getpid()}"
     config.write_text(json.dumps(settings))
     return config
 
@@ -83,11 +93,11 @@ def _callgrind(*args: str) -> None:
     subprocess.run(["callgrind_control", *args], check=True, capture_output=True)
 
 
-def measure(args: argparse.Namespace, workdir: Path) -> float:
+def measure(args: argparse.Namespace, workdir: Path) -> dict[str, float]:
     stack = Stack(workdir)
     mock_port, port = free_port(), free_port()
     stack.spawn("-m", "bench.mock_upstream", "--port", str(mock_port), port=mock_port)
-    config = _config(workdir, mock_port)
+    config = _config(workdir, mock_port, args.redis_url)
     key = _create_key(config, workdir)
     out = workdir / "callgrind.out"
     valgrind = ("valgrind", "--tool=callgrind", f"--callgrind-out-file={out}")
@@ -95,36 +105,48 @@ def measure(args: argparse.Namespace, workdir: Path) -> float:
     relaygate = subprocess.Popen(
         [*valgrind, sys.executable, *serve],
         cwd=workdir,
-        env=dict(os.environ, PYTHONPATH=str(ROOT / "src")),
+        env=dict(os.environ, PYTHONPATH=str(args.src or ROOT / "src")),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
     try:
         wait_port(port, timeout=300)
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
         path, payload = _request(args.route, args.stream)
         headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
 
-        def send(count: int) -> None:
+        def send_on_one(count: int) -> None:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
             for _ in range(count):
                 conn.request("POST", path, payload, headers)
                 response = conn.getresponse()
                 answer = response.read()
                 if response.status != 200:
                     raise RuntimeError(f"relaygate answered {response.status}: {answer[:200]!r}")
+            conn.close()
 
+        def send(count: int) -> None:
+            n = args.connections
+            with ThreadPoolExecutor(n) as pool:
+                list(pool.map(send_on_one, [count // n + (i < count % n) for i in range(n)]))
+
+        probe = RedisProbe(args.redis_url) if args.redis_url else None
         send(args.warmup)
         _callgrind("-z", str(relaygate.pid))
+        before = probe.read() if probe else {}
         send(args.requests)
+        after = probe.read() if probe else {}
         _callgrind("-d", str(relaygate.pid))
     finally:
         relaygate.terminate()
         relaygate.wait(120)
         stack.stop()
+    n = args.requests
+    result = {f"redis_{name}_per_request": (after[name] - before[name]) / n for name in after}
     dump = next(path for path in sorted(workdir.glob("callgrind.out.*")))
     for line in dump.read_text().splitlines():
         if line.startswith("totals:"):
-            return int(line.split()[1]) / int(args.requests)
+            result["instructions_per_request"] = int(line.split()[1]) / n
+            return result
     raise RuntimeError(f"no totals in {dump}")
 
 
@@ -133,14 +155,28 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=300)
     parser.add_argument("--warmup", type=int, default=200)
     parser.add_argument("--stream", action="store_true", help="streamed requests (20 chunks)")
+    parser.add_argument("--redis-url", default=None, help="on the Redis gate (default: in-process)")
+    parser.add_argument("--connections", type=int, default=1, help="concurrent connections")
+    parser.add_argument("--src", type=Path, default=None, help="relaygate's src directory")
     parser.add_argument(
         "--route", choices=("chat", "responses", "responses-passthrough"), default="chat"
     )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="relaygate-instructions-") as tmp:
-        per_request = measure(args, Path(tmp))
+        out = measure(args, Path(tmp))
     mode = "streaming" if args.stream else "non-streaming"
-    print(f"{per_request / 1000:.1f}k instructions per {mode} {args.route} request")
+    gate = "Redis" if args.redis_url else "in-process"
+    print(
+        f"{out['instructions_per_request'] / 1000:.1f}k instructions per {mode} {args.route} request"
+        f" ({gate} gate, {args.connections} connection(s))"
+    )
+    if args.redis_url:
+        print(
+            f"redis: {out['redis_cpu_per_request'] * 1e6:.1f} us CPU,"
+            f" {out['redis_commands_per_request']:.2f} commands,"
+            f" {out['redis_reads_per_request']:.2f} reads,"
+            f" {out['redis_evalsha_per_request']:.2f} scripts per request"
+        )
 
 
 if __name__ == "__main__":
