@@ -167,8 +167,8 @@ def main() -> None:
     mode = "streaming" if args.stream else "non-streaming"
     gate = "Redis" if args.redis_url else "in-process"
     print(
-        f"{out['instructions_per_request'] / 1000:.1f}k instructions per {mode} {args.route} request"
-        f" ({gate} gate, {args.connections} connection(s))"
+        f"{out['instructions_per_request'] / 1000:.1f}k instructions per {mode}"
+        f" {args.route} request ({gate} gate, {args.connections} connection(s))"
     )
     if args.redis_url:
         print(
