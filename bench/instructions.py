@@ -4,6 +4,7 @@ machine is doing.
     python -m bench.instructions [--requests 300] [--warmup 200] [--stream]
                                  [--redis-url redis://127.0.0.1:6379/0] [--connections 1]
                                  [--src PATH] [--otel [RATIO]]
+                                 [--route chat|responses|responses-passthrough]
 
 It starts the mock upstream and relaygate (key auth, rate limits, credit reservation and the
 ledger all on, as in ``bench.run``), with relaygate under ``valgrind --tool=callgrind``. It sends
@@ -18,6 +19,8 @@ Needs valgrind (Debian's ``valgrind`` package); a run takes about a minute.
 of concurrent requests). ``--src`` runs another checkout's relaygate (an A/B against main).
 ``--otel`` turns tracing on (``RATIO``: its ``sample_ratio``, 1 by default), exporting to the
 mock upstream (which answers every POST 200).
+``--route`` picks the request: chat completions (the default), ``POST /v1/responses`` translated
+to the chat-completions upstream, or passed through to the mock's ``/v1/responses``.
 """
 
 from __future__ import annotations
@@ -39,23 +42,20 @@ def _config(
     workdir: Path, upstream_port: int, redis_url: str | None = None, otel: float | None = None
 ) -> Path:
     config = workdir / "relaygate.yaml"
-    model = {
-        "pricing": {"input": "1.75", "cached_input": "0.175", "output": "14"},
-        "max_output_tokens": 4096,
-        "upstreams": [
-            {
-                "provider": "openai",
-                "api_key": "sk-bench-upstream",
-                "base_url": f"http://127.0.0.1:{upstream_port}/v1",
-            }
-        ],
+    upstream = {
+        "provider": "openai",
+        "api_key": "sk-bench-upstream",
+        "base_url": f"http://127.0.0.1:{upstream_port}/v1",
     }
+    pricing = {"input": "1.75", "cached_input": "0.175", "output": "14"}
+    model = {"pricing": pricing, "max_output_tokens": 4096, "upstreams": [upstream]}
+    passthrough = {**model, "upstreams": [{**upstream, "options": {"responses": True}}]}
     settings = {
         "database_url": f"sqlite:///{workdir / 'bench.db'}",
         "log_level": "warning",
         "ledger_flush_seconds": 600,
         "key_refresh_seconds": 600,
-        "models": {"bench-0ms": model},
+        "models": {"bench-0ms": model, "bench-passthrough": passthrough},
     }
     if redis_url:
         settings["redis_url"] = redis_url
@@ -86,6 +86,21 @@ def _create_key(config: Path, workdir: Path, src: Path) -> str:
     return str(json.loads(created.stdout)["key"])
 
 
+def _request(route: str, stream: bool) -> tuple[str, str]:
+    """The path and body of one request of ``route``."""
+    if route == "chat":
+        return "/v1/chat/completions", body("bench-0ms", stream)
+    model = "bench-passthrough" if route == "responses-passthrough" else "bench-0ms"
+    data: dict[str, object] = {
+        "model": model,
+        "max_output_tokens": 100,
+        "input": "Please introduce yourself",
+    }
+    if stream:
+        data["stream"] = True
+    return "/v1/responses", json.dumps(data, separators=(",", ":"))
+
+
 def _callgrind(*args: str) -> None:
     subprocess.run(["callgrind_control", *args], check=True, capture_output=True)
 
@@ -108,13 +123,13 @@ def measure(args: argparse.Namespace, workdir: Path) -> dict[str, float]:
     )
     try:
         wait_port(port, timeout=300)
-        payload = body("bench-0ms", args.stream)
+        path, payload = _request(args.route, args.stream)
         headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
 
         def send_on_one(count: int) -> None:
             conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
             for _ in range(count):
-                conn.request("POST", "/v1/chat/completions", payload, headers)
+                conn.request("POST", path, payload, headers)
                 response = conn.getresponse()
                 answer = response.read()
                 if response.status != 200:
@@ -158,6 +173,9 @@ def main() -> None:
     parser.add_argument(
         "--otel", type=float, nargs="?", const=1.0, help="with tracing on, at this sample_ratio"
     )
+    parser.add_argument(
+        "--route", choices=("chat", "responses", "responses-passthrough"), default="chat"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="relaygate-instructions-") as tmp:
         out = measure(args, Path(tmp))
@@ -166,8 +184,8 @@ def main() -> None:
         mode += f", traced (sample_ratio {args.otel:g})"
     gate = "Redis" if args.redis_url else "in-process"
     print(
-        f"{out['instructions_per_request'] / 1000:.1f}k instructions per {mode} request"
-        f" ({gate} gate, {args.connections} connection(s))"
+        f"{out['instructions_per_request'] / 1000:.1f}k instructions per {mode}"
+        f" {args.route} request ({gate} gate, {args.connections} connection(s))"
     )
     if args.redis_url:
         print(

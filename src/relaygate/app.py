@@ -382,6 +382,8 @@ class App:
                 return
             if methods is None and path.startswith(MODEL_PREFIX):
                 methods = {"GET": info.retrieve_model}
+            if methods is None and path.startswith(responses.PREFIX):
+                methods = {"GET": responses.retrieve, "DELETE": responses.delete}
             if methods is None:
                 raise NotFound(f"Unknown route: {scope['method']} {excerpt(scope['path'])}")
             handler = methods.get(scope["method"])

@@ -5,6 +5,7 @@ charged what the rows say (SQLite; PostgreSQL + Redis with two workers)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -170,3 +171,43 @@ def test_kill_9_under_load_with_two_workers_on_postgres_and_redis_forgets_no_cha
     config = {"database_url": postgres, "redis_url": REDIS_URL,
               "redis_key_prefix": f"rgtest-{uuid.uuid4().hex[:8]}"}
     _crash_three_times(tmp_path, upstream, config, args=("--workers", "2"))
+
+
+@pytest.mark.parametrize("stream", [True, False], ids=["stream", "whole"])
+def test_requests_in_flight_at_a_kill_replay_with_the_api_they_came_by(
+    tmp_path: Path, upstream: FakeOpenAI, stream: bool
+) -> None:
+    """A ``/v1/messages`` and a ``/v1/responses`` request cut by ``kill -9`` are replayed from
+    the journal as ``interrupted`` rows that still name their API (not the default ``chat``)."""
+    upstream.default = Behavior(first_delay=3.0, answer_delay=3.0)  # in flight at the kill
+    gateway = GatewayProcess(tmp_path, catalog(upstream.base_url))
+    gateway.start()
+    key = gateway.create_key("--credits", "100")
+    requests = {
+        "/v1/messages": {"model": "gpt-5.2", "max_tokens": 20, "stream": stream,
+                         "messages": [{"role": "user", "content": "hi"}]},
+        "/v1/responses": {"model": "gpt-5.2", "max_output_tokens": 20, "stream": stream,
+                          "input": "hi"},
+    }  # fmt: skip
+
+    def send(path: str) -> None:
+        with contextlib.suppress(OSError, ValueError, HTTPException):  # cut by the kill
+            http("POST", gateway.url + path, requests[path], key=key["key"])
+
+    threads = [threading.Thread(target=send, args=(path,)) for path in requests]
+    for thread in threads:
+        thread.start()
+    try:
+        gateway.wait_until(lambda: len(upstream.received) == 2, message="both upstream")
+        _kill_9(gateway)
+        gateway.start()  # replays the killed process's journal before serving
+    finally:
+        gateway.stop()
+        for thread in threads:
+            thread.join(30)
+    rows, used = _store_state(f"sqlite:///{tmp_path / 'relaygate.db'}", key["id"])
+    assert sorted((row.api, row.status, row.stream) for row in rows) == [
+        ("messages", "interrupted", stream),
+        ("responses", "interrupted", stream),
+    ]
+    assert used == sum(row.cost_micros for row in rows) > 0

@@ -270,7 +270,9 @@ async def test_in_flight_charge_is_journaled_at_the_tier_price_when_going_upstre
     assert journal.inflight == {}  # images not fetched yet: a crash here charges nothing
     admissions.going_upstream(ticket)
     (record,) = journal.inflight.values()
-    cost = json.loads(record[1:])[-1]
+    fields = dict(zip(journal_format.ADMITTED_FIELDS, json.loads(record[1:]), strict=True))
+    assert fields["api"] == "chat"
+    cost = fields["cost_micros"]
     assert cost == 2 * model.price.worst_case(ticket.prompt_guess, 0)
     await admissions.settle(ticket, None, "upstream_error", "u", "m")
     await journal.close(keep=False)
@@ -446,6 +448,68 @@ async def test_replay_decodes_a_file_by_its_own_field_list(store: SqlStore, tmp_
     assert (rows["req-2"].status, rows["req-2"].cost_micros) == ("interrupted", 4)
     assert rows["req-2"].prompt_tokens == 7
     await writer.close()
+
+
+@pytest.mark.parametrize("api", ["chat", "messages", "responses"])
+async def test_an_interrupted_row_keeps_the_api_the_client_called(
+    store: SqlStore, tmp_path: Path, api: str
+) -> None:
+    directory = tmp_path / "journal"
+    journal = Journal(directory, "no")
+    journal.open()
+    journal.admitted("req-1", "key-1", "m", 5, True, 7, 4, api)
+    for segment in [*journal._retired, journal._current]:  # killed: the files stay
+        assert segment is not None
+        os.close(segment.fd)
+    writer = LedgerWriter(store, 60, 100, journal=Journal(directory, "no"))
+    await writer.start()
+    (row,) = await store.ledger_rows("key-1")
+    assert (row.status, row.api, row.cost_micros, row.prompt_tokens) == ("interrupted", api, 4, 7)
+    await writer.close()
+
+
+@pytest.mark.parametrize("header", [True, False], ids=["previous-version", "no-header"])
+async def test_admissions_written_before_the_api_field_replay_as_chat(
+    store: SqlStore, tmp_path: Path, header: bool
+) -> None:
+    """A file of the previous version (its header lists seven admission fields) or of one
+    before headers: the interrupted row's ``api`` is the column's default, ``chat``."""
+    directory = tmp_path / "journal"
+    first = [_header("", list(journal_format.ROW_FIELDS), list(journal_format.ADMITTED_FIELDS_V1))]
+    _orphan(
+        directory,
+        "1-0-aaa.journal",
+        *(first if header else []),
+        b'O["req-2","key-1","m",6,true,7,4]\n',
+    )
+    writer = LedgerWriter(store, 60, 100, journal=Journal(directory, "no"))
+    await writer.start()
+    (row,) = await store.ledger_rows("key-1")
+    assert (row.request_id, row.status, row.api, row.cost_micros) == (
+        "req-2",
+        "interrupted",
+        "chat",
+        4,
+    )
+    await writer.close()
+
+
+def test_a_file_this_version_writes_names_the_api_in_its_header(tmp_path: Path) -> None:
+    """The header lists ``api`` among the admission fields, so the previous version (which
+    reads a file by its header's lists, the same format version) reads it too."""
+    journal = Journal(tmp_path / "journal", "no")
+    journal.open()
+    journal.admitted("req-1", "key-1", "m", 5, True, 7, 4, "messages")
+    assert journal._current is not None
+    path = journal._current.path
+    first, admitted = path.read_bytes().split(b"\n")[:2]
+    found = json.loads(first[1:])
+    assert (found["version"], found["admitted"][-1]) == (1, "api")
+    values = json.loads(admitted[1:])
+    assert dict(zip(found["admitted"], values, strict=True))["api"] == "messages"
+    for segment in [*journal._retired, journal._current]:
+        assert segment is not None
+        os.close(segment.fd)
 
 
 async def test_files_of_another_store_are_left_in_place(

@@ -25,7 +25,7 @@ from tests.conftest import catalog
 from tests.media.samples import png
 from tests.support.fake_openai import Behavior
 from tests.support.fake_responses import FakeResponses
-from tests.support.gateway import GatewayProcess, credits_of, ledger
+from tests.support.gateway import GatewayProcess, credits_of, http, ledger
 
 __all__ = ["image_server"]
 
@@ -159,8 +159,12 @@ def test_stream_and_a_function_call_turn(
     ]
     sdk = client(gateway, key)
     with sdk.responses.stream(model="gpt-5.2", input="List the files", tools=[TOOL]) as stream:
-        kinds = [event.type for event in stream]
+        events = list(stream)
         first = stream.get_final_response()
+    kinds = [event.type for event in events]
+    # numbered in the order sent, the start events first (they were numbered after the first
+    # item's events once)
+    assert [event.sequence_number for event in events] == list(range(len(events)))
     assert kinds[:2] == ["response.created", "response.in_progress"]
     assert "response.function_call_arguments.delta" in kinds
     assert kinds[-1] == "response.completed"
@@ -173,9 +177,12 @@ def test_stream_and_a_function_call_turn(
         {"type": "function_call_output", "call_id": call.call_id, "output": "a b c"},
     ]
     with sdk.responses.stream(model="gpt-5.2", input=second_input, tools=[TOOL]) as stream:
-        deltas = [e.delta for e in stream if e.type == "response.output_text.delta"]
+        events = list(stream)
         final = stream.get_final_response()
+    deltas = [e.delta for e in events if e.type == "response.output_text.delta"]
     assert "".join(deltas) == final.output_text == "There are 3 files."
+    assert [event.sequence_number for event in events] == list(range(len(events)))
+    assert final.output[0].id != call.id  # item ids unique across responses
     sent = upstream.received[-1].body
     CHAT_REQUEST.validate_python(sent)
     assert sent["tools"][0]["function"]["name"] == "shell"
@@ -531,5 +538,70 @@ def test_an_answer_that_cannot_be_stored_is_still_delivered(
     )
     assert status == 200, body
     assert body["output"][0]["content"][0]["text"] == "Hello from the fake upstream."
+    assert body["store"] is False  # says what happened: it was not kept
     assert len(rows(gateway, key)) == 1
     assert gateway.logs().count("the route's last step failed") == 1
+    assert gateway.get(f"/v1/responses/{body['id']}", key["key"])[0] == 404
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["create", "stream"])
+def test_a_stored_response_is_retrieved_and_deleted_by_its_own_account_only(
+    make: Callable[..., GatewayProcess], upstream: FakeResponses, stream: bool
+) -> None:
+    gateway = make(stored_responses=True, stored_response_seconds=3600)
+    key = gateway.create_key("--credits", "10")
+    sdk = client(gateway, key)
+    upstream.default = Behavior(text="Paris.", prompt_tokens=30, completion_tokens=12)
+    if stream:
+        with sdk.responses.stream(model="gpt-5.2", input="Capital?", metadata={"t": "1"}) as s:
+            list(s)
+            answer = s.get_final_response()
+    else:
+        answer = sdk.responses.create(model="gpt-5.2", input="Capital?", metadata={"t": "1"})
+    found = sdk.responses.retrieve(answer.id)
+    assert (found.id, found.status, found.model, found.output_text) == (
+        answer.id, "completed", "gpt-5.2", "Paris."
+    )
+    assert found.output[0].id == answer.output[0].id
+    assert found.metadata == {"t": "1"}
+    assert found.usage is not None
+    assert found.usage.output_tokens == 12
+    assert found.to_dict()["store"] is True
+    # another account's key: 404 in the contract's shape, as for an unknown id
+    other = client(gateway, gateway.create_key("--credits", "10"))
+    calls = [(other.responses.retrieve, answer.id), (other.responses.delete, answer.id),
+             (sdk.responses.retrieve, "resp_unknown")]  # fmt: skip
+    for call, response_id in calls:
+        with pytest.raises(openai.NotFoundError) as info:
+            call(response_id)
+        assert isinstance(info.value.body, dict)
+        assert (info.value.body["type"], info.value.body["param"]) == (
+            "not_found_error", "response_id"
+        )
+    assert sdk.responses.retrieve(answer.id).id == answer.id  # still there
+    status, _, raw = http(
+        "DELETE", f"{gateway.url}/v1/responses/{answer.id}", key=key["key"]
+    )
+    assert (status, json.loads(raw)) == (
+        200, {"id": answer.id, "object": "response", "deleted": True}
+    )
+    with pytest.raises(openai.NotFoundError):
+        sdk.responses.retrieve(answer.id)
+    with pytest.raises(openai.NotFoundError):
+        sdk.responses.delete(answer.id)
+    with pytest.raises(openai.BadRequestError):  # nor continued
+        sdk.responses.create(model="gpt-5.2", input="x", previous_response_id=answer.id)
+
+
+def test_sdk_delete_and_retrieve_without_storage_are_404(
+    gateway: GatewayProcess, key: dict[str, Any]
+) -> None:
+    sdk = client(gateway, key)
+    answer = sdk.responses.create(model="gpt-5.2", input="hi")
+    with pytest.raises(openai.NotFoundError):
+        sdk.responses.retrieve(answer.id)
+    sdk_delete = sdk.responses.delete
+    with pytest.raises(openai.NotFoundError):
+        sdk_delete(answer.id)
+    status, _, _ = http("GET", f"{gateway.url}/v1/responses/{answer.id}")
+    assert status == 401

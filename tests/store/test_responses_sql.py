@@ -58,3 +58,30 @@ async def test_a_conversation_longer_than_asked_is_sized_but_not_read(store: Sql
         assert found.items is None
         assert found.size > limit
     assert await responses.load_sized("resp_1", "acct_b", size, now=1001) is None
+
+
+@pytest.mark.asyncio
+async def test_the_response_object_is_read_back_by_its_owner_and_deleted(store: SqlStore) -> None:
+    responses = ResponseStore(store, retention_seconds=60)
+    response = {"id": "resp_1", "object": "response", "status": "completed", "model": "m"}
+    await responses.save("resp_1", "acct_a", "key_a", "m", ITEMS, now=1000,
+                         response=response, outputs=1)  # fmt: skip
+    assert await responses.load("resp_1", "acct_a", now=1001) == ITEMS  # still continued
+    assert await responses.get("resp_1", "acct_a", now=1001) == {**response, "output": ITEMS[1:]}
+    assert await responses.get("resp_1", "acct_b", now=1001) is None
+    assert await responses.get("resp_1", "acct_a", now=1061) is None  # expired
+    assert await responses.delete("resp_1", "acct_b", now=1001) is False
+    assert await responses.delete("resp_1", "acct_a", now=1001) is True
+    assert await responses.delete("resp_1", "acct_a", now=1001) is False
+    assert await responses.load("resp_1", "acct_a", now=1001) is None
+
+
+@pytest.mark.asyncio
+async def test_a_row_of_the_earlier_form_is_continued_but_has_no_response_object(
+    store: SqlStore,
+) -> None:
+    responses = ResponseStore(store, retention_seconds=60)
+    await responses.save("resp_1", "acct_a", "key_a", "m", ITEMS, now=1000)  # a bare list
+    assert await responses.load("resp_1", "acct_a", now=1001) == ITEMS
+    assert await responses.get("resp_1", "acct_a", now=1001) is None
+    assert await responses.delete("resp_1", "acct_a", now=1001) is True

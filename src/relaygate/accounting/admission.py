@@ -181,6 +181,7 @@ class Admissions:
             ticket.stream,
             guess,
             price.worst_case(guess, 0),
+            ticket.api,
         )
 
     async def cancel(self, ticket: Ticket) -> None:

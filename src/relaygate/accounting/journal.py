@@ -423,11 +423,13 @@ class Journal:
         stream: bool,
         prompt_tokens: int,
         cost: int,
+        api: str = "chat",
     ) -> None:
         """A request may now reach an upstream: the prompt estimate and its cost are its charge
-        if the process dies before it settles."""
+        if the process dies before it settles (a row of ``api``, the API the client called)."""
         buffer = self._admitted_record
-        encode_into((request_id, key_id, model, created_at, stream, prompt_tokens, cost), buffer, 1)
+        values = (request_id, key_id, model, created_at, stream, prompt_tokens, cost, api)
+        encode_into(values, buffer, 1)
         buffer.append(10)  # b"\n"
         record = bytes(buffer)
         self.inflight[request_id] = record

@@ -6,7 +6,12 @@ fingerprint of the database the rows belong to. Replay decodes each file by its 
 (a file written before a field was added or reordered still reads right), and leaves alone,
 with an error in the log, a file of another store (two deployments sharing a directory, a
 ``database_url`` changed): its rows are never charged to the wrong database. A file with no
-header (written before headers existed) is read with today's field order.
+header (written before headers existed) is read with today's row fields and the admission
+fields of that time (:data:`ADMITTED_FIELDS_V1`).
+
+The version is not raised when a field is added: a header's field lists say how to read its
+file, so a file this version writes (admissions with ``api``) is read right by the previous
+version too.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ VERSION = 1
 """The journal format this code writes (and the newest it reads)."""
 
 ROW_FIELDS = tuple(f.name for f in dataclasses.fields(LedgerRow))
-ADMITTED_FIELDS = (
+ADMITTED_FIELDS_V1 = (
     "request_id",
     "key_id",
     "model",
@@ -36,6 +41,11 @@ ADMITTED_FIELDS = (
     "prompt_tokens",
     "cost_micros",
 )
+"""The fields of an admission (``O``) record before ``api`` was added: those of a file with no
+header, and of the header of a file the previous version wrote."""
+ADMITTED_FIELDS = (*ADMITTED_FIELDS_V1, "api")
+"""The fields of an admission record: its interrupted row's ``api`` (``chat``, ``messages``,
+``responses``) is the last."""
 
 row_values = operator.attrgetter(*ROW_FIELDS)
 """A row's field values, in :data:`ROW_FIELDS` order (one C call)."""
@@ -46,7 +56,7 @@ encode_into = _encoder.encode_into
 """The same, into a reused buffer (no bytes object built per record)."""
 _encode = encode
 _decode_list = msgspec.json.Decoder(list[str | int | bool]).decode
-_decode_admitted = msgspec.json.Decoder(tuple[str, str, str, int, bool, int, int]).decode
+_decode_admitted = msgspec.json.Decoder(tuple[str, str, str, int, bool, int, int, str]).decode
 _decode_id = msgspec.json.Decoder(str).decode
 
 
@@ -143,7 +153,7 @@ class Foreign(Exception):
 def _layout(first: bytes, store: str) -> _Layout:
     """The layout a file's header gives (a file without one has today's)."""
     if not first.startswith(b"H"):
-        return _Layout()
+        return _Layout(admitted=ADMITTED_FIELDS_V1)
     try:
         found = _decode_header(first[1:])
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
@@ -167,7 +177,7 @@ def read_records(
     (having added nothing) if the file is not this store's. The zero bytes that end a
     segment's preallocated mapping are not a record."""
     lines = data.rstrip(b"\0").split(b"\n")
-    layout = _layout(lines[0], store) if len(lines) > 1 else _Layout()
+    layout = _layout(lines[0], store) if len(lines) > 1 else _Layout(admitted=ADMITTED_FIELDS_V1)
     if lines[-1]:
         recovered.skipped += 1  # the last record has no end: torn
     for line in lines[:-1]:

@@ -101,15 +101,23 @@ class LedgerWriter:
             )
 
     def admitted(
-        self, request_id: str, key_id: str, model: str, stream: bool, prompt_tokens: int, cost: int
+        self,
+        request_id: str,
+        key_id: str,
+        model: str,
+        stream: bool,
+        prompt_tokens: int,
+        cost: int,
+        api: str = "chat",
     ) -> None:
         """A request was admitted: the prompt estimate (``cost``) is its charge if the process
-        dies before it settles."""
+        dies before it settles (a row of ``api``)."""
         journal = self.journal
         if journal is not None:
             try:
+                created = int(time.time() * 1000)
                 journal.admitted(
-                    request_id, key_id, model, int(time.time() * 1000), stream, prompt_tokens, cost
+                    request_id, key_id, model, created, stream, prompt_tokens, cost, api
                 )
             except OSError as exc:
                 journal.failures += 1

@@ -4,6 +4,12 @@
 ``GET /health/details`` and ``GET /metrics``, show the store, models, upstreams, their errors and
 traffic: they need ``Authorization: Bearer <operator_token>`` (compared in constant time; API
 keys are never accepted), and answer 403 while no ``operator_token`` is configured.
+
+``/v1/models`` and ``/v1/models/{id}`` take the key in ``x-api-key`` too (before
+``Authorization: Bearer``), as ``/v1/messages`` does, and answer in Anthropic's Models shape
+(:mod:`relaygate.protocol.anthropic_messages.models`) to a request with an
+``anthropic-version`` header, as Anthropic's SDKs and Claude Code send; errors stay in the
+contract's shape (Anthropic's SDKs tell them by status).
 """
 
 from __future__ import annotations
@@ -18,31 +24,52 @@ from relaygate.accounting.prices import micros_to_usd
 from relaygate.api.http import Receive, Scope, Send, header, send_bytes
 from relaygate.errors import AuthenticationFailed, NotFound, PermissionDenied, excerpt
 from relaygate.metrics import CONTENT_TYPE
+from relaygate.protocol.anthropic_messages.models import model_info, model_page
 from relaygate.protocol.render import encoder
 from relaygate.routing.catalog import closest, may_use
 from relaygate.routing.health import State
 
 if TYPE_CHECKING:
     from relaygate.app import Gateway
+    from relaygate.store.records import KeyRecord
+
+
+def _model_key(gw: Gateway, scope: Scope) -> KeyRecord:
+    """The key of a models request: ``x-api-key`` (Anthropic's clients), else the bearer."""
+    bare = header(scope, b"x-api-key")
+    if bare is not None:
+        return gw.keys.authenticate(b"Bearer " + bare)
+    return gw.keys.authenticate(header(scope, b"authorization"))
+
+
+def _model(gw: Gateway, name: str, anthropic: bool) -> dict[str, object]:
+    if anthropic:
+        limit = gw.catalog.models[name].settings.max_output_tokens
+        return model_info(name, gw.started_at, limit)
+    return {"id": name, "object": "model", "created": gw.started_at, "owned_by": "relaygate"}
 
 
 async def list_models(gw: Gateway, scope: Scope, receive: Receive, send: Send) -> None:
-    """The models this key may use, in OpenAI's shape; a model no upstream serves is left out
-    (it would answer every request 503: clients pick models from this list)."""
-    key = gw.keys.authenticate(header(scope, b"authorization"))
+    """The models this key may use, in OpenAI's shape (Anthropic's, one page, to an Anthropic
+    client); a model no upstream serves is left out (it would answer every request 503:
+    clients pick models from this list)."""
+    key = _model_key(gw, scope)
+    anthropic = header(scope, b"anthropic-version") is not None
     data = [
-        {"id": name, "object": "model", "created": gw.started_at, "owned_by": "relaygate"}
-        for name in gw.catalog.allowed(key)
-        if name not in gw.unserved
+        _model(gw, name, anthropic) for name in gw.catalog.allowed(key) if name not in gw.unserved
     ]
+    if anthropic:
+        page = model_page(data, scope.get("query_string", b""))
+        await send_bytes(send, 200, encoder.encode(page))
+        return
     await send_bytes(send, 200, encoder.encode({"object": "list", "data": data}))
 
 
 async def retrieve_model(gw: Gateway, scope: Scope, receive: Receive, send: Send) -> None:
     """``GET /v1/models/{id}`` in OpenAI's shape; 404 (with the closest model the key may use)
     for a model that does not exist and for one the key may not use alike, so that a key
-    cannot learn which models exist beyond its own."""
-    key = gw.keys.authenticate(header(scope, b"authorization"))
+    cannot learn which models exist beyond its own. Anthropic's shape to an Anthropic client."""
+    key = _model_key(gw, scope)
     name = scope["path"].rstrip("/")[len("/v1/models/") :]
     if name not in gw.catalog.models or not may_use(key, name):
         raise NotFound(
@@ -50,7 +77,7 @@ async def retrieve_model(gw: Gateway, scope: Scope, receive: Receive, send: Send
             param="model",
             fallback_suggestion=closest(name, gw.catalog.allowed(key)),
         )
-    body = {"id": name, "object": "model", "created": gw.started_at, "owned_by": "relaygate"}
+    body = _model(gw, name, header(scope, b"anthropic-version") is not None)
     await send_bytes(send, 200, encoder.encode(body))
 
 

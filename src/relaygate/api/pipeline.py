@@ -298,13 +298,13 @@ async def _complete_answer(
             ticket, usage, status, opened.provider.label, opened.upstream_model
         )
     assert usage is not None
-    body = route.body(ticket, collected, usage, decoded)
-    try:
+    try:  # before the body is rendered, so that the body can say what it did
         await route.finish(gw, ticket, decoded, collected)
     except Exception:
         # The answer is paid for: the client gets it (a 500 would make it retry and pay again),
         # as a stream's does (stream_answer's before_end); the route's last step is lost.
         log.exception("answer %s: the route's last step failed", ticket.request_id)
+    body = route.body(ticket, collected, usage, decoded)
     await send_bytes(
         send,
         200,

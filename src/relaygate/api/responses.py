@@ -23,9 +23,9 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from relaygate.accounting.estimate import prompt_token_guess
-from relaygate.api.http import BODIES, Scope
+from relaygate.api.http import BODIES, Receive, Scope, Send, header, send_bytes
 from relaygate.api.pipeline import Decoded, Route, check_for_model, serve
-from relaygate.errors import InvalidRequest, excerpt
+from relaygate.errors import InvalidRequest, NotFound, excerpt
 from relaygate.protocol.assemble import decode_literals
 from relaygate.protocol.openai_responses.decode import (
     ImagePlaces,
@@ -35,7 +35,12 @@ from relaygate.protocol.openai_responses.decode import (
 )
 from relaygate.protocol.openai_responses.items import InputImage, MessageItem, check_item
 from relaygate.protocol.openai_responses.render import ResponseWriter
-from relaygate.protocol.openai_responses.stream import ResponsesStream, native_output
+from relaygate.protocol.openai_responses.stream import (
+    Answer,
+    ResponsesStream,
+    answer_of,
+    native_output,
+)
 from relaygate.protocol.render import encoder
 from relaygate.providers.base import (
     Finish,
@@ -318,7 +323,7 @@ class ResponsesRoute(Route):
         conversation: Conversation = decoded.extra
         if not conversation.store or gw.responses is None:
             return
-        found: tuple[str, list[dict[str, Any]]] | None
+        found: Answer | None
         if conversation.stream is not None:
             found = conversation.stream.output()
         elif collected is not None and collected.body is not None:
@@ -326,19 +331,25 @@ class ResponsesRoute(Route):
         elif collected is not None:
             writer = self._writer(ticket, decoded, False)
             replay(writer, collected)
-            found = (ticket.request_id, writer.output())
+            usage = collected.usage_or_estimate(ticket.prompt_guess)
+            found = answer_of(writer.response(writer.status(), usage))
         else:
             found = None
         if found is None:
+            conversation.store = False
             return
-        response_id, output = found
+        response_id, output, response = found
+        conversation.store = False  # until it is saved
         await gw.responses.save(
             response_id,
             conversation.owner,
             conversation.key_id,
             ticket.model.name,
             conversation.items + output,
+            response=response,
+            outputs=len(output),
         )
+        conversation.store = True
 
 
 def replay(writer: ResponseWriter, collected: Collected) -> None:
@@ -367,6 +378,44 @@ def replay(writer: ResponseWriter, collected: Collected) -> None:
 
 
 RESPONSES = ResponsesRoute()
+
+PREFIX = "/v1/responses/"
+"""``GET`` and ``DELETE /v1/responses/{id}``: a stored response."""
+
+
+def _not_found(response_id: str) -> NotFound:
+    """One answer for an unknown, expired or another account's id (ids cannot be probed)."""
+    return NotFound(
+        f"Response with id {excerpt(response_id)} not found: it is unknown, expired, deleted"
+        " or not this account's (responses are kept only with the setting stored_responses)",
+        param="response_id",
+    )
+
+
+async def retrieve(gw: Gateway, scope: Scope, receive: Receive, send: Send) -> None:
+    """The stored Response object, for the key's own account only."""
+    key = gw.keys.authenticate(header(scope, b"authorization"))
+    response_id = scope["path"].rstrip("/")[len(PREFIX) :]
+    found = None
+    if gw.responses is not None and response_id:
+        found = await gw.responses.get(response_id, owner_of(key))
+    if found is None:
+        raise _not_found(response_id)
+    await send_bytes(send, 200, encoder.encode(found))
+
+
+async def delete(gw: Gateway, scope: Scope, receive: Receive, send: Send) -> None:
+    """Delete a stored response of the key's own account: it can no longer be retrieved nor
+    continued."""
+    key = gw.keys.authenticate(header(scope, b"authorization"))
+    response_id = scope["path"].rstrip("/")[len(PREFIX) :]
+    deleted = False
+    if gw.responses is not None and response_id:
+        deleted = await gw.responses.delete(response_id, owner_of(key))
+    if not deleted:
+        raise _not_found(response_id)
+    body = {"id": response_id, "object": "response", "deleted": True}
+    await send_bytes(send, 200, encoder.encode(body))
 
 
 responses = partial(serve, RESPONSES)

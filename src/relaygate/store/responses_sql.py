@@ -4,6 +4,11 @@ only, purged once their retention time is over.
 An expired response is never read (the read checks ``expires_at``); the rows themselves are
 deleted by :meth:`ResponseStore.purge`, which the gateway runs at most once per
 :data:`PURGE_EVERY_SECONDS`, on a write.
+
+The ``conversation`` column holds JSON: the conversation's items, and (since ``GET
+/v1/responses/{id}``) an object ``{"items", "response", "outputs"}`` with the Response object
+(its ``output`` left out: it is the last ``outputs`` items). Rows of the earlier form, a bare
+list, are still continued; :meth:`ResponseStore.get` finds no Response object in them.
 """
 
 from __future__ import annotations
@@ -23,8 +28,21 @@ from relaygate.store.sql import SqlStore
 PURGE_EVERY_SECONDS = 60.0
 """The least time between two purges of expired responses by one process."""
 
-_items = msgspec.json.Decoder(list[dict[str, Any]])
 _NO_LOCK = contextlib.nullcontext()
+
+
+class _Saved(msgspec.Struct):
+    items: list[dict[str, Any]]
+    response: dict[str, Any] | None = None
+    outputs: int = 0
+
+
+_saved = msgspec.json.Decoder(list[dict[str, Any]] | _Saved)
+
+
+def _decode(text: bytes) -> _Saved:
+    found = _saved.decode(text)
+    return found if isinstance(found, _Saved) else _Saved(found)
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,9 +72,13 @@ class ResponseStore:
         model: str,
         items: list[dict[str, Any]],
         now: float | None = None,
+        response: dict[str, Any] | None = None,
+        outputs: int = 0,
     ) -> None:
-        """Keep ``items`` (the whole conversation through this response's output)."""
+        """Keep ``items`` (the whole conversation through this response's output), and the
+        Response object ``response`` (without its ``output``: the last ``outputs`` items)."""
         now = time.time() if now is None else now
+        kept: Any = items if response is None else _Saved(items, response, outputs)
         row = {
             "id": response_id,
             "account_id": owner,
@@ -64,7 +86,7 @@ class ResponseStore:
             "model": model,
             "created_at": int(now),
             "expires_at": int(now) + self.retention,
-            "conversation": msgspec.json.encode(items).decode(),
+            "conversation": msgspec.json.encode(kept).decode(),
         }
         async with self.store.engine.begin() as conn:
             await conn.execute(stored_responses.insert(), row)
@@ -106,7 +128,35 @@ class ResponseStore:
         encoded = text.encode()
         if max_bytes is not None and len(encoded) > max_bytes:
             return Stored(None, len(encoded))
-        return Stored(_items.decode(encoded), len(encoded))
+        return Stored(_decode(encoded).items, len(encoded))
+
+    def _own(self, response_id: str, owner: str, now: float | None) -> Any:
+        c = stored_responses.c
+        now = time.time() if now is None else now
+        return and_(c.id == response_id, c.account_id == owner, c.expires_at > int(now))
+
+    async def get(
+        self, response_id: str, owner: str, now: float | None = None
+    ) -> dict[str, Any] | None:
+        """The Response object of ``owner``'s stored response, or ``None`` (unknown, another
+        owner's, expired, or stored by a version that kept no Response object)."""
+        query = select(stored_responses.c.conversation).where(self._own(response_id, owner, now))
+        async with self.store.engine.connect() as conn:
+            text = (await conn.execute(query)).scalar_one_or_none()
+        if text is None:
+            return None
+        saved = _decode(text.encode())
+        if saved.response is None:
+            return None
+        output = saved.items[len(saved.items) - saved.outputs :] if saved.outputs else []
+        return {**saved.response, "output": output}
+
+    async def delete(self, response_id: str, owner: str, now: float | None = None) -> bool:
+        """Delete ``owner``'s stored response; whether there was one (as :meth:`get` finds)."""
+        query = delete(stored_responses).where(self._own(response_id, owner, now))
+        async with self.store.engine.begin() as conn:
+            result = await conn.execute(query)
+        return bool(result.rowcount)
 
     async def size(self, response_id: str, owner: str, now: float | None = None) -> int | None:
         """The encoded size of ``owner``'s stored conversation (as :meth:`load` finds it), or

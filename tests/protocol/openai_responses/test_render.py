@@ -173,3 +173,18 @@ def test_an_empty_answer_is_a_completed_response_without_output() -> None:
     assert [e["type"] for e in events] == [
         "response.created", "response.in_progress", "response.completed"
     ]  # fmt: skip
+
+
+def test_the_encoded_response_is_the_response_object() -> None:
+    """The pre-encoded forms (the request's part once, the snapshot in progress from a
+    template) say what the Response object says."""
+    writer = ResponseWriter(call(instructions="Be brief.", metadata={"a": "1"}), "resp_1",
+                            "gpt-5.5", 1_700_000_000, stream=True)  # fmt: skip
+    assert json.loads(writer.response_bytes("in_progress")) == writer.response("in_progress")
+    writer.feed(TextDelta("Hello"))
+    writer.feed(Finish("stop"))
+    done = json.loads(writer.response_bytes("completed", USAGE))
+    expected = writer.response("completed", USAGE)
+    assert abs(done.pop("completed_at") - expected.pop("completed_at")) <= 1
+    assert done == expected
+    Response.model_validate(json.loads(writer.response_bytes("completed", USAGE)))

@@ -62,11 +62,44 @@ def usage_object(usage: TokenUsage) -> dict[str, Any]:
     }
 
 
-_TEXT_HEAD = (
+_TEXT_EVENT = (
     b"event: response.output_text.delta\n"
     b'data: {"type":"response.output_text.delta","item_id":"%s","output_index":%d,'
-    b'"content_index":0,"logprobs":[],"delta":'
+    b'"content_index":0,"logprobs":[],"delta":%%s,"sequence_number":%%d}\n\n'
 )
+"""A text delta event, made per item into the template of its deltas (``%s``: the encoded
+text, ``%d``: the sequence number)."""
+_MESSAGE_OPENED = (
+    b"event: response.output_item.added\n"
+    b'data: {"type":"response.output_item.added","sequence_number":%d,"output_index":%d,'
+    b'"item":{"id":"%s","type":"message","status":"in_progress","role":"assistant",'
+    b'"content":[]}}\n\n'
+    b"event: response.content_part.added\n"
+    b'data: {"type":"response.content_part.added","sequence_number":%d,"item_id":"%s",'
+    b'"output_index":%d,"content_index":0,'
+    b'"part":{"type":"output_text","text":"","annotations":[],"logprobs":[]}}\n\n'
+)
+"""The events that open a message item (``output_item.added``, ``content_part.added``)."""
+_MESSAGE_CLOSED = (
+    b"event: response.output_text.done\n"
+    b'data: {"type":"response.output_text.done","sequence_number":%d,"item_id":"%s",'
+    b'"output_index":%d,"content_index":0,"text":%s,"logprobs":[]}\n\n'
+    b"event: response.content_part.done\n"
+    b'data: {"type":"response.content_part.done","sequence_number":%d,"item_id":"%s",'
+    b'"output_index":%d,"content_index":0,'
+    b'"part":{"type":"output_text","text":%s,"annotations":[],"logprobs":[]}}\n\n'
+    b"event: response.output_item.done\n"
+    b'data: {"type":"response.output_item.done","sequence_number":%d,"output_index":%d,'
+    b'"item":{"id":"%s","type":"message","status":"%s","role":"assistant",'
+    b'"content":[{"type":"output_text","text":%s,"annotations":[],"logprobs":[]}]}}\n\n'
+)
+"""The events that finish a message item: its text encoded once, the rest written out (the
+message item as :meth:`_Item.body` makes it)."""
+_IN_PROGRESS = (
+    b'{"id":%s,"object":"response","created_at":%d,"status":"in_progress","error":null,'
+    b'"incomplete_details":null,"output":[],"usage":null,'
+)
+"""The Response object's changing part while in progress (as :meth:`ResponseWriter._state`)."""
 _INCOMPLETE = {"length": "max_output_tokens", "content_filter": "content_filter"}
 
 
@@ -82,8 +115,8 @@ class _Item:
     name: str = ""
     namespace: str | None = None
     done: bool = False
-    head: bytes = b""
-    """A text delta event's bytes before its text (messages, when streamed)."""
+    template: bytes = b""
+    """The item's text delta event (:data:`_TEXT_EVENT`; messages, when streamed)."""
 
     def full_text(self) -> str:
         if self.encoded:
@@ -151,6 +184,7 @@ class ResponseWriter:
         self.finish: str | None = None
         self.usage: TokenUsage | None = None
         self._names = {flat_name(ns, tool.name): (ns, tool.name) for ns, tool in call.tools if ns}
+        self._settings_json: bytes | None = None
 
     # --- events ------------------------------------------------------------------------------
 
@@ -162,7 +196,7 @@ class ResponseWriter:
 
     def start(self) -> bytes:
         """``response.created`` and ``response.in_progress``."""
-        snapshot = encoder.encode(self.response("in_progress"))
+        snapshot = self.response_bytes("in_progress")
         out = b""
         for kind in (b"response.created", b"response.in_progress"):
             out += b'event: %s\ndata: {"type":"%s","sequence_number":%d,"response":%s}\n\n' % (
@@ -194,10 +228,16 @@ class ResponseWriter:
             self.usage = event  # type: ignore[assignment]
         return None
 
+    def _item_id(self, prefix: str) -> str:
+        """An output item's id: the response's own random part and the item's place (unique
+        as the response's id is, without drawing random bits per item)."""
+        _, _, tail = self.id.partition("_")
+        return f"{prefix}_{tail or self.id}_{len(self.items)}"
+
     def _begin(self, kind: str, prefix: str) -> tuple[_Item, bytes]:
         """A new item; the bytes that finish the open message or reasoning item first."""
         out = self._close(self.open) if self.open is not None else b""
-        item = _Item(kind, item_id(prefix), len(self.items))
+        item = _Item(kind, self._item_id(prefix), len(self.items))
         self.items.append(item)
         return item, out
 
@@ -212,36 +252,27 @@ class ResponseWriter:
             item, out = self._begin("message", "msg")
             self.open = item
             if self.stream:
-                out += self._added(item)
-                out += self._part_added(
-                    item, {"type": "output_text", "text": "", "annotations": [], "logprobs": []}
-                )
-                item.head = _TEXT_HEAD % (item.id.encode(), item.index)
+                seq, index, id_ = self.seq, item.index, item.id.encode()
+                self.seq = seq + 2
+                out += _MESSAGE_OPENED % (seq, index, id_, seq + 1, id_, index)
+                item.template = _TEXT_EVENT % (id_, index)
+        seq = self.seq
         if literals is not None:
             item.encoded += literals
             if not self.stream:
                 return None
-            for literal in literals:
-                out += (
-                    item.head + literal + b',"sequence_number":' + str(self.seq).encode() + b"}\n\n"
-                )
-                self.seq += 1
-            return out
+            # one formatting call per delta, in C: the literals are already JSON strings
+            self.seq = seq + len(literals)
+            deltas = map(item.template.__mod__, zip(literals, range(seq, self.seq), strict=True))
+            return out + b"".join(deltas)
         assert text is not None
         if item.encoded:
             item.full_text()
         item.text.append(text)
         if not self.stream:
             return None
-        out += (
-            item.head
-            + encoder.encode(text)
-            + b',"sequence_number":'
-            + str(self.seq).encode()
-            + b"}\n\n"
-        )
-        self.seq += 1
-        return out
+        self.seq = seq + 1
+        return out + item.template % (encoder.encode(text), seq)
 
     def _part_added(self, item: _Item, part: dict[str, Any]) -> bytes:
         payload = {"item_id": item.id, "output_index": item.index, "content_index": 0, "part": part}
@@ -300,15 +331,14 @@ class ResponseWriter:
         text = item.full_text()
         out = b""
         if item.kind == "message":
-            part = {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
-            out += self._event(
-                "response.output_text.done",
-                {**where, "content_index": 0, "text": text, "logprobs": []},
-            )
-            out += self._event(
-                "response.content_part.done", {**where, "content_index": 0, "part": part}
-            )
-        elif item.kind == "reasoning":
+            seq, index, id_, encoded = self.seq, item.index, item.id.encode(), encoder.encode(text)
+            self.seq = seq + 3
+            return _MESSAGE_CLOSED % (
+                seq, id_, index, encoded,
+                seq + 1, id_, index, encoded,
+                seq + 2, index, id_, status.encode(), encoded,
+            )  # fmt: skip
+        if item.kind == "reasoning":
             part = {"type": "reasoning_text", "text": text}
             out += self._event(
                 "response.reasoning_text.done", {**where, "content_index": 0, "text": text}
@@ -333,8 +363,13 @@ class ResponseWriter:
         """Every open item finished, then ``response.completed`` (or ``.incomplete``)."""
         out = b"".join(self._close(item) for item in self.items if not item.done)
         status = self.status()
-        final = self.response(status, usage)
-        return out + self._event(f"response.{status}", {"response": final})
+        kind = b"response.%s" % status.encode()
+        return out + b'event: %s\ndata: {"type":"%s","sequence_number":%d,"response":%s}\n\n' % (
+            kind,
+            kind,
+            self._next(),
+            self.response_bytes(status, usage),
+        )
 
     def failed(self, error: ApiError, usage: TokenUsage | None) -> bytes:
         """``response.failed``: the stream broke off after it started."""
@@ -348,11 +383,28 @@ class ResponseWriter:
         status = self.status()
         return [item.body(status) for item in self.items]
 
+    def _next(self) -> int:
+        seq = self.seq
+        self.seq = seq + 1
+        return seq
+
     def response(self, status: str, usage: TokenUsage | None = None) -> dict[str, Any]:
         """The Response object (``output`` empty while in progress)."""
-        request = self.call.request
-        reasoning = request.reasoning
-        text = request.text
+        return {**self._state(status, usage), **self._settings()}
+
+    def response_bytes(self, status: str, usage: TokenUsage | None = None) -> bytes:
+        """:meth:`response`, encoded: the request's part is encoded once per answer, and the
+        snapshot in progress (``response.created``, ``.in_progress``) from a template."""
+        if self._settings_json is None:
+            self._settings_json = encoder.encode(self._settings())
+        if status == "in_progress" and usage is None:
+            head = _IN_PROGRESS % (encoder.encode(self.id), self.created_at)
+            return head + self._settings_json[1:]
+        state = encoder.encode(self._state(status, usage))
+        return state[:-1] + b"," + self._settings_json[1:]
+
+    def _state(self, status: str, usage: TokenUsage | None) -> dict[str, Any]:
+        """The part of the Response object that changes as the answer goes on."""
         body: dict[str, Any] = {
             "id": self.id,
             "object": "response",
@@ -362,10 +414,22 @@ class ResponseWriter:
             "incomplete_details": {"reason": _INCOMPLETE[self.finish]}
             if status == "incomplete" and self.finish
             else None,
+            "output": self.output() if status != "in_progress" else [],
+            "usage": usage_object(usage) if usage is not None else None,
+        }
+        if status == "completed" or status == "incomplete":
+            body["completed_at"] = int(time.time())
+        return body
+
+    def _settings(self) -> dict[str, Any]:
+        """The part of the Response object the request decides."""
+        request = self.call.request
+        reasoning = request.reasoning
+        text = request.text
+        return {
             "instructions": request.instructions,
             "max_output_tokens": request.max_output_tokens,
             "model": self.model,
-            "output": self.output() if status != "in_progress" else [],
             "parallel_tool_calls": request.parallel_tool_calls is not False,
             "previous_response_id": request.previous_response_id,
             "reasoning": {
@@ -379,10 +443,6 @@ class ResponseWriter:
             "tools": self.call.raw.get("tools") or [],
             "top_p": request.top_p if request.top_p is not None else 1.0,
             "truncation": request.truncation or "disabled",
-            "usage": usage_object(usage) if usage is not None else None,
             "user": request.user,
             "metadata": request.metadata or {},
         }
-        if status == "completed" or status == "incomplete":
-            body["completed_at"] = int(time.time())
-        return body

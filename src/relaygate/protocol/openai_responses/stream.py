@@ -17,24 +17,32 @@ from relaygate.errors import ApiError
 from relaygate.protocol.assemble import Collected
 from relaygate.protocol.openai_responses.render import ResponseWriter
 from relaygate.protocol.render import SSE_KEEPALIVE, encoder
-from relaygate.providers.base import Event, Passthrough
+from relaygate.providers.base import Event, Passthrough, TokenUsage
 from relaygate.providers.reading import LineSplitter
 from relaygate.redaction import REDACTOR
 
 _FINAL = (b'"response.completed"', b'"response.incomplete"')
 
 
-class _Final(msgspec.Struct):
-    id: str = ""
-    output: list[dict[str, Any]] = msgspec.field(default_factory=list)
-
-
 class _FinalEvent(msgspec.Struct):
-    response: _Final | None = None
+    response: dict[str, Any] | None = None
 
 
 _final_decoder = msgspec.json.Decoder(_FinalEvent)
-_body_decoder = msgspec.json.Decoder(_Final)
+_body_decoder = msgspec.json.Decoder(dict[str, Any])
+
+Answer = tuple[str, list[dict[str, Any]], dict[str, Any]]
+"""A finished answer: its id, its output items, and its Response object without ``output``."""
+
+
+def answer_of(response: dict[str, Any] | None) -> Answer | None:
+    if response is None:
+        return None
+    output, answer_id = response.get("output"), response.get("id")
+    if not isinstance(answer_id, str) or not answer_id or not isinstance(output, list):
+        return None
+    rest = {name: value for name, value in response.items() if name != "output"}
+    return answer_id, output, rest
 
 
 class ResponsesStream:
@@ -48,13 +56,18 @@ class ResponsesStream:
         self.started = False
         self.capture = capture
         self._lines = LineSplitter(max_line, "upstream") if capture else None
-        self.final: _Final | None = None
+        self.final: dict[str, Any] | None = None
+        self.usage: TokenUsage | None = None
+        self._head = b""
+        """The start events, numbered before the first event and sent with its bytes."""
 
     def _start(self) -> bytes:
-        if self.started:
-            return b""
-        self.started = True
-        return self.writer.start()
+        """``response.created`` and ``.in_progress`` (numbered first), if not sent yet."""
+        if not self.started:
+            self.started = True
+            return self.writer.start()
+        head, self._head = self._head, b""
+        return head
 
     def event(self, event: Event) -> bytes | None:
         if type(event) is Passthrough:
@@ -64,10 +77,12 @@ class ResponsesStream:
             return event.data
         if self.native:
             return None  # the usage read from the relayed bytes
+        if not self.started:  # the start events come first, also in sequence numbers
+            self._head = self._start()
         data = self.writer.feed(event)
-        if not self.started and data is not None:
-            return self._start() + data
-        return data
+        if data is None or not self._head:
+            return data
+        return self._start() + data
 
     def _read(self, data: bytes) -> None:
         assert self._lines is not None
@@ -81,7 +96,7 @@ class ResponsesStream:
     def tail(self, collected: Collected, prompt_guess: int) -> list[bytes]:
         if self.native:
             return []
-        usage = collected.usage_or_estimate(prompt_guess)
+        self.usage = usage = collected.usage_or_estimate(prompt_guess)
         return [self._start() + self.writer.end(usage)]
 
     def error(self, error: ApiError) -> bytes:
@@ -93,18 +108,18 @@ class ResponsesStream:
             return b"event: error\ndata: " + encoder.encode(payload) + b"\n\n"
         return self._start() + self.writer.failed(error, None)
 
-    def output(self) -> tuple[str, list[dict[str, Any]]] | None:
-        """The answer's id and output items; ``None`` if a relayed answer's were not read."""
+    def output(self) -> Answer | None:
+        """The answer (:data:`Answer`); ``None`` if a relayed answer's were not read."""
         if not self.native:
-            return self.writer.id, self.writer.output()
-        final = self.final
-        return (final.id, final.output) if final is not None and final.id else None
+            writer = self.writer
+            response = writer.response(writer.status(), self.usage)
+            return answer_of(response)
+        return answer_of(self.final)
 
 
-def native_output(body: bytes) -> tuple[str, list[dict[str, Any]]] | None:
-    """The id and output items of an upstream's non-streamed Responses body."""
+def native_output(body: bytes) -> Answer | None:
+    """The answer in an upstream's non-streamed Responses body."""
     try:
-        final = _body_decoder.decode(body)
+        return answer_of(_body_decoder.decode(body))
     except msgspec.MsgspecError:
         return None
-    return (final.id, final.output) if final.id else None
