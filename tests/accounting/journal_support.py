@@ -19,4 +19,3 @@ def _row(n: int, status: str = "ok", cost: int = 10, request_id: str = "") -> Le
         latency_ms=1,
         stream=False,
     )
-

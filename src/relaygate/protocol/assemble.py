@@ -22,6 +22,7 @@ from relaygate.protocol.types import (
     Usage,
 )
 from relaygate.providers.base import (
+    Done,
     EncodedText,
     Event,
     Finish,
@@ -108,16 +109,18 @@ class Collected:
                 state.encoded = None
             state.text.append(event.text)
             self.deltas += 1
+        elif type(event) is Done:
+            pass  # every stream's last event: known at once (a failed ``isinstance`` costs more)
+        elif isinstance(event, Finish):
+            self._choice(event.index).finish = event.reason
+        elif isinstance(event, TokenUsage):
+            self.usage = event
         elif isinstance(event, ReasoningDelta):
             self._choice(event.index).reasoning.append(event.text)
             self.deltas += 1
         elif isinstance(event, ToolCallDelta):
             self._add_tool(event)
             self.deltas += 1
-        elif isinstance(event, Finish):
-            self._choice(event.index).finish = event.reason
-        elif isinstance(event, TokenUsage):
-            self.usage = event
         elif type(event) is Passthrough:
             if event.body:
                 self.body = event.data
@@ -248,6 +251,14 @@ class ChunkWriter:
             if event.index == 0 and 0 in self.started:
                 return self._text_head + encoder.encode(event.text) + self._text_tail
             return self._delta(event.index, Delta(content=event.text))
+        if type(event) is Done or type(event) is TokenUsage:
+            return None  # sent by the tail; known at once (a failed ``isinstance`` costs more)
+        if isinstance(event, Finish):
+            prefix = b""
+            if event.index not in self.started:
+                prefix = self._delta(event.index, Delta(content=""))
+            choice = ChunkChoice(index=event.index, delta=Delta(), finish_reason=event.reason)
+            return prefix + self._chunk([choice])
         if isinstance(event, ReasoningDelta):
             return self._delta(event.index, Delta(reasoning_content=event.text))
         if isinstance(event, ToolCallDelta):
@@ -258,12 +269,6 @@ class ChunkWriter:
                 function=ToolCallFunction(name=event.name, arguments=event.arguments),
             )
             return self._delta(event.index, Delta(tool_calls=[call]))
-        if isinstance(event, Finish):
-            prefix = b""
-            if event.index not in self.started:
-                prefix = self._delta(event.index, Delta(content=""))
-            choice = ChunkChoice(index=event.index, delta=Delta(), finish_reason=event.reason)
-            return prefix + self._chunk([choice])
         return None
 
     def _encoded(self, literals: list[bytes]) -> bytes:

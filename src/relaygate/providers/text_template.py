@@ -26,6 +26,9 @@ _STRING = rb'"(?:[^"\\\x00-\x1f]++|\\[\\/bfnrt]|\\u(?![dD][89a-fA-F])[0-9a-fA-F]
 surrogate (those are left to the decoder)."""
 _STRINGS = re.compile(_STRING + rb"(?:\n" + _STRING + rb")*+")
 """One or more of them, each after the first on a line of its own."""
+_PLAIN = rb'"[^"\\\x00-\x1f]++"'
+_PLAIN_STRINGS = re.compile(_PLAIN + rb"(?:\n" + _PLAIN + rb")*+")
+"""The common case of :data:`_STRINGS` (no escapes), matched in about half the time."""
 _TRIES = 3
 """Templates learned per stream before giving up on a server whose chunks never repeat."""
 _ESCAPED_BY_SOME = frozenset('"\\/<>&')
@@ -84,7 +87,7 @@ def valid(literals: list[bytes]) -> bool:
     JSON string in valid UTF-8: one regular-expression match for a whole run of them, the
     newlines that join them being what no literal may hold."""
     joined = b"\n".join(literals)
-    if _STRINGS.fullmatch(joined) is None:
+    if _PLAIN_STRINGS.fullmatch(joined) is None and _STRINGS.fullmatch(joined) is None:
         return False
     if not joined.isascii():
         try:
