@@ -332,19 +332,18 @@ class OpenAIProvider(HttpJsonProvider):
         head, foot = template.head, template.foot
         start, foot_length = template.start, template.foot_length
         run: list[bytes] = []
-        first = 0  # where the run began in ``lines``
-        for i, line in enumerate(lines):
-            if not line or line == b"\r":
-                continue
+        lines_of_run: list[bytes] = []
+        for line in filter(None, lines):  # (empty lines, half of an SSE stream, skipped in C)
             if line.startswith(head) and line.endswith(foot):
-                if not run:
-                    first = i
                 run.append(line[start : len(line) - foot_length])
+                lines_of_run.append(line)
+                continue
+            if line == b"\r":
                 continue
             if run:
-                if not self._run_read(batch, run, lines[first:i], stream):
+                if not self._run_read(batch, run, lines_of_run, stream):
                     return batch
-                run = []
+                run, lines_of_run = [], []
                 head, foot = template.head, template.foot
                 start, foot_length = template.start, template.foot_length
             if not line.startswith(b"data:"):
@@ -360,7 +359,7 @@ class OpenAIProvider(HttpJsonProvider):
                 head, foot = template.head, template.foot  # perhaps learned just now
                 start, foot_length = template.start, template.foot_length
         if run:
-            self._run_read(batch, run, lines[first:], stream)
+            self._run_read(batch, run, lines_of_run, stream)
         return batch
 
     def _run_read(
