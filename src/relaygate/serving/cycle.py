@@ -148,7 +148,7 @@ class Cycle:
         length: bytes | None = None
         chunked = close = False
         if not _FRAMING.isdisjoint(names):  # (a stream's head has none of them)
-            for name, value in zip(names, values, strict=True):
+            for name, value in zip(names, values):  # noqa: B905 (built together; no keyword parsing)
                 if name == b"content-length":
                     length = value
                 elif name == b"transfer-encoding":
@@ -163,7 +163,8 @@ class Cycle:
         lines = [STATUS_LINES.get(status) or status_line(status)]
         lines.append(_defaults(self.conn.state.default_headers))
         if names:
-            lines += (b"\r\n".join(map(b": ".join, zip(names, values, strict=True))), b"\r\n")
+            pairs = zip(names, values)  # noqa: B905 (built together; no keyword parsing)
+            lines += (b"\r\n".join(map(b": ".join, pairs)), b"\r\n")
         if scope["method"] == "HEAD" or status in NO_BODY_STATUS or status < 200:
             self.no_body = True
         elif chunked or length is None:
