@@ -30,13 +30,8 @@ def catalog(
 
     ``upstream_settings`` are added to every fake-upstream entry (health thresholds, say).
     """
-    fake = {
-        "provider": "openai",
-        "name": "fake-openai",
-        "base_url": upstream_url,
-        "api_key": "sk-upstream-SECRET-0123456789",
-        **(upstream_settings or {}),
-    }
+    fake = {"provider": "openai", "name": "fake-openai", "base_url": upstream_url,
+            "api_key": "sk-upstream-SECRET-0123456789", **(upstream_settings or {})}
     models: dict[str, Any] = {
         "gpt-5.2": {
             "pricing": {"input": "1.75", "cached_input": "0.175", "output": "14.0"},
@@ -57,18 +52,12 @@ def catalog(
         "unrouted": {"pricing": {"input": "1", "output": "1"}, "upstreams": []},
         "relaygate-simulator": {
             "pricing": {"input": "0.1", "output": "0.4"},
-            "upstreams": [
-                {"provider": "simulator", "options": {"first_token_ms": 0, "inter_token_ms": 0}}
-            ],
+            "upstreams": [{"provider": "simulator",
+                           "options": {"first_token_ms": 0, "inter_token_ms": 0}}],
         },
     }
-    return {
-        "models": models,
-        "stream_keepalive_seconds": 0.05,
-        "disconnect_drain_seconds": 2,
-        "ledger_flush_seconds": 0.05,
-        **overrides,
-    }
+    return {"models": models, "stream_keepalive_seconds": 0.05,
+            "disconnect_drain_seconds": 2, "ledger_flush_seconds": 0.05, **overrides}
 
 
 @pytest.fixture
@@ -79,7 +68,9 @@ def upstream() -> Iterator[FakeOpenAI]:
 
 
 @pytest.fixture
-def make_gateway(tmp_path: Path, upstream: FakeOpenAI) -> Iterator[Callable[..., GatewayProcess]]:
+def make_gateway(
+    tmp_path: Path, upstream: FakeOpenAI
+) -> Iterator[Callable[..., GatewayProcess]]:
     started: list[GatewayProcess] = []
 
     def make(**overrides: Any) -> GatewayProcess:

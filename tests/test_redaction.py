@@ -29,7 +29,10 @@ def encodings(secret: str) -> dict[str, str]:
         "url-lower": re.sub("%..", lambda m: m.group().lower(), quote(secret, safe="")),
         "url-plus": quote_plus(secret, safe=""),
         "hex": data.hex(),
-        **{f"base64+{n}": base64.b64encode(b"pad"[:n] + data + b"tail").decode() for n in range(3)},
+        **{
+            f"base64+{n}": base64.b64encode(b"pad"[:n] + data + b"tail").decode()
+            for n in range(3)
+        },
         **{
             f"base64url+{n}": base64.urlsafe_b64encode(b"\xfb\xff"[:n] + data).decode()
             for n in range(3)
@@ -55,19 +58,15 @@ def test_every_form_of_a_configured_secret_is_redacted(form: str) -> None:
 @pytest.mark.parametrize(
     ("text", "leaked"),
     [
-        pytest.param(
-            "key sk-ant-api03-AbC_123-xyzXYZ failed", "sk-ant-api03-AbC_123-xyzXYZ", id="anthropic"
-        ),
-        pytest.param(
-            "key AIzaSyDx9Kq2LmN4pR7sT1vW3yZ5bC8dE0fG6hJ is invalid",
-            "AIzaSyDx9Kq2LmN4pR7sT1vW3yZ5bC8dE0fG6hJ",
-            id="gemini",
-        ),
-        pytest.param("Authorization: Basic dXNlcjpwYXNzd29yZA==", "dXNlcjpwYXNzd29yZA", id="basic"),
+        pytest.param("key sk-ant-api03-AbC_123-xyzXYZ failed", "sk-ant-api03-AbC_123-xyzXYZ",
+                     id="anthropic"),
+        pytest.param("key AIzaSyDx9Kq2LmN4pR7sT1vW3yZ5bC8dE0fG6hJ is invalid",
+                     "AIzaSyDx9Kq2LmN4pR7sT1vW3yZ5bC8dE0fG6hJ", id="gemini"),
+        pytest.param("Authorization: Basic dXNlcjpwYXNzd29yZA==", "dXNlcjpwYXNzd29yZA",
+                     id="basic"),
         pytest.param("GET /v1?key=abcdef123456 HTTP/1.1", "abcdef123456", id="key-param"),
-        pytest.param(
-            "connect postgresql://relay:s3cr3t@db:5432/x failed", "s3cr3t", id="url-password"
-        ),
+        pytest.param("connect postgresql://relay:s3cr3t@db:5432/x failed", "s3cr3t",
+                     id="url-password"),
     ],
 )
 def test_key_shaped_tokens_are_redacted_unconfigured(text: str, leaked: str) -> None:
@@ -97,23 +96,15 @@ def test_configured_secrets_cover_every_secret_setting() -> None:
             "database_url": "postgresql://relay:db%2Fpass%40word@127.0.0.1/relay",
             "redis_url": "redis://:redis-password-0123@127.0.0.1:6379/0",
             "operator_token": "operator-token-0123456789",
-            "models": {
-                "m": {
-                    "pricing": {"input": 1, "output": 1},
-                    "upstreams": [{"provider": "openai", "api_key": "upstream-key-0123456789"}],
-                }
-            },
+            "models": {"m": {"pricing": {"input": 1, "output": 1}, "upstreams": [
+                {"provider": "openai", "api_key": "upstream-key-0123456789"}]}},
         },
         "test",
         {},
     )
     secrets = set(configured_secrets(settings))
-    assert {
-        "db/pass@word",
-        "redis-password-0123",
-        "operator-token-0123456789",
-        "upstream-key-0123456789",
-    } <= secrets
+    assert {"db/pass@word", "redis-password-0123", "operator-token-0123456789",
+            "upstream-key-0123456789"} <= secrets
 
 
 # --- the log filter ------------------------------------------------------------------------
@@ -126,13 +117,8 @@ def formatted(record: logging.LogRecord, redactor: Redactor) -> str:
 
 def test_a_log_line_cannot_be_forged_with_a_newline() -> None:
     record = logging.LogRecord(
-        "relaygate",
-        logging.WARNING,
-        __file__,
-        1,
-        "upstream %s failed: %s",
-        ("u", "boom\n2031-01-01 ERROR relaygate: forged\r\x1b[2Jend"),
-        None,
+        "relaygate", logging.WARNING, __file__, 1, "upstream %s failed: %s",
+        ("u", "boom\n2031-01-01 ERROR relaygate: forged\r\x1b[2Jend"), None,
     )
     line = formatted(record, Redactor())
     assert line.splitlines() == [line]
@@ -143,9 +129,8 @@ def test_a_traceback_keeps_its_lines_indented_and_redacted() -> None:
     try:
         raise RuntimeError(f"bad key {SECRET}\nERROR relaygate: forged")
     except RuntimeError:
-        record = logging.LogRecord(
-            "relaygate", logging.ERROR, __file__, 1, "failed", (), sys.exc_info()
-        )
+        record = logging.LogRecord("relaygate", logging.ERROR, __file__, 1, "failed", (),
+                                   sys.exc_info())
     text = formatted(record, Redactor([SECRET]))
     first, *rest = text.splitlines()
     assert first == "ERROR relaygate: failed"

@@ -207,7 +207,9 @@ async def test_a_large_request_body_pauses_reading_until_it_is_read() -> None:
 
 
 async def plain_empty(send: Send) -> None:
-    await send({"type": "http.response.start", "status": 204, "headers": [(b"x-done", b"1")]})
+    await send(
+        {"type": "http.response.start", "status": 204, "headers": [(b"x-done", b"1")]}
+    )
     await send({"type": "http.response.body", "body": b""})
 
 
@@ -281,7 +283,10 @@ async def test_keep_alive_and_pipelined_requests_are_answered_in_order(
 ) -> None:
     port = await serve(plain)
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(b"POST /one HTTP/1.1\r\ncontent-length: 1\r\n\r\n1GET /two?x=%41 HTTP/1.1\r\n\r\n")
+    writer.write(
+        b"POST /one HTTP/1.1\r\ncontent-length: 1\r\n\r\n1"
+        b"GET /two?x=%41 HTTP/1.1\r\n\r\n"
+    )
     assert (await read_response(reader))[1] == b"POST /one  1"
     assert (await read_response(reader))[1] == b"GET /two x=%41 "
     writer.write(b"GET /th%20ree HTTP/1.1\r\n\r\n")
@@ -302,7 +307,9 @@ async def test_a_chunked_body_after_100_continue(serve: Callable[..., Awaitable[
 
     port = await serve(echo)
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(b"POST / HTTP/1.1\r\nexpect: 100-continue\r\ntransfer-encoding: chunked\r\n\r\n")
+    writer.write(
+        b"POST / HTTP/1.1\r\nexpect: 100-continue\r\ntransfer-encoding: chunked\r\n\r\n"
+    )
     assert await reader.readuntil(b"\r\n\r\n") == b"HTTP/1.1 100 Continue\r\n\r\n"
     writer.write(b"3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n")
     head, body = await read_response(reader)

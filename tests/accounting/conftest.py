@@ -15,10 +15,7 @@ from relaygate.store.sql import SqlStore
 async def store(tmp_path: Path) -> AsyncIterator[SqlStore]:
     store = SqlStore(f"sqlite:///{tmp_path / 'ledger.db'}")
     await store.upgrade()
-    await store.create_key(
-        KeyRecord(
-            id="key-1", name="k", key_hash="h", prefix="p", created_at=0, granted_micros=10**9
-        )
-    )
+    await store.create_key(KeyRecord(id="key-1", name="k", key_hash="h", prefix="p",
+                                     created_at=0, granted_micros=10**9))
     yield store
     await store.close()

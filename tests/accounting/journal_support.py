@@ -19,3 +19,4 @@ def _row(n: int, status: str = "ok", cost: int = 10, request_id: str = "") -> Le
         latency_ms=1,
         stream=False,
     )
+

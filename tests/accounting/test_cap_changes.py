@@ -10,17 +10,9 @@ from relaygate.accounting.gate import MemoryGate
 from relaygate.store.records import AccountRecord, KeyRecord
 
 ACCOUNT = AccountRecord(id="acct_a", name="a", created_at=0, granted_micros=10**9)
-KEY = KeyRecord(
-    id="key_1",
-    name="",
-    key_hash="h",
-    prefix="p",
-    created_at=0,
-    account_id="acct_a",
-    spend_limit_micros=10_000,
-    spend_limit_period="day",
-    revision=1,
-)
+KEY = KeyRecord(id="key_1", name="", key_hash="h", prefix="p", created_at=0,
+                account_id="acct_a", spend_limit_micros=10_000, spend_limit_period="day",
+                revision=1)
 
 
 def gate_with(account: AccountRecord = ACCOUNT, key: KeyRecord = KEY) -> MemoryGate:

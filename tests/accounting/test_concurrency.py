@@ -53,6 +53,8 @@ def cost_micros(usage: dict[str, Any]) -> int:
     return int(usd.quantize(MICRO, rounding=ROUND_CEILING) / MICRO)
 
 
+
+
 # --- against a running gateway -----------------------------------------------------------------
 
 
@@ -228,7 +230,9 @@ async def test_random_interleaving_never_goes_below_zero(ledger_writer: LedgerWr
             )
         else:
             try:
-                open_tickets.append(await admissions.admit(key, model, request, len(BODY), f"r{i}"))
+                open_tickets.append(
+                    await admissions.admit(key, model, request, len(BODY), f"r{i}")
+                )
                 admitted += 1
             except InsufficientQuota:
                 refused += 1

@@ -31,12 +31,8 @@ KILLS = 3
 
 
 def _body(n: int) -> dict[str, Any]:
-    return {
-        "model": "gpt-5.2",
-        "max_tokens": 20,
-        "stream": n % 2 == 1,
-        "messages": [{"role": "user", "content": f"hi {n}"}],
-    }
+    return {"model": "gpt-5.2", "max_tokens": 20, "stream": n % 2 == 1,
+            "messages": [{"role": "user", "content": f"hi {n}"}]}
 
 
 def _answer_id(raw: bytes) -> str | None:
@@ -117,9 +113,8 @@ def _crash_three_times(
     # Streams take a while (in flight at the kill); rows wait long enough in memory that an
     # unjournaled process would lose some.
     upstream.default = Behavior(text="abcdefgh", chunks=4, chunk_delay=0.02)
-    gateway = GatewayProcess(
-        tmp_path, catalog(upstream.base_url, ledger_flush_seconds=1.0, **config), args=args
-    )
+    gateway = GatewayProcess(tmp_path, catalog(upstream.base_url, ledger_flush_seconds=1.0,
+                                               **config), args=args)
     answered: list[str] = []
     gateway.start()
     key = gateway.create_key("--credits", "100")
@@ -129,9 +124,8 @@ def _crash_three_times(
                 gateway.start()
             with Load(gateway, key["key"]) as load:
                 target = load.count() + 40
-                gateway.wait_until(
-                    lambda t=target: load.count() >= t, timeout=30, message="answers under load"
-                )
+                gateway.wait_until(lambda t=target: load.count() >= t, timeout=30,
+                                   message="answers under load")
                 _kill_9(gateway)
             answered += load.answered
         gateway.start()  # replays the journals of the killed processes before serving
@@ -173,9 +167,6 @@ def test_kill_9_under_load_with_two_workers_on_postgres_and_redis_forgets_no_cha
     tmp_path: Path, upstream: FakeOpenAI, postgres: str
 ) -> None:
     need("Redis", 6379)
-    config = {
-        "database_url": postgres,
-        "redis_url": REDIS_URL,
-        "redis_key_prefix": f"rgtest-{uuid.uuid4().hex[:8]}",
-    }
+    config = {"database_url": postgres, "redis_url": REDIS_URL,
+              "redis_key_prefix": f"rgtest-{uuid.uuid4().hex[:8]}"}
     _crash_three_times(tmp_path, upstream, config, args=("--workers", "2"))

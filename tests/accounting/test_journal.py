@@ -26,13 +26,8 @@ from tests.accounting.journal_support import _row
 def _writer(
     store: SqlStore, directory: Path, spill: Path | None = None, mapped: bool = True
 ) -> LedgerWriter:
-    return LedgerWriter(
-        store,
-        flush_seconds=60,
-        batch_size=100,
-        spill_path=spill,
-        journal=Journal(directory, "no", mapped=mapped),
-    )
+    return LedgerWriter(store, flush_seconds=60, batch_size=100, spill_path=spill,
+                        journal=Journal(directory, "no", mapped=mapped))
 
 
 def _admit(writer: LedgerWriter, n: int) -> None:
@@ -76,9 +71,7 @@ async def test_a_crash_loses_no_settled_row_and_charges_requests_in_flight(
     await second.start()
     rows = {row.request_id: row for row in await store.ledger_rows("key-1")}
     assert {k: (r.status, r.cost_micros) for k, r in rows.items()} == {
-        "req-0": ("ok", 10),
-        "req-1": ("ok", 10),
-        "req-2": ("ok", 10),
+        "req-0": ("ok", 10), "req-1": ("ok", 10), "req-2": ("ok", 10),
         "req-3": ("interrupted", 4),
     }
     assert rows["req-3"].prompt_tokens == 7
@@ -168,9 +161,7 @@ async def test_segments_rotate_and_go_once_the_store_holds_their_rows(
 
 
 async def test_a_journal_write_failure_is_logged_with_the_rows_at_risk(
-    store: SqlStore,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
+    store: SqlStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """A full disk: the rows are still written to the store, and the log says what is at risk;
@@ -202,14 +193,11 @@ async def test_a_journal_write_failure_is_logged_with_the_rows_at_risk(
     assert "1 ledger rows (10 micro-USD) lost" in caplog.text
 
 
-@pytest.mark.parametrize(
-    ("policy", "synced_after"),
-    [
-        pytest.param("always", 1, id="always"),
-        pytest.param("everysec", 1, id="everysec"),
-        pytest.param("no", 0, id="no"),
-    ],
-)
+@pytest.mark.parametrize(("policy", "synced_after"), [
+    pytest.param("always", 1, id="always"),
+    pytest.param("everysec", 1, id="everysec"),
+    pytest.param("no", 0, id="no"),
+])
 async def test_the_fsync_policy(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, policy: str, synced_after: int
 ) -> None:
@@ -284,10 +272,7 @@ def test_records_are_copied_into_a_mapping_that_a_killed_process_leaves_on_disk(
     recovered = Journal(directory, "no").recover()
     assert recovered is not None
     assert sorted(row.request_id for row in recovered.rows) == [
-        "in-flight",
-        "req-0",
-        "req-1",
-        "req-2",
+        "in-flight", "req-0", "req-1", "req-2"
     ]
     assert (recovered.interrupted, recovered.skipped) == (1, 0)
     Journal.release(recovered)

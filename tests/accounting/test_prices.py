@@ -235,22 +235,15 @@ def test_affordable_output_tokens_follow_the_tier() -> None:
 @pytest.mark.parametrize("multiplier", [None, "flex", "priority"])
 def test_the_cost_parts_sum_to_the_cost_exactly(multiplier: str | None) -> None:
     price = Price.from_settings(
-        Pricing(
-            input=Decimal("1.75"),
-            cached_input=Decimal("0.175"),
-            output=Decimal("14"),
-            service_tiers={"flex": Decimal("0.5"), "priority": Decimal("2.3")},
-        )
+        Pricing(input=Decimal("1.75"), cached_input=Decimal("0.175"), output=Decimal("14"),
+                service_tiers={"flex": Decimal("0.5"), "priority": Decimal("2.3")})
     ).for_tier(multiplier)
     rng = random.Random(12)
     for _ in range(2000):
         prompt, completion = rng.randrange(0, 5000), rng.randrange(0, 5000)
-        usage = TokenUsage(
-            prompt_tokens=prompt,
-            cached_tokens=rng.randrange(0, prompt + 2),
-            completion_tokens=completion,
-            reasoning_tokens=rng.randrange(0, completion + 2),
-        )
+        usage = TokenUsage(prompt_tokens=prompt, cached_tokens=rng.randrange(0, prompt + 2),
+                           completion_tokens=completion,
+                           reasoning_tokens=rng.randrange(0, completion + 2))
         parts = price.cost_parts(usage)
         assert all(part >= 0 for part in parts)
         assert sum(parts) == price.cost(usage)

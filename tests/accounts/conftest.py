@@ -29,14 +29,8 @@ CLI = Principal(via="cli", id="cli", role="admin")
 
 
 def member(account_id: str) -> Principal:
-    return Principal(
-        via="session",
-        id="usr_member",
-        role="member",
-        account_id=account_id,
-        address="127.0.0.2",
-        session_id="ses_1",
-    )
+    return Principal(via="session", id="usr_member", role="member", account_id=account_id,
+                     address="127.0.0.2", session_id="ses_1")
 
 
 _TABLES = (accounts, api_keys, credit_grants, redemption_codes, admin_tokens, audit_log)

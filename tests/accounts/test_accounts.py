@@ -22,11 +22,8 @@ async def test_create_records_the_initial_grant_and_an_audit_entry(store: SqlSto
     assert created.revision > 0
     assert await accounts.get_account(store, ADMIN, created.id) == created
     (grant,) = await admin_sql.list_grants(store, created.id)
-    assert (grant.amount_micros, grant.actor, grant.granted_after) == (
-        5_000_000,
-        ADMIN.actor,
-        5_000_000,
-    )
+    assert (grant.amount_micros, grant.actor, grant.granted_after) == (5_000_000, ADMIN.actor,
+                                                                       5_000_000)
     entries, more = await audit.read(store, ADMIN, before=None, limit=10)
     assert not more
     assert [(e.action, e.target_id, e.actor, e.address) for e in entries] == [
@@ -37,11 +34,8 @@ async def test_create_records_the_initial_grant_and_an_audit_entry(store: SqlSto
 async def test_list_pages_newest_first_and_searches_names_and_ids(store: SqlStore) -> None:
     made = []
     for n in range(5):
-        made.append(
-            await accounts.create_account(
-                store, ADMIN, name=f"Team {n} 50%_off", now=1_800_000_000 + n // 2
-            )
-        )
+        made.append(await accounts.create_account(store, ADMIN, name=f"Team {n} 50%_off",
+                                                  now=1_800_000_000 + n // 2))
     seen: list[str] = []
     after = None
     while True:
@@ -71,11 +65,7 @@ async def test_patch_changes_only_what_is_given_and_bumps_the_revision(store: Sq
         store, ADMIN, created.id, {"status": "suspended", "rpm": 60, "low_balance_micros": 10}
     )
     assert (changed.status, changed.rpm, changed.tpm, changed.low_balance_micros) == (
-        "suspended",
-        60,
-        None,
-        10,
-    )
+        "suspended", 60, None, 10)
     assert changed.name == "Acme"
     assert changed.revision > created.revision
     cleared = await accounts.update_account(store, ADMIN, created.id, {"rpm": None})
@@ -153,9 +143,8 @@ async def test_unknown_accounts_and_oversized_names_change_nothing(store: SqlSto
         pytest.param(Decimal("1E+3"), {}, 1_000_000_000, id="exponent"),
     ],
 )
-def test_usd_amounts_convert_exactly(
-    value: Decimal, allowed: dict[str, bool], expected: int
-) -> None:
+def test_usd_amounts_convert_exactly(value: Decimal, allowed: dict[str, bool], expected: int
+                                     ) -> None:
     assert accounts.usd_micros(value, "amount_usd", **allowed) == expected
 
 

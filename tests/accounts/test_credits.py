@@ -80,13 +80,11 @@ async def test_bad_grants_change_nothing(store: SqlStore) -> None:
 
 async def test_an_idempotency_key_adds_once_and_answers_the_same(store: SqlStore) -> None:
     account = await accounts.create_account(store, ADMIN, name="Acme")
-    first, replayed = await credits.add_credits(
-        store, ADMIN, account.id, 1_000_000, idempotency_key="topup-1"
-    )
+    first, replayed = await credits.add_credits(store, ADMIN, account.id, 1_000_000,
+                                                idempotency_key="topup-1")
     assert not replayed
-    again, replayed = await credits.add_credits(
-        store, ADMIN, account.id, 1_000_000, idempotency_key="topup-1"
-    )
+    again, replayed = await credits.add_credits(store, ADMIN, account.id, 1_000_000,
+                                                idempotency_key="topup-1")
     assert replayed
     assert again == first
     assert await _balance(store, account.id) == (1_000_000, 0)
@@ -102,9 +100,8 @@ async def test_one_idempotency_key_sent_20_times_at_once_adds_once(backend: Back
     account = await accounts.create_account(stores[0], ADMIN, name="Acme")
     results = await asyncio.gather(
         *(
-            credits.add_credits(
-                stores[n % 4], ADMIN, account.id, 1_500_000, idempotency_key="same-key"
-            )
+            credits.add_credits(stores[n % 4], ADMIN, account.id, 1_500_000,
+                                idempotency_key="same-key")
             for n in range(20)
         )
     )
@@ -131,20 +128,14 @@ async def test_a_code_credits_once(store: SqlStore) -> None:
     assert not any(code in stored for _, code in made)
     record, code = made[0]
     grant = await codes.redeem(store, member(account.id), account.id, code)
-    assert (grant.amount_micros, grant.source, grant.granted_after) == (
-        2_000_000,
-        "code",
-        2_000_000,
-    )
+    assert (grant.amount_micros, grant.source, grant.granted_after) == (2_000_000, "code",
+                                                                        2_000_000)
     before = await snapshot(store)
     with pytest.raises(Conflict):
         await codes.redeem(store, ADMIN, account.id, code)
     assert await snapshot(store) == before
-    (redeemed,) = [
-        c
-        for c in (await codes.list_codes(store, ADMIN, after=None, limit=10))[0]
-        if c.id == record.id
-    ]
+    (redeemed,) = [c for c in (await codes.list_codes(store, ADMIN, after=None, limit=10))[0]
+                   if c.id == record.id]
     assert redeemed.account_id == account.id
 
 
@@ -153,10 +144,9 @@ async def test_unusable_codes_and_accounts_change_nothing(store: SqlStore) -> No
     suspended = await accounts.create_account(store, ADMIN, name="Suspended")
     await accounts.update_account(store, ADMIN, suspended.id, {"status": "suspended"})
     now = 1_700_000_000
-    ((_, expiring),) = await codes.create_codes(
-        store, ADMIN, count=1, amount_micros=1, expires_at=now + 10, now=now
-    )
-    ((_, good),) = await codes.create_codes(store, ADMIN, count=1, amount_micros=1)
+    (_, expiring), = await codes.create_codes(store, ADMIN, count=1, amount_micros=1,
+                                              expires_at=now + 10, now=now)
+    (_, good), = await codes.create_codes(store, ADMIN, count=1, amount_micros=1)
     before = await snapshot(store)
     with pytest.raises(InvalidRequest) as raised:
         await codes.redeem(store, ADMIN, account.id, expiring, now=now + 10)
@@ -189,9 +179,8 @@ async def test_bad_code_batches_are_not_created(
 ) -> None:
     before = await snapshot(store)
     with pytest.raises(InvalidRequest):
-        await codes.create_codes(
-            store, ADMIN, count=count, amount_micros=amount, expires_at=expires_at, now=NOW
-        )
+        await codes.create_codes(store, ADMIN, count=count, amount_micros=amount,
+                                 expires_at=expires_at, now=NOW)
     with pytest.raises(PermissionDenied):
         await codes.create_codes(store, member("acct_x"), count=1, amount_micros=1)
     assert await snapshot(store) == before
@@ -203,7 +192,7 @@ async def test_50_concurrent_redemptions_of_one_code_credit_it_once(backend: Bac
     accounts_made = [
         await accounts.create_account(stores[0], ADMIN, name=f"A{n}") for n in range(5)
     ]
-    ((_, code),) = await codes.create_codes(stores[0], ADMIN, count=1, amount_micros=7_000_000)
+    (_, code), = await codes.create_codes(stores[0], ADMIN, count=1, amount_micros=7_000_000)
 
     async def attempt(n: int) -> object:
         account = accounts_made[n % 5]

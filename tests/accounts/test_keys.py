@@ -30,29 +30,13 @@ async def _spend(store: SqlStore, key_id: str, used: int, period_used: int, star
     and the key's own figures)."""
     key = await store.get_key(key_id)
     assert key is not None
-    rows = [
-        (f"{key_id}-old", used - period_used, 1_000),
-        (f"{key_id}-new", period_used, start * 1000),
-    ]
-    await store.write_ledger(
-        [
-            LedgerRow(
-                request_id=rid,
-                key_id=key_id,
-                account_id=key.account_id,
-                model="m",
-                upstream="u",
-                upstream_model="m",
-                created_at=at,
-                status="ok",
-                cost_micros=cost,
-                latency_ms=1,
-                stream=False,
-            )
-            for rid, cost, at in rows
-            if cost
-        ]
-    )
+    rows = [(f"{key_id}-old", used - period_used, 1_000), (f"{key_id}-new", period_used,
+                                                           start * 1000)]
+    await store.write_ledger([
+        LedgerRow(request_id=rid, key_id=key_id, account_id=key.account_id, model="m",
+                  upstream="u", upstream_model="m", created_at=at, status="ok",
+                  cost_micros=cost, latency_ms=1, stream=False)
+        for rid, cost, at in rows if cost])
     async with store.engine.begin() as conn:
         await conn.execute(
             update(api_keys)
@@ -63,27 +47,15 @@ async def _spend(store: SqlStore, key_id: str, used: int, period_used: int, star
 
 async def test_create_returns_the_key_once_and_stores_its_hash(store: SqlStore) -> None:
     account = await _account(store)
-    fields = {
-        "name": "ci",
-        "models": ["gpt-5.2", "gpt-5.2"],
-        "rpm": 60,
-        "max_concurrency": 2,
-        "expires_at": NOW + 3600,
-        "spend_limit_micros": 1_000_000,
-    }
-    record, raw = await keys.create_key(
-        store, ADMIN, account.id, fields, known_models=MODELS, now=NOW
-    )
+    fields = {"name": "ci", "models": ["gpt-5.2", "gpt-5.2"], "rpm": 60, "max_concurrency": 2,
+              "expires_at": NOW + 3600, "spend_limit_micros": 1_000_000}
+    record, raw = await keys.create_key(store, ADMIN, account.id, fields, known_models=MODELS,
+                                        now=NOW)
     assert raw.startswith("sk-")
     assert record.key_hash == hash_key(raw)
     assert raw not in str(await snapshot(store))
-    assert (record.account_id, record.name, record.models, record.rpm, record.max_concurrency) == (
-        account.id,
-        "ci",
-        ("gpt-5.2",),
-        60,
-        2,
-    )
+    assert (record.account_id, record.name, record.models, record.rpm, record.max_concurrency) \
+        == (account.id, "ci", ("gpt-5.2",), 60, 2)
     assert (record.spend_limit_micros, record.spend_limit_period) == (1_000_000, "total")
     assert record.revision > account.revision
     listed, more = await keys.list_keys(store, ADMIN, account.id, after=None, limit=10)
@@ -94,23 +66,16 @@ async def test_patch_and_revoke(store: SqlStore) -> None:
     account = await _account(store)
     record, _ = await keys.create_key(store, ADMIN, account.id, {"name": "a"}, now=NOW)
     changed = await keys.update_key(
-        store,
-        ADMIN,
-        record.id,
-        {
-            "name": "b",
-            "models": ["relaygate-simulator"],
-            "tpm": 1000,
-            "spend_limit_micros": 500,
-            "spend_limit_period": "day",
-        },
-        known_models=MODELS,
-        now=NOW,
+        store, ADMIN, record.id,
+        {"name": "b", "models": ["relaygate-simulator"], "tpm": 1000,
+         "spend_limit_micros": 500, "spend_limit_period": "day"},
+        known_models=MODELS, now=NOW,
     )
     assert (changed.name, changed.models, changed.tpm) == ("b", ("relaygate-simulator",), 1000)
     assert (changed.spend_limit_micros, changed.spend_limit_period) == (500, "day")
     assert changed.revision > record.revision
-    cleared = await keys.update_key(store, ADMIN, record.id, {"models": None, "tpm": None}, now=NOW)
+    cleared = await keys.update_key(store, ADMIN, record.id, {"models": None, "tpm": None},
+                                    now=NOW)
     assert (cleared.models, cleared.tpm, cleared.name) == (None, None, "b")
     revoked = await keys.revoke_key(store, ADMIN, record.id, now=NOW + 5)
     assert revoked.revoked_at == NOW + 5
@@ -127,30 +92,14 @@ async def test_patch_and_revoke(store: SqlStore) -> None:
     [
         pytest.param((700, 0, 0), {"spend_limit_micros": 600}, False, id="total-below-used"),
         pytest.param((700, 0, 0), {"spend_limit_micros": 700}, True, id="total-equal-used"),
-        pytest.param(
-            (900, 300, NOW - 60),
-            {"spend_limit_micros": 200, "spend_limit_period": "day"},
-            False,
-            id="day-below-today",
-        ),
-        pytest.param(
-            (900, 300, NOW - 2 * 86400),
-            {"spend_limit_micros": 200, "spend_limit_period": "day"},
-            True,
-            id="day-spent-yesterday",
-        ),
-        pytest.param(
-            (900, 300, NOW - 2 * 86400),
-            {"spend_limit_micros": 200, "spend_limit_period": "week"},
-            False,
-            id="week-spent-this-week",
-        ),
-        pytest.param(
-            (900, 300, NOW - 20 * 86400),
-            {"spend_limit_micros": 200, "spend_limit_period": "month"},
-            True,
-            id="month-spent-last-month",
-        ),
+        pytest.param((900, 300, NOW - 60), {"spend_limit_micros": 200,
+                     "spend_limit_period": "day"}, False, id="day-below-today"),
+        pytest.param((900, 300, NOW - 2 * 86400), {"spend_limit_micros": 200,
+                     "spend_limit_period": "day"}, True, id="day-spent-yesterday"),
+        pytest.param((900, 300, NOW - 2 * 86400), {"spend_limit_micros": 200,
+                     "spend_limit_period": "week"}, False, id="week-spent-this-week"),
+        pytest.param((900, 300, NOW - 20 * 86400), {"spend_limit_micros": 200,
+                     "spend_limit_period": "month"}, True, id="month-spent-last-month"),
     ],
 )
 async def test_a_cap_below_what_is_spent_is_refused(
@@ -244,11 +193,8 @@ def test_period_starts_are_utc_calendar_periods() -> None:
     ("changes", "period_used"),
     [
         pytest.param({"spend_limit_micros": 100_000}, 90_000, id="total-counts-the-lifetime"),
-        pytest.param(
-            {"spend_limit_micros": 100_000, "spend_limit_period": "day"},
-            30_000,
-            id="day-counts-today",
-        ),
+        pytest.param({"spend_limit_micros": 100_000, "spend_limit_period": "day"}, 30_000,
+                     id="day-counts-today"),
     ],
 )
 async def test_a_new_cap_starts_from_what_the_key_already_spent(
@@ -260,11 +206,8 @@ async def test_a_new_cap_starts_from_what_the_key_already_spent(
     record, _ = await keys.create_key(store, ADMIN, account.id, {}, now=NOW)
     await _spend(store, record.id, 90_000, 30_000, NOW - 60)
     async with store.engine.begin() as conn:  # as migration 3 left an old key
-        await conn.execute(
-            update(api_keys)
-            .where(api_keys.c.id == record.id)
-            .values(period_used_micros=0, period_start=0)
-        )
+        await conn.execute(update(api_keys).where(api_keys.c.id == record.id)
+                           .values(period_used_micros=0, period_start=0))
     changed = await keys.update_key(store, ADMIN, record.id, changes, now=NOW)
     assert changed.period_used_micros == period_used
 

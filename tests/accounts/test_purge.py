@@ -48,11 +48,8 @@ async def _populate(store: SqlStore, now: int) -> str:
         cookies.append((await sign_in(store, FAST, email, PASSWORD, None, now=at))[1])
     await identity_sql.charge_attempts(store, ["address:b"], now, FAST.sign_in_window_seconds)
     async with store.engine.begin() as conn:  # charge_attempts drops ended windows itself
-        await conn.execute(
-            sign_in_throttle.insert().values(
-                subject="email:old", window_start=now - 2 * FAST.sign_in_window_seconds, failures=3
-            )
-        )
+        await conn.execute(sign_in_throttle.insert().values(
+            subject="email:old", window_start=now - 2 * FAST.sign_in_window_seconds, failures=3))
     return cookies[-1]
 
 
@@ -75,10 +72,8 @@ async def test_replicas_purging_at_once_delete_each_row_once(store: SqlStore) ->
     now = int(time.time())
     await _populate(store, now)
     async with store.engine.begin() as conn:
-        await conn.execute(
-            sign_in_throttle.insert(),
-            [{"subject": f"email:old{i}", "window_start": i, "failures": 1} for i in range(1, 6)],
-        )
+        await conn.execute(sign_in_throttle.insert(), [
+            {"subject": f"email:old{i}", "window_start": i, "failures": 1} for i in range(1, 6)])
     results = await asyncio.gather(*(purge_once(store, FAST, now=now) for _ in range(4)))
     assert sum(r.sessions for r in results) == 2
     assert sum(r.throttle_rows for r in results) == 6

@@ -18,11 +18,7 @@ async def test_a_token_verifies_as_an_admin_until_revoked(store: SqlStore) -> No
     principal = await tokens.verify_admin_token(store, token, "10.0.0.1")
     assert principal is not None
     assert (principal.via, principal.id, principal.role, principal.address) == (
-        "admin_token",
-        record.id,
-        "admin",
-        "10.0.0.1",
-    )
+        "admin_token", record.id, "admin", "10.0.0.1")
     assert await tokens.verify_admin_token(store, "sk-not-an-admin-token", None) is None
     with pytest.raises(AuthenticationFailed):
         await tokens.verify_admin_token(store, token + "x", None)
@@ -59,15 +55,8 @@ async def test_the_audit_log_pages_newest_first_and_a_member_reads_its_own(
     mine = await accounts.create_account(store, ADMIN, name="Mine")
     theirs = await accounts.create_account(store, CLI, name="Theirs")
     await accounts.update_account(store, ADMIN, mine.id, {"rpm": 5})
-    await audit.record(
-        store,
-        member(mine.id),
-        "session.sign_in",
-        "user",
-        "usr_member",
-        {"ok": True},
-        account_id=mine.id,
-    )
+    await audit.record(store, member(mine.id), "session.sign_in", "user", "usr_member",
+                       {"ok": True}, account_id=mine.id)
     seen = []
     before = None
     while True:
@@ -77,17 +66,9 @@ async def test_the_audit_log_pages_newest_first_and_a_member_reads_its_own(
             break
         before = rows[-1].id
     assert [e.action for e in seen] == [
-        "session.sign_in",
-        "account.update",
-        "account.create",
-        "account.create",
-    ]
-    assert [e.actor for e in seen] == [
-        "user:usr_member",
-        "admin_token:atk_test",
-        "cli",
-        "admin_token:atk_test",
-    ]
+        "session.sign_in", "account.update", "account.create", "account.create"]
+    assert [e.actor for e in seen] == ["user:usr_member", "admin_token:atk_test", "cli",
+                                       "admin_token:atk_test"]
     assert seen[1].detail == {"rpm": 5}
     assert seen[0].address == "127.0.0.2"
     own, _ = await audit.read(store, member(mine.id), before=None, limit=10)

@@ -33,10 +33,10 @@ class Admin:
     ) -> tuple[int, dict[str, str], Any]:
         """One request to ``/admin/v1`` + ``path``; the admin token unless ``token`` is given
         (``None``: no Authorization header)."""
-        data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
-        request = urllib.request.Request(
-            self.gateway.url + "/admin/v1" + path, data=data, method=method
-        )
+        data = raw if raw is not None else (json.dumps(body).encode() if body is not None
+                                            else None)
+        request = urllib.request.Request(self.gateway.url + "/admin/v1" + path, data=data,
+                                         method=method)
         request.add_header("content-type", "application/json")
         bearer = self.token if token == "" else token
         if bearer is not None:
@@ -50,7 +50,8 @@ class Admin:
             status, head, payload = exc.code, dict(exc.headers), exc.read()
         return status, head, json.loads(payload) if payload else None
 
-    def ok(self, method: str, path: str, body: Any = None, status: int = 200, **kwargs: Any) -> Any:
+    def ok(self, method: str, path: str, body: Any = None, status: int = 200,
+           **kwargs: Any) -> Any:
         got, _, answer = self.call(method, path, body, **kwargs)
         assert got == status, answer
         return answer

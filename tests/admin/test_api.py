@@ -42,10 +42,7 @@ def test_accounts_create_get_list_patch(admin: Admin) -> None:
     assert created["object"] == "account"
     assert created["id"].startswith("acct_")
     assert (created["balance_usd"], created["granted_usd"], created["used_usd"]) == (
-        "12.500000",
-        "12.500000",
-        "0.000000",
-    )
+        "12.500000", "12.500000", "0.000000")
     assert admin.ok("GET", f"/accounts/{created['id']}") == created
     for n in range(2, 5):
         _account(admin, f"Paging Co {n}", None)
@@ -59,16 +56,10 @@ def test_accounts_create_get_list_patch(admin: Admin) -> None:
             break
         cursor = "&cursor=" + page["next_cursor"]
     assert sorted(seen) == [f"Paging Co {n}" for n in range(1, 5)]
-    changed = admin.ok(
-        "PATCH",
-        f"/accounts/{created['id']}",
-        {"status": "suspended", "rpm": 60, "low_balance_usd": 1.5},
-    )
+    changed = admin.ok("PATCH", f"/accounts/{created['id']}",
+                       {"status": "suspended", "rpm": 60, "low_balance_usd": 1.5})
     assert (changed["status"], changed["rpm"], changed["low_balance_usd"]) == (
-        "suspended",
-        60,
-        "1.500000",
-    )
+        "suspended", 60, "1.500000")
     assert changed["name"] == "Paging Co 1"
     cleared = admin.ok("PATCH", f"/accounts/{created['id']}", {"rpm": None})
     assert cleared["rpm"] is None
@@ -76,19 +67,10 @@ def test_accounts_create_get_list_patch(admin: Admin) -> None:
 
 def test_keys_create_use_patch_revoke(admin: Admin) -> None:
     account = _account(admin)
-    created = admin.ok(
-        "POST",
-        f"/accounts/{account['id']}/keys",
-        {
-            "name": "ci",
-            "models": ["relaygate-simulator"],
-            "rpm": 100,
-            "expires_at": "2099-01-01T00:00:00Z",
-            "spend_limit_usd": "2",
-            "spend_limit_period": "month",
-        },
-        status=201,
-    )
+    created = admin.ok("POST", f"/accounts/{account['id']}/keys",
+                       {"name": "ci", "models": ["relaygate-simulator"], "rpm": 100,
+                        "expires_at": "2099-01-01T00:00:00Z", "spend_limit_usd": "2",
+                        "spend_limit_period": "month"}, status=201)
     assert created["key"].startswith("sk-")
     assert created["account_id"] == account["id"]
     assert (created["spend_limit_usd"], created["spend_limit_period"]) == ("2.000000", "month")
@@ -114,12 +96,8 @@ def test_credits_with_an_idempotency_key_add_once(admin: Admin) -> None:
     path = f"/accounts/{account['id']}/credits"
 
     def send(_: int) -> tuple[int, dict[str, str], Any]:
-        return admin.call(
-            "POST",
-            path,
-            {"amount_usd": "2.5", "note": "invoice 7"},
-            headers={"Idempotency-Key": "invoice-7"},
-        )
+        return admin.call("POST", path, {"amount_usd": "2.5", "note": "invoice 7"},
+                          headers={"Idempotency-Key": "invoice-7"})
 
     with ThreadPoolExecutor(20) as pool:
         answers = list(pool.map(send, range(20)))
@@ -130,11 +108,7 @@ def test_credits_with_an_idempotency_key_add_once(admin: Admin) -> None:
     assert replays.count("true") == 19
     grant = answers[0][2]
     assert (grant["object"], grant["amount_usd"], grant["balance_usd"], grant["note"]) == (
-        "credit_grant",
-        "2.500000",
-        "2.500000",
-        "invoice 7",
-    )
+        "credit_grant", "2.500000", "2.500000", "invoice 7")
     assert admin.ok("GET", f"/accounts/{account['id']}")["granted_usd"] == "2.500000"
     # a JSON number is exact too, and a negative amount adjusts down
     admin.ok("POST", path, {"amount_usd": 0.1}, status=201)
@@ -152,9 +126,8 @@ def test_codes_create_list_and_50_concurrent_redemptions(admin: Admin) -> None:
     assert not any("code" in c for c in listed)
 
     def redeem(n: int) -> int:
-        status, _, _ = admin.call(
-            "POST", f"/accounts/{accounts[n % 5]['id']}/redeem", {"code": codes[0]}
-        )
+        status, _, _ = admin.call("POST", f"/accounts/{accounts[n % 5]['id']}/redeem",
+                                  {"code": codes[0]})
         return status
 
     with ThreadPoolExecutor(50) as pool:
@@ -175,10 +148,7 @@ def test_the_audit_log_reads_back_every_change(admin: Admin) -> None:
         cursor = "&cursor=" + page["next_cursor"]
     update, create = entries
     assert (update["action"], update["target_id"], update["detail"]) == (
-        "account.update",
-        account["id"],
-        {"tpm": 1000},
-    )
+        "account.update", account["id"], {"tpm": 1000})
     assert create["action"] == "account.create"
     assert update["actor"].startswith("admin_token:atk_")
     assert update["address"] == "127.0.0.1"
@@ -198,9 +168,8 @@ def test_credentials(admin: Admin) -> None:
         ("rga-not-a-token", "Invalid admin token"),
         ("operator-token-for-tests-0123456789", "admin tokens"),
     ]:
-        status, _, body = admin.call(
-            "POST", f"/accounts/{account['id']}/credits", {"amount_usd": "1"}, token=token
-        )
+        status, _, body = admin.call("POST", f"/accounts/{account['id']}/credits",
+                                     {"amount_usd": "1"}, token=token)
         assert status == 401, body
         assert body["error"]["type"] == "authentication_error"
         assert needle in body["error"]["message"]
@@ -218,75 +187,44 @@ def test_credentials(admin: Admin) -> None:
     ("method", "path", "body", "status", "param"),
     [
         pytest.param("POST", "/accounts", {"name": "n" * 201}, 400, "name", id="long-name"),
-        pytest.param(
-            "POST",
-            "/accounts",
-            {"name": "x", "credits_usd": "-1"},
-            400,
-            "credits_usd",
-            id="negative-initial-credits",
-        ),
-        pytest.param(
-            "POST", "/accounts", {"name": "x", "plan": "gold"}, 400, None, id="unknown-field"
-        ),
-        pytest.param(
-            "POST", "{acct}/credits", {"amount_usd": "ten"}, 400, "amount_usd", id="non-numeric"
-        ),
-        pytest.param("POST", "{acct}/credits", {"amount_usd": "NaN"}, 400, "amount_usd", id="nan"),
-        pytest.param(
-            "POST",
-            "{acct}/credits",
-            {"amount_usd": "1.0000001"},
-            400,
-            "amount_usd",
-            id="too-many-decimals",
-        ),
-        pytest.param(
-            "POST", "{acct}/credits", {"amount_usd": 1e30}, 400, "amount_usd", id="absurd"
-        ),
-        pytest.param(
-            "POST", "{acct}/credits", {"amount_usd": "-11"}, 400, "amount_usd", id="below-used"
-        ),
-        pytest.param("POST", "{acct}/credits", {"amount_usd": 0}, 400, "amount_usd", id="zero"),
-        pytest.param(
-            "POST", "{acct}/credits", {"amount_usd": True}, 400, "amount_usd", id="boolean"
-        ),
-        pytest.param(
-            "POST",
-            "/accounts/acct_missing/credits",
-            {"amount_usd": "1"},
-            404,
-            None,
-            id="unknown-account",
-        ),
+        pytest.param("POST", "/accounts", {"name": "x", "credits_usd": "-1"}, 400,
+                     "credits_usd", id="negative-initial-credits"),
+        pytest.param("POST", "/accounts", {"name": "x", "plan": "gold"}, 400, None,
+                     id="unknown-field"),
+        pytest.param("POST", "{acct}/credits", {"amount_usd": "ten"}, 400, "amount_usd",
+                     id="non-numeric"),
+        pytest.param("POST", "{acct}/credits", {"amount_usd": "NaN"}, 400, "amount_usd",
+                     id="nan"),
+        pytest.param("POST", "{acct}/credits", {"amount_usd": "1.0000001"}, 400, "amount_usd",
+                     id="too-many-decimals"),
+        pytest.param("POST", "{acct}/credits", {"amount_usd": 1e30}, 400, "amount_usd",
+                     id="absurd"),
+        pytest.param("POST", "{acct}/credits", {"amount_usd": "-11"}, 400, "amount_usd",
+                     id="below-used"),
+        pytest.param("POST", "{acct}/credits", {"amount_usd": 0}, 400, "amount_usd",
+                     id="zero"),
+        pytest.param("POST", "{acct}/credits", {"amount_usd": True}, 400, "amount_usd",
+                     id="boolean"),
+        pytest.param("POST", "/accounts/acct_missing/credits", {"amount_usd": "1"}, 404, None,
+                     id="unknown-account"),
         pytest.param("PATCH", "{acct}", {"status": "gone"}, 400, "status", id="bad-status"),
-        pytest.param("PATCH", "{acct}", {"name": "x" * 201}, 400, "name", id="long-name-patch"),
-        pytest.param(
-            "POST", "{acct}/keys", {"models": ["gpt-9"]}, 400, "models", id="unknown-model"
-        ),
-        pytest.param("POST", "{acct}/keys", {"name": "k" * 201}, 400, "name", id="long-key-name"),
+        pytest.param("PATCH", "{acct}", {"name": "x" * 201}, 400, "name",
+                     id="long-name-patch"),
+        pytest.param("POST", "{acct}/keys", {"models": ["gpt-9"]}, 400, "models",
+                     id="unknown-model"),
+        pytest.param("POST", "{acct}/keys", {"name": "k" * 201}, 400, "name",
+                     id="long-key-name"),
         pytest.param("POST", "{acct}/keys", {"rpm": -1}, 400, "rpm", id="negative-rpm"),
-        pytest.param(
-            "POST", "{acct}/keys", {"expires_at": "yesterday"}, 400, "expires_at", id="bad-date"
-        ),
-        pytest.param("POST", "{acct}/redeem", {"code": "rgc-nope"}, 404, "code", id="unknown-code"),
-        pytest.param(
-            "POST",
-            "/redemption-codes",
-            {"count": 5000, "amount_usd": "1"},
-            400,
-            "count",
-            id="too-many-codes",
-        ),
-        pytest.param(
-            "POST",
-            "/redemption-codes",
-            {"count": 1, "amount_usd": "-1"},
-            400,
-            "amount_usd",
-            id="negative-code",
-        ),
-        pytest.param("GET", "/accounts?cursor=not-a-cursor", None, 400, "cursor", id="bad-cursor"),
+        pytest.param("POST", "{acct}/keys", {"expires_at": "yesterday"}, 400, "expires_at",
+                     id="bad-date"),
+        pytest.param("POST", "{acct}/redeem", {"code": "rgc-nope"}, 404, "code",
+                     id="unknown-code"),
+        pytest.param("POST", "/redemption-codes", {"count": 5000, "amount_usd": "1"}, 400,
+                     "count", id="too-many-codes"),
+        pytest.param("POST", "/redemption-codes", {"count": 1, "amount_usd": "-1"}, 400,
+                     "amount_usd", id="negative-code"),
+        pytest.param("GET", "/accounts?cursor=not-a-cursor", None, 400, "cursor",
+                     id="bad-cursor"),
         pytest.param("GET", "/accounts?limit=0", None, 400, "limit", id="bad-limit"),
         pytest.param("PUT", "{acct}", {"name": "x"}, 405, None, id="wrong-method"),
         pytest.param("GET", "/nothing-here", None, 404, None, id="unknown-route"),
@@ -297,7 +235,8 @@ def test_bad_input_changes_nothing(
 ) -> None:
     account = _account(admin)
     before = admin.state(account["id"])
-    got, _, answer = admin.call(method, path.replace("{acct}", f"/accounts/{account['id']}"), body)
+    got, _, answer = admin.call(method, path.replace("{acct}", f"/accounts/{account['id']}"),
+                                body)
     assert got == status, answer
     error = answer["error"]
     assert error["code"] == status
@@ -327,9 +266,8 @@ def test_a_reused_idempotency_key_changes_nothing(admin: Admin) -> None:
     path = f"/accounts/{account['id']}/credits"
     admin.ok("POST", path, {"amount_usd": "1"}, status=201, headers={"Idempotency-Key": "k1"})
     before = admin.state(account["id"])
-    status, _, answer = admin.call(
-        "POST", path, {"amount_usd": "2"}, headers={"Idempotency-Key": "k1"}
-    )
+    status, _, answer = admin.call("POST", path, {"amount_usd": "2"},
+                                   headers={"Idempotency-Key": "k1"})
     assert status == 409, answer
     assert answer["error"]["param"] == "Idempotency-Key"
     assert admin.state(account["id"]) == before
@@ -338,9 +276,8 @@ def test_a_reused_idempotency_key_changes_nothing(admin: Admin) -> None:
 
 def test_a_suspended_account_gets_no_keys_and_redeems_no_codes(admin: Admin) -> None:
     account = _account(admin)
-    (code,) = admin.ok("POST", "/redemption-codes", {"count": 1, "amount_usd": "1"}, status=201)[
-        "data"
-    ]
+    (code,) = admin.ok("POST", "/redemption-codes", {"count": 1, "amount_usd": "1"},
+                       status=201)["data"]
     admin.ok("PATCH", f"/accounts/{account['id']}", {"status": "suspended"})
     before = admin.state(account["id"])
     for path, body in [("/keys", {"name": "k"}), ("/redeem", {"code": code["code"]})]:
@@ -348,7 +285,6 @@ def test_a_suspended_account_gets_no_keys_and_redeems_no_codes(admin: Admin) -> 
         assert status == 400, answer
         assert "suspended" in answer["error"]["message"]
     assert admin.state(account["id"]) == before
-    (listed,) = [
-        c for c in admin.ok("GET", "/redemption-codes?limit=200")["data"] if c["id"] == code["id"]
-    ]
+    (listed,) = [c for c in admin.ok("GET", "/redemption-codes?limit=200")["data"]
+                 if c["id"] == code["id"]]
     assert listed["redeemed_at"] is None

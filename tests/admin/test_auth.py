@@ -40,11 +40,7 @@ async def test_an_admin_token_is_an_admin(store: SqlStore) -> None:
     record, token = await tokens.create_admin_token(store, CLI, "ci")
     principal = await auth.authenticate(store, SETTINGS, scope(authorization=f"Bearer {token}"))
     assert (principal.via, principal.id, principal.role, principal.address) == (
-        "admin_token",
-        record.id,
-        "admin",
-        "192.0.2.7",
-    )
+        "admin_token", record.id, "admin", "192.0.2.7")
     auth.check_write(SETTINGS, scope("POST"), principal)  # no CSRF for a token
 
 
@@ -52,20 +48,19 @@ async def test_an_admin_token_is_an_admin(store: SqlStore) -> None:
     ("headers", "needle"),
     [
         pytest.param({}, "needs 'Authorization: Bearer", id="nothing"),
-        pytest.param({"authorization": "Bearer sk-abc"}, "API keys are not accepted", id="api-key"),
+        pytest.param({"authorization": "Bearer sk-abc"}, "API keys are not accepted",
+                     id="api-key"),
         pytest.param({"authorization": "Basic abc"}, "Malformed", id="not-bearer"),
-        pytest.param(
-            {"authorization": "Bearer something"}, "takes admin tokens", id="unknown-kind"
-        ),
-        pytest.param(
-            {"authorization": "Bearer rga-unknown"}, "Invalid admin token", id="unknown-token"
-        ),
-        pytest.param(
-            {"cookie": "relaygate_session=ses_0.forged"}, "sign in again", id="unknown-session"
-        ),
+        pytest.param({"authorization": "Bearer something"}, "takes admin tokens",
+                     id="unknown-kind"),
+        pytest.param({"authorization": "Bearer rga-unknown"}, "Invalid admin token",
+                     id="unknown-token"),
+        pytest.param({"cookie": "relaygate_session=ses_0.forged"}, "sign in again",
+                     id="unknown-session"),
     ],
 )
-async def test_anything_else_is_401(store: SqlStore, headers: dict[str, str], needle: str) -> None:
+async def test_anything_else_is_401(store: SqlStore, headers: dict[str, str], needle: str
+                                    ) -> None:
     with pytest.raises(AuthenticationFailed) as raised:
         await auth.authenticate(store, SETTINGS, scope(**headers))
     assert needle in raised.value.message

@@ -31,26 +31,15 @@ def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
 
 def member(gateway: GatewayProcess, email: str) -> tuple[str, str, str]:
     account = cli(gateway, "accounts", "create", "--name", "M " + email)["id"]
-    cli(
-        gateway,
-        "users",
-        "create",
-        "--email",
-        email,
-        "--role",
-        "member",
-        "--account",
-        account,
-        stdin=PASSWORD + "\n",
-    )
+    cli(gateway, "users", "create", "--email", email, "--role", "member", "--account", account,
+        stdin=PASSWORD + "\n")
     status, got, body = call(gateway, "POST", "/session", {"email": email, "password": PASSWORD})
     assert status == 201, body
     return account, got["set-cookie"].split(";")[0], body["csrf_token"]
 
 
-def raw(
-    gateway: GatewayProcess, method: str, path: str, data: bytes | None, headers: dict[str, str]
-) -> tuple[int, dict[str, str], Any]:
+def raw(gateway: GatewayProcess, method: str, path: str, data: bytes | None,
+        headers: dict[str, str]) -> tuple[int, dict[str, str], Any]:
     request = urllib.request.Request(gateway.url + "/admin/v1" + path, data=data, method=method)
     for k, v in headers.items():
         request.add_header(k, v)
@@ -65,33 +54,16 @@ def raw(
 def test_far_future_times_are_refused_and_change_nothing(gw: GatewayProcess) -> None:
     account, cookie, csrf = member(gw, "far@example.com")
     for expires in (10**12, 2**63, "9999-12-31T23:59:59-12:00"):
-        status, _, body = call(
-            gw,
-            "POST",
-            f"/accounts/{account}/keys",
-            {"name": "x", "expires_at": expires},
-            Cookie=cookie,
-            X_CSRF_Token=csrf,
-        )
+        status, _, body = call(gw, "POST", f"/accounts/{account}/keys",
+                               {"name": "x", "expires_at": expires}, Cookie=cookie,
+                               X_CSRF_Token=csrf)
         assert status == 400, body
         assert body["error"]["type"] == "invalid_request_error"
     status, _, body = call(gw, "GET", f"/accounts/{account}/keys", Cookie=cookie)
     assert (status, body["data"]) == (200, [])
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "relaygate",
-            "keys",
-            "list",
-            "--json",
-            "--config",
-            str(gw.config_path),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    done = subprocess.run([sys.executable, "-m", "relaygate", "keys", "list", "--json",
+                           "--config", str(gw.config_path)], capture_output=True, text=True,
+                          timeout=60)
     assert done.returncode == 0, done.stderr
 
 
@@ -108,11 +80,9 @@ def _cursor(value: Any) -> str:
 
 def test_cursors_with_huge_integers_are_400(gw: GatewayProcess) -> None:
     account, cookie, _ = member(gw, "cursor@example.com")
-    for path in [
-        f"/accounts?cursor={_cursor([10**100, 'x'])}",
-        f"/accounts/{account}/keys?cursor={_cursor([10**100, 'x'])}",
-        f"/audit?cursor={_cursor([10**100])}",
-    ]:
+    for path in [f"/accounts?cursor={_cursor([10**100, 'x'])}",
+                 f"/accounts/{account}/keys?cursor={_cursor([10**100, 'x'])}",
+                 f"/audit?cursor={_cursor([10**100])}"]:
         status, _, body = call(gw, "GET", path, Cookie=cookie)
         assert status == 400, (path, body)
 
@@ -121,35 +91,15 @@ def test_a_cross_site_form_cannot_sign_anyone_in(gw: GatewayProcess) -> None:
     email = "attacker@example.com"
     account = cli(gw, "accounts", "create", "--name", "Attacker")["id"]
     password = "attacker-password="  # what <form enctype=text/plain> makes of name + '=' + value
-    cli(
-        gw,
-        "users",
-        "create",
-        "--email",
-        email,
-        "--role",
-        "member",
-        "--account",
-        account,
-        stdin=password + "\n",
-    )
-    form = ('{"email":"' + email + '","password":"attacker-password' + "=" + '"}\r\n').encode()
-    status, got, body = raw(
-        gw,
-        "POST",
-        "/session",
-        form,
-        {"Content-Type": "text/plain", "Origin": "https://evil.example"},
-    )
+    cli(gw, "users", "create", "--email", email, "--role", "member", "--account", account,
+        stdin=password + "\n")
+    form = ('{"email":"' + email + '","password":"attacker-password' + '=' + '"}\r\n').encode()
+    status, got, body = raw(gw, "POST", "/session", form,
+                            {"Content-Type": "text/plain", "Origin": "https://evil.example"})
     assert status == 400, body
     assert "set-cookie" not in got
-    status, got, body = raw(
-        gw,
-        "POST",
-        "/session",
-        form,
-        {"Content-Type": "application/json", "Sec-Fetch-Site": "cross-site"},
-    )
+    status, got, body = raw(gw, "POST", "/session", form,
+                            {"Content-Type": "application/json", "Sec-Fetch-Site": "cross-site"})
     assert status == 403, body
     assert "set-cookie" not in got
 
@@ -157,9 +107,8 @@ def test_a_cross_site_form_cannot_sign_anyone_in(gw: GatewayProcess) -> None:
 def test_a_member_sees_the_operator_without_its_tokens_or_addresses(gw: GatewayProcess) -> None:
     account, cookie, _ = member(gw, "audit@example.com")
     token = cli(gw, "admin-token", "create", "--name", "ops")["token"]
-    status, _, _ = call(
-        gw, "PATCH", f"/accounts/{account}", {"rpm": 5}, Authorization=f"Bearer {token}"
-    )
+    status, _, _ = call(gw, "PATCH", f"/accounts/{account}", {"rpm": 5},
+                        Authorization=f"Bearer {token}")
     assert status == 200
     entries = call(gw, "GET", "/audit", Cookie=cookie)[2]["data"]
     operator = [e for e in entries if e["actor"] == "operator"]
@@ -208,37 +157,18 @@ def test_member_cannot_reach_another_account_by_any_route(gw: GatewayProcess) ->
 def test_a_member_of_a_suspended_account_reads_but_changes_nothing(gw: GatewayProcess) -> None:
     ours, cookie, csrf = member(gw, "suspended@example.com")
     w = {"Cookie": cookie, "X_CSRF_Token": csrf}
-    key = call(
-        gw,
-        "POST",
-        f"/accounts/{ours}/keys",
-        {"name": "capped", "spend_limit_usd": "1", "models": []},
-        **w,
-    )[2]["id"]
+    key = call(gw, "POST", f"/accounts/{ours}/keys",
+               {"name": "capped", "spend_limit_usd": "1", "models": []}, **w)[2]["id"]
     token = cli(gw, "admin-token", "create", "--name", "suspender")["token"]
-    code = call(
-        gw,
-        "POST",
-        "/redemption-codes",
-        {"count": 1, "amount_usd": "1"},
-        Authorization=f"Bearer {token}",
-    )[2]["data"][0]["code"]
-    status, _, _ = call(
-        gw, "PATCH", f"/accounts/{ours}", {"status": "suspended"}, Authorization=f"Bearer {token}"
-    )
+    code = call(gw, "POST", "/redemption-codes", {"count": 1, "amount_usd": "1"},
+                Authorization=f"Bearer {token}")[2]["data"][0]["code"]
+    status, _, _ = call(gw, "PATCH", f"/accounts/{ours}", {"status": "suspended"},
+                        Authorization=f"Bearer {token}")
     assert status == 200
 
     def state() -> tuple[Any, ...]:
-        reads = [
-            f"/accounts/{ours}",
-            f"/accounts/{ours}/keys",
-            f"/keys/{key}",
-            "/audit",
-            f"/usage?account={ours}",
-            f"/requests?account={ours}",
-            "/accounts",
-            "/session",
-        ]
+        reads = [f"/accounts/{ours}", f"/accounts/{ours}/keys", f"/keys/{key}", "/audit",
+                 f"/usage?account={ours}", f"/requests?account={ours}", "/accounts", "/session"]
         answers = []
         for path in reads:  # every read still answers
             status, _, body = call(gw, "GET", path, None, **w)
@@ -266,14 +196,12 @@ def test_a_member_of_a_suspended_account_reads_but_changes_nothing(gw: GatewayPr
     # signing out is no change to the account: still allowed
     assert call(gw, "DELETE", "/session", None, **w)[0] == 200
     # the operator is unaffected: it may reactivate the account, and its member write again
-    status, _, _ = call(
-        gw, "PATCH", f"/accounts/{ours}", {"status": "active"}, Authorization=f"Bearer {token}"
-    )
+    status, _, _ = call(gw, "PATCH", f"/accounts/{ours}", {"status": "active"},
+                        Authorization=f"Bearer {token}")
     assert status == 200
     _, cookie, csrf = member_session(gw, "suspended@example.com")
-    status, _, answer = call(
-        gw, "PATCH", f"/keys/{key}", {"name": "renamed"}, Cookie=cookie, X_CSRF_Token=csrf
-    )
+    status, _, answer = call(gw, "PATCH", f"/keys/{key}", {"name": "renamed"}, Cookie=cookie,
+                             X_CSRF_Token=csrf)
     assert status == 200, answer
 
 

@@ -87,11 +87,8 @@ async def test_redis_down_counts_in_this_process() -> None:
 
 @pytest.fixture(scope="module")
 def limited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
-    gateway = start(
-        tmp_path_factory.mktemp("ratelimit-gw"),
-        admin_rate_limit_per_minute=8,
-        max_keys_per_account=2,
-    )
+    gateway = start(tmp_path_factory.mktemp("ratelimit-gw"), admin_rate_limit_per_minute=8,
+                    max_keys_per_account=2)
     try:
         yield gateway
     finally:
@@ -119,7 +116,8 @@ def test_past_the_limit_the_admin_api_answers_429_with_retry_after(
     # 17 requests take less than a minute, so they span at most two of the limit's minutes:
     # more than 2 x 8, whatever the clock, so at least one is refused
     for _ in range(17):
-        status, headers, body = call(limited, "GET", "/accounts", Authorization=f"Bearer {token}")
+        status, headers, body = call(limited, "GET", "/accounts",
+                                     Authorization=f"Bearer {token}")
         statuses.append(status)
         if status == 429:
             assert set(body) == {"error"}

@@ -12,7 +12,8 @@ from tests.support.gateway import http
 __all__ = ["replicas", "shared_pg", "shared_redis"]
 
 
-def test_a_key_made_and_revoked_on_one_replica_applies_on_the_other(replicas: Replicas) -> None:
+def test_a_key_made_and_revoked_on_one_replica_applies_on_the_other(replicas: Replicas
+                                                                     ) -> None:
     first, second = replicas(2, key_refresh_seconds=30)
     token = json.loads(first.cli("admin-token", "create", "--name", "t", "--json").stdout)
     admin = Admin(first, token["token"])
@@ -22,14 +23,8 @@ def test_a_key_made_and_revoked_on_one_replica_applies_on_the_other(replicas: Re
     def status_on_second() -> int:
         return http("GET", second.url + "/v1/models", key=key["key"])[0]
 
-    second.wait_until(
-        lambda: status_on_second() == 200,
-        timeout=5,
-        message="the new key reaching the other replica",
-    )
+    second.wait_until(lambda: status_on_second() == 200, timeout=5,
+                      message="the new key reaching the other replica")
     admin.ok("DELETE", f"/keys/{key['id']}")
-    second.wait_until(
-        lambda: status_on_second() == 401,
-        timeout=5,
-        message="the revocation reaching the other replica",
-    )
+    second.wait_until(lambda: status_on_second() == 401, timeout=5,
+                      message="the revocation reaching the other replica")

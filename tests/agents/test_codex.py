@@ -94,14 +94,9 @@ def test_codex_exec_completes_a_prompt_and_a_shell_command_turn(
         assert done.returncode == 0, done.stderr[-3000:]
         assert "Hello from relaygate." in done.stdout + done.stderr
 
-        shell = {
-            "id": "call_shell1",
-            "type": "function",
-            "function": {
-                "name": "exec_command",
-                "arguments": json.dumps({"cmd": "echo relaygate-$((6*7))"}),
-            },
-        }
+        shell = {"id": "call_shell1", "type": "function",
+                 "function": {"name": "exec_command",
+                              "arguments": json.dumps({"cmd": "echo relaygate-$((6*7))"})}}
         upstream.script = [
             Behavior(text="", tool_call=shell, finish_reason="tool_calls"),
             Behavior(text="The command printed relaygate-42."),

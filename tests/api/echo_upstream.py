@@ -84,12 +84,8 @@ class EchoUpstream(ThreadedServer[Echo]):
         error = {"error": {"message": message, "type": "invalid_request_error", "code": None}}
         if reply.where == "status":
             return web.json_response(error, status=reply.status)
-        chunk = {
-            "id": "c",
-            "object": "chat.completion.chunk",
-            "model": body.get("model"),
-            "choices": [{"index": 0, "delta": {"content": "Hello"}}],
-        }
+        chunk = {"id": "c", "object": "chat.completion.chunk", "model": body.get("model"),
+                 "choices": [{"index": 0, "delta": {"content": "Hello"}}]}
         events = [error] if reply.where == "first" else [chunk, error]
         return await _sse(request, [f"data: {json.dumps(e)}\n\n" for e in events])
 
@@ -100,29 +96,14 @@ class EchoUpstream(ThreadedServer[Echo]):
         error = {"type": "error", "error": {"type": "api_error", "message": message}}
         if reply.where == "status":
             return web.json_response(error, status=reply.status)
-        start = {
-            "type": "message_start",
-            "message": {
-                "id": "msg_1",
-                "type": "message",
-                "role": "assistant",
-                "model": "claude",
-                "content": [],
-                "stop_reason": None,
-                "stop_sequence": None,
-                "usage": {"input_tokens": 5, "output_tokens": 1},
-            },
-        }
-        block = {
-            "type": "content_block_start",
-            "index": 0,
-            "content_block": {"type": "text", "text": ""},
-        }
-        delta = {
-            "type": "content_block_delta",
-            "index": 0,
-            "delta": {"type": "text_delta", "text": "Hello"},
-        }
+        start = {"type": "message_start", "message": {
+            "id": "msg_1", "type": "message", "role": "assistant", "model": "claude",
+            "content": [], "stop_reason": None, "stop_sequence": None,
+            "usage": {"input_tokens": 5, "output_tokens": 1}}}
+        block = {"type": "content_block_start", "index": 0,
+                 "content_block": {"type": "text", "text": ""}}
+        delta = {"type": "content_block_delta", "index": 0,
+                 "delta": {"type": "text_delta", "text": "Hello"}}
         events = [start, error] if reply.where == "first" else [start, block, delta, error]
         return await _sse(
             request, [f"event: {e['type']}\ndata: {json.dumps(e)}\n\n" for e in events]
@@ -135,9 +116,8 @@ class EchoUpstream(ThreadedServer[Echo]):
         error = {"error": {"code": reply.status, "message": message, "status": "INTERNAL"}}
         if reply.where == "status":
             return web.json_response(error, status=reply.status)
-        chunk: dict[str, Any] = {
-            "candidates": [{"index": 0, "content": {"role": "model", "parts": [{"text": "Hello"}]}}]
-        }
+        chunk: dict[str, Any] = {"candidates": [{"index": 0, "content": {
+            "role": "model", "parts": [{"text": "Hello"}]}}]}
         events = [error] if reply.where == "first" else [chunk, error]
         return await _sse(request, [f"data: {json.dumps(e)}\r\n\r\n" for e in events])
 

@@ -116,10 +116,7 @@ def test_400_unreadable_body(
     gateway: GatewayProcess, key: str, upstream: FakeOpenAI, body: bytes, words: str
 ) -> None:
     status, headers, answer = send_raw(
-        gateway,
-        "POST",
-        CHAT,
-        body,
+        gateway, "POST", CHAT, body,
         {"authorization": f"Bearer {key}", "content-type": "application/json"},
     )
     error = assert_error(status, answer, 400, "invalid_request_error")
@@ -335,12 +332,8 @@ def test_403_model_not_allowed_for_the_key(gateway: GatewayProcess, upstream: Fa
     [
         pytest.param("gpt-5.2", "gpt-5.3", "gpt-5.2", id="only-gpt-5.2"),
         pytest.param("gpt-5.5", "gpt-5.3", "gpt-5.5", id="only-gpt-5.5"),
-        pytest.param(
-            "gpt-5.2,relaygate-simulator",
-            "relaygate-sim",
-            "relaygate-simulator",
-            id="closest-of-two",
-        ),
+        pytest.param("gpt-5.2,relaygate-simulator", "relaygate-sim", "relaygate-simulator",
+                     id="closest-of-two"),
         pytest.param("text-only", "gpt-5.2-mini", "text-only", id="never-a-forbidden-model"),
     ],
 )
@@ -398,10 +391,7 @@ def test_413_chunked_body_without_content_length(
     payload = json.dumps(big_request()).encode()
     pieces = iter([payload[i : i + 512] for i in range(0, len(payload), 512)])
     status, _, answer = send_raw(
-        small_gateway,
-        "POST",
-        CHAT,
-        pieces,
+        small_gateway, "POST", CHAT, pieces,
         {"authorization": f"Bearer {key}", "content-type": "application/json"},
     )
     assert_error(status, answer, 413, "request_too_large_error")
@@ -446,9 +436,7 @@ def test_429_concurrency_until_the_running_request_ends(slow_gateway: GatewayPro
     conn = http.client.HTTPConnection("127.0.0.1", gateway.port, timeout=30)
     body = json.dumps({**HELLO, "model": "slow", "stream": True}).encode()
     conn.request(
-        "POST",
-        CHAT,
-        body=body,
+        "POST", CHAT, body=body,
         headers={"authorization": f"Bearer {key}", "content-type": "application/json"},
     )
     running = conn.getresponse()  # the headers arrive once the request holds its slot
@@ -543,13 +531,8 @@ async def test_an_error_after_the_response_started_starts_no_second_response(
     in_process: Exchange, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     async def half_stream(gw: Gateway, scope: Scope, receive: Receive, send: Send) -> None:
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 200,
-                "headers": [(b"content-type", b"text/event-stream")],
-            }
-        )
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"text/event-stream")]})
         await send({"type": "http.response.body", "body": b"data: {}\n\n", "more_body": True})
         raise RuntimeError("a bug while streaming")
 
@@ -574,9 +557,7 @@ CONTRACT_ROWS = [
     pytest.param(UpstreamError("x"), 502, "upstream_error", id="502"),
     pytest.param(UpstreamUnreachable("x"), 502, "upstream_error", id="502-unreachable"),
     pytest.param(
-        UpstreamStatus("x", upstream="u", upstream_status=500),
-        502,
-        "upstream_error",
+        UpstreamStatus("x", upstream="u", upstream_status=500), 502, "upstream_error",
         id="502-status",
     ),
     pytest.param(UpstreamProtocolError("x"), 502, "upstream_error", id="502-protocol"),
@@ -646,15 +627,8 @@ def test_502_unreachable_upstream(
     closed = f"http://127.0.0.1:{free_port()}/v1"
     models["dead"] = {
         "pricing": {"input": "1", "output": "1"},
-        "upstreams": [
-            {
-                "provider": "openai",
-                "name": "dead-upstream",
-                "base_url": closed,
-                "api_key": UPSTREAM_SECRET,
-                "connect_timeout": 5,
-            }
-        ],
+        "upstreams": [{"provider": "openai", "name": "dead-upstream", "base_url": closed,
+                       "api_key": UPSTREAM_SECRET, "connect_timeout": 5}],
     }
     gateway = make_gateway(models=models)
     key = gateway.create_key("--credits", "10")["key"]

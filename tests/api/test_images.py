@@ -23,18 +23,8 @@ def ask(url: str, detail: str | None = None) -> dict[str, Any]:
     image: dict[str, Any] = {"url": url}
     if detail:
         image["detail"] = detail
-    return {
-        "model": "gpt-5.2",
-        "messages": [
-            {
-                "role": "user",
-                "content": [
-                    {"type": "text", "text": "what is it?"},
-                    {"type": "image_url", "image_url": image},
-                ],
-            }
-        ],
-    }
+    return {"model": "gpt-5.2", "messages": [{"role": "user", "content": [
+        {"type": "text", "text": "what is it?"}, {"type": "image_url", "image_url": image}]}]}
 
 
 class Canary:
@@ -116,7 +106,9 @@ def test_image_urls_never_reach_internal_addresses(
     gateway: GatewayProcess, upstream: FakeOpenAI, canary: Canary, host: str
 ) -> None:
     key = gateway.create_key("--credits", "5")
-    status, _, answer = gateway.post(CHAT, ask(f"http://{host}:{canary.port}/cat.png"), key["key"])
+    status, _, answer = gateway.post(
+        CHAT, ask(f"http://{host}:{canary.port}/cat.png"), key["key"]
+    )
     assert status == 400, answer
     assert answer["error"]["param"] == "messages[0].content[1]"
     assert canary.accepted == 0
@@ -162,9 +154,8 @@ def image_server() -> Iterator[int]:
 def test_forward_mode_passes_checked_urls_to_upstreams_that_fetch(
     make_gateway: Callable[..., GatewayProcess], upstream: FakeOpenAI, image_server: int
 ) -> None:
-    gateway = make_gateway(
-        images={"allow_internal": [f"127.0.0.1:{image_server}"], "forward_urls": True}
-    )
+    gateway = make_gateway(images={"allow_internal": [f"127.0.0.1:{image_server}"],
+                                   "forward_urls": True})
     key = gateway.create_key("--credits", "5")
     url = f"http://127.0.0.1:{image_server}/a.png"
     status, _, answer = gateway.post(CHAT, ask(url), key["key"])
@@ -189,14 +180,8 @@ async def test_providers_that_cannot_fetch_get_the_checked_image_inline(image_se
         prepared = await pipeline.prepare(request, raw, vision=True, inline=False)
     finally:
         await pipeline.close()
-    call = ProviderRequest(
-        request=request,
-        raw=prepared.raw,
-        upstream_model="m",
-        stream=False,
-        request_id="r",
-        images=prepared,
-    )
+    call = ProviderRequest(request=request, raw=prepared.raw, upstream_model="m", stream=False,
+                           request_id="r", images=prepared)
     assert OpenAIProvider.fetches_image_urls
     assert AnthropicProvider.fetches_image_urls
     assert not GeminiProvider.fetches_image_urls

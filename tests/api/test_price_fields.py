@@ -151,15 +151,8 @@ def test_a_fallback_that_does_not_price_the_field_is_skipped(
     models["tiered"] = {
         **models["gpt-5.5"],
         "pricing": {"input": "5", "output": "30", "service_tiers": TIERS},
-        "upstreams": [
-            {
-                "provider": "openai",
-                "base_url": "http://127.0.0.1:9/v1",
-                "api_key": "sk-x",
-                "retries": 0,
-                "connect_timeout": 2,
-            }
-        ],
+        "upstreams": [{"provider": "openai", "base_url": "http://127.0.0.1:9/v1",
+                       "api_key": "sk-x", "retries": 0, "connect_timeout": 2}],
         "fallbacks": ["gpt-5.5"],
     }
     gateway = make_gateway(models=models)

@@ -22,10 +22,7 @@ def test_sync_completion_has_the_contract_shape(
     gateway: GatewayProcess, key: str, upstream: FakeOpenAI
 ) -> None:
     upstream.default = Behavior(
-        text="Hi there",
-        prompt_tokens=13,
-        completion_tokens=1891,
-        reasoning_tokens=1480,
+        text="Hi there", prompt_tokens=13, completion_tokens=1891, reasoning_tokens=1480,
         cached_tokens=3,
     )
     client = openai.OpenAI(base_url=gateway.url + "/v1", api_key=key, max_retries=0)
@@ -111,19 +108,13 @@ def test_stream_without_include_usage_sends_no_usage_chunk(
 async def test_async_stream_reasoning_and_tool_calls(
     gateway: GatewayProcess, key: str, upstream: FakeOpenAI
 ) -> None:
-    call = {
-        "id": "call_1",
-        "type": "function",
-        "function": {"name": "lookup", "arguments": '{"q": 1}'},
-    }
-    upstream.default = Behavior(
-        text="ok", reasoning="thinking...", tool_call=call, finish_reason="tool_calls"
-    )
+    call = {"id": "call_1", "type": "function",
+            "function": {"name": "lookup", "arguments": "{\"q\": 1}"}}
+    upstream.default = Behavior(text="ok", reasoning="thinking...", tool_call=call,
+                                finish_reason="tool_calls")
     client = openai.AsyncOpenAI(base_url=gateway.url + "/v1", api_key=key, max_retries=0)
     stream = await client.chat.completions.create(
-        model="gpt-5.2",
-        messages=[{"role": "user", "content": "x"}],
-        stream=True,
+        model="gpt-5.2", messages=[{"role": "user", "content": "x"}], stream=True,
         tools=[{"type": "function", "function": {"name": "lookup", "parameters": {}}}],
     )
     reasoning, names, finish = "", [], None
@@ -141,7 +132,8 @@ async def test_async_stream_reasoning_and_tool_calls(
 
 
 def test_non_streaming_tool_call(gateway: GatewayProcess, key: str, upstream: FakeOpenAI) -> None:
-    call = {"id": "call_9", "type": "function", "function": {"name": "lookup", "arguments": "{}"}}
+    call = {"id": "call_9", "type": "function",
+            "function": {"name": "lookup", "arguments": "{}"}}
     upstream.default = Behavior(tool_call=call, finish_reason="tool_calls")
     client = openai.OpenAI(base_url=gateway.url + "/v1", api_key=key, max_retries=0)
     answer = client.chat.completions.create(
@@ -164,11 +156,8 @@ def test_simulator_streams_with_no_upstream_account(gateway: GatewayProcess, key
     client = openai.OpenAI(base_url=gateway.url + "/v1", api_key=key, max_retries=0)
     chunks = list(
         client.chat.completions.create(
-            model="relaygate-simulator",
-            messages=[{"role": "user", "content": "hi"}],
-            stream=True,
-            stream_options={"include_usage": True},
-            max_tokens=5,
+            model="relaygate-simulator", messages=[{"role": "user", "content": "hi"}],
+            stream=True, stream_options={"include_usage": True}, max_tokens=5,
         )
     )
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)

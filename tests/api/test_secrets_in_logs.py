@@ -54,11 +54,10 @@ def test_no_key_in_debug_logs_errors_or_database(
     failures = [
         Behavior(status=500),
         Behavior(status=401, error_body=f'{{"error":{{"message":"bad key {UPSTREAM_SECRET}"}}}}'),
-        Behavior(status=503, error_body=f'{{"error":{{"message":"bad key {UPSTREAM_SECRET}"}}}}'),
-        Behavior(
-            status=500,
-            error_body=f'{{"error":{{"message":"Incorrect API key: {UPSTREAM_SECRET}"}}}}',
-        ),
+        Behavior(status=503,
+                 error_body=f'{{"error":{{"message":"bad key {UPSTREAM_SECRET}"}}}}'),
+        Behavior(status=500,
+                 error_body=f'{{"error":{{"message":"Incorrect API key: {UPSTREAM_SECRET}"}}}}'),
         Behavior(status=429, error_body=f"Bearer {UPSTREAM_SECRET} is over its quota"),
     ]
     for behavior in failures:
@@ -101,20 +100,14 @@ def record(msg: str, *args: Any, exc_info: Any = None) -> logging.LogRecord:
 @pytest.mark.parametrize(
     ("text", "leaked"),
     [
-        pytest.param("upstream key sk-proj-AbC_123-xyz failed", "sk-proj-AbC_123-xyz", id="sk-key"),
-        pytest.param(
-            "header was Authorization: Bearer abc.DEF-123_x=", "abc.DEF-123_x=", id="bearer-token"
-        ),
-        pytest.param(
-            "header was authorization: bearer lowercase-token-1",
-            "lowercase-token-1",
-            id="lowercase-bearer",
-        ),
-        pytest.param(
-            "configured secret my-custom-upstream-credential here",
-            "my-custom-upstream-credential",
-            id="configured-secret",
-        ),
+        pytest.param("upstream key sk-proj-AbC_123-xyz failed", "sk-proj-AbC_123-xyz",
+                     id="sk-key"),
+        pytest.param("header was Authorization: Bearer abc.DEF-123_x=", "abc.DEF-123_x=",
+                     id="bearer-token"),
+        pytest.param("header was authorization: bearer lowercase-token-1", "lowercase-token-1",
+                     id="lowercase-bearer"),
+        pytest.param("configured secret my-custom-upstream-credential here",
+                     "my-custom-upstream-credential", id="configured-secret"),
     ],
 )
 def test_redact_removes_keys(text: str, leaked: str) -> None:
@@ -136,9 +129,8 @@ def test_filter_redacts_arguments_and_exceptions() -> None:
     try:
         raise RuntimeError(f"connect failed with {UPSTREAM_SECRET} and plain-secret-value")
     except RuntimeError:
-        entry = record(
-            "calling %s with %s", "upstream", "plain-secret-value", exc_info=sys.exc_info()
-        )
+        entry = record("calling %s with %s", "upstream", "plain-secret-value",
+                       exc_info=sys.exc_info())
     assert redactor.filter(entry) is True
     formatted = logging.Formatter("%(message)s").format(entry)
     assert "calling upstream with [redacted]" in formatted

@@ -21,10 +21,7 @@ CHAT = "/v1/chat/completions"
 
 
 async def _post(
-    session: aiohttp.ClientSession,
-    gateway: GatewayProcess,
-    key: str,
-    body: dict[str, Any],
+    session: aiohttp.ClientSession, gateway: GatewayProcess, key: str, body: dict[str, Any],
     first_chunk: asyncio.Event | None = None,
 ) -> tuple[int, bytes]:
     headers = {"authorization": f"Bearer {key}"}
@@ -44,10 +41,8 @@ async def test_requests_past_the_grace_period_end_cleanly_and_are_billed_as_canc
 ) -> None:
     gateway = make_gateway(shutdown_grace_seconds=0.5)
     key = gateway.create_key("--credits", "10")
-    stream, plain = (
-        stream_body("a long story"),
-        {"model": "gpt-5.2", "messages": [{"role": "user", "content": "a long answer"}]},
-    )
+    stream, plain = stream_body("a long story"), {
+        "model": "gpt-5.2", "messages": [{"role": "user", "content": "a long answer"}]}
     upstream.script = [
         Behavior(text="z" * 100, chunks=100, chunk_delay=0.1),  # 10 s: past the deadline
         Behavior(answer_delay=5),  # also past it
@@ -55,7 +50,8 @@ async def test_requests_past_the_grace_period_end_cleanly_and_are_billed_as_canc
     first_chunk = asyncio.Event()
     timeout = aiohttp.ClientTimeout(total=60)
     async with aiohttp.ClientSession(timeout=timeout) as session:
-        streaming = asyncio.create_task(_post(session, gateway, key["key"], stream, first_chunk))
+        streaming = asyncio.create_task(
+            _post(session, gateway, key["key"], stream, first_chunk))
         await asyncio.wait_for(first_chunk.wait(), 30)
         waiting = asyncio.create_task(_post(session, gateway, key["key"], plain))
         async with asyncio.timeout(30):
@@ -88,9 +84,8 @@ async def test_requests_past_the_grace_period_end_cleanly_and_are_billed_as_canc
     received = len(data) - 1
     assert 0 < streamed["completion_tokens"] <= received + 1
     assert streamed["prompt_tokens"] == guess_of(stream)
-    assert streamed["cost_micros"] == GPT52.cost(
-        TokenUsage(prompt_tokens=guess_of(stream), completion_tokens=streamed["completion_tokens"])
-    )
+    assert streamed["cost_micros"] == GPT52.cost(TokenUsage(
+        prompt_tokens=guess_of(stream), completion_tokens=streamed["completion_tokens"]))
     assert answered["prompt_tokens"] == guess_of(plain)
     assert answered["cost_micros"] == GPT52.cost(TokenUsage(prompt_tokens=guess_of(plain)))
     assert answered["cost_micros"] > 0
@@ -110,7 +105,8 @@ async def test_a_second_signal_ends_the_requests_at_once_and_their_rows_survive(
     timeout = aiohttp.ClientTimeout(total=60)
     assert gateway.process is not None
     async with aiohttp.ClientSession(timeout=timeout) as session:
-        streaming = asyncio.create_task(_post(session, gateway, key["key"], stream, first_chunk))
+        streaming = asyncio.create_task(
+            _post(session, gateway, key["key"], stream, first_chunk))
         await asyncio.wait_for(first_chunk.wait(), 30)
         gateway.process.send_signal(signal.SIGINT)
         async with asyncio.timeout(30):

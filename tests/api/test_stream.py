@@ -53,6 +53,8 @@ def data_of(events: list[bytes]) -> list[bytes]:
     return [e for e in events if e.startswith(b"data:")]
 
 
+
+
 def one_row(gateway: GatewayProcess, key_id: str) -> Callable[[], bool]:
     return lambda: len(ledger(gateway, key_id)) == 1
 
@@ -81,7 +83,9 @@ async def read_first_chunk_and_hang_up(
     headers = {"authorization": f"Bearer {key}"}
     timeout = aiohttp.ClientTimeout(total=60)
     async with aiohttp.ClientSession(timeout=timeout) as session:
-        resp = await session.post(gateway.url + "/v1/chat/completions", json=body, headers=headers)
+        resp = await session.post(
+            gateway.url + "/v1/chat/completions", json=body, headers=headers
+        )
         try:
             assert resp.status == 200, await resp.text()
             async for line in resp.content:
@@ -208,11 +212,7 @@ async def test_include_usage_ends_with_a_usage_chunk_and_one_id(
     gateway: GatewayProcess, key: dict[str, Any], upstream: FakeOpenAI
 ) -> None:
     upstream.default = Behavior(
-        text="abcdefghij",
-        chunks=5,
-        prompt_tokens=21,
-        completion_tokens=34,
-        cached_tokens=5,
+        text="abcdefghij", chunks=5, prompt_tokens=21, completion_tokens=34, cached_tokens=5,
         reasoning_tokens=4,
     )
     raw = await post_stream(
@@ -247,9 +247,8 @@ async def test_a_short_stream_dropped_by_its_client_is_a_disconnect(
 ) -> None:
     """The client hangs up after the first chunk of a stream that ends (about 0.1 s) before the
     watch for disconnects starts (0.25 s): recorded as ``ok`` before, as a disconnect now."""
-    upstream.default = Behavior(
-        text="abcde", chunks=5, chunk_delay=0.02, prompt_tokens=11, completion_tokens=5
-    )
+    upstream.default = Behavior(text="abcde", chunks=5, chunk_delay=0.02,
+                                prompt_tokens=11, completion_tokens=5)
     await read_first_chunk_and_hang_up(gateway, key["key"], stream_body())
     gateway.wait_until(one_row(gateway, key["id"]), message="the ledger row")
     (row,) = ledger(gateway, key["id"])

@@ -11,7 +11,9 @@ from tests.support.gateway import GatewayProcess
 BODY = {"model": "gpt-5.5", "messages": [{"role": "user", "content": "hi"}]}
 
 
-def test_a_cookie_set_by_an_upstream_is_not_sent_back(tmp_path: Path, upstream: FakeOpenAI) -> None:
+def test_a_cookie_set_by_an_upstream_is_not_sent_back(
+    tmp_path: Path, upstream: FakeOpenAI
+) -> None:
     # A host name, not an IP: cookie jars keep cookies for names only.
     url = upstream.base_url.replace("127.0.0.1", "localhost")
     gateway = GatewayProcess(tmp_path, catalog(url)).start()

@@ -30,12 +30,8 @@ GEMINI_KEY = "AIzaSyDx9Kq2LmN4pR7sT1vW3yZ5bC8dE0fG6hJ"
 ANTHROPIC_KEY = "sk-ant-api03-Xy7Qp2Lm9Rt4Vw6Zb1Nc3Df5Gh8Jk0Mn-AbCdEfGhIjKlMnOp_yz0123456789AA"
 COMPAT_KEY = 'Op+Key/With=Special&Chars"Quote\\Back~2026'
 KEYS = {"azure": AZURE_KEY, "gemini": GEMINI_KEY, "claude": ANTHROPIC_KEY, "compat": COMPAT_KEY}
-LABELS = {
-    "azure": "fake-azure",
-    "gemini": "fake-gemini",
-    "claude": "fake-anthropic",
-    "compat": "fake-compat",
-}
+LABELS = {"azure": "fake-azure", "gemini": "fake-gemini", "claude": "fake-anthropic",
+          "compat": "fake-compat"}
 CASES = [
     pytest.param(False, Echo(form, "status", status), id=f"{form}-http{status}")
     for form in FORMS
@@ -93,12 +89,8 @@ def echo_gateway(
     root = echo_upstream.root
     never_out = {"retries": 0, "health_min_requests": 100000}
     upstreams = {
-        "azure": {
-            "provider": "azure",
-            "base_url": root,
-            "model": "deploy",
-            "options": {"api_version": "2024-10-21"},
-        },
+        "azure": {"provider": "azure", "base_url": root, "model": "deploy",
+                  "options": {"api_version": "2024-10-21"}},
         "gemini": {"provider": "gemini", "base_url": f"{root}/v1beta"},
         "claude": {"provider": "anthropic", "base_url": root},
         "compat": {"provider": "openai", "base_url": f"{root}/v1"},
@@ -136,18 +128,13 @@ def error_message(raw: bytes, stream: bool) -> str:
 @pytest.mark.parametrize("model", list(KEYS))
 @pytest.mark.parametrize(("stream", "echo"), CASES)
 def test_an_echoed_credential_never_reaches_the_client(
-    echo_gateway: GatewayProcess,
-    echo_upstream: EchoUpstream,
-    echo_key: str,
-    model: str,
-    stream: bool,
-    echo: Echo,
+    echo_gateway: GatewayProcess, echo_upstream: EchoUpstream, echo_key: str,
+    model: str, stream: bool, echo: Echo,
 ) -> None:
     echo_upstream.script[:] = [echo]
     body = {"model": model, "messages": [{"role": "user", "content": "hi"}], "stream": stream}
-    status, headers, raw = http(
-        "POST", echo_gateway.url + "/v1/chat/completions", body, key=echo_key
-    )
+    status, headers, raw = http("POST", echo_gateway.url + "/v1/chat/completions", body,
+                                key=echo_key)
     assert not echo_upstream.script, "the upstream was not called"
     everything = raw.decode() + json.dumps(headers)
     assert leaks(everything) == {}, everything
@@ -167,7 +154,8 @@ def test_no_form_of_a_credential_in_the_log_and_no_forged_line(
     for model in KEYS:
         echo_upstream.script[:] = [Echo("newline-forgery")]
         body = {"model": model, "messages": [{"role": "user", "content": "hi"}]}
-        assert http("POST", echo_gateway.url + "/v1/chat/completions", body, key=echo_key)[0] == 502
+        assert http("POST", echo_gateway.url + "/v1/chat/completions", body,
+                    key=echo_key)[0] == 502
     logs = echo_gateway.logs()
     assert "answered HTTP 500" in logs  # upstream failures were logged...
     assert leaks(logs) == {}  # ...without any form of any key

@@ -18,19 +18,11 @@ from tests.support.gateway import run_cli
 @pytest.fixture
 def config(tmp_path: Path) -> Path:
     path = tmp_path / "relaygate.yaml"
-    path.write_text(
-        yaml.safe_dump(
-            {
-                "database_url": f"sqlite:///{tmp_path / 'relaygate.db'}",
-                "models": {
-                    "relaygate-simulator": {
-                        "pricing": {"input": "0.1", "output": "0.4"},
-                        "upstreams": [{"provider": "simulator"}],
-                    }
-                },
-            }
-        )
-    )
+    path.write_text(yaml.safe_dump({
+        "database_url": f"sqlite:///{tmp_path / 'relaygate.db'}",
+        "models": {"relaygate-simulator": {"pricing": {"input": "0.1", "output": "0.4"},
+                                           "upstreams": [{"provider": "simulator"}]}},
+    }))
     run_cli(path, "db", "upgrade")  # the CLI creates a store only when asked to
     return path
 
@@ -52,17 +44,8 @@ def test_accounts_keys_credits_codes_and_tokens(config: Path) -> None:
     assert (account["name"], account["balance_usd"]) == ("Acme", "10.000000")
     assert cli_json(config, "accounts", "show", account["id"]) == account
     assert [a["id"] for a in cli_json(config, "accounts", "list")] == [account["id"]]
-    key = cli_json(
-        config,
-        "keys",
-        "create",
-        "--account",
-        account["id"],
-        "--name",
-        "ci",
-        "--models",
-        "relaygate-simulator",
-    )
+    key = cli_json(config, "keys", "create", "--account", account["id"], "--name", "ci",
+                   "--models", "relaygate-simulator")
     assert key["key"].startswith("sk-")
     assert key["models"] == ["relaygate-simulator"]
     grant = cli_json(config, "credits", "add", account["id"], "2.5", "--idempotency-key", "a")
@@ -76,12 +59,7 @@ def test_accounts_keys_credits_codes_and_tokens(config: Path) -> None:
     assert token["token"].startswith("rga-")
     assert [t["id"] for t in cli_json(config, "admin-token", "list")] == [token["id"]]
     assert [action for actor, action, _ in audit(config)] == [
-        "account.create",
-        "key.create",
-        "credits.add",
-        "codes.create",
-        "admin_token.create",
-    ]
+        "account.create", "key.create", "credits.add", "codes.create", "admin_token.create"]
     assert {actor for actor, _, _ in audit(config)} == {"cli"}
 
 

@@ -14,11 +14,8 @@ from tests.console.support import PASSWORD, User, setup_link
 from tests.support.gateway import GatewayProcess
 
 ADMIN_EMAIL = "operator@example.com"
-FAST_HASH = {
-    "password_hash_memory_kib": 8192,
-    "password_hash_time_cost": 1,
-    "password_hash_parallelism": 1,
-}
+FAST_HASH = {"password_hash_memory_kib": 8192, "password_hash_time_cost": 1,
+             "password_hash_parallelism": 1}
 _ACCOUNT = re.compile(r"/console/accounts/(acct_[A-Za-z0-9_]+)")
 
 
@@ -37,9 +34,8 @@ class Console:
 
     def member(self, account_id: str, email: str) -> User:
         """A member of ``account_id``, added by the admin, signed in."""
-        response = self.admin.post(
-            f"/console/accounts/{account_id}/members", {"email": email, "password": PASSWORD}
-        )
+        response = self.admin.post(f"/console/accounts/{account_id}/members",
+                                   {"email": email, "password": PASSWORD})
         assert response.status_code == 200, response.text[:2000]
         user = User(self.gateway)
         user.sign_in(email)
@@ -54,9 +50,8 @@ def start_console(directory: object, **overrides: object) -> GatewayProcess:
 def first_admin(gateway: GatewayProcess) -> User:
     admin = User(gateway)
     link = setup_link(gateway)
-    response = admin.client.post(
-        link, data={"email": ADMIN_EMAIL, "password": PASSWORD, "password_again": PASSWORD}
-    )
+    response = admin.client.post(link, data={"email": ADMIN_EMAIL, "password": PASSWORD,
+                                             "password_again": PASSWORD})
     assert response.status_code == 303, response.text[:2000]
     admin.sign_in(ADMIN_EMAIL)
     return admin

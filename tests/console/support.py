@@ -38,11 +38,8 @@ class User:
 
     def get(self, path: str, **kwargs: Any) -> httpx.Response:
         response = self.client.get(path, **kwargs)
-        found = (
-            _CSRF.search(response.text)
-            if response.headers.get("content-type", "").startswith("text/html")
-            else None
-        )
+        found = _CSRF.search(response.text) if response.headers.get(
+            "content-type", "").startswith("text/html") else None
         if found and found.group(1):
             self.csrf = found.group(1)
         return response
@@ -52,16 +49,16 @@ class User:
         assert response.status_code == 200, (path, response.status_code, response.text[:2000])
         return response.text
 
-    def post(
-        self, path: str, data: dict[str, Any] | None = None, *, csrf: bool = True, **kwargs: Any
-    ) -> httpx.Response:
+    def post(self, path: str, data: dict[str, Any] | None = None, *, csrf: bool = True,
+             **kwargs: Any) -> httpx.Response:
         form = dict(data or {})
         if csrf:
             form.setdefault("csrf_token", self.csrf)
         return self.client.post(path, data=form, **kwargs)
 
     def sign_in(self, email: str, password: str = PASSWORD) -> httpx.Response:
-        response = self.post("/console/sign-in", {"email": email, "password": password}, csrf=False)
+        response = self.post("/console/sign-in", {"email": email, "password": password},
+                             csrf=False)
         assert response.status_code == 303, response.text[:2000]
         home = self.get("/console/")
         assert home.status_code == 303

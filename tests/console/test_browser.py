@@ -58,13 +58,11 @@ class Run:
     count: int = 0
 
     def page(self, width: int = 1280) -> Any:
-        context = self.browser.new_context(
-            viewport={"width": width, "height": 900}, base_url=self.gateway.url
-        )
+        context = self.browser.new_context(viewport={"width": width, "height": 900},
+                                           base_url=self.gateway.url)
         page = context.new_page()
-        page.on(
-            "console", lambda m: m.type == "error" and self.errors.append(f"{page.url}: {m.text}")
-        )
+        page.on("console", lambda m: m.type == "error" and self.errors.append(
+            f"{page.url}: {m.text}"))
         page.on("pageerror", lambda e: self.errors.append(f"{page.url}: {e}"))
         return page
 
@@ -85,7 +83,8 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
     shots.mkdir(parents=True, exist_ok=True)
     try:
         with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+            browser = playwright.chromium.launch(executable_path=CHROMIUM,
+                                                 args=["--no-sandbox"])
             try:
                 yield Run(gateway, browser, shots)
             finally:
@@ -196,8 +195,7 @@ def test_an_sdk_request_shows_in_the_log_and_the_chart(run: Run) -> None:
     client = OpenAI(base_url=run.gateway.url + "/v1", api_key=run.state["key"], max_retries=0)
     run.gateway.wait_until(lambda: run.gateway.get("/v1/credits", run.state["key"])[0] == 200)
     answer = client.chat.completions.create(
-        model=MODEL, messages=[{"role": "user", "content": "Please introduce yourself"}]
-    )
+        model=MODEL, messages=[{"role": "user", "content": "Please introduce yourself"}])
     assert answer.usage is not None
     request_id = answer.id
 

@@ -22,12 +22,9 @@ def _key_from(page: str) -> str:
 
 
 def _chat(console: Console, key: str) -> dict[str, object]:
-    status, _, raw = http(
-        "POST",
-        console.gateway.url + "/v1/chat/completions",
-        {"model": MODEL, "messages": [{"role": "user", "content": "hi"}]},
-        key=key,
-    )
+    status, _, raw = http("POST", console.gateway.url + "/v1/chat/completions",
+                          {"model": MODEL, "messages": [{"role": "user", "content": "hi"}]},
+                          key=key)
     assert status == 200, raw
     answer: dict[str, object] = json.loads(raw)
     return answer
@@ -42,16 +39,9 @@ def test_a_member_sees_and_uses_every_customer_page(console: Console) -> None:
         assert "$5.00" in overview
         keys = member.page("/console/keys")
         assert "No keys yet" in keys
-        created = member.post(
-            "/console/keys",
-            {
-                "name": "ci",
-                "rpm": "100",
-                "models": MODEL,
-                "spend_limit_usd": "2",
-                "spend_limit_period": "month",
-            },
-        )
+        created = member.post("/console/keys", {"name": "ci", "rpm": "100", "models": MODEL,
+                                                "spend_limit_usd": "2",
+                                                "spend_limit_period": "month"})
         assert created.status_code == 201, created.text[:2000]
         key = _key_from(created.text)
         listed = member.page("/console/keys")
@@ -92,7 +82,8 @@ def test_a_member_edits_and_revokes_a_key_and_redeems_a_code(console: Console) -
         created = member.post("/console/keys", {"name": "first"})
         key_id = re.search(r"(key_[0-9a-f]+)", created.text.split("new-key")[-1])
         assert key_id
-        saved = member.post(f"/console/keys/{key_id.group(1)}", {"name": "renamed", "tpm": "5000"})
+        saved = member.post(f"/console/keys/{key_id.group(1)}", {"name": "renamed",
+                                                                 "tpm": "5000"})
         assert saved.status_code == 200
         assert "renamed" in saved.text
         bad = member.post(f"/console/keys/{key_id.group(1)}", {"name": "x", "rpm": "-3"})
@@ -101,9 +92,8 @@ def test_a_member_edits_and_revokes_a_key_and_redeems_a_code(console: Console) -
         revoked = member.post(f"/console/keys/{key_id.group(1)}/revoke")
         assert revoked.status_code == 200
         assert "revoked" in revoked.text
-        made = console.admin.post(
-            "/console/codes", {"count": "2", "amount_usd": "3", "format": "page"}
-        )
+        made = console.admin.post("/console/codes", {"count": "2", "amount_usd": "3",
+                                                     "format": "page"})
         assert made.status_code == 201
         codes = re.search(r'data-testid="new-codes">([^<]+)</pre>', made.text)
         assert codes
@@ -190,23 +180,17 @@ def test_a_stranger_is_sent_to_sign_in(console: Console) -> None:
             response = stranger.get(path)
             assert response.status_code == 303
             assert response.headers["location"].startswith("/console/sign-in?next=")
-        assert stranger.client.get("/console/overview", headers={"hx-request": "true"}).headers[
-            "hx-redirect"
-        ]
+        assert stranger.client.get("/console/overview",
+                                   headers={"hx-request": "true"}).headers["hx-redirect"]
         page = stranger.page("/console/sign-in")
         assert 'name="password"' in page
-        failed = stranger.post(
-            "/console/sign-in",
-            {"email": "a@example.com", "password": "wrong-password-1"},
-            csrf=False,
-        )
+        failed = stranger.post("/console/sign-in", {"email": "a@example.com",
+                                                     "password": "wrong-password-1"}, csrf=False)
         assert failed.status_code == 401
         assert "Wrong email or password" in failed.text
-        tricked = stranger.post(
-            "/console/sign-in?next=//evil.example/x",
-            {"email": "operator@example.com", "password": "correct-horse-battery-staple"},
-            csrf=False,
-        )
+        tricked = stranger.post("/console/sign-in?next=//evil.example/x",
+                                {"email": "operator@example.com",
+                                 "password": "correct-horse-battery-staple"}, csrf=False)
         assert tricked.headers["location"] == "/console/"
     finally:
         stranger.close()

@@ -27,12 +27,8 @@ def test_every_answer_carries_the_security_headers(console: Console) -> None:
         assert response.headers["referrer-policy"] == "same-origin"
     page = console.admin.page("/console/accounts")
     assert re.search(r"<script(?![^>]*\bsrc=)(?![^>]*application/json)[^>]*>", page) is None
-    assert (
-        " on"
-        not in re.sub(r"<[^>]*(?:content|value|placeholder)=\"[^\"]*\"", "", page)
-        .split("<body")[1]
-        .split(">")[0]
-    )
+    assert " on" not in re.sub(r"<[^>]*(?:content|value|placeholder)=\"[^\"]*\"", "", page).split(
+        "<body")[1].split(">")[0]
 
 
 def test_a_write_without_the_csrf_token_is_refused_and_changes_nothing(console: Console) -> None:
@@ -40,23 +36,18 @@ def test_a_write_without_the_csrf_token_is_refused_and_changes_nothing(console: 
     before = admin.page("/console/accounts?q=csrf-victim")
     refused = admin.post("/console/accounts", {"name": "csrf-victim"}, csrf=False)
     assert refused.status_code == 403
-    wrong = admin.post(
-        "/console/accounts", {"name": "csrf-victim", "csrf_token": "x" * 43}, csrf=False
-    )
+    wrong = admin.post("/console/accounts", {"name": "csrf-victim", "csrf_token": "x" * 43},
+                       csrf=False)
     assert wrong.status_code == 403
     assert admin.page("/console/accounts?q=csrf-victim") == before
-    by_header = admin.client.post(
-        "/console/accounts",
-        data={"name": "csrf-header"},
-        headers={"x-csrf-token": admin.csrf, "hx-request": "true"},
-    )
+    by_header = admin.client.post("/console/accounts", data={"name": "csrf-header"},
+                                  headers={"x-csrf-token": admin.csrf, "hx-request": "true"})
     assert by_header.status_code == 303
 
 
 def test_a_cross_site_write_is_refused(console: Console) -> None:
-    response = console.admin.post(
-        "/console/accounts", {"name": "cross-site"}, headers={"sec-fetch-site": "cross-site"}
-    )
+    response = console.admin.post("/console/accounts", {"name": "cross-site"},
+                                  headers={"sec-fetch-site": "cross-site"})
     assert response.status_code == 403
     assert "No accounts match" in console.admin.page("/console/accounts?q=cross-site")
 
@@ -67,13 +58,10 @@ def test_names_are_escaped(console: Console) -> None:
     member = console.member(account, "escape@example.com")
     try:
         member.post("/console/keys", {"name": evil})
-        for user, path in (
-            (console.admin, "/console/accounts"),
-            (console.admin, f"/console/accounts/{account}"),
-            (member, "/console/overview"),
-            (member, "/console/keys"),
-            (member, "/console/billing"),
-        ):
+        for user, path in ((console.admin, "/console/accounts"),
+                           (console.admin, f"/console/accounts/{account}"),
+                           (member, "/console/overview"), (member, "/console/keys"),
+                           (member, "/console/billing")):
             page = user.page(path)
             assert evil not in page, path
             assert "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;" in page, path
@@ -148,7 +136,8 @@ def test_a_member_is_not_an_admin(console: Console) -> None:
     account = console.account("Not admin")
     member = console.member(account, "notadmin@example.com")
     try:
-        for path in ("/console/codes", "/console/tokens", "/console/models", "/console/upstreams"):
+        for path in ("/console/codes", "/console/tokens", "/console/models",
+                     "/console/upstreams"):
             assert member.get(path).status_code == 403, path
         assert member.post("/console/codes", {"count": "1", "amount_usd": "1"}).status_code == 403
     finally:

@@ -87,19 +87,15 @@ def test_serve_prints_the_link_and_it_works_once_over_http(tmp_path: Path) -> No
         assert link.startswith(gateway.url + "/console/setup/")
         with httpx.Client() as client:
             assert client.get(link).status_code == 200
-            form = {
-                "email": "first@example.com",
-                "password": PASSWORD,
-                "password_again": PASSWORD + "x",
-            }
+            form = {"email": "first@example.com", "password": PASSWORD,
+                    "password_again": PASSWORD + "x"}
             differ = client.post(link, data=form)
             assert differ.status_code == 400
             form["password_again"] = PASSWORD
             assert client.post(link, data=form).status_code == 303
             assert client.get(link).status_code == 404
-            assert (
-                client.post(link, data={**form, "email": "second@example.com"}).status_code == 404
-            )
+            assert client.post(link, data={**form, "email": "second@example.com"}
+                               ).status_code == 404
     finally:
         gateway.stop()
     restarted = start_console(tmp_path)  # an admin exists now: no new link
@@ -122,12 +118,9 @@ def test_a_402_leads_to_the_console_billing_page(tmp_path: Path) -> None:
     gateway = start_console(tmp_path)
     try:
         key = gateway.create_key("--credits", "0")["key"]
-        status, _, raw = http(
-            "POST",
-            gateway.url + "/v1/chat/completions",
-            {"model": "relaygate-simulator", "messages": [{"role": "user", "content": "hi"}]},
-            key=key,
-        )
+        status, _, raw = http("POST", gateway.url + "/v1/chat/completions",
+                              {"model": "relaygate-simulator",
+                               "messages": [{"role": "user", "content": "hi"}]}, key=key)
         assert status == 402
         import json
 

@@ -25,14 +25,8 @@ def key(
     rpm: int | None = None, tpm: int | None = None, concurrency: int | None = None
 ) -> KeyRecord:
     return KeyRecord(
-        id="key_1",
-        name="",
-        key_hash="h",
-        prefix="rg-",
-        created_at=0,
-        rpm=rpm,
-        tpm=tpm,
-        max_concurrency=concurrency,
+        id="key_1", name="", key_hash="h", prefix="rg-", created_at=0,
+        rpm=rpm, tpm=tpm, max_concurrency=concurrency,
     )
 
 

@@ -49,7 +49,9 @@ async def post_many(gateway: GatewayProcess, key: str, n: int) -> list[tuple[int
         return await asyncio.gather(*(one(session) for _ in range(n)))
 
 
-async def test_rpm_allows_exactly_the_burst(gateway: GatewayProcess, upstream: FakeOpenAI) -> None:
+async def test_rpm_allows_exactly_the_burst(
+    gateway: GatewayProcess, upstream: FakeOpenAI
+) -> None:
     key = gateway.create_key("--credits", "10", "--rpm", "10")
     results, elapsed = await timed(post_many(gateway, key["key"], 30))
     ok = [r for r in results if r[0] == 200]
@@ -101,7 +103,9 @@ async def test_concurrency_limit_refuses_a_third_open_request(
             await stream_again.read()
 
 
-def test_tpm_counts_the_tokens_actually_used(gateway: GatewayProcess, upstream: FakeOpenAI) -> None:
+def test_tpm_counts_the_tokens_actually_used(
+    gateway: GatewayProcess, upstream: FakeOpenAI
+) -> None:
     # the prompt estimate of "hi" is about 7 tokens, which fits 20 tokens a minute twice; the
     # upstream reports 13 + 20 = 33 used, which spends the minute's allowance
     upstream.default = Behavior(prompt_tokens=13, completion_tokens=20)

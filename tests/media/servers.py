@@ -84,7 +84,9 @@ class RawServer:
         return f"http://{self.host}:{self.port}{path}"
 
     async def start(self) -> RawServer:
-        self._server = await asyncio.start_server(self._serve, self.host, 0, ssl=self.ssl_context)
+        self._server = await asyncio.start_server(
+            self._serve, self.host, 0, ssl=self.ssl_context
+        )
         return self
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

@@ -148,13 +148,10 @@ async def test_a_chunked_body_without_length_is_cut_at_the_limit(
     make_pipeline: MakePipeline, raw_server: list[RawServer]
 ) -> None:
     body = png(1, 1, pad=LIMIT)
-    chunked = (
-        b"".join(
-            b"%x\r\n%s\r\n" % (len(body[i : i + 1000]), body[i : i + 1000])
-            for i in range(0, len(body), 1000)
-        )
-        + b"0\r\n\r\n"
-    )
+    chunked = b"".join(
+        b"%x\r\n%s\r\n" % (len(body[i : i + 1000]), body[i : i + 1000])
+        for i in range(0, len(body), 1000)
+    ) + b"0\r\n\r\n"
     server = await serve_raw(
         raw_server, raw_response(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n", chunked)
     )

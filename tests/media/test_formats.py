@@ -23,17 +23,15 @@ from tests.media.samples import (
         pytest.param(png(1, 1), ImageInfo("image/png", 1, 1), id="png-1x1"),
         pytest.param(png(4096, 2048), ImageInfo("image/png", 4096, 2048), id="png-large"),
         pytest.param(jpeg(640, 480), ImageInfo("image/jpeg", 640, 480), id="jpeg-baseline"),
-        pytest.param(
-            jpeg(300, 7000, sof=0xC2), ImageInfo("image/jpeg", 300, 7000), id="jpeg-progressive"
-        ),
-        pytest.param(
-            jpeg(65535, 2, pad=5000),
-            ImageInfo("image/jpeg", 65535, 2),
-            id="jpeg-after-a-long-segment",
-        ),
+        pytest.param(jpeg(300, 7000, sof=0xC2), ImageInfo("image/jpeg", 300, 7000),
+                     id="jpeg-progressive"),
+        pytest.param(jpeg(65535, 2, pad=5000), ImageInfo("image/jpeg", 65535, 2),
+                     id="jpeg-after-a-long-segment"),
         pytest.param(webp_lossy(1023, 77), ImageInfo("image/webp", 1023, 77), id="webp-vp8"),
-        pytest.param(webp_lossless(16383, 1), ImageInfo("image/webp", 16383, 1), id="webp-vp8l"),
-        pytest.param(webp_extended(20000, 3), ImageInfo("image/webp", 20000, 3), id="webp-vp8x"),
+        pytest.param(webp_lossless(16383, 1), ImageInfo("image/webp", 16383, 1),
+                     id="webp-vp8l"),
+        pytest.param(webp_extended(20000, 3), ImageInfo("image/webp", 20000, 3),
+                     id="webp-vp8x"),
     ],
 )
 def test_accepted_formats_and_their_dimensions(data: bytes, expected: ImageInfo) -> None:
@@ -69,17 +67,11 @@ def test_jpeg_huffman_table_is_not_taken_for_a_frame_header() -> None:
         pytest.param(b"hello world", "not an image format relaygate recognises", id="text"),
         pytest.param(png(2, 2)[:20], "a damaged or truncated PNG image", id="png-truncated"),
         pytest.param(b"\xff\xd8\xff\xd9", "a damaged or truncated JPEG image", id="jpeg-no-frame"),
-        pytest.param(
-            b"RIFF\x00\x00\x00\x00WEBPVP8 ",
-            "a damaged or truncated WebP image",
-            id="webp-truncated",
-        ),
+        pytest.param(b"RIFF\x00\x00\x00\x00WEBPVP8 ", "a damaged or truncated WebP image",
+                     id="webp-truncated"),
         pytest.param(png(0, 10), "a damaged or truncated PNG image", id="png-zero-width"),
-        pytest.param(
-            b"RIFF\x00\x00\x00\x00WAVEfmt ",
-            "not an image format relaygate recognises",
-            id="riff-wave",
-        ),
+        pytest.param(b"RIFF\x00\x00\x00\x00WAVEfmt ", "not an image format relaygate recognises",
+                     id="riff-wave"),
     ],
 )
 def test_everything_else_is_refused_and_named(data: bytes, what: str) -> None:

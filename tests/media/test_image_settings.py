@@ -24,16 +24,9 @@ def test_defaults_follow_the_contract() -> None:
 
 def test_read_from_the_config_file() -> None:
     settings = settings_from_mapping(
-        {
-            "images": {
-                "max_bytes": 1000,
-                "max_images": 4,
-                "fetch_timeout": 2.5,
-                "allow_internal": ["10.0.0.0/8", "images.corp:8080", "[::1]:9000"],
-                "forward_urls": True,
-                "cache_bytes": 0,
-            }
-        },
+        {"images": {"max_bytes": 1000, "max_images": 4, "fetch_timeout": 2.5,
+                    "allow_internal": ["10.0.0.0/8", "images.corp:8080", "[::1]:9000"],
+                    "forward_urls": True, "cache_bytes": 0}},
         "relaygate.yaml",
         {},
     )
@@ -46,14 +39,10 @@ def test_read_from_the_config_file() -> None:
 @pytest.mark.parametrize(
     ("images", "expected"),
     [
-        (
-            {"allow_internal": ["10.0.0.0/8", "two words"]},
-            "relaygate.yaml: images: allow_internal[1]: 'two words' is not a host name",
-        ),
-        (
-            {"allow_internal": ["127.0.0.1:0"]},
-            "relaygate.yaml: images: allow_internal[0]: '127.0.0.1:0' has an invalid port",
-        ),
+        ({"allow_internal": ["10.0.0.0/8", "two words"]},
+         "relaygate.yaml: images: allow_internal[1]: 'two words' is not a host name"),
+        ({"allow_internal": ["127.0.0.1:0"]},
+         "relaygate.yaml: images: allow_internal[0]: '127.0.0.1:0' has an invalid port"),
         ({"max_bytes": 0}, "relaygate.yaml: images.max_bytes: Expected `int` >= 1"),
         ({"max_redirects": 11}, "relaygate.yaml: images.max_redirects: Expected `int` <= 10"),
         ({"max_bytez": 1}, "relaygate.yaml: images: Object contains unknown field `max_bytez`"),

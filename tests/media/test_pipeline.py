@@ -46,16 +46,12 @@ async def test_data_urls_mixed_with_text_in_several_messages(make_pipeline: Make
     request, raw = chat(
         user(text_part("first"), image_part(data_url(a), "high")),
         {"role": "assistant", "content": "ok"},
-        user(
-            image_part(data_url(b, "image/jpeg")),
-            text_part("and"),
-            image_part(data_url(c, "image/webp"), "low"),
-        ),
+        user(image_part(data_url(b, "image/jpeg")), text_part("and"),
+             image_part(data_url(c, "image/webp"), "low")),
     )
     prepared = await make_pipeline().prepare(request, raw, vision=True, inline=True)
-    summary = [
-        (i.where, i.image.info.mime, i.image.data, i.detail, i.tokens) for i in prepared.images
-    ]
+    summary = [(i.where, i.image.info.mime, i.image.data, i.detail, i.tokens)
+               for i in prepared.images]
     assert summary == [
         ("messages[0].content[1]", "image/png", a, "high", 765),
         ("messages[2].content[0]", "image/jpeg", b, None, 1105),
@@ -73,10 +69,8 @@ async def test_the_declared_media_type_is_ignored_and_corrected(
     original = copy.deepcopy(raw)
     prepared = await make_pipeline().prepare(request, raw, vision=True, inline=False)
     part = prepared.raw["messages"][0]["content"][1]
-    assert part == {
-        "type": "image_url",
-        "image_url": {"url": data_url(data, "image/png"), "detail": "low"},
-    }
+    assert part == {"type": "image_url",
+                    "image_url": {"url": data_url(data, "image/png"), "detail": "low"}}
     assert raw == original
 
 
@@ -200,33 +194,24 @@ async def test_all_images_of_a_request_together_are_bounded(make_pipeline: MakeP
 
 
 async def test_the_first_bad_part_in_request_order_is_named(make_pipeline: MakePipeline) -> None:
-    request, raw = chat(
-        user(image_part(data_url(png())), image_part(data_url(GIF)), image_part("ftp://x/y.png"))
-    )
+    request, raw = chat(user(image_part(data_url(png())), image_part(data_url(GIF)),
+                             image_part("ftp://x/y.png")))
     with pytest.raises(InvalidRequest) as caught:
         await make_pipeline().prepare(request, raw, vision=True, inline=True)
     assert caught.value.param == "messages[0].content[1]"
 
 
 async def test_token_bound_known_before_fetching() -> None:
-    request, _ = chat(
-        user(
-            image_part("https://example.com/a.png", "low"),
-            image_part("https://example.com/b.png"),
-            image_part("https://example.com/c.png", "high"),
-        )
-    )
+    request, _ = chat(user(image_part("https://example.com/a.png", "low"),
+                           image_part("https://example.com/b.png"),
+                           image_part("https://example.com/c.png", "high")))
     assert request_image_token_bound(request) == 85 + 1445 + 1445
 
 
 def part_urls(raw: dict[str, Any]) -> list[str]:
-    return [
-        part["image_url"]["url"]
-        for message in raw["messages"]
-        if isinstance(message["content"], list)
-        for part in message["content"]
-        if part["type"] == "image_url"
-    ]
+    return [part["image_url"]["url"] for message in raw["messages"]
+            if isinstance(message["content"], list)
+            for part in message["content"] if part["type"] == "image_url"]
 
 
 async def test_rewrite_keeps_every_other_field(make_pipeline: MakePipeline) -> None:

@@ -12,37 +12,11 @@ from typing import Any
 from tests.support.gateway import GatewayProcess
 
 FIELDS = [
-    "model",
-    "messages",
-    "stream",
-    "temperature",
-    "top_p",
-    "top_k",
-    "max_tokens",
-    "max_completion_tokens",
-    "n",
-    "stop",
-    "stream_options",
-    "presence_penalty",
-    "frequency_penalty",
-    "seed",
-    "tools",
-    "tool_choice",
-    "response_format",
-    "reasoning_effort",
-    "user",
-    "models",
-    "logit_bias",
-    "logprobs",
-    "top_logprobs",
-    "metadata",
-    "service_tier",
-    "store",
-    "modalities",
-    "audio",
-    "prediction",
-    "web_search_options",
-    "x_vendor",
+    "model", "messages", "stream", "temperature", "top_p", "top_k", "max_tokens",
+    "max_completion_tokens", "n", "stop", "stream_options", "presence_penalty",
+    "frequency_penalty", "seed", "tools", "tool_choice", "response_format", "reasoning_effort",
+    "user", "models", "logit_bias", "logprobs", "top_logprobs", "metadata", "service_tier",
+    "store", "modalities", "audio", "prediction", "web_search_options", "x_vendor",
 ]
 MODELS = ["gpt-5.5", "gpt-5.2", "relaygate-simulator", "text-only", "unrouted", "nope"]
 
@@ -67,12 +41,8 @@ def value(rng: random.Random, depth: int = 0) -> Any:
         return {str(i): rng.choice([1, 200, "x"]) for i in range(rng.choice([0, 3, 301]))}
     if kind in (8, 9):
         return [value(rng, depth + 1) for _ in range(rng.randrange(4))]
-    return {
-        rng.choice([*FIELDS, "role", "content", "type", "text", "image_url", "url"]): value(
-            rng, depth + 1
-        )
-        for _ in range(rng.randrange(4))
-    }
+    return {rng.choice([*FIELDS, "role", "content", "type", "text", "image_url", "url"]):
+            value(rng, depth + 1) for _ in range(rng.randrange(4))}
 
 
 def deepen(text: str) -> str:
@@ -89,28 +59,15 @@ def message(rng: random.Random) -> Any:
     if rng.random() < 0.2:
         return value(rng, 1)
     role = rng.choice(["user", "system", "assistant", "tool", "developer", "bot"])
-    content: Any = rng.choice(
-        [
-            "hi",
-            None,
-            [],
-            [{"type": "text", "text": "x"}],
-            [{"type": "image_url", "image_url": {"url": rng.choice(["", "data:", "ftp://x"])}}],
-            value(rng, 2),
-        ]
-    )
+    content: Any = rng.choice([
+        "hi", None, [], [{"type": "text", "text": "x"}],
+        [{"type": "image_url", "image_url": {"url": rng.choice(["", "data:", "ftp://x"])}}],
+        value(rng, 2),
+    ])
     found: dict[str, Any] = {"role": role, "content": content}
     if rng.random() < 0.3:
-        found["tool_calls"] = [
-            {
-                "id": "c",
-                "type": "function",
-                "function": {
-                    "name": "f",
-                    "arguments": rng.choice(["{}", "[" * 3000, '{"a":1}', "x"]),
-                },
-            }
-        ]
+        found["tool_calls"] = [{"id": "c", "type": "function", "function": {
+            "name": "f", "arguments": rng.choice(["{}", "[" * 3000, "{\"a\":1}", "x"])}}]
     if rng.random() < 0.2:
         found["tool_call_id"] = value(rng, 2)
     return found
@@ -125,15 +82,13 @@ def request_body(rng: random.Random) -> bytes:
     data = deepen(json.dumps(body)).encode()
     if rng.random() < 0.1:
         cut = rng.randrange(len(data))
-        data = data[:cut] + bytes([rng.randrange(256)]) + data[cut + 1 :]
+        data = data[:cut] + bytes([rng.randrange(256)]) + data[cut + 1:]
     return data
 
 
 def post(gateway: GatewayProcess, data: bytes, key: str) -> tuple[int, bytes]:
     request = urllib.request.Request(
-        gateway.url + "/v1/chat/completions",
-        data=data,
-        method="POST",
+        gateway.url + "/v1/chat/completions", data=data, method="POST",
         headers={"content-type": "application/json", "authorization": f"Bearer {key}"},
     )
     try:

@@ -88,8 +88,7 @@ def test_deep_tool_call_arguments_are_a_400() -> None:
         pytest.param({"n": 129}, "n", id="n"),
         pytest.param({"tools": [TOOL] * (MAX_TOOLS + 1)}, "tools", id="tools"),
         pytest.param(
-            {"logit_bias": {str(i): 1 for i in range(MAX_LOGIT_BIAS + 1)}},
-            "logit_bias",
+            {"logit_bias": {str(i): 1 for i in range(MAX_LOGIT_BIAS + 1)}}, "logit_bias",
             id="logit_bias",
         ),
         pytest.param({"logit_bias": {"50256": 101}}, "logit_bias[...]", id="logit_bias-value"),
@@ -171,9 +170,7 @@ def _post_raw(gateway: GatewayProcess, data: bytes, key: str) -> tuple[int, byte
     import urllib.request
 
     request = urllib.request.Request(
-        gateway.url + "/v1/chat/completions",
-        data=data,
-        method="POST",
+        gateway.url + "/v1/chat/completions", data=data, method="POST",
         headers={"content-type": "application/json", "authorization": f"Bearer {key}"},
     )
     try:

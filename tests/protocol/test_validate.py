@@ -112,12 +112,8 @@ def test_a_number_beyond_float_range_is_not_called_a_non_object() -> None:
         pytest.param(user({"type": "text", "text": "hello"}), id="text-part"),
         pytest.param(user({"type": "text", "text": "what is it?"}, IMAGE), id="text-and-image"),
         pytest.param(
-            user(
-                {
-                    "type": "image_url",
-                    "image_url": {"url": "https://e.com/a.webp", "detail": "high"},
-                }
-            ),
+            user({"type": "image_url", "image_url": {"url": "https://e.com/a.webp",
+                                                     "detail": "high"}}),
             id="image-with-detail",
         ),
         pytest.param(
@@ -125,31 +121,17 @@ def test_a_number_beyond_float_range_is_not_called_a_non_object() -> None:
             id="data-url-image",
         ),
         pytest.param(
-            [
-                {"role": "system", "content": "be brief"},
-                USER,
-                {"role": "assistant", "content": "hello"},
-                USER,
-            ],
+            [{"role": "system", "content": "be brief"}, USER,
+             {"role": "assistant", "content": "hello"}, USER],
             id="multi-turn-with-system",
         ),
         pytest.param([{"role": "developer", "content": "be brief"}, USER], id="developer"),
         pytest.param(
-            [
-                USER,
-                {
-                    "role": "assistant",
-                    "content": None,
-                    "tool_calls": [
-                        {
-                            "id": "c1",
-                            "type": "function",
-                            "function": {"name": "f", "arguments": "{}"},
-                        }
-                    ],
-                },
-                {"role": "tool", "tool_call_id": "c1", "content": "42"},
-            ],
+            [USER,
+             {"role": "assistant", "content": None,
+              "tool_calls": [{"id": "c1", "type": "function",
+                              "function": {"name": "f", "arguments": "{}"}}]},
+             {"role": "tool", "tool_call_id": "c1", "content": "42"}],
             id="tool-round-trip",
         ),
     ],
@@ -185,76 +167,36 @@ def test_messages_decode_to_typed_parts() -> None:
         pytest.param([], "messages", "length >= 1", id="no-messages"),
         pytest.param(None, "messages", "messages", id="missing-messages"),
         pytest.param("hello", "messages", "array", id="messages-not-a-list"),
-        pytest.param(
-            [{"role": "robot", "content": "x"}], "messages[0].role", "robot", id="unknown-role"
-        ),
-        pytest.param(
-            [USER, {"role": "admin", "content": "x"}],
-            "messages[1].role",
-            "admin",
-            id="unknown-role-second-message",
-        ),
+        pytest.param([{"role": "robot", "content": "x"}], "messages[0].role", "robot",
+                     id="unknown-role"),
+        pytest.param([USER, {"role": "admin", "content": "x"}], "messages[1].role", "admin",
+                     id="unknown-role-second-message"),
         pytest.param([{"content": "x"}], "messages[0].role", "role", id="missing-role"),
-        pytest.param([{"role": "user"}], "messages[0].content", "content", id="missing-content"),
-        pytest.param(
-            [{"role": "user", "content": 42}], "messages[0].content", "int", id="content-a-number"
-        ),
-        pytest.param(
-            user({"type": "text", "text": "a"}, {"type": "audio", "data": "..."}),
-            "messages[0].content[1].type",
-            "audio",
-            id="unknown-part-type",
-        ),
-        pytest.param(
-            user({"text": "a"}), "messages[0].content[0].type", "type", id="part-without-type"
-        ),
-        pytest.param(
-            user({"type": "text"}),
-            "messages[0].content[0].text",
-            "text",
-            id="text-part-without-text",
-        ),
-        pytest.param(
-            user({"type": "image_url", "image_url": {}}),
-            "messages[0].content[0].image_url.url",
-            "url",
-            id="image-without-url",
-        ),
-        pytest.param(
-            user({"type": "image_url", "image_url": {"url": ""}}),
-            "messages[0].content[0].image_url.url",
-            "length >= 1",
-            id="image-with-empty-url",
-        ),
-        pytest.param(
-            user({"type": "image_url"}),
-            "messages[0].content[0].image_url",
-            "image_url",
-            id="image-part-without-image_url",
-        ),
-        pytest.param(
-            user(
-                {
-                    "type": "image_url",
-                    "image_url": {"url": "https://e.com/a.png", "detail": "ultra"},
-                }
-            ),
-            "messages[0].content[0].image_url.detail",
-            "ultra",
-            id="image-unknown-detail",
-        ),
-        pytest.param(
-            [{"role": "system", "content": [IMAGE]}],
-            "messages[0].content[0].type",
-            "image_url",
-            id="image-in-system-message",
-        ),
-        pytest.param(
-            [{"role": "tool", "content": "42"}],
-            "messages[0].tool_call_id",
-            "tool_call_id",
-            id="tool-without-call-id",
-        ),
+        pytest.param([{"role": "user"}], "messages[0].content", "content",
+                     id="missing-content"),
+        pytest.param([{"role": "user", "content": 42}], "messages[0].content", "int",
+                     id="content-a-number"),
+        pytest.param(user({"type": "text", "text": "a"}, {"type": "audio", "data": "..."}),
+                     "messages[0].content[1].type", "audio", id="unknown-part-type"),
+        pytest.param(user({"text": "a"}), "messages[0].content[0].type", "type",
+                     id="part-without-type"),
+        pytest.param(user({"type": "text"}), "messages[0].content[0].text", "text",
+                     id="text-part-without-text"),
+        pytest.param(user({"type": "image_url", "image_url": {}}),
+                     "messages[0].content[0].image_url.url", "url", id="image-without-url"),
+        pytest.param(user({"type": "image_url", "image_url": {"url": ""}}),
+                     "messages[0].content[0].image_url.url", "length >= 1",
+                     id="image-with-empty-url"),
+        pytest.param(user({"type": "image_url"}), "messages[0].content[0].image_url",
+                     "image_url", id="image-part-without-image_url"),
+        pytest.param(user({"type": "image_url", "image_url": {"url": "https://e.com/a.png",
+                                                               "detail": "ultra"}}),
+                     "messages[0].content[0].image_url.detail", "ultra",
+                     id="image-unknown-detail"),
+        pytest.param([{"role": "system", "content": [IMAGE]}], "messages[0].content[0].type",
+                     "image_url", id="image-in-system-message"),
+        pytest.param([{"role": "tool", "content": "42"}], "messages[0].tool_call_id",
+                     "tool_call_id", id="tool-without-call-id"),
     ],
 )
 def test_invalid_messages_are_rejected_naming_the_place(
@@ -317,15 +259,9 @@ def topk_gateway(
     models = catalog(upstream.base_url)["models"]
     models["topk-model"] = {
         "pricing": {"input": "1", "output": "1"},
-        "upstreams": [
-            {
-                "provider": "openai",
-                "base_url": upstream.base_url,
-                "api_key": "sk-upstream-SECRET-0123456789",
-                "model": "topk-upstream",
-                "options": {"supports_top_k": True},
-            }
-        ],
+        "upstreams": [{"provider": "openai", "base_url": upstream.base_url,
+                       "api_key": "sk-upstream-SECRET-0123456789", "model": "topk-upstream",
+                       "options": {"supports_top_k": True}}],
     }
     return make_gateway(models=models)
 
@@ -357,7 +293,9 @@ def test_unlisted_fields_pass_through_and_top_k_is_dropped(
     assert answer["model"] == "gpt-5.2"  # the client still sees the public name
 
     # an OpenAI-compatible server that declares top_k support gets it
-    status, _, answer = gateway.post("/v1/chat/completions", {**sent, "model": "topk-model"}, key)
+    status, _, answer = gateway.post(
+        "/v1/chat/completions", {**sent, "model": "topk-model"}, key
+    )
     assert status == 200, answer
     forwarded = upstream.received[-1].body
     assert forwarded["top_k"] == 40

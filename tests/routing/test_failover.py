@@ -142,9 +142,8 @@ def test_all_down_is_502_then_503_once_out_of_rotation(
     assert b"fake failure" not in raw  # no upstream message in it
     metrics = gateway.operator_get("/metrics")[2].decode()
     for name in ("primary", "secondary"):
-        assert (
-            f'relaygate_upstream_state{{model="routed",state="ejected",upstream="{name}"}} 1.0'
-        ) in metrics
+        assert (f'relaygate_upstream_state{{model="routed",state="ejected",upstream="{name}"}}'
+                " 1.0") in metrics
         assert f'relaygate_upstream_ejections{{model="routed",upstream="{name}"}} 1.0' in metrics
     tried = len(primary.received) + len(secondary.received)
     status, _, answer = gateway.post(CHAT, HELLO, key)

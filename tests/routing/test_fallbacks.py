@@ -24,23 +24,16 @@ GPT55 = Price.from_settings(Pricing(input=Decimal("5"), output=Decimal("30")))
 def dead_primary(gateway_config: dict[str, Any], fallbacks: list[str] | None = None) -> None:
     """Point gpt-5.2 at a closed port (and give it ``fallbacks``)."""
     model = gateway_config["models"]["gpt-5.2"]
-    model["upstreams"] = [
-        {
-            "provider": "openai",
-            "name": "dead",
-            "retries": 0,
-            "base_url": f"http://127.0.0.1:{free_port()}/v1",
-        }
-    ]
+    model["upstreams"] = [{"provider": "openai", "name": "dead", "retries": 0,
+                           "base_url": f"http://127.0.0.1:{free_port()}/v1"}]
     if fallbacks is not None:
         model["fallbacks"] = fallbacks
 
 
 def ledger_rows(gateway: GatewayProcess) -> list[tuple[Any, ...]]:
     with closing(sqlite3.connect(gateway.directory / "relaygate.db")) as db:
-        return db.execute(
-            "SELECT request_id, model, upstream, cost_micros, status FROM ledger"
-        ).fetchall()
+        return db.execute("SELECT request_id, model, upstream, cost_micros, status FROM ledger"
+                          ).fetchall()
 
 
 def start(make_gateway: Callable[..., GatewayProcess], fallbacks: list[str] | None) -> Any:
@@ -58,9 +51,8 @@ def test_configured_fallback_answers_and_is_charged_its_own_price(
     upstream.default = Behavior(prompt_tokens=10, completion_tokens=20)
     gateway = start(make_gateway, ["gpt-5.5"])
     key = gateway.create_key("--credits", "5")
-    status, headers, answer = gateway.post(
-        CHAT, {"model": "gpt-5.2", "messages": [{"role": "user", "content": "hi"}]}, key["key"]
-    )
+    status, headers, answer = gateway.post(CHAT, {
+        "model": "gpt-5.2", "messages": [{"role": "user", "content": "hi"}]}, key["key"])
     assert status == 200, answer
     assert answer["model"] == "gpt-5.5"
     assert headers["x-relaygate-model"] == "gpt-5.5"
@@ -77,12 +69,8 @@ def test_the_requests_models_array_is_the_chain_and_is_not_forwarded(
 ) -> None:
     gateway = start(make_gateway, None)
     key = gateway.create_key("--credits", "5")
-    request = {
-        "model": "gpt-5.2",
-        "models": ["gpt-5.5"],
-        "stream": True,
-        "messages": [{"role": "user", "content": "hi"}],
-    }
+    request = {"model": "gpt-5.2", "models": ["gpt-5.5"], "stream": True,
+               "messages": [{"role": "user", "content": "hi"}]}
     status, headers, raw = gateway.post(CHAT, request, key["key"])
     assert status == 200
     assert headers["x-relaygate-model"] == "gpt-5.5"
@@ -96,9 +84,8 @@ def test_without_a_fallback_the_dead_primary_is_a_502(
 ) -> None:
     gateway = start(make_gateway, None)
     key = gateway.create_key("--credits", "5")
-    status, _, answer = gateway.post(
-        CHAT, {"model": "gpt-5.2", "messages": [{"role": "user", "content": "hi"}]}, key["key"]
-    )
+    status, _, answer = gateway.post(CHAT, {
+        "model": "gpt-5.2", "messages": [{"role": "user", "content": "hi"}]}, key["key"])
     assert status == 502, answer
     assert answer["error"]["type"] == "upstream_error"
     assert upstream.received == []
@@ -127,7 +114,8 @@ def test_the_reservation_covers_the_dearest_model_of_the_chain(
     gateway = make_gateway()
     # 100 output tokens: gpt-5.2 (14/M) reserves ~$0.0014, gpt-5.5 (30/M) ~$0.003
     key = gateway.create_key("--credits", "0.002")
-    base = {"model": "gpt-5.2", "max_tokens": 100, "messages": [{"role": "user", "content": "hi"}]}
+    base = {"model": "gpt-5.2", "max_tokens": 100,
+            "messages": [{"role": "user", "content": "hi"}]}
     assert gateway.post(CHAT, base, key["key"])[0] == 200
     status, _, answer = gateway.post(CHAT, {**base, "models": ["gpt-5.5"]}, key["key"])
     assert status == 402, answer

@@ -40,13 +40,8 @@ def replicas(
     prefix = f"rgtest-{uuid.uuid4().hex[:8]}"
 
     def make(n: int, *, args: tuple[str, ...] = (), **overrides: Any) -> list[GatewayProcess]:
-        config = catalog(
-            upstream.base_url,
-            database_url=shared_pg,
-            redis_url=shared_redis,
-            redis_key_prefix=prefix,
-            **overrides,
-        )
+        config = catalog(upstream.base_url, database_url=shared_pg, redis_url=shared_redis,
+                         redis_key_prefix=prefix, **overrides)
         group = []
         for _ in range(n):
             directory = tmp_path / f"replica{len(started)}"

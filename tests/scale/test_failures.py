@@ -123,19 +123,11 @@ def test_redis_unreachable_fails_closed_for_credits(
 
 
 def test_outages_under_load_lose_and_double_no_ledger_row(
-    tmp_path: Path,
-    upstream: FakeOpenAI,
-    private_pg: PrivatePostgres,
+    tmp_path: Path, upstream: FakeOpenAI, private_pg: PrivatePostgres,
     private_redis: PrivateRedis,
 ) -> None:
-    gateways = start_replicas(
-        tmp_path,
-        upstream,
-        2,
-        database_url=private_pg.url,
-        redis_url=private_redis.url,
-        key_refresh_seconds=0.2,
-    )
+    gateways = start_replicas(tmp_path, upstream, 2, database_url=private_pg.url,
+                              redis_url=private_redis.url, key_refresh_seconds=0.2)
     try:
         key = gateways[0].create_key("--credits", "50")
         for gateway in gateways[1:]:
@@ -144,25 +136,16 @@ def test_outages_under_load_lose_and_double_no_ledger_row(
             gateways[0].wait_until(lambda: load.count(200) >= 10, message="load started")
             private_pg.stop()
             served = load.count(200)
-            gateways[0].wait_until(
-                lambda: load.count(200) >= served + 20,
-                timeout=30,
-                message="requests served while PostgreSQL is down",
-            )
+            gateways[0].wait_until(lambda: load.count(200) >= served + 20, timeout=30,
+                                   message="requests served while PostgreSQL is down")
             private_pg.start()
             private_redis.stop()
-            gateways[0].wait_until(
-                lambda: load.count(503) >= 3,
-                timeout=30,
-                message="credit admission refused while Redis is down",
-            )
+            gateways[0].wait_until(lambda: load.count(503) >= 3, timeout=30,
+                                   message="credit admission refused while Redis is down")
             private_redis.start()  # empty: balances are seeded again from PostgreSQL
             served = load.count(200)
-            gateways[0].wait_until(
-                lambda: load.count(200) >= served + 20,
-                timeout=30,
-                message="requests served after Redis came back",
-            )
+            gateways[0].wait_until(lambda: load.count(200) >= served + 20, timeout=30,
+                                   message="requests served after Redis came back")
     finally:
         for gateway in gateways:
             gateway.stop()

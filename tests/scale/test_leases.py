@@ -47,9 +47,8 @@ def test_a_killed_replica_frees_its_slots_within_a_lease_and_its_charges_reconci
     replicas: Replicas, upstream: FakeOpenAI, shared_pg: str
 ) -> None:
     # a's ledger rows wait in its memory (a long flush), so its charges are pending when killed
-    (doomed,) = replicas(
-        1, lease_seconds=LEASE, pending_reconcile_seconds=1, ledger_flush_seconds=120
-    )
+    (doomed,) = replicas(1, lease_seconds=LEASE, pending_reconcile_seconds=1,
+                         ledger_flush_seconds=120)
     (survivor,) = replicas(1, lease_seconds=LEASE, pending_reconcile_seconds=1)
     key = doomed.create_key("--credits", "5", "--concurrency", "2")
     survivor.wait_until(lambda: survivor.get("/v1/credits", key["key"])[0] == 200)

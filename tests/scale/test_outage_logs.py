@@ -42,9 +42,8 @@ def logged_since(gateway: GatewayProcess, offset: int) -> list[str]:
 def test_redis_down_logs_a_bounded_number_of_lines(
     tmp_path: Path, upstream: FakeOpenAI, private_redis: PrivateRedis
 ) -> None:
-    gateway = GatewayProcess(
-        tmp_path, catalog(upstream.base_url, redis_url=private_redis.url, redis_timeout_seconds=0.5)
-    ).start()
+    gateway = GatewayProcess(tmp_path, catalog(upstream.base_url, redis_url=private_redis.url,
+                                               redis_timeout_seconds=0.5)).start()
     try:
         key = gateway.create_key("--credits", "5", "--rpm", "100000")
         assert gateway.post(CHAT, BODY, key["key"])[0] == 200
@@ -56,15 +55,11 @@ def test_redis_down_logs_a_bounded_number_of_lines(
         # the first failure in detail (with its traceback), and nothing more for a minute
         assert 1 <= len(during) <= 3, "\n".join(during)
         private_redis.start()
-        gateway.wait_until(
-            lambda: gateway.post(CHAT, BODY, key["key"])[0] == 200,
-            timeout=30,
-            message="served again once Redis is back",
-        )
-        gateway.wait_until(
-            lambda: any(" is back after " in line for line in logged_since(gateway, offset)),
-            message="the recovery line",
-        )
+        gateway.wait_until(lambda: gateway.post(CHAT, BODY, key["key"])[0] == 200, timeout=30,
+                           message="served again once Redis is back")
+        gateway.wait_until(lambda: any(" is back after " in line
+                                       for line in logged_since(gateway, offset)),
+                           message="the recovery line")
         recovered = [line for line in logged_since(gateway, offset) if " is back after " in line]
         assert len(recovered) == 1, recovered
     finally:

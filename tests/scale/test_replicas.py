@@ -23,25 +23,19 @@ from tests.support.rates import burst_allowance, timed
 pytestmark = pytest.mark.timeout(300)
 
 CHAT = "/v1/chat/completions"
-PRICE = Price.from_settings(
-    Pricing(input=Decimal("1.75"), cached_input=Decimal("0.175"), output=Decimal("14"))
-)
+PRICE = Price.from_settings(Pricing(input=Decimal("1.75"), cached_input=Decimal("0.175"),
+                                    output=Decimal("14")))
 
 
 def body(max_tokens: int = 20) -> dict[str, Any]:
-    return {
-        "model": "gpt-5.2",
-        "max_tokens": max_tokens,
-        "messages": [{"role": "user", "content": "hello"}],
-    }
+    return {"model": "gpt-5.2", "max_tokens": max_tokens,
+            "messages": [{"role": "user", "content": "hello"}]}
 
 
 def wait_known(gateways: list[GatewayProcess], key: str) -> None:
     for gateway in gateways:
-        gateway.wait_until(
-            lambda g=gateway: g.get("/v1/credits", key)[0] == 200,
-            message=f"key known to {gateway.url}",
-        )
+        gateway.wait_until(lambda g=gateway: g.get("/v1/credits", key)[0] == 200,
+                           message=f"key known to {gateway.url}")
 
 
 async def spread(
@@ -90,17 +84,12 @@ async def test_balance_never_below_zero_across_replicas(
     assert not others, others[:3]
     assert ok
     expected_used = sum(
-        PRICE.cost(
-            TokenUsage(
-                prompt_tokens=a["usage"]["prompt_tokens"],
-                completion_tokens=a["usage"]["completion_tokens"],
-            )
-        )
+        PRICE.cost(TokenUsage(prompt_tokens=a["usage"]["prompt_tokens"],
+                              completion_tokens=a["usage"]["completion_tokens"]))
         for a in ok
     )
     store = SqlStore(shared_pg)
     try:
-
         def ledger_complete() -> bool:
             rows = asyncio.run_coroutine_threadsafe(store.ledger_rows(key["id"]), loop).result()
             return len(rows) == len(ok)
@@ -133,10 +122,8 @@ async def test_revocation_and_credits_reach_every_replica(replicas: Replicas) ->
         )
     gateways[1].cli("keys", "revoke", key["id"])
     for gateway in gateways:
-        gateway.wait_until(
-            lambda g=gateway: g.get("/v1/credits", key["key"])[0] == 401,
-            message="revocation on every replica",
-        )
+        gateway.wait_until(lambda g=gateway: g.get("/v1/credits", key["key"])[0] == 401,
+                           message="revocation on every replica")
 
 
 async def test_two_workers_share_limits(replicas: Replicas) -> None:
@@ -144,9 +131,8 @@ async def test_two_workers_share_limits(replicas: Replicas) -> None:
     # the key exists before the workers start, so both have it loaded: one that had not yet
     # picked it up would answer 401, which says nothing about shared limits
     gateway.stop()
-    key = json.loads(
-        gateway.cli("keys", "create", "--json", "--credits", "100", "--rpm", "10").stdout
-    )
+    key = json.loads(gateway.cli("keys", "create", "--json", "--credits", "100",
+                                 "--rpm", "10").stdout)
     gateway.start()
     results, elapsed = await timed(spread([gateway], key["key"], 30, body()))
     statuses = [status for status, _, _ in results]

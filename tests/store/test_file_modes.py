@@ -39,9 +39,8 @@ async def test_a_fresh_sqlite_store_is_0600_under_any_umask(tmp_path: Path) -> N
         store = SqlStore(f"sqlite:///{tmp_path / 'relaygate.db'}")
         try:
             await store.upgrade()
-            await store.create_key(
-                KeyRecord(id="k1", name="n", key_hash="h", prefix="sk-p", created_at=0)
-            )
+            await store.create_key(KeyRecord(id="k1", name="n", key_hash="h", prefix="sk-p",
+                                             created_at=0))
             files = database_files(tmp_path)
         finally:
             await store.close()

@@ -458,7 +458,9 @@ async def test_postgresql_reads_a_key_and_status_page_through_one_index(store: S
     async with store.engine.begin() as conn:
         await conn.exec_driver_sql("SET LOCAL enable_seqscan = off")
         await conn.exec_driver_sql("SET LOCAL enable_bitmapscan = off")
-        plan_text = " / ".join(str(row[0]) for row in await conn.exec_driver_sql("EXPLAIN " + sql))
+        plan_text = " / ".join(
+            str(row[0]) for row in await conn.exec_driver_sql("EXPLAIN " + sql)
+        )
     assert "ledger_key_status_created" in plan_text, plan_text
     page, _ = await request_log(store, key_id=key_id, status="upstream_error", limit=50)
     expected = [r for r in rows if r.key_id == key_id and r.status == "upstream_error"]

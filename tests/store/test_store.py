@@ -521,12 +521,8 @@ async def test_write_ledger_charges_the_account_the_key_and_its_period(store: Sq
     now = time.time()
     today = period_start("day", now)
     a = await store.create_key(
-        make_key(
-            spend_limit_micros=10_000,
-            spend_limit_period="day",
-            period_used_micros=900,
-            period_start=today - 86_400,
-        )  # spent yesterday: today starts afresh
+        make_key(spend_limit_micros=10_000, spend_limit_period="day", period_used_micros=900,
+                 period_start=today - 86_400)  # spent yesterday: today starts afresh
     )
     b = await store.create_key(make_key(account_id=a.account_id, used_micros=3))
     now_ms = int(now * 1000)

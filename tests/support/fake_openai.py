@@ -167,7 +167,9 @@ class FakeOpenAI:
         if b.first_delay:
             await asyncio.sleep(b.first_delay)
         if b.reasoning:
-            await emit({"choices": [{"index": 0, "delta": {"reasoning_content": b.reasoning}}]})
+            await emit(
+                {"choices": [{"index": 0, "delta": {"reasoning_content": b.reasoning}}]}
+            )
         pieces = _split(b.text, b.chunks)
         for i, piece in enumerate(pieces):
             if b.cut_after is not None and i >= b.cut_after:
@@ -178,9 +180,8 @@ class FakeOpenAI:
                 await asyncio.sleep(b.chunk_delay)
             await emit({"choices": [{"index": 0, "delta": {"content": piece}}]})
         if b.tool_call:
-            await emit(
-                {"choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, **b.tool_call}]}}]}
-            )
+            await emit({"choices": [{"index": 0, "delta": {"tool_calls": [
+                {"index": 0, **b.tool_call}]}}]})
         await emit({"choices": [{"index": 0, "delta": {}, "finish_reason": b.finish_reason}]})
         if b.send_usage and (body.get("stream_options") or {}).get("include_usage"):
             await emit({"choices": [], "usage": self._usage(b)})

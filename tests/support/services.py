@@ -40,12 +40,8 @@ def need(service: str, port: int) -> None:
 
 
 def _psql(sql: str, url: str = PG_ADMIN_URL) -> None:
-    subprocess.run(
-        ["psql", url, "-v", "ON_ERROR_STOP=1", "-qc", sql],
-        check=True,
-        capture_output=True,
-        timeout=60,
-    )
+    subprocess.run(["psql", url, "-v", "ON_ERROR_STOP=1", "-qc", sql], check=True,
+                   capture_output=True, timeout=60)
 
 
 def create_database() -> tuple[str, str]:
@@ -79,8 +75,7 @@ class PrivateRedis:
     def __init__(self) -> None:
         if shutil.which("redis-server") is None:
             pytest.fail("redis-server is not installed") if REQUIRE else pytest.skip(
-                "redis-server is not installed"
-            )
+                "redis-server is not installed")
         self.port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -90,19 +85,9 @@ class PrivateRedis:
 
     def start(self) -> PrivateRedis:
         self.process = subprocess.Popen(
-            [
-                "redis-server",
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
         _wait(self.port, up=True)
         return self
@@ -128,24 +113,15 @@ class PrivatePostgres:
         bins = sorted(Path("/usr/lib/postgresql").glob("*/bin"))
         if not bins:
             pytest.fail("PostgreSQL binaries are missing") if REQUIRE else pytest.skip(
-                "PostgreSQL binaries are missing"
-            )
+                "PostgreSQL binaries are missing")
         self.bin = bins[-1]
         self.directory = Path(tempfile.mkdtemp(prefix="relaygate-pg-"))
         self.data = self.directory / "pgdata"
         self.port = free_port()
         self.directory.chmod(0o755)
         shutil.chown(self.directory, "postgres", "postgres")
-        self._as_postgres(
-            str(self.bin / "initdb"),
-            "-D",
-            str(self.data),
-            "-A",
-            "trust",
-            "-U",
-            "postgres",
-            "--no-sync",
-        )
+        self._as_postgres(str(self.bin / "initdb"), "-D", str(self.data), "-A", "trust",
+                          "-U", "postgres", "--no-sync")
 
     def _as_postgres(self, *cmd: str) -> None:
         prefix = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
@@ -157,24 +133,17 @@ class PrivatePostgres:
 
     def start(self) -> PrivatePostgres:
         self._as_postgres(
-            str(self.bin / "pg_ctl"),
-            "-D",
-            str(self.data),
-            "-w",
-            "-l",
-            str(self.directory / "pg.log"),
-            "-o",
+            str(self.bin / "pg_ctl"), "-D", str(self.data), "-w", "-l",
+            str(self.directory / "pg.log"), "-o",
             f"-p {self.port} -c listen_addresses=127.0.0.1 -c unix_socket_directories="
-            f"{self.directory} -c fsync=off",
-            "start",
+            f"{self.directory} -c fsync=off", "start",
         )
         _wait(self.port, up=True)
         return self
 
     def stop(self) -> None:
-        self._as_postgres(
-            str(self.bin / "pg_ctl"), "-D", str(self.data), "-w", "-m", "fast", "stop"
-        )
+        self._as_postgres(str(self.bin / "pg_ctl"), "-D", str(self.data), "-w", "-m", "fast",
+                          "stop")
         _wait(self.port, up=False)
 
     def remove(self) -> None:

@@ -129,59 +129,33 @@ def test_codex_client_metadata_is_accepted() -> None:
         pytest.param({"model": ""}, "model", id="model"),
         pytest.param({"input": 3}, "input", id="input-type"),
         pytest.param({"input": []}, "input", id="input-empty"),
-        pytest.param(
-            {"input": [{"type": "item_reference", "id": "x"}]}, "input[0].type", id="item-reference"
-        ),
-        pytest.param(
-            {"input": [{"role": "user", "content": [{"type": "input_file", "file_id": "f"}]}]},
-            "input[0].content[0]",
-            id="input-file",
-        ),
-        pytest.param(
-            {"input": [{"role": "user", "content": [{"type": "input_image", "file_id": "f"}]}]},
-            "input[0].content[0].image_url",
-            id="image-file-id",
-        ),
-        pytest.param(
-            {
-                "input": [
-                    {
-                        "role": "system",
-                        "content": [{"type": "input_image", "image_url": "https://e.com/a.png"}],
-                    }
-                ]
-            },
-            "input[0].content[0]",
-            id="image-in-system",
-        ),
-        pytest.param(
-            {"input": [{"role": "user", "content": "x", "colour": 1}]},
-            "input[0].colour",
-            id="item-unknown-field",
-        ),
-        pytest.param({"input": [{"role": "robot", "content": "x"}]}, "input[0].role", id="role"),
-        pytest.param(
-            {"input": [{"type": "function_call", "name": "f", "arguments": "{}"}]},
-            "input[0].call_id",
-            id="call-id-missing",
-        ),
+        pytest.param({"input": [{"type": "item_reference", "id": "x"}]}, "input[0].type",
+                     id="item-reference"),
+        pytest.param({"input": [{"role": "user", "content": [{"type": "input_file",
+                      "file_id": "f"}]}]}, "input[0].content[0]", id="input-file"),
+        pytest.param({"input": [{"role": "user", "content": [{"type": "input_image",
+                      "file_id": "f"}]}]}, "input[0].content[0].image_url", id="image-file-id"),
+        pytest.param({"input": [{"role": "system", "content": [{"type": "input_image",
+                      "image_url": "https://e.com/a.png"}]}]}, "input[0].content[0]",
+                     id="image-in-system"),
+        pytest.param({"input": [{"role": "user", "content": "x", "colour": 1}]},
+                     "input[0].colour", id="item-unknown-field"),
+        pytest.param({"input": [{"role": "robot", "content": "x"}]}, "input[0].role",
+                     id="role"),
+        pytest.param({"input": [{"type": "function_call", "name": "f", "arguments": "{}"}]},
+                     "input[0].call_id", id="call-id-missing"),
         pytest.param({"tools": [{"type": "web_search"}]}, "tools[0].type", id="hosted-tool"),
         pytest.param({"tools": [{"type": "function"}]}, "tools[0].name", id="tool-name"),
         pytest.param({"tool_choice": "sometimes"}, "tool_choice", id="tool-choice"),
-        pytest.param(
-            {"tool_choice": {"type": "function", "name": "g"}},
-            "tool_choice.name",
-            id="tool-choice-unknown-function",
-        ),
+        pytest.param({"tool_choice": {"type": "function", "name": "g"}}, "tool_choice.name",
+                     id="tool-choice-unknown-function"),
         pytest.param({"text": {"format": {"type": "yaml"}}}, "text.format.type", id="format"),
         pytest.param({"reasoning": {"effort": "max"}}, "reasoning.effort", id="effort"),
         pytest.param({"include": ["file_search_call.results"]}, "include[0]", id="include"),
-        pytest.param(
-            {"metadata": {f"k{i}": "v" for i in range(17)}}, "metadata", id="metadata-size"
-        ),
-        pytest.param(
-            {"previous_response_id": "x" * 300}, "previous_response_id", id="previous-id-length"
-        ),
+        pytest.param({"metadata": {f"k{i}": "v" for i in range(17)}}, "metadata",
+                     id="metadata-size"),
+        pytest.param({"previous_response_id": "x" * 300}, "previous_response_id",
+                     id="previous-id-length"),
     ],
 )
 def test_bad_input_names_its_param(fields: dict[str, Any], param: str) -> None:
