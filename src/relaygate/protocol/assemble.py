@@ -189,8 +189,7 @@ class Collected:
         )
 
 
-_MARK = "\x00"
-_ENCODED_MARK = encoder.encode(_MARK)
+_TEXT_TAIL = b'},"finish_reason":null}],"usage":null}\n\n'
 
 
 class ChunkWriter:
@@ -222,9 +221,20 @@ class ChunkWriter:
         self.created = created
         self.include_usage = include_usage
         self.started: set[int] = set()
-        template = self._chunk([ChunkChoice(index=0, delta=Delta(content=_MARK))])
-        self._text_head, _, self._text_tail = template.partition(_ENCODED_MARK)
-        self._text_join = self._text_tail + self._text_head
+        # What _chunk([ChunkChoice(index=0, delta=Delta(content=text))]) writes around the
+        # text, spelled out rather than encoded per stream (a test holds the two together).
+        self._text_head = b"".join(
+            (
+                b'data: {"id":',
+                encoder.encode(completion_id),
+                b',"model":',
+                encoder.encode(model),
+                b',"object":"chat.completion.chunk","created":%d' % created,
+                b',"choices":[{"index":0,"delta":{"content":',
+            )
+        )
+        self._text_tail = _TEXT_TAIL
+        self._text_join = _TEXT_TAIL + self._text_head
 
     def _chunk(self, choices: list[ChunkChoice], usage: Usage | None = None) -> bytes:
         chunk = ChatCompletionChunk(
