@@ -316,15 +316,16 @@ async def _close(events: AsyncIterator[Batch]) -> None:
         await aclose()
 
 
-async def _settle(
+def _settle(
     admissions: Admissions,
     ticket: Ticket,
     opened: Opened,
     collected: Collected,
     status: str,
     gone: bool,
-) -> None:
+) -> Awaitable[int]:
+    """The settlement to await (not a coroutine of its own: one frame less per stream)."""
     if gone and status == "ok":
         status = "client_disconnected"
     usage: TokenUsage = collected.usage_or_estimate(ticket.prompt_guess)
-    await admissions.settle(ticket, usage, status, opened.provider.label, opened.upstream_model)
+    return admissions.settle(ticket, usage, status, opened.provider.label, opened.upstream_model)
