@@ -9,7 +9,7 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -289,23 +289,34 @@ class Gateway:
 
 
 class _Tracked:
-    """``send``, remembering how far the response got (for the last-resort error path)."""
+    """``send``, remembering how far the response got (for the last-resort error path).
 
-    __slots__ = ("event_stream", "finished", "send", "started")
+    Not a coroutine of its own: the bookkeeping is done when it is called, and the server's
+    ``send`` is what the caller awaits (one coroutine a message, not two)."""
+
+    __slots__ = ("finished", "headers", "send", "started")
 
     def __init__(self, send: Send) -> None:
         self.send = send
-        self.started = self.finished = self.event_stream = False
+        self.started = self.finished = False
+        self.headers: Iterable[tuple[bytes, bytes]] = ()
+        """The response's headers, once started."""
 
-    async def __call__(self, message: Message) -> None:
+    def __call__(self, message: Message) -> Awaitable[None]:
         if message["type"] == "http.response.start":
             self.started = True
-            self.event_stream = (b"content-type", b"text/event-stream") in [
-                (k, v.split(b";")[0]) for k, v in message.get("headers", ())
-            ]
+            self.headers = message.get("headers", ())
         elif not message.get("more_body", False):
             self.finished = True
-        await self.send(message)
+        return self.send(message)
+
+    @property
+    def event_stream(self) -> bool:
+        """Whether the response under way is an event stream (looked at only by the error
+        path, not for every response)."""
+        return (b"content-type", b"text/event-stream") in [
+            (k, v.split(b";")[0]) for k, v in self.headers
+        ]
 
 
 def is_preflight(gw: Gateway, scope: Scope, path: str) -> bool:

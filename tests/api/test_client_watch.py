@@ -4,9 +4,11 @@ task, and only that cancellation is taken back."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 
 from relaygate.api.http import Message
-from relaygate.api.stream import ClientWatch
+from relaygate.api.stream import ClientWatch, _Client, _first_batch
+from relaygate.providers.base import Batch, TextDelta
 
 
 async def _never() -> Message:
@@ -86,3 +88,47 @@ async def test_a_stream_that_ends_before_the_watch_starts_with_its_client_there(
     watch = ClientWatch(_never, 30)
     watch.close()
     assert not watch.gone
+
+
+async def _first_batch_with(interval: float, arrives: asyncio.Event | None) -> list[Message]:
+    """``_first_batch`` of a stream whose first batch comes once a keep-alive was sent (or, with
+    ``arrives`` given, once that event is set); the messages its client was sent."""
+    sent: list[Message] = []
+    kept = asyncio.Event()
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+        if message.get("body") == b": ka\n\n":
+            kept.set()
+
+    async def events() -> AsyncIterator[Batch]:
+        await (arrives or kept).wait()
+        yield [TextDelta("x")]
+
+    watch = ClientWatch(_never, 30)
+    client = _Client(send, {"type": "http.response.start", "status": 200}, watch, b": ka\n\n")
+    try:
+        batch = await asyncio.wait_for(_first_batch(events(), interval, client), 10)
+    finally:
+        watch.close()
+    assert batch == [TextDelta("x")]
+    return sent
+
+
+async def test_a_keepalive_due_after_the_watch_starts_is_sent_while_the_batch_waits() -> None:
+    # 0.3 s is after the watch starts (WATCH_AFTER_SECONDS): the watch's timer arms it
+    sent = await _first_batch_with(0.3, None)
+    assert [m["type"] for m in sent[:2]] == ["http.response.start", "http.response.body"]
+
+
+async def test_a_keepalive_due_before_the_watch_starts_is_sent_while_the_batch_waits() -> (
+    None
+):
+    sent = await _first_batch_with(0.01, None)
+    assert [m["type"] for m in sent[:2]] == ["http.response.start", "http.response.body"]
+
+
+async def test_a_first_batch_in_time_sends_no_keepalive() -> None:
+    ready = asyncio.Event()
+    ready.set()
+    assert await _first_batch_with(0.3, ready) == []

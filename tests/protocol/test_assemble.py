@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from relaygate.protocol.assemble import ChunkWriter, Collected
+from relaygate.protocol.render import encoder
+from relaygate.protocol.types import ChatCompletionChunk, ChunkChoice, Delta
 from relaygate.providers.base import EncodedText, Passthrough, TextDelta, TokenUsage
 
 
@@ -55,3 +59,29 @@ def test_an_answer_without_usage_is_billed_the_estimate_and_its_relayed_tokens()
     collected = Collected()
     collected.add(Passthrough(b"...", 250))
     assert collected.usage_or_estimate(500) == TokenUsage(prompt_tokens=500, completion_tokens=250)
+
+
+@pytest.mark.parametrize(
+    ("completion_id", "model", "created"),
+    [
+        ("chatcmpl-1", "gpt-x", 1_760_000_000),
+        ('we"ird\\id\u00e9', "m\u4e16/<&>\n", 0),
+    ],
+    ids=["plain", "escaped"],
+)
+def test_a_text_chunk_from_the_template_is_the_chunk_encoded_whole(
+    completion_id: str, model: str, created: int
+) -> None:
+    writer = ChunkWriter(completion_id, model, created)
+    writer.event(TextDelta("first"))  # the role's chunk
+    text = 'a "quoted" caf\u00e9\n'
+    whole = ChatCompletionChunk(
+        id=completion_id,
+        model=model,
+        object="chat.completion.chunk",
+        created=created,
+        choices=[ChunkChoice(index=0, delta=Delta(content=text))],
+    )
+    expected = b"data: " + encoder.encode(whole) + b"\n\n"
+    assert writer.event(TextDelta(text)) == expected
+    assert writer.event(EncodedText([encoder.encode(text)] * 2)) == expected * 2

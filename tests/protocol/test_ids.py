@@ -5,6 +5,9 @@ from __future__ import annotations
 import os
 import re
 
+import pytest
+
+from relaygate.protocol import ids
 from relaygate.protocol.ids import completion_id
 
 FORM = re.compile(r"chatcmpl-\d{14}\d{9}[A-Za-z0-9]{8}")
@@ -29,3 +32,15 @@ def test_a_forked_child_does_not_repeat_its_parents_ids() -> None:
     os.close(read)
     assert FORM.fullmatch(child)
     assert child[-17:] != completion_id()[-17:]
+
+
+def test_an_ids_digits_and_letters_are_its_random_bits_in_base_10_then_62(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for raw, tail in (
+        (bytes.fromhex("0123456789abcdef0123"), "685151011tWSl2KGb"),
+        (b"\xff" * 10, "174706175BvFHOYrH"),
+        (bytes(10), "000000000aaaaaaaa"),
+    ):
+        monkeypatch.setattr(ids, "_random_bytes", lambda raw=raw: raw)
+        assert completion_id(1_700_000_000.0) == "chatcmpl-20231114221320" + tail

@@ -198,3 +198,24 @@ async def test_a_last_line_without_its_newline_is_still_read(
     events = await collect(provider_for(sse, session), call(BODY))
     assert isinstance(events[-1], TokenUsage)
     assert events[-1].completion_tokens == 2
+
+
+async def test_a_text_the_template_cannot_take_mid_run_is_decoded_in_its_place(
+    sse: RawSse, session: aiohttp.ClientSession
+) -> None:
+    texts = ["one", "two", ', "quoted"', "three", "four"]
+    events, sent = await answer(sse, session, stream_lines(texts))
+    pieces: list[tuple[str, str]] = []
+    for event in events:
+        if isinstance(event, EncodedText):
+            pieces += [("passed", json.loads(literal)) for literal in event.literals]
+        elif isinstance(event, TextDelta) and event.text:
+            pieces.append(("decoded", event.text))
+    assert pieces == [
+        ("decoded", "one"),
+        ("passed", "two"),
+        ("decoded", ', "quoted"'),
+        ("passed", "three"),
+        ("passed", "four"),
+    ]
+    assert client_text(sent) == "".join(texts)

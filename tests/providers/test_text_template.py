@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from relaygate.providers.text_template import TextTemplate
+from relaygate.providers.text_template import TextTemplate, valid
 
 HEAD = b'data: {"id":"c","model":"m","choices":[{"index":0,"delta":{"content":'
 FOOT = b'},"finish_reason":null}]}'
@@ -64,3 +64,15 @@ def test_it_gives_up_on_a_stream_whose_chunks_never_repeat() -> None:
     assert template.literal(HEAD + b'"x"' + FOOT + b"  ") == b'"x"'  # the third was learned
     template.learn(HEAD + b'"Hi"' + FOOT + b"   ", "Hi")  # a fourth is not
     assert template.literal(HEAD + b'"x"' + FOOT + b"   ") is None
+
+
+def test_a_run_of_literals_is_valid_only_if_each_one_is() -> None:
+    assert valid([b'"one"', b'" two \\n"', b'"caf\xc3\xa9"'])
+    for bad in (
+        [b'"a","b"'],  # two strings in one literal: each would pass, joined with a comma
+        [b'"a"', b'""'],
+        [b'"a"', b'"b\\"c"'],
+        [b'"a"', b'"\xff"'],
+        [b'"a" ', b'"b"'],
+    ):
+        assert not valid(bad), bad

@@ -9,7 +9,14 @@ from collections.abc import Callable
 import pytest
 
 from relaygate.api.http import Receive, Scope, Send
-from tests.serving.support import echo, read_to_close, respond, serving, status_of
+from tests.serving.support import (
+    ServerThread,
+    echo,
+    read_to_close,
+    respond,
+    serving,
+    status_of,
+)
 from tests.support.gateway import GatewayProcess
 
 
@@ -83,3 +90,24 @@ def test_a_wrong_method_gets_405_with_allow_and_head_is_served(
     answer = read_to_close(sock)
     assert status_of(answer) == 200
     assert answer.endswith(b"\r\n\r\n")  # the head only
+
+
+def test_each_head_carries_the_servers_default_headers_of_the_moment() -> None:
+    """The server's default headers are encoded once per list (uvicorn replaces the list each
+    second, with the new ``date``): a replaced list is what the next head carries."""
+    servers: list[ServerThread] = []
+
+    async def dated(scope: Scope, receive: Receive, send: Send) -> None:
+        await receive()
+        day = scope["path"][1:].encode()
+        servers[0].server.server_state.default_headers = [(b"date", day), (b"server", b"x")]
+        await respond(send, 200, b"ok")
+
+    with serving(dated) as server:
+        servers.append(server)
+        sock = server.connect()
+        for day in (b"monday", b"monday", b"tuesday"):
+            sock.sendall(b"GET /%s HTTP/1.1\r\nhost: x\r\n\r\n" % day)
+            head = sock.recv(4096).partition(b"\r\n\r\n")[0]
+            assert b"\r\ndate: %s\r\nserver: x\r\n" % day in head, head
+        sock.close()

@@ -22,6 +22,7 @@ from relaygate.protocol.types import (
     Usage,
 )
 from relaygate.providers.base import (
+    Done,
     EncodedText,
     Event,
     Finish,
@@ -109,16 +110,18 @@ class Collected:
                 state.encoded = None
             state.text.append(event.text)
             self.deltas += 1
+        elif type(event) is Done:
+            pass  # every stream's last event: known at once (a failed ``isinstance`` costs more)
+        elif isinstance(event, Finish):
+            self._choice(event.index).finish = event.reason
+        elif isinstance(event, TokenUsage):
+            self.usage = event
         elif isinstance(event, ReasoningDelta):
             self._choice(event.index).reasoning.append(event.text)
             self.deltas += 1
         elif isinstance(event, ToolCallDelta):
             self._add_tool(event)
             self.deltas += 1
-        elif isinstance(event, Finish):
-            self._choice(event.index).finish = event.reason
-        elif isinstance(event, TokenUsage):
-            self.usage = event
         elif type(event) is Passthrough:
             if event.body:
                 self.body = event.data
@@ -189,8 +192,7 @@ class Collected:
         )
 
 
-_MARK = "\x00"
-_ENCODED_MARK = encoder.encode(_MARK)
+_TEXT_TAIL = b'},"finish_reason":null}],"usage":null}\n\n'
 
 
 class ChunkWriter:
@@ -222,9 +224,20 @@ class ChunkWriter:
         self.created = created
         self.include_usage = include_usage
         self.started: set[int] = set()
-        template = self._chunk([ChunkChoice(index=0, delta=Delta(content=_MARK))])
-        self._text_head, _, self._text_tail = template.partition(_ENCODED_MARK)
-        self._text_join = self._text_tail + self._text_head
+        # What _chunk([ChunkChoice(index=0, delta=Delta(content=text))]) writes around the
+        # text, spelled out rather than encoded per stream (a test holds the two together).
+        self._text_head = b"".join(
+            (
+                b'data: {"id":',
+                encoder.encode(completion_id),
+                b',"model":',
+                encoder.encode(model),
+                b',"object":"chat.completion.chunk","created":%d' % created,
+                b',"choices":[{"index":0,"delta":{"content":',
+            )
+        )
+        self._text_tail = _TEXT_TAIL
+        self._text_join = _TEXT_TAIL + self._text_head
 
     def _chunk(self, choices: list[ChunkChoice], usage: Usage | None = None) -> bytes:
         chunk = ChatCompletionChunk(
@@ -251,6 +264,14 @@ class ChunkWriter:
             if event.index == 0 and 0 in self.started:
                 return self._text_head + encoder.encode(event.text) + self._text_tail
             return self._delta(event.index, Delta(content=event.text))
+        if type(event) is Done or type(event) is TokenUsage:
+            return None  # sent by the tail; known at once (a failed ``isinstance`` costs more)
+        if isinstance(event, Finish):
+            prefix = b""
+            if event.index not in self.started:
+                prefix = self._delta(event.index, Delta(content=""))
+            choice = ChunkChoice(index=event.index, delta=Delta(), finish_reason=event.reason)
+            return prefix + self._chunk([choice])
         if isinstance(event, ReasoningDelta):
             return self._delta(event.index, Delta(reasoning_content=event.text))
         if isinstance(event, ToolCallDelta):
@@ -261,12 +282,6 @@ class ChunkWriter:
                 function=ToolCallFunction(name=event.name, arguments=event.arguments),
             )
             return self._delta(event.index, Delta(tool_calls=[call]))
-        if isinstance(event, Finish):
-            prefix = b""
-            if event.index not in self.started:
-                prefix = self._delta(event.index, Delta(content=""))
-            choice = ChunkChoice(index=event.index, delta=Delta(), finish_reason=event.reason)
-            return prefix + self._chunk([choice])
         return None
 
     def _encoded(self, literals: list[bytes]) -> bytes:

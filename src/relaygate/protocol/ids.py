@@ -7,6 +7,8 @@ import string
 import time
 
 _ALPHABET = string.ascii_letters + string.digits
+_PAIRS = [_ALPHABET[r % 62] + _ALPHABET[r // 62] for r in range(62 * 62)]
+"""Two base-62 letters, the less significant first, for each value below 62²."""
 _cache: tuple[int, str] = (0, "")
 _ID_BYTES = 10
 _POOL_SIZE = 256 * _ID_BYTES
@@ -43,9 +45,10 @@ def completion_id(now: float | None = None, prefix: str = "chatcmpl-") -> str:
     dialects name theirs with their own ``prefix`` (``msg_``)."""
     t = time.time() if now is None else now
     n = int.from_bytes(_random_bytes(), "big")
-    digits, n = n % 1_000_000_000, n // 1_000_000_000
-    letters = []
-    for _ in range(8):
-        n, r = divmod(n, 62)
-        letters.append(_ALPHABET[r])
-    return f"{prefix}{_stamp(int(t))}{digits:09d}{''.join(letters)}"
+    n, digits = divmod(n, 1_000_000_000)
+    # eight base-62 letters, least significant first, taken two at a time
+    n, a = divmod(n, 3844)
+    n, b = divmod(n, 3844)
+    n, c = divmod(n, 3844)
+    d = n % 3844
+    return f"{prefix}{_stamp(int(t))}{digits:09d}{_PAIRS[a]}{_PAIRS[b]}{_PAIRS[c]}{_PAIRS[d]}"

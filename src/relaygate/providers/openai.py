@@ -28,7 +28,7 @@ from relaygate.providers.base import (
 from relaygate.providers.http import HttpJsonProvider, decode_upstream, upstream_message
 from relaygate.providers.openai_responses import relay_events
 from relaygate.providers.reading import LineSplitter
-from relaygate.providers.text_template import TextTemplate
+from relaygate.providers.text_template import TextTemplate, valid
 from relaygate.settings import UpstreamSettings
 
 
@@ -322,7 +322,73 @@ class OpenAIProvider(HttpJsonProvider):
         """The events of one network read's complete lines. Text chunks that repeat the
         stream's template are passed through as :class:`EncodedText`; an error chunk ends the
         batch and is kept in ``stream.failed`` (raised once the events before it are passed
-        on)."""
+        on).
+
+        A run of template lines is cut into literals as it is read and checked once, when it
+        ends (:func:`relaygate.providers.text_template.valid`); a run that fails the check is
+        read again line by line (:meth:`_read_slowly`), which finds the line at fault."""
+        batch: list[Event] = []
+        template = stream.template
+        head, foot = template.head, template.foot
+        start, foot_length = template.start, template.foot_length
+        run: list[bytes] = []
+        lines_of_run: list[bytes] = []
+        for line in filter(None, lines):  # (empty lines, half of an SSE stream, skipped in C)
+            if line.startswith(head) and line.endswith(foot):
+                run.append(line[start : len(line) - foot_length])
+                lines_of_run.append(line)
+                continue
+            if line == b"\r":
+                continue
+            if run:
+                if not self._run_read(batch, run, lines_of_run, stream):
+                    return batch
+                run, lines_of_run = [], []
+                head, foot = template.head, template.foot
+                start, foot_length = template.start, template.foot_length
+            if not line.startswith(b"data:"):
+                continue
+            data = line[5:].strip()
+            if data == b"[DONE]":
+                stream.finished = True
+                batch.append(DONE)
+                return batch
+            if data:
+                if not self._data_read(batch, data, line, stream):
+                    return batch
+                head, foot = template.head, template.foot  # perhaps learned just now
+                start, foot_length = template.start, template.foot_length
+        if run:
+            self._run_read(batch, run, lines_of_run, stream)
+        return batch
+
+    def _run_read(
+        self, batch: list[Event], run: list[bytes], lines: list[bytes], stream: _StreamState
+    ) -> bool:
+        """Add a run of template lines (``run``: their literals) to ``batch``; whether the
+        batch goes on (no error chunk, no ``[DONE]`` among them)."""
+        if valid(run):
+            batch.append(EncodedText(run))
+            return True
+        batch += self._read_slowly(lines, stream)
+        return stream.failed is None and not stream.finished
+
+    def _data_read(
+        self, batch: list[Event], data: bytes, line: bytes, stream: _StreamState
+    ) -> bool:
+        """Add the events of one decoded ``data:`` line; whether the batch goes on."""
+        try:
+            events = self._chunk_events(data, line, stream.template)
+        except UpstreamError as exc:
+            stream.failed = exc
+            return False
+        if not stream.saw_finish:
+            stream.saw_finish = any(type(e) is Finish for e in events)
+        batch += events
+        return True
+
+    def _read_slowly(self, lines: list[bytes], stream: _StreamState) -> list[Event]:
+        """:meth:`_read_lines`, checking each template line on its own."""
         batch: list[Event] = []
         run: list[bytes] | None = None
         template = stream.template
@@ -344,15 +410,8 @@ class OpenAIProvider(HttpJsonProvider):
                 stream.finished = True
                 batch.append(DONE)
                 break
-            if data:
-                try:
-                    events = self._chunk_events(data, line, template)
-                except UpstreamError as exc:
-                    stream.failed = exc
-                    break
-                if not stream.saw_finish:
-                    stream.saw_finish = any(type(e) is Finish for e in events)
-                batch += events
+            if data and not self._data_read(batch, data, line, stream):
+                break
         return batch
 
     async def _completion_events(self, response: aiohttp.ClientResponse) -> list[Event]:

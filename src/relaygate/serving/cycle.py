@@ -18,6 +18,19 @@ if TYPE_CHECKING:
     from relaygate.serving.protocol import HttpProtocol
 
 _DISCONNECT: Message = {"type": "http.disconnect"}
+_FRAMING = frozenset((b"content-length", b"transfer-encoding", b"connection"))
+"""Header names that change how a response is framed or whether the connection is kept."""
+_encoded_defaults: tuple[object, bytes] = (None, b"")
+
+
+def _defaults(headers: Headers) -> bytes:
+    """The server's default headers (``date``, and ``server`` if on) as they go out: encoded
+    once per list (uvicorn builds a new one each second), not once per response."""
+    global _encoded_defaults
+    if _encoded_defaults[0] is not headers:
+        # the list is kept with its bytes: its identity cannot be reused while it is cached
+        _encoded_defaults = (headers, b"".join(b"%s: %s\r\n" % pair for pair in headers))
+    return _encoded_defaults[1]
 
 
 class Cycle:
@@ -127,30 +140,31 @@ class Cycle:
     def _head(self, status: int, headers: Headers) -> bytes:
         """The status line and headers; the framing of the body is decided here (and only once
         the headers are known to be valid: a refused head changes nothing)."""
-        conn = self.conn
-        lines = [STATUS_LINES.get(status) or status_line(status)]
-        for name, value in conn.state.default_headers:
-            lines += (name, b": ", value, b"\r\n")
         names: list[bytes] = []
         values: list[bytes] = []
+        for name, value in headers:
+            names.append(name.lower())
+            values.append(value)
         length: bytes | None = None
         chunked = close = False
-        for name, value in headers:
-            name = name.lower()
-            names.append(name)
-            values.append(value)
-            if name == b"content-length":
-                length = value
-            elif name == b"transfer-encoding":
-                chunked = b"chunked" in value.lower()
-            elif name == b"connection" and b"close" in value.lower():
-                close = True
-            lines += (name, b": ", value, b"\r\n")
+        if not _FRAMING.isdisjoint(names):  # (a stream's head has none of them)
+            for name, value in zip(names, values):  # noqa: B905 (built together; no keyword parsing)
+                if name == b"content-length":
+                    length = value
+                elif name == b"transfer-encoding":
+                    chunked = b"chunked" in value.lower()
+                elif name == b"connection" and b"close" in value.lower():
+                    close = True
         if not valid_headers(names, values) or (length is not None and not length.isdigit()):
             raise RuntimeError("Invalid HTTP response header name or value")
         self.remaining = None if length is None else int(length)
         keep_alive = self.keep_alive and not close
         scope = self.scope
+        lines = [STATUS_LINES.get(status) or status_line(status)]
+        lines.append(_defaults(self.conn.state.default_headers))
+        if names:
+            pairs = zip(names, values)  # noqa: B905 (built together; no keyword parsing)
+            lines += (b"\r\n".join(map(b": ".join, pairs)), b"\r\n")
         if scope["method"] == "HEAD" or status in NO_BODY_STATUS or status < 200:
             self.no_body = True
         elif chunked or length is None:

@@ -352,7 +352,7 @@ class HttpProtocol(asyncio.Protocol):
             raise _Refused
         url = self._url
         parser = self.parser
-        if b"#" in url:
+        if url.find(b"#") >= 0:  # (``in`` on bytes first tries the operand as an int: an error)
             url = url.partition(b"#")[0]  # a fragment is not sent to a server: not our path
         if url[:1] == b"/":
             raw_path, _, query = url.partition(b"?")
