@@ -16,6 +16,8 @@ from typing import Any
 import aiohttp
 
 from relaygate import admin, console
+from relaygate.access import SCOPE_KEY as ACCESS_SCOPE
+from relaygate.access import UNLOGGED, Access, RequestLog, client_text
 from relaygate.accounting.admission import Admissions
 from relaygate.accounting.gate import Gate, MemoryGate
 from relaygate.accounting.journal import Journal
@@ -114,6 +116,7 @@ class Gateway:
         """Models with no upstream (nor a fallback that has one): left out of /v1/models."""
         self.store = SqlStore(settings.database_url)
         self.metrics = Metrics()
+        self.request_log = RequestLog(self.metrics, settings.request_log)
         self.gate = make_gate(settings, self.metrics, self.store)
         self.ledger = LedgerWriter(
             self.store,
@@ -260,6 +263,7 @@ class Gateway:
         await self.images.close()
         await self.session.close()
         await self.store.close()
+        self.metrics.close()
 
     async def _wait_for_requests(self) -> None:
         """Let the requests still running settle before the ledger closes: uvicorn's backstop
@@ -280,15 +284,17 @@ class Gateway:
 class _Tracked:
     """``send``, remembering how far the response got (for the last-resort error path)."""
 
-    __slots__ = ("event_stream", "finished", "send", "started")
+    __slots__ = ("event_stream", "finished", "send", "started", "status")
 
     def __init__(self, send: Send) -> None:
         self.send = send
         self.started = self.finished = self.event_stream = False
+        self.status = 0
 
     async def __call__(self, message: Message) -> None:
         if message["type"] == "http.response.start":
             self.started = True
+            self.status = message["status"]
             self.event_stream = (b"content-type", b"text/event-stream") in [
                 (k, v.split(b";")[0]) for k, v in message.get("headers", ())
             ]
@@ -313,20 +319,26 @@ def _uncancel() -> None:
         task.uncancel()
 
 
-async def _end_at_deadline(gw: Gateway, send: _Tracked, shape: ErrorShape) -> None:
+async def _end_at_deadline(
+    gw: Gateway, send: _Tracked, shape: ErrorShape, access: Access | None
+) -> None:
     """End a request cut by the shutdown deadline: 503, or an SSE error event when its stream
     has started (never a truncated body). Its row was settled as ``cancelled``."""
     error = ServiceUnavailable(
         "Service unavailable: the server is shutting down and this request ran past its grace"
         " period"
     )
-    await _end_with(gw, send, error, shape)
+    await _end_with(gw, send, error, shape, access)
 
 
-async def _end_with(gw: Gateway, send: _Tracked, error: ApiError, shape: ErrorShape) -> None:
+async def _end_with(
+    gw: Gateway, send: _Tracked, error: ApiError, shape: ErrorShape, access: Access | None
+) -> None:
     """Answer ``error``, or end the response under way with it: one response per request, and
     a stream ends with an SSE error event (never a clean end)."""
     gw.metrics.responded(error.status, error.type)
+    if access is not None:
+        access.error = error.type
     if not send.started:
         await send_error(send, error, shape)
     elif not send.finished:
@@ -362,6 +374,7 @@ class App:
             if origin is not None and gw.cors.allowed(origin):
                 send = gw.cors.wrap(send, origin)
         send = _Tracked(send)
+        access: Access | None = None
         try:
             if methods is None and gw.settings.console and (path + "/").startswith(CONSOLE):
                 gw.metrics.responded(await CONSOLE_ROUTER.dispatch(gw, scope, receive, send))
@@ -369,9 +382,13 @@ class App:
             if methods is None and (path + "/").startswith(admin.PREFIX + "/"):
                 gw.metrics.responded(await admin.ROUTER.dispatch(gw, scope, receive, send))
                 return
+            if path not in UNLOGGED:
+                access = scope[ACCESS_SCOPE] = Access(scope["method"], path)
             if methods is None and path.startswith(MODEL_PREFIX):
                 methods = {"GET": info.retrieve_model}
             if methods is None:
+                if access is not None:
+                    access.path = client_text(path)
                 raise NotFound(f"Unknown route: {scope['method']} {excerpt(scope['path'])}")
             handler = methods.get(scope["method"])
             if handler is None and scope["method"] == "HEAD":
@@ -392,16 +409,21 @@ class App:
             gw.metrics.responded(200)
         except ApiError as exc:
             gw.metrics.responded(exc.status, exc.type)
+            if access is not None:
+                access.error = exc.type
             await send_error(send, exc, SHAPES.get(path, CONTRACT))
         except asyncio.CancelledError:
             if not gw.admissions.deadline_passed:
                 raise
             _uncancel()
-            await _end_at_deadline(gw, send, SHAPES.get(path, CONTRACT))
+            await _end_at_deadline(gw, send, SHAPES.get(path, CONTRACT), access)
         except Exception:
             log.exception("unhandled error on %s %s", scope["method"], path)
             error = InternalError("Internal server error")
-            await _end_with(gw, send, error, SHAPES.get(path, CONTRACT))
+            await _end_with(gw, send, error, SHAPES.get(path, CONTRACT), access)
+        finally:
+            if access is not None:
+                gw.request_log.done(access, send.status)
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:

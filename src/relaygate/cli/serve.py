@@ -112,7 +112,13 @@ def announce_setup(settings: Settings) -> None:
 
 
 def _prepare(settings: Settings, source: str) -> App:
-    configure_logging(settings.log_level, configured_secrets(settings), settings.log_debug_loggers)
+    configure_logging(
+        settings.log_level,
+        configured_secrets(settings),
+        settings.log_debug_loggers,
+        log_format=settings.log_format,
+        request_log=settings.request_log,
+    )
     return create_app(settings, source)
 
 
