@@ -104,11 +104,13 @@ def test_a_line_per_request_with_what_it_did(text_run: tuple[str, Any, str, str]
         assert record["upstream"] == "simulator"
         assert record["outcome"] == "ok"
         assert record["stream"] == stream
-        assert int(record["input_tokens"]) > 0 and int(record["output_tokens"]) > 0
+        assert int(record["input_tokens"]) > 0
+        assert int(record["output_tokens"]) > 0
         assert int(record["cost_micros"]) > 0
         assert float(record["latency_ms"]) >= 0
         assert "upstream_ms" in record
-    assert "ttft_ms" in streamed and "ttft_ms" not in plain
+    assert "ttft_ms" in streamed
+    assert "ttft_ms" not in plain
 
 
 def test_errors_are_logged_with_their_type(text_run: tuple[str, Any, str, str]) -> None:
@@ -117,10 +119,12 @@ def test_errors_are_logged_with_their_type(text_run: tuple[str, Any, str, str]) 
     records = [r for r in access_lines(logs) if r.get("path") != "/v1/credits"]
     (unauthorized,) = [r for r in records if r["status"] == "401"]
     assert unauthorized["error"] == "authentication_error"
-    assert "key_id" not in unauthorized and "request_id" not in unauthorized
+    assert "key_id" not in unauthorized
+    assert "request_id" not in unauthorized
     (poor,) = [r for r in records if r["status"] == "402"]
     assert poor["error"] == "insufficient_quota_error"
-    assert poor["model"] == "relaygate-simulator" and poor["key_id"] != key["id"]
+    assert poor["model"] == "relaygate-simulator"
+    assert poor["key_id"] != key["id"]
     missing_model, missing_route = sorted(
         (r for r in records if r["status"] == "404"), key=lambda r: r["path"]
     )
@@ -135,7 +139,8 @@ def test_errors_are_logged_with_their_type(text_run: tuple[str, Any, str, str]) 
 
 def test_probes_and_scrapes_are_not_logged(text_run: tuple[str, Any, str, str]) -> None:
     records = access_lines(text_run[0])
-    assert records and not [r for r in records if r.get("path") in ("/health", "/metrics")]
+    assert records
+    assert not [r for r in records if r.get("path") in ("/health", "/metrics")]
 
 
 def test_no_key_in_the_log(text_run: tuple[str, Any, str, str]) -> None:
@@ -172,24 +177,31 @@ def test_json_lines(tmp_path: Path) -> None:
     logs = gateway.logs()
     assert_no_key(logs, key["key"])
     lines = [line for line in logs.splitlines() if not line.startswith("relaygate: ")]
-    assert lines and all(json.loads(line) for line in lines)  # every log line is JSON
+    assert lines
+    assert all(json.loads(line) for line in lines)
     records = [r for r in json_access(logs) if r.get("path") == CHAT]
     plain, streamed, refused = sorted(records, key=lambda r: (r["status"], r.get("stream")))
-    assert plain["stream"] is False and streamed["stream"] is True
+    assert plain["stream"] is False
+    assert streamed["stream"] is True
     for record in (plain, streamed):
-        assert record["message"] == "request" and record["level"] == "INFO"
-        assert record["key_id"] == key["id"] and record["status"] == 200
-        assert record["model"] == "relaygate-simulator" and record["outcome"] == "ok"
-        assert record["cost_micros"] > 0 and isinstance(record["latency_ms"], float)
+        assert record["message"] == "request"
+        assert record["level"] == "INFO"
+        assert record["key_id"] == key["id"]
+        assert record["status"] == 200
+        assert record["model"] == "relaygate-simulator"
+        assert record["outcome"] == "ok"
+        assert record["cost_micros"] > 0
+        assert isinstance(record["latency_ms"], float)
     assert "ttft_ms" in streamed
-    assert refused["status"] == 401 and refused["error"] == "authentication_error"
+    assert refused["status"] == 401
+    assert refused["error"] == "authentication_error"
 
 
 def test_request_log_off(tmp_path: Path) -> None:
     gateway = GatewayProcess(tmp_path, {"models": SIMULATOR, "request_log": False}).start()
     try:
         assert gateway.post(CHAT, chat(), "sk-not-a-key-0123456789")[0] == 401
-        status, _, metrics = gateway.operator_get("/metrics")
+        _status, _, metrics = gateway.operator_get("/metrics")
     finally:
         gateway.stop()
     assert "relaygate.access" not in gateway.logs()
@@ -210,5 +222,6 @@ def test_request_log_off(tmp_path: Path) -> None:
 def test_values_cannot_forge_fields_or_lines(value: str, shown: str) -> None:
     line = text_line({"model": value, "status": 200})
     assert line == f"model={shown} status=200"
-    assert "\n" not in line and "\r" not in line
+    assert "\n" not in line
+    assert "\r" not in line
     assert dict(part.split("=", 1) for part in shlex.split(line))["status"] == "200"
