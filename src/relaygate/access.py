@@ -23,8 +23,8 @@ from __future__ import annotations
 
 import logging
 import re
-from time import perf_counter
-from typing import TYPE_CHECKING, Any
+from time import perf_counter, time_ns
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from relaygate.redaction import REDACTOR, escape_controls
 
@@ -106,6 +106,47 @@ class Access:
         self.reasoning_tokens = usage.reasoning_tokens
         self.cache_write_tokens = usage.cache_write_tokens + usage.cache_write_1h_tokens
 
+    def line(self, status: int, ended: float) -> str:
+        """The record as a text line: what :func:`text_line` makes of :meth:`fields`, built
+        directly (it runs for every request). Ids and error types are relaygate's own (plain
+        tokens); names from the config are checked once and remembered."""
+        parts = []
+        if self.request_id is not None:
+            parts.append(f"request_id={self.request_id}")
+        key = self.key
+        if key is not None:
+            parts.append(
+                f"key_id={key.id} account_id={key.account_id}"
+                if key.account_id
+                else f"key_id={key.id}"
+            )
+        parts.append(f"method={_known(self.method)} path={_known(self.path)}")
+        model = self.model
+        if model is not None:
+            shown = _known(model) if self.model_known else _value(client_text(model))
+            parts.append(f"model={shown}")
+        if self.upstream is not None:
+            parts.append(f"upstream={_known(self.upstream)}")
+        parts.append(f"status={status}")
+        if self.error is not None:
+            parts.append(f"error={self.error}")
+        if self.outcome is not None:
+            parts.append(f"outcome={self.outcome} stream={'true' if self.stream else 'false'}")
+        parts.append(f"latency_us={int((ended - self.started) * 1e6)}")
+        if self.upstream_answered:
+            parts.append(
+                f"upstream_us={int((self.upstream_answered - self.upstream_called) * 1e6)}"
+            )
+        if self.first_token:
+            parts.append(f"ttft_us={int((self.first_token - self.started) * 1e6)}")
+        if self.cost is not None:
+            parts.append(
+                f"input_tokens={self.input_tokens} output_tokens={self.output_tokens}"
+                f" cached_tokens={self.cached_tokens} reasoning_tokens={self.reasoning_tokens}"
+                f" cache_write_tokens={self.cache_write_tokens} cost_micros={self.cost}"
+            )
+        return " ".join(parts)
+
     def fields(self, status: int, ended: float) -> dict[str, Any]:
         """The record's fields, in the order a line shows them (absent ones left out)."""
         out: dict[str, Any] = {}
@@ -129,11 +170,11 @@ class Access:
         if self.outcome is not None:
             out["outcome"] = self.outcome
             out["stream"] = self.stream
-        out["latency_ms"] = round((ended - self.started) * 1000, 1)
+        out["latency_us"] = int((ended - self.started) * 1e6)
         if self.upstream_answered:
-            out["upstream_ms"] = round((self.upstream_answered - self.upstream_called) * 1000, 1)
+            out["upstream_us"] = int((self.upstream_answered - self.upstream_called) * 1e6)
         if self.first_token:
-            out["ttft_ms"] = round((self.first_token - self.started) * 1000, 1)
+            out["ttft_us"] = int((self.first_token - self.started) * 1e6)
         if self.cost is not None:
             out["input_tokens"] = self.input_tokens
             out["output_tokens"] = self.output_tokens
@@ -162,44 +203,74 @@ def _value(value: object) -> str:
     return str(value)
 
 
+_KNOWN: dict[str, str] = {}
+_KNOWN_MOST = 1024
+
+
+def _known(value: str) -> str:
+    """:func:`_value` of a value from a small set (a route, a model, an upstream), remembered."""
+    shown = _KNOWN.get(value)
+    if shown is None:
+        shown = _value(value)
+        if len(_KNOWN) < _KNOWN_MOST:  # a client's unknown paths do not grow it without end
+            _KNOWN[value] = shown
+    return shown
+
+
 def text_line(fields: dict[str, Any]) -> str:
     """``name=value`` pairs on one line (see the module docstring for the escaping)."""
     return " ".join([f"{name}={_value(value)}" for name, value in fields.items()])
 
 
-class _Line:
-    """A request's message: its line, built when a handler formats it as text (a JSON
-    formatter takes the record's ``fields`` instead)."""
-
-    __slots__ = ("fields",)
-
-    def __init__(self, fields: dict[str, Any]) -> None:
-        self.fields = fields
-
-    def __str__(self) -> str:
-        return text_line(self.fields)
-
-
 class RequestLog:
     """Ends each request: its metrics, and its line when the request log is on."""
 
-    def __init__(self, metrics: Metrics, enabled: bool) -> None:
+    def __init__(self, metrics: Metrics, enabled: bool, json: bool = False) -> None:
         self.metrics = metrics
         self.enabled = enabled
+        self.json = json
+        """``log_format: json``: records carry their fields (the JSON formatter writes them)."""
 
     def done(self, access: Access, status: int) -> None:
         ended = perf_counter()
         self.metrics.request_done(access, ended)
         if self.enabled and ACCESS.isEnabledFor(logging.INFO):
-            emit(access.fields(status, ended))
+            if self.json:
+                emit("request", access.fields(status, ended))
+            else:
+                emit(access.line(status, ended), None)
 
 
-def emit(fields: dict[str, Any]) -> None:
+class _Record(logging.LogRecord):
+    """A request's record, made for less than ``LogRecord()`` costs: what does not change
+    from one request to the next (the logger, the level, no caller's frame, this process
+    and thread) is copied from a template made by ``makeRecord`` once per process."""
+
+    template: ClassVar[dict[str, Any] | None] = None
+
+    def __init__(self, message: str) -> None:
+        template = _Record.template
+        if template is None:
+            made = ACCESS.makeRecord(ACCESS.name, logging.INFO, "", 0, "", (), None)
+            template = _Record.template = {**vars(made), "taskName": None}
+        self.__dict__.update(template)
+        now = time_ns()
+        self.msg = message
+        self.created = now / 1e9
+        self.msecs = float(now % 1_000_000_000 // 1_000_000)
+        self.relativeCreated = (now - _STARTED) / 1e6
+
+
+_STARTED: int = int(logging._startTime * 1e9)  # type: ignore[attr-defined]
+
+
+def emit(message: str, fields: dict[str, Any] | None) -> None:
     """Log one request's record. Its text needs no redaction (keys are named by id, what the
     client chose is redacted already), so the handler's filter lets it through as it is."""
-    record = ACCESS.makeRecord(ACCESS.name, logging.INFO, "", 0, _Line(fields), (), None)
+    record = _Record(message)
     record._relaygate_clean = True
-    record.fields = fields
+    if fields is not None:
+        record.fields = fields
     ACCESS.handle(record)
 
 
@@ -207,4 +278,5 @@ def refused(status: int, error_type: str) -> None:
     """A request the connection protocol answered before the app saw it (a head too large,
     unparseable or too slow): logged with what is known, its status and error type."""
     if ACCESS.isEnabledFor(logging.INFO):
-        emit({"status": status, "error": error_type})
+        fields: dict[str, Any] = {"status": status, "error": error_type}
+        emit(text_line(fields), fields)

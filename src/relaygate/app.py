@@ -116,7 +116,9 @@ class Gateway:
         """Models with no upstream (nor a fallback that has one): left out of /v1/models."""
         self.store = SqlStore(settings.database_url)
         self.metrics = Metrics()
-        self.request_log = RequestLog(self.metrics, settings.request_log)
+        self.request_log = RequestLog(
+            self.metrics, settings.request_log, json=settings.log_format == "json"
+        )
         self.gate = make_gate(settings, self.metrics, self.store)
         self.ledger = LedgerWriter(
             self.store,
@@ -188,6 +190,7 @@ class Gateway:
         self.alerts = LowBalanceAlerts(self.store, self.session, self.settings)
         self.alerts.start()
         self.purge.start()
+        self.metrics.start()
         self.keys.start()
         self._watch_stop_signals()
         if isinstance(self.gate, RedisGate):

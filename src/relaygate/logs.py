@@ -96,7 +96,30 @@ class JsonFormatter(logging.Formatter):
         return f"{seconds}.{int(record.msecs):03d}Z"
 
 
-TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+class TextFormatter(logging.Formatter):
+    """``date time LEVEL logger: message``, the date and time formatted once a second (the
+    request log writes a line per request)."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+        self._second = -1
+        self._stamp = ""
+
+    def format(self, record: logging.LogRecord) -> str:
+        if record.exc_info or record.exc_text or record.stack_info:
+            return super().format(record)
+        # what the format string makes, without its general machinery (a line per request)
+        record.message = message = record.getMessage()
+        return f"{self.formatTime(record)} {record.levelname} {record.name}: {message}"
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        second = int(record.created)
+        if second != self._second:
+            self._stamp = time.strftime("%Y-%m-%d %H:%M:%S", self.converter(second))
+            self._second = second
+        return f"{self._stamp},{int(record.msecs):03d}"
+
+
 ACCESS_LOGGER = "relaygate.access"
 _SHOWN_AS = {"uvicorn": "relaygate.server", "uvicorn.error": "relaygate.server"}
 """uvicorn's start-up and shutdown lines come from ``uvicorn.error``, errors or not."""
@@ -124,7 +147,7 @@ def configure_logging(
     redactor = RedactingFilter(secrets)
     handler = logging.StreamHandler()
     json = log_format == "json"
-    handler.setFormatter(JsonFormatter() if json else logging.Formatter(TEXT_FORMAT))
+    handler.setFormatter(JsonFormatter() if json else TextFormatter())
     handler.addFilter(redactor)
     for old in list(root.handlers):
         if getattr(old, "_relaygate", False):

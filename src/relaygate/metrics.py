@@ -11,9 +11,11 @@ global switch is not touched, so other apps in the process keep theirs).
 
 from __future__ import annotations
 
+import asyncio
 import os
+from bisect import bisect_left
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.metrics_core import Metric
@@ -28,6 +30,8 @@ MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"
 DURATION_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300)
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 TOKEN_KINDS = ("input", "output", "cached", "reasoning", "cache_write")
+PUBLISH_SECONDS = 1.0
+"""Under ``--workers N``, how stale another worker's request metrics may be in a scrape."""
 
 
 def multiprocess_dir() -> str | None:
@@ -49,17 +53,62 @@ class _WithoutCreated:
             yield metric
 
 
-class _PerRoute:
-    """The children of the request metrics for one (model, upstream)."""
+class _Pending:
+    """Observations of one histogram not yet published: counts per bucket (the last one
+    ``+Inf``) and their sum. Observing is a ``bisect`` and two additions: the
+    library's ``observe`` costs many times that, and runs for every request."""
 
-    __slots__ = ("cost", "duration", "first_token", "tokens", "upstream")
+    __slots__ = ("bounds", "child", "counts", "sum")
+
+    def __init__(self, child: Any, bounds: tuple[float, ...]) -> None:
+        self.child = child
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)
+        self.sum = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect_left(self.bounds, value)] += 1  # buckets are ``le``: bound >= value
+        self.sum += value
+
+    def publish(self) -> None:
+        counts = self.counts
+        if any(counts):
+            # the child's own values (its buckets, ``+Inf`` last, and its sum): the library has
+            # no call that adds several observations at once
+            for value, count in zip(self.child._buckets, counts, strict=True):
+                if count:
+                    value.inc(count)
+            self.child._sum.inc(self.sum)
+            self.counts = [0] * len(counts)
+            self.sum = 0.0
+
+
+class _PerRoute:
+    """The request metrics of one (model, upstream): gathered as plain numbers on the hot
+    path, published to the library's children when read (:meth:`Metrics.publish`)."""
+
+    __slots__ = ("cost", "duration", "first_token", "histograms", "totals", "upstream")
 
     def __init__(self, metrics: Metrics, model: str, upstream: str) -> None:
-        self.duration = metrics.duration.labels(model, upstream)
-        self.first_token = metrics.first_token.labels(model, upstream)
-        self.upstream = metrics.upstream_latency.labels(model, upstream)
-        self.cost = metrics.cost.labels(model, upstream)
-        self.tokens = [metrics.tokens.labels(model, upstream, kind) for kind in TOKEN_KINDS]
+        self.duration = _Pending(metrics.duration.labels(model, upstream), DURATION_BUCKETS)
+        self.first_token = _Pending(metrics.first_token.labels(model, upstream), LATENCY_BUCKETS)
+        self.upstream = _Pending(metrics.upstream_latency.labels(model, upstream), LATENCY_BUCKETS)
+        self.histograms = (self.duration, self.first_token, self.upstream)
+        self.cost = [metrics.cost.labels(model, upstream)] + [
+            metrics.tokens.labels(model, upstream, kind) for kind in TOKEN_KINDS
+        ]
+        self.totals = [0] * len(self.cost)
+        """Not yet published: the cost, then the tokens of each kind."""
+
+    def publish(self) -> None:
+        for histogram in self.histograms:
+            histogram.publish()
+        totals = self.totals
+        if any(totals):
+            for child, total in zip(self.cost, totals, strict=True):
+                if total:
+                    child.inc(total)
+            self.totals = [0] * len(totals)
 
 
 class Metrics:
@@ -161,6 +210,7 @@ class Metrics:
             registry=self.registry,
         )
         self._routes: dict[tuple[str | None, str | None], _PerRoute] = {}
+        self._timer: asyncio.TimerHandle | None = None
 
     def request_done(self, access: Access, ended: float) -> None:
         """One request of the API ended (see :mod:`relaygate.access`)."""
@@ -177,19 +227,19 @@ class Metrics:
         if access.first_token:
             route.first_token.observe(access.first_token - access.started)
         if access.cost is not None:
-            if access.cost:
-                route.cost.inc(access.cost)
-            input_, output, cached, reasoning, cache_write = route.tokens
-            if access.input_tokens:
-                input_.inc(access.input_tokens)
-            if access.output_tokens:
-                output.inc(access.output_tokens)
-            if access.cached_tokens:
-                cached.inc(access.cached_tokens)
-            if access.reasoning_tokens:
-                reasoning.inc(access.reasoning_tokens)
-            if access.cache_write_tokens:
-                cache_write.inc(access.cache_write_tokens)
+            totals = route.totals
+            totals[0] += access.cost
+            totals[1] += access.input_tokens
+            totals[2] += access.output_tokens
+            totals[3] += access.cached_tokens
+            totals[4] += access.reasoning_tokens
+            totals[5] += access.cache_write_tokens
+
+    def publish(self) -> None:
+        """Hand what requests gathered to the library (before a scrape; every
+        :data:`PUBLISH_SECONDS` under ``--workers N``, where any worker may be scraped)."""
+        for route in self._routes.values():
+            route.publish()
 
     def responded(self, status: int, error_type: str = "") -> None:
         child = self._labels.get((status, error_type))
@@ -207,14 +257,30 @@ class Metrics:
 
     def render(self) -> bytes:
         """The text exposition: this registry's, or every worker's together."""
+        self.publish()
         if self.shared:
             registry = CollectorRegistry()
             MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
             return generate_latest(registry)
         return generate_latest(_WithoutCreated(self.registry))
 
+    def start(self) -> None:
+        """Under ``--workers N``: publish every :data:`PUBLISH_SECONDS` (from the event loop)."""
+        if self.shared:
+            loop = asyncio.get_running_loop()
+
+            def tick() -> None:
+                self.publish()
+                self._timer = loop.call_later(PUBLISH_SECONDS, tick)
+
+            self._timer = loop.call_later(PUBLISH_SECONDS, tick)
+
     def close(self) -> None:
-        """This worker is ending: its live gauges leave the sum."""
+        """This worker is ending: what it gathered is published, its live gauges leave the
+        sum."""
+        if self._timer is not None:
+            self._timer.cancel()
+        self.publish()
         if self.shared:
             mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]
 

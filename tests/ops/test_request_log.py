@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from relaygate.access import text_line
+from relaygate.access import Access, text_line
+from relaygate.metrics import Metrics
 from tests.support.gateway import GatewayProcess
 
 SIMULATOR = {
@@ -107,10 +108,10 @@ def test_a_line_per_request_with_what_it_did(text_run: tuple[str, Any, str, str]
         assert int(record["input_tokens"]) > 0
         assert int(record["output_tokens"]) > 0
         assert int(record["cost_micros"]) > 0
-        assert float(record["latency_ms"]) >= 0
-        assert "upstream_ms" in record
-    assert "ttft_ms" in streamed
-    assert "ttft_ms" not in plain
+        assert int(record["latency_us"]) >= 0
+        assert "upstream_us" in record
+    assert "ttft_us" in streamed
+    assert "ttft_us" not in plain
 
 
 def test_errors_are_logged_with_their_type(text_run: tuple[str, Any, str, str]) -> None:
@@ -191,8 +192,8 @@ def test_json_lines(tmp_path: Path) -> None:
         assert record["model"] == "relaygate-simulator"
         assert record["outcome"] == "ok"
         assert record["cost_micros"] > 0
-        assert isinstance(record["latency_ms"], float)
-    assert "ttft_ms" in streamed
+        assert isinstance(record["latency_us"], int)
+    assert "ttft_us" in streamed
     assert refused["status"] == 401
     assert refused["error"] == "authentication_error"
 
@@ -225,3 +226,25 @@ def test_values_cannot_forge_fields_or_lines(value: str, shown: str) -> None:
     assert "\n" not in line
     assert "\r" not in line
     assert dict(part.split("=", 1) for part in shlex.split(line))["status"] == "200"
+
+
+def test_histogram_buckets_and_totals_are_published_when_read() -> None:
+    metrics = Metrics()
+    for seconds, cost in ((0.008, 5), (0.3, 7), (400.0, 0)):
+        access = Access("POST", CHAT)
+        access.model, access.model_known, access.upstream = "m", True, "u"
+        access.cost, access.input_tokens, access.output_tokens = cost, 3, 4
+        metrics.request_done(access, access.started + seconds)
+    text = metrics.render().decode()
+    route = 'model="m",upstream="u"'
+    # "le" buckets, cumulative: 0.008 s from the 0.01 bucket on, 400 s only in +Inf
+    assert f'relaygate_request_duration_seconds_bucket{{le="0.01",{route}}} 1.0' in text
+    assert f'relaygate_request_duration_seconds_bucket{{le="0.25",{route}}} 1.0' in text
+    assert f'relaygate_request_duration_seconds_bucket{{le="0.5",{route}}} 2.0' in text
+    assert f'relaygate_request_duration_seconds_bucket{{le="300.0",{route}}} 2.0' in text
+    assert f'relaygate_request_duration_seconds_bucket{{le="+Inf",{route}}} 3.0' in text
+    assert f"relaygate_request_duration_seconds_count{{{route}}} 3.0" in text
+    assert f"relaygate_cost_micros_total{{{route}}} 12.0" in text
+    assert f'relaygate_tokens_total{{kind="output",{route}}} 12.0' in text
+    assert "_created" not in text
+    assert metrics.render().decode() == text  # published once: a second read adds nothing
