@@ -93,7 +93,7 @@ class Stack:
                 proc.kill()
 
     def start(self, redis_url: str | None) -> dict[str, Any]:
-        names = ("mock0", "mock50", "bare0", "bare50", "relaygate", "redis1", "redis2")
+        names = ("mock0", "mock50", "bare0", "bare50", "relaygate", "redis1", "redis2", "redis4")
         ports = {name: free_port() for name in names}
         self.spawn("-m", "bench.mock_upstream", "--port", str(ports["mock0"]), port=ports["mock0"])
         self.spawn(
@@ -290,8 +290,8 @@ def measure(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                     f" median {rounds['added_p50_ms_median']:.3f} ms",
                     flush=True,
                 )
-        max_rps = results["throughput"].get("relaygate/nonstream/0ms", {}).get(
-            "requests_per_second", 0.0
+        max_rps = (
+            results["throughput"].get("relaygate/nonstream/0ms", {}).get("requests_per_second", 0.0)
         )
         if "open_loop" in args.parts and max_rps:
             results["open_loop"] = open_loop_rows(args, key, url, max_rps)
@@ -403,30 +403,132 @@ def sequential_rounds(
     }
 
 
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU time of a process and every process below it (``--workers`` children)."""
+    total = 0.0
+    pending = [pid]
+    while pending:
+        current = pending.pop()
+        try:
+            total += cpu_seconds(current)
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        for child in Path(f"/proc/{current}/task/{current}/children").read_text().split():
+            pending.append(int(child))
+    return total
+
+
+class RedisProbe:
+    """redis-server's own CPU time and command counters, read before and after a run."""
+
+    def __init__(self, url: str) -> None:
+        import redis
+
+        self.client = redis.Redis.from_url(url)
+        self.pid = int(self.client.info("server")["process_id"])
+
+    def read(self) -> dict[str, float]:
+        stats = self.client.info("stats")
+        commands = self.client.info("commandstats")
+        evalsha = commands.get("cmdstat_evalsha", {}).get("calls", 0)
+        return {
+            "cpu": cpu_seconds(self.pid) if Path(f"/proc/{self.pid}").exists() else 0.0,
+            "commands": float(stats["total_commands_processed"]),
+            "reads": float(stats["total_reads_processed"]),
+            "evalsha": float(evalsha) + commands.get("cmdstat_eval", {}).get("calls", 0),
+        }
+
+
+def gate_run(
+    target: str, script: Path, seconds: int, pid: int, probe: RedisProbe | None
+) -> dict[str, Any]:
+    """One closed-loop run (16 connections) with relaygate's CPU per request (all its worker
+    processes) and, on the Redis gate, redis-server's CPU and commands per request."""
+    before = tree_cpu_seconds(pid)
+    redis_before = probe.read() if probe else None
+    r = run_wrk(target, script, 16, seconds)
+    served = max(1.0, r.requests_per_second * seconds)
+    row: dict[str, Any] = dict(
+        r.__dict__, cpu_us_per_request=(tree_cpu_seconds(pid) - before) / served * 1e6
+    )
+    if probe is not None and redis_before is not None:
+        after = probe.read()
+        per = {name: (after[name] - redis_before[name]) / served for name in after}
+        # the probe's own two INFO calls are in the counts: negligible over a run
+        row["redis_cpu_us_per_request"] = per["cpu"] * 1e6
+        row["redis_commands_per_request"] = per["commands"]
+        row["redis_reads_per_request"] = per["reads"]
+        row["redis_scripts_per_request"] = per["evalsha"]
+    row["total_cpu_us_per_request"] = row["cpu_us_per_request"] + row.get(
+        "redis_cpu_us_per_request", 0.0
+    )
+    return row
+
+
 def scaling(
     stack: Stack, info: dict[str, Any], workdir: Path, args: argparse.Namespace
 ) -> dict[str, Any]:
-    """Throughput of relaygate on the shared (Redis) gate with 1 and with 2 workers."""
+    """The Redis gate against the in-process one: one worker of each in alternating rounds
+    (the ratio is the median of the per-round ratios), then 2 and 4 workers on Redis. Each run
+    records CPU per request of relaygate (every worker) and of redis-server, and Redis's
+    commands and reads (about one per round trip) per request."""
     out: dict[str, Any] = {}
-    for workers in (1, 2):
+    probe = RedisProbe(args.redis_url)
+    script = wrk_script(workdir, info["key"], body("bench-0ms", False))
+    in_process_target = f"http://127.0.0.1:{info['ports']['relaygate']}/v1/chat/completions"
+    for workers in (1, 2, 4):
         proc = stack.start_shared(info, workers)
         port = info["ports"][f"redis{workers}"]
         target = f"http://127.0.0.1:{port}/v1/chat/completions"
-        script = wrk_script(workdir, info["key"], body("bench-0ms", False))
         time.sleep(1.0)  # the key cache of every worker loads at start-up
         run_wrk(target, script, 16, 2)
-        r = run_wrk(target, script, 16, args.seconds)
-        out[f"workers_{workers}"] = r.__dict__
+        if workers == 1:
+            runs: dict[str, list[dict[str, Any]]] = {"in_process": [], "redis": []}
+            run_wrk(in_process_target, script, 16, 2)
+            for _ in range(args.rounds):
+                runs["in_process"].append(
+                    gate_run(in_process_target, script, args.seconds, info["relaygate_pid"], None)
+                )
+                runs["redis"].append(gate_run(target, script, args.seconds, proc.pid, probe))
+            ratios = [
+                r["requests_per_second"] / m["requests_per_second"]
+                for m, r in zip(runs["in_process"], runs["redis"], strict=True)
+            ]
+            out["gate_rounds"] = runs
+            out["gate_ratios"] = ratios
+            out["gate_ratio"] = statistics.median(ratios)
+            out["in_process"] = median_run(runs["in_process"], "requests_per_second")
+            r = median_run(runs["redis"], "requests_per_second")
+            for t in runs:
+                out[f"{t}_total_cpu_us_per_request"] = statistics.median(
+                    x["total_cpu_us_per_request"] for x in runs[t]
+                )
+            print(
+                f"gate in-process, 1 worker: {out['in_process']['requests_per_second']:8.0f}"
+                f" req/s cpu {out['in_process_total_cpu_us_per_request']:.0f} us/req",
+                flush=True,
+            )
+            print(
+                f"  redis/in-process per round {[round(x, 3) for x in ratios]},"
+                f" median {out['gate_ratio']:.3f}",
+                flush=True,
+            )
+        else:
+            r = gate_run(target, script, args.seconds, proc.pid, probe)
+        out[f"workers_{workers}"] = r
         print(
-            f"scaling redis gate, {workers} worker(s): {r.requests_per_second:8.0f} req/s"
-            f" errors {r.errors}",
+            f"scaling redis gate, {workers} worker(s): {r['requests_per_second']:8.0f} req/s"
+            f" errors {r['errors']}; cpu us/req relaygate {r['cpu_us_per_request']:.0f}"
+            f" + redis {r['redis_cpu_us_per_request']:.0f};"
+            f" redis commands {r['redis_commands_per_request']:.2f}"
+            f" reads {r['redis_reads_per_request']:.2f} per request",
             flush=True,
         )
         proc.terminate()
         proc.wait(30)
-    out["speedup"] = (
-        out["workers_2"]["requests_per_second"] / out["workers_1"]["requests_per_second"]
-    )
+    base = out["workers_1"]["requests_per_second"]
+    out["speedup"] = out["workers_2"]["requests_per_second"] / base
+    out["speedup_4"] = out["workers_4"]["requests_per_second"] / base
     return out
 
 
@@ -488,7 +590,15 @@ def summarize(results: dict[str, Any]) -> dict[str, Any]:
         if soak:
             summary["rss_mb_soak_first_last"] = [soak[0]["rss_mb"], soak[-1]["rss_mb"]]
     if "scaling" in results:
-        summary["workers_2_speedup"] = results["scaling"]["speedup"]
+        scale = results["scaling"]
+        summary["workers_2_speedup"] = scale["speedup"]
+        summary["workers_4_speedup"] = scale["speedup_4"]
+        summary["redis_gate_ratio"] = scale["gate_ratio"]
+        summary["redis_gate_ratio_rounds"] = scale["gate_ratios"]
+        summary["gate_cpu_us_per_request"] = {
+            "in_process": scale["in_process_total_cpu_us_per_request"],
+            "redis": scale["redis_total_cpu_us_per_request"],
+        }
     return summary
 
 

@@ -18,6 +18,7 @@ import yaml
 from relaygate.errors import ConfigError
 from relaygate.settings import (
     ModelSettings,
+    OtelSettings,
     Pricing,
     Settings,
     UpstreamSettings,
@@ -414,7 +415,7 @@ def test_serve_with_a_bad_config_prints_one_line_and_exits(
 
 FIELDS = [
     pytest.param(struct, name, id=f"{struct.__name__}.{name}")
-    for struct in (Settings, ModelSettings, UpstreamSettings, Pricing)
+    for struct in (Settings, ModelSettings, UpstreamSettings, Pricing, OtelSettings)
     for name in (field.name for field in msgspec.structs.fields(struct))
 ]
 

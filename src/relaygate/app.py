@@ -49,6 +49,7 @@ from relaygate.routing.catalog import Catalog
 from relaygate.settings import Settings, unserved_models
 from relaygate.store.responses_sql import ResponseStore
 from relaygate.store.sql import SqlStore
+from relaygate.tracing import Tracing
 
 log = logging.getLogger("relaygate")
 
@@ -66,6 +67,9 @@ ROUTES: dict[str, dict[str, Handler]] = {
     "/metrics": {"GET": info.metrics},
 }
 
+
+TRACED = frozenset({"/v1/chat/completions", "/v1/messages", "/v1/responses"})
+"""The model routes, traced when ``otel.enabled`` (a server span each)."""
 
 CONSOLE = console.PREFIX + "/"
 
@@ -111,6 +115,9 @@ class Gateway:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self.tracing = Tracing(settings.otel) if settings.otel.enabled else None
+        self.routes = ROUTES if self.tracing is None else self.tracing.routes(ROUTES, TRACED)
+        """The route table (the model routes' handlers traced when tracing is on)."""
         self.cors = Cors(settings.cors_allowed_origins) if settings.cors_allowed_origins else None
         self.unserved = frozenset(unserved_models(settings))
         """Models with no upstream (nor a fallback that has one): left out of /v1/models."""
@@ -167,6 +174,8 @@ class Gateway:
         self._deadline: asyncio.TimerHandle | None = None
 
     async def open(self) -> None:
+        if self.tracing is not None:
+            self.tracing.open()
         if self.settings.console:
             console.prepare()
         applied = await self.store.upgrade()
@@ -267,6 +276,8 @@ class Gateway:
         await self.session.close()
         await self.store.close()
         self.metrics.close()
+        if self.tracing is not None:
+            await self.tracing.close()  # the spans still queued are exported
 
     async def _wait_for_requests(self) -> None:
         """Let the requests still running settle before the ledger closes: uvicorn's backstop
@@ -371,7 +382,7 @@ class App:
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         gw = self.gateway
         path = scope["path"].rstrip("/") or "/"
-        methods = ROUTES.get(path)
+        methods = gw.routes.get(path)
         if gw.cors is not None and path.startswith(CORS_PREFIX):
             origin = header(scope, b"origin")
             if origin is not None and gw.cors.allowed(origin):

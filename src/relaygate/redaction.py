@@ -194,13 +194,16 @@ def url_secrets(url: str | None) -> list[str]:
 
 def configured_secrets(settings: Settings) -> list[str]:
     """Every secret in ``settings``: upstream keys, store and Redis passwords, the operator
-    token, the alert webhook's signing secret."""
+    token, the alert webhook's signing secret, the trace collector's headers."""
     secrets = [u.api_key for m in settings.models.values() for u in m.upstreams if u.api_key]
     secrets += url_secrets(settings.database_url) + url_secrets(settings.redis_url)
     if settings.operator_token:
         secrets.append(settings.operator_token)
     if settings.alert_webhook_secret:
         secrets.append(settings.alert_webhook_secret)
+    secrets += settings.otel.headers.values()
+    if settings.otel.endpoint is not None:
+        secrets += url_secrets(settings.otel.endpoint)
     return secrets
 
 

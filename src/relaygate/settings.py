@@ -213,6 +213,27 @@ class ImageSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
                 raise ValueError(f"allow_internal[{i}]: {exc}") from None
 
 
+class OtelSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """OpenTelemetry traces (``pip install 'relaygate[otel]'``), exported over OTLP/HTTP."""
+
+    enabled: bool = False
+    """Trace every model request (a server span, with child spans for admission, images, each
+    upstream attempt and settlement). Off (the default), nothing of OpenTelemetry is loaded."""
+    endpoint: str | None = None
+    """The OTLP/HTTP traces URL (``http://collector:4318/v1/traces``). Unset: the SDK's
+    ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` or ``OTEL_EXPORTER_OTLP_ENDPOINT`` (plus
+    ``/v1/traces``), else ``http://localhost:4318/v1/traces``."""
+    headers: dict[str, str] = msgspec.field(default_factory=dict)
+    """Headers sent with every export (a collector's credentials: ``${VAR}`` reads them from
+    the environment). Empty: the SDK's ``OTEL_EXPORTER_OTLP_HEADERS``. Never logged."""
+    service_name: str | None = None
+    """The ``service.name`` of the spans. Unset: ``OTEL_SERVICE_NAME``, else ``relaygate``
+    (``OTEL_RESOURCE_ATTRIBUTES`` adds attributes either way)."""
+    sample_ratio: Annotated[float, msgspec.Meta(ge=0, le=1)] = 1.0
+    """The share of requests traced (drawn per request); a request with a ``traceparent`` header
+    follows its caller's sampling decision instead."""
+
+
 class Settings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     """Everything relaygate is configured with."""
 
@@ -400,6 +421,9 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     and ``previous_response_id`` gets 400."""
     stored_response_seconds: PositiveInt = 30 * 86400
     """How long a stored response can be continued; older ones are purged."""
+    otel: OtelSettings = msgspec.field(default_factory=OtelSettings)
+    """Traces of every model request, exported over OTLP/HTTP (OpenTelemetry, an optional
+    extra)."""
     images: ImageSettings = msgspec.field(default_factory=ImageSettings)
     """Image inputs: size and count limits, fetching (SSRF-safe), caching and forwarding."""
     models: dict[str, ModelSettings] = msgspec.field(default_factory=dict)
@@ -479,6 +503,8 @@ def _validate(settings: Settings, source: str) -> None:
     _check_sign_in(settings, source)
     if settings.public_url is not None:
         _check_url(settings.public_url, "public_url", source, {"http", "https"})
+    if settings.otel.endpoint is not None:
+        _check_url(settings.otel.endpoint, "otel.endpoint", source, {"http", "https"})
     for name, model in settings.models.items():
         for i, fallback in enumerate(model.fallbacks):
             if fallback not in settings.models or fallback == name:

@@ -6,15 +6,17 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 import pytest_asyncio
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from relaygate.accounting.gate import Unaffordable
+from relaygate.accounting.redis_batch import Args, Script
 from relaygate.accounting.redis_gate import RedisGate
 from relaygate.accounting.redis_upkeep import Unreported
 from relaygate.accounts import keys
@@ -496,13 +498,14 @@ async def test_reconciliation_examines_only_keys_with_pending_charges(store: Sql
         fresh = await store.write_ledger([row(key, f"r{n}", 10) for n, key in enumerate(keys)])
         await gate.ledger_written(fresh[1:])  # the first key's report is late
         examined: list[str] = []
+        run = gate.scripts.run
+
+        async def counting_run(calls: Sequence[tuple[Script, Args, Args]]) -> list[Any]:
+            examined.extend(str(keys[0]) for script, keys, _ in calls if script is stale)
+            return await run(calls)
+
         stale = gate.scripts.stale
-
-        async def counting_stale(*, keys: list[str], args: list[object], client: object) -> object:
-            examined.append(keys[0])
-            return await stale(keys=keys, args=args, client=client)
-
-        gate.scripts.stale = counting_stale  # type: ignore[assignment]
+        gate.scripts.run = counting_run  # type: ignore[method-assign]
         await gate.upkeep.reconcile()
         assert examined == gate.keys_of(keys[0].account_id, "pendt")
         await gate.ledger_written(fresh[:1])

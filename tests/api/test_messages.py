@@ -831,12 +831,13 @@ def test_a_stream_cut_short_is_billed_the_input_side_message_start_reported(
         assert b"event: error" in response.read()  # it had started: it ends with an error
     (row,) = rows_of(gateway, key, 1)
     # message_start's figures (cache reads and writes), not the prompt estimate; the one
-    # text delta received as output
+    # text delta received as output, by its bytes: 10 characters (3 tokens), and 7 bytes
+    # more of the fake's spaced JSON around them (2)
     usage = TokenUsage(
-        prompt_tokens=11 + 500 + 3000, completion_tokens=1, cached_tokens=500,
+        prompt_tokens=11 + 500 + 3000, completion_tokens=5, cached_tokens=500,
         cache_write_tokens=3000,
     )  # fmt: skip
-    assert (row["prompt_tokens"], row["completion_tokens"]) == (3511, 1)
+    assert (row["prompt_tokens"], row["completion_tokens"]) == (3511, 5)
     assert row["cost_micros"] == CLAUDE_PRICE.cost(usage)
 
 

@@ -1,4 +1,5 @@
-"""Image bytes for tests, built to the formats' specifications (no imaging library needed)."""
+"""Image (and PDF) bytes for tests, built to the formats' specifications (no imaging library
+needed)."""
 
 from __future__ import annotations
 
@@ -96,3 +97,21 @@ def chat(*messages: dict[str, Any]) -> tuple[ChatRequest, dict[str, Any]]:
 
 def one_image(url: str, detail: str | None = None) -> tuple[ChatRequest, dict[str, Any]]:
     return chat(user(text_part("what is this?"), image_part(url, detail)))
+
+
+def blank_pdf(pages: int) -> bytes:
+    """A valid PDF of ``pages`` blank Letter pages (about 60 bytes a page)."""
+    objs = ["<</Type/Catalog/Pages 2 0 R>>"]
+    kids = " ".join(f"{3 + i} 0 R" for i in range(pages))
+    objs.append(f"<</Type/Pages/Kids[{kids}]/Count {pages}>>")
+    objs += ["<</Type/Page/Parent 2 0 R/MediaBox[0 0 612 792]>>"] * pages
+    out = b"%PDF-1.4\n"
+    offsets = []
+    for n, obj in enumerate(objs, 1):
+        offsets.append(len(out))
+        out += f"{n} 0 obj {obj} endobj\n".encode()
+    xref = len(out)
+    out += f"xref\n0 {len(objs) + 1}\n0000000000 65535 f \n".encode()
+    out += b"".join(f"{o:010d} 00000 n \n".encode() for o in offsets)
+    out += f"trailer <</Size {len(objs) + 1}/Root 1 0 R>>\nstartxref\n{xref}\n%%EOF\n".encode()
+    return out

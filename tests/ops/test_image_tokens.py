@@ -12,7 +12,7 @@ import openai
 import pytest
 
 from relaygate.accounting.estimate import prompt_token_bound
-from relaygate.media.tokens import MAX_IMAGE_TOKENS, image_tokens
+from relaygate.media.tokens import MAX_IMAGE_TOKENS, bills_by_pixels, image_tokens
 from tests.media.samples import data_url, jpeg, one_image, png, webp_lossy
 from tests.support.fake_openai import Behavior, FakeOpenAI
 from tests.support.gateway import GatewayProcess
@@ -90,10 +90,12 @@ def test_image_tokens_are_never_more_than_the_prompt_tokens(
 # --- the reservation -------------------------------------------------------------------------
 
 
-def bound(url: str, detail: str | None = None, per_image: int = MAX_IMAGE_TOKENS) -> int:
+def bound(
+    url: str, detail: str | None = None, per_image: int = MAX_IMAGE_TOKENS, pixels: bool = False
+) -> int:
     """The prompt-token bound's image part for one image (the body's bytes left out)."""
     request, _ = one_image(url, detail)
-    return prompt_token_bound(request, 0, per_image) - 1
+    return prompt_token_bound(request, 0, per_image, pixels) - 1
 
 
 def test_an_image_inside_the_request_is_reserved_at_its_real_size() -> None:
@@ -112,6 +114,23 @@ def test_an_image_whose_size_is_not_known_yet_is_reserved_at_the_maximum() -> No
     assert bound("data:image/png;base64,R0lGODlhAQABAAAAADs=") == MAX_IMAGE_TOKENS  # a GIF
     # a model with an estimate of its own (another provider's formula) keeps it
     assert bound(data_url(png(300, 200)), per_image=2000) == 2000
+
+
+def test_an_image_for_an_upstream_that_counts_pixels_is_reserved_by_them() -> None:
+    """Anthropic counts width x height / 750 (at most ~1,600): a 1092 x 1092 image is 1,590
+    tokens where the tile formula gives 765; ``detail`` means nothing there."""
+    assert bound(data_url(png(1092, 1092)), pixels=True) == 1590
+    assert bound(data_url(png(1092, 1092)), "low", pixels=True) == 1590
+    assert bound(data_url(png(4000, 4000)), pixels=True) == 1600  # scaled down first
+    assert bound(data_url(png(100, 100)), pixels=True) == image_tokens(100, 100)  # the larger
+    assert bound("https://images.example/cat.png", pixels=True) == 1600
+    assert bound(data_url(png(1092, 1092)), per_image=2000, pixels=True) == 2000
+
+
+def test_a_models_upstreams_tell_whether_it_counts_pixels() -> None:
+    assert not bills_by_pixels(["openai", "azure", "simulator"])
+    assert bills_by_pixels(["openai", "anthropic"])
+    assert bills_by_pixels(["gemini"])
 
 
 def test_a_small_image_is_affordable_where_the_maximum_was_not(

@@ -192,6 +192,28 @@ def test_lines_come_out_as_they_went_in(pieces: list[bytes]) -> None:
     assert b"".join(pieces).count(b"\n") == len(lines)
 
 
+@pytest.mark.parametrize("size", [1, 3, 7, 1 << 20], ids=["1-byte reads", "3", "7", "one read"])
+def test_texts_of_whole_lines_come_out_as_they_went_in(size: int) -> None:
+    stream = b"a\nbb\n\nccc\ndddd"
+    splitter = LineSplitter(LIMIT, "up")
+    texts = [splitter.text(stream[at : at + size]) for at in range(0, len(stream), size)]
+    assert all(text.endswith(b"\n") for text in texts if text)
+    assert b"".join(texts) == b"a\nbb\n\nccc\n"
+    assert splitter.rest() == b"dddd"
+
+
+def test_a_text_read_of_whole_lines_is_not_copied() -> None:
+    piece = b"a\nbb\n"
+    assert LineSplitter(LIMIT, "up").text(piece) is piece
+
+
+def test_an_unfinished_line_of_texts_is_held_to_the_limit() -> None:
+    splitter = LineSplitter(10, "up")
+    assert splitter.text(b"ok\n123456") == b"ok\n"
+    with pytest.raises(UpstreamProtocolError, match="max_line_bytes"):
+        splitter.text(b"78901\n")
+
+
 @pytest.mark.parametrize(
     "pieces",
     [

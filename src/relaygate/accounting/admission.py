@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from relaygate import tracing
 from relaygate.accounting.estimate import (
     output_token_bound,
     prompt_token_bound,
@@ -106,7 +107,7 @@ class Admissions:
         admitted with the output limit the money affords instead (``Ticket.output_limit``) when
         clamping is on and that limit is at least ``clamp_min_output_tokens``."""
         self.ledger.check_capacity()
-        guess = prompt_token_guess(request, model.settings.image_token_estimate)
+        guess = prompt_token_guess(request, model.settings.image_token_estimate, model.pixels)
         candidates = (model, *fallbacks)
         output_limit: int | None = None
         for attempt in range(3):  # what is available may shrink between tries: try again
@@ -158,7 +159,7 @@ class Admissions:
         limit = min(
             c.price.for_tier(request.service_tier).affordable_output_tokens(
                 available,
-                prompt_token_bound(request, body_size, c.settings.image_token_estimate),
+                prompt_token_bound(request, body_size, c.settings.image_token_estimate, c.pixels),
             )
             // choices
             for c in candidates
@@ -212,6 +213,8 @@ class Admissions:
         if ticket.settled:
             return 0
         ticket.settled = True
+        if tracing.enabled:
+            tracing.begin("relaygate.settle")
         if self.deadline_passed and status != "ok" and _cancelling():
             # Ended by the shutdown deadline, whatever path settles it: billed as a disconnect
             # (the prompt estimate plus the tokens received).
@@ -239,6 +242,8 @@ class Admissions:
             durable = journal.durable()  # on disk before the response ends (a group commit)
             if durable is not None:
                 await durable
+        if tracing.enabled:
+            tracing.settled(ticket, usage, status, charged)
         return charged
 
     def _append_row(
@@ -307,7 +312,9 @@ def _worst_case(
     output_limit: int | None = None,
     cache_writes: bool = False,
 ) -> tuple[int, CatalogModel, int]:
-    prompt_bound = prompt_token_bound(request, body_size, model.settings.image_token_estimate)
+    prompt_bound = prompt_token_bound(
+        request, body_size, model.settings.image_token_estimate, model.pixels
+    )
     model_max = model.settings.max_output_tokens
     if output_limit is not None:
         model_max = min(model_max, output_limit)

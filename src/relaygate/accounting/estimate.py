@@ -10,7 +10,12 @@ realistic figure used for tokens-per-minute limits and by the simulator.
 from __future__ import annotations
 
 from relaygate.media.dataurl import data_url_image_size, is_data_url
-from relaygate.media.tokens import MAX_IMAGE_TOKENS, image_tokens
+from relaygate.media.tokens import (
+    MAX_IMAGE_TOKENS,
+    MAX_PIXEL_IMAGE_TOKENS,
+    image_tokens,
+    pixel_image_tokens,
+)
 from relaygate.protocol.types import (
     AssistantMessage,
     ChatRequest,
@@ -46,39 +51,48 @@ LOW_DETAIL_IMAGE_TOKENS = 85
 """What OpenAI's tile formula charges for a ``detail: "low"`` image, whatever its size."""
 
 
-def image_token_allowance(images: list[ImagePart], per_image: int) -> int:
+def image_token_allowance(images: list[ImagePart], per_image: int, pixels: bool = False) -> int:
     """Tokens to allow for the images before they are fetched: 85 for a low-detail image; for
     an image inside the request (a base64 ``data:`` URL) whose size its first bytes give, the
     tokens OpenAI's tile formula charges for that size, while ``per_image`` (the model's
-    ``image_token_estimate``) is that formula's maximum, the default; else ``per_image``."""
-    return sum(_image_allowance(part, per_image) for part in images)
+    ``image_token_estimate``) is that formula's maximum, the default; else ``per_image``.
+
+    ``pixels``: an upstream of the model counts images by their pixels (Anthropic's
+    ``width x height / 750``, :func:`~relaygate.media.tokens.pixel_image_tokens`), where
+    ``detail`` means nothing: at the default ``per_image``, an image is allowed the larger of
+    the two figures, and one of unknown size the pixel count's maximum (1,600)."""
+    return sum(_image_allowance(part, per_image, pixels) for part in images)
 
 
-def _image_allowance(part: ImagePart, per_image: int) -> int:
+def _image_allowance(part: ImagePart, per_image: int, pixels: bool) -> int:
     detail = part.image_url.detail
-    if detail == "low":
+    if detail == "low" and not pixels:
         return LOW_DETAIL_IMAGE_TOKENS
+    if per_image != MAX_IMAGE_TOKENS:
+        return per_image
     url = part.image_url.url
-    if per_image == MAX_IMAGE_TOKENS and is_data_url(url):
-        size = data_url_image_size(url)
-        if size is not None:
-            return image_tokens(size[0], size[1], detail)
-    return per_image
+    size = data_url_image_size(url) if is_data_url(url) else None
+    if size is None:
+        return MAX_PIXEL_IMAGE_TOKENS if pixels else per_image
+    tiles = image_tokens(size[0], size[1], detail)
+    return max(tiles, pixel_image_tokens(*size)) if pixels else tiles
 
 
-def prompt_token_bound(request: ChatRequest, body_size: int, image_tokens: int) -> int:
+def prompt_token_bound(
+    request: ChatRequest, body_size: int, image_tokens: int, pixels: bool = False
+) -> int:
     """An upper bound of the prompt tokens (see the module docstring); ``image_tokens`` is the
-    allowance for one image of unknown size."""
+    allowance for one image of unknown size (``pixels``: see :func:`image_token_allowance`)."""
     images = image_parts(request)
     url_bytes = sum(len(part.image_url.url) for part in images)
-    return max(1, body_size - url_bytes) + image_token_allowance(images, image_tokens)
+    return max(1, body_size - url_bytes) + image_token_allowance(images, image_tokens, pixels)
 
 
-def prompt_token_guess(request: ChatRequest, image_tokens: int = 0) -> int:
+def prompt_token_guess(request: ChatRequest, image_tokens: int = 0, pixels: bool = False) -> int:
     """A realistic estimate of the prompt tokens (about four bytes a token)."""
     text = _text_bytes(request)
     overhead = _MESSAGE_OVERHEAD * len(request.messages) + 3
-    images = image_token_allowance(image_parts(request), image_tokens)
+    images = image_token_allowance(image_parts(request), image_tokens, pixels)
     return text // _BYTES_PER_TOKEN + overhead + images
 
 

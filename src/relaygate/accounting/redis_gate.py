@@ -6,7 +6,9 @@ settles, one records each ledger batch after the store committed it (see
 :mod:`relaygate.accounting.redis_lua`). Balances are seeded from the store the first time an
 account (and a capped key) is seen, kept in step with its grants by revision, and with its use
 by each ledger report (which carries the account's ``used_micros`` and its capped keys'
-``period_used_micros`` from the store: Redis keeps the highest it has seen).
+``period_used_micros`` from the store: Redis keeps the highest it has seen). The calls of all
+the requests ready in one turn of the event loop share one pipeline
+(:mod:`relaygate.accounting.redis_batch`).
 
 When Redis cannot be reached:
 
@@ -70,6 +72,8 @@ _LIMIT_NAMES = {
 
 _ACCOUNT_KEYS = ("acct", "res", "resexp", "resk")
 _PEND_KEYS = ("pend", "pendt", "pendo", "pendk")
+_NAMES_KEPT = 20_000
+"""Lists of Redis key names kept built (two per API key in use)."""
 
 
 def _cap_start(key: KeyRecord | None) -> tuple[int, int]:
@@ -107,10 +111,11 @@ class RedisGate(Gate):
         self.owner = uuid.uuid4().hex[:16]
         """This process, as the owner of the ledger rows its pending charges wait for."""
         self.owner_key = self.owner_key_of(self.owner)
-        self.scripts = Scripts(self.client)
+        self.scripts = Scripts(self.client, settings.redis_timeout_seconds)
         self.upkeep = Upkeep(self, settings.pending_reconcile_seconds)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._seeding: dict[str, asyncio.Future[None]] = {}
+        self._key_names: dict[tuple[str, str, str], list[str]] = {}
         self.records: Callable[[str], KeyRecord | None] = lambda key_id: None
         """Looks a key up in the key cache (set by the app)."""
 
@@ -123,11 +128,35 @@ class RedisGate(Gate):
         return [f"{self.prefix}:{{{account_id}}}:k:{key_id}:{name}" for name in names]
 
     def _limit_keys(self, account_id: str, key_id: str) -> list[str]:
-        return [
-            *self.keys_of(account_id, *_ACCOUNT_KEYS),
-            *self.key_keys(account_id, key_id, "conc", "rpm", "tpm"),
-            *self.keys_of(account_id, "conc", "rpm", "tpm"),
-        ]
+        """The keys of ADMIT and CANCEL."""
+        keys = self._key_names.get((account_id, key_id, "limit"))
+        if keys is None:
+            keys = [
+                *self.keys_of(account_id, *_ACCOUNT_KEYS),
+                *self.key_keys(account_id, key_id, "conc", "rpm", "tpm"),
+                *self.keys_of(account_id, "conc", "rpm", "tpm"),
+            ]
+            self._keep_names((account_id, key_id, "limit"), keys)
+        return keys
+
+    def _settle_keys(self, account_id: str, key_id: str) -> list[str]:
+        """The keys of SETTLE."""
+        keys = self._key_names.get((account_id, key_id, "settle"))
+        if keys is None:
+            keys = [
+                *self.keys_of(account_id, *_ACCOUNT_KEYS),
+                *self.key_keys(account_id, key_id, "conc", "tpm"),
+                *self.keys_of(account_id, "conc", "tpm", *_PEND_KEYS),
+                self.pendaccts,
+            ]
+            self._keep_names((account_id, key_id, "settle"), keys)
+        return keys
+
+    def _keep_names(self, which: tuple[str, str, str], keys: list[str]) -> None:
+        """Key names are built once per API key (dropped all at once past ``_NAMES_KEPT``)."""
+        if len(self._key_names) >= _NAMES_KEPT:
+            self._key_names.clear()
+        self._key_names[which] = keys
 
     def owner_key_of(self, owner: str) -> str:
         return f"{self.prefix}:owner:{owner}"
@@ -154,10 +183,11 @@ class RedisGate(Gate):
         ]
         self.upkeep.start()
         try:
-            verdict, value = await self.scripts.admit(keys=keys, args=args)
+            scripts = self.scripts
+            verdict, value = await scripts.call(scripts.admit, keys, args)
             if verdict == b"seed":
                 await self._seed(account_id, key)
-                verdict, value = await self.scripts.admit(keys=keys, args=args)
+                verdict, value = await scripts.call(scripts.admit, keys, args)
         except (RedisError, OSError) as exc:
             return self._admit_without_redis(key, tokens, amount, request_id, exc)
         self.outage.ok()
@@ -207,34 +237,27 @@ class RedisGate(Gate):
         if record is None:
             return
         if account is None:  # a key from before accounts: its own balance
-            await self.scripts.sync(
-                keys=self.keys_of(account_id, "acct"),
-                args=[
-                    record.granted_micros,
-                    record.used_micros,
-                    int(record.unlimited),
-                    record.revision,
-                ],
+            await self.scripts.call(
+                self.scripts.sync,
+                self.keys_of(account_id, "acct"),
+                [record.granted_micros, record.used_micros, int(record.unlimited), record.revision],
             )
         await self._sync_cap(record)
 
     async def _sync_account(self, record: AccountRecord) -> None:
-        await self.scripts.sync(
-            keys=self.keys_of(record.id, "acct"),
-            args=[
-                record.granted_micros,
-                record.used_micros,
-                int(record.unlimited),
-                record.revision,
-            ],
+        await self.scripts.call(
+            self.scripts.sync,
+            self.keys_of(record.id, "acct"),
+            [record.granted_micros, record.used_micros, int(record.unlimited), record.revision],
         )
 
     async def _sync_cap(self, record: KeyRecord) -> None:
         if record.spend_limit_micros is None:
             return
-        await self.scripts.sync_cap(
-            keys=self.keys_of(account_of(record), "acct"),
-            args=[
+        await self.scripts.call(
+            self.scripts.sync_cap,
+            self.keys_of(account_of(record), "acct"),
+            [
                 record.id,
                 record.spend_limit_micros,
                 record.period_used_micros,
@@ -252,9 +275,10 @@ class RedisGate(Gate):
         key = await self._record(hold.key_id)
         account = self.accounts(hold.account_id)
         try:
-            await self.scripts.cancel(
-                keys=self._limit_keys(hold.account_id, hold.key_id),
-                args=[
+            await self.scripts.call(
+                self.scripts.cancel,
+                self._limit_keys(hold.account_id, hold.key_id),
+                [
                     hold.request_id,
                     hold.tokens,
                     key.rpm or 0 if key else 0,
@@ -281,16 +305,11 @@ class RedisGate(Gate):
         atpm = account.tpm or 0 if account else 0
         held_ms = int((time.monotonic() - hold.started) * 1000) if hold.started else 0
         capped, pstart = _cap_start(key)
-        a = self.keys_of(account_id, *_ACCOUNT_KEYS)
         try:
-            charged = await self.scripts.settle(
-                keys=[
-                    *a,
-                    *self.key_keys(account_id, hold.key_id, "conc", "tpm"),
-                    *self.keys_of(account_id, "conc", "tpm", *_PEND_KEYS),
-                    self.pendaccts,
-                ],
-                args=[
+            charged = await self.scripts.call(
+                self.scripts.settle,
+                self._settle_keys(account_id, hold.key_id),
+                [
                     hold.request_id,
                     cost,
                     held_ms,
@@ -496,6 +515,7 @@ class RedisGate(Gate):
         # charges may be reconciled at once.
         with contextlib.suppress(RedisError, OSError):
             await self.client.delete(self.owner_key)
+        await self.scripts.batch.close()
         await cancel_and_wait(list(self._tasks))
         await self.client.aclose()
 

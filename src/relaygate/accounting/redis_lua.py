@@ -53,7 +53,7 @@ local function release(acct, res, resexp, resk, rid)
     end
     redis.call('HDEL', resk, rid)
   end
-  return true
+  return tonumber(amount)
 end
 local function expire_reservations(acct, res, resexp, resk)
   local stale = redis.call('ZRANGEBYSCORE', resexp, '-inf', now)
@@ -104,8 +104,10 @@ if redis.call('HEXISTS', KEYS[2], rid) == 1 then return {'ok', 0} end
 -- than half a lease missed a renewal (its process is gone) and frees its slot at expiry.
 -- Live holders end when their requests do: estimated by the mean request time.
 local function full(conc, limit, meanfield)
-  redis.call('ZREMRANGEBYSCORE', conc, '-inf', now)
+  -- fewer members than the limit, lapsed ones included: room (lapsed ones go once it is full)
   if limit <= 0 or redis.call('ZCARD', conc) < limit then return nil end
+  redis.call('ZREMRANGEBYSCORE', conc, '-inf', now)
+  if redis.call('ZCARD', conc) < limit then return nil end
   local first = redis.call('ZRANGE', conc, 0, 0, 'WITHSCORES')
   local wait = tonumber(first[2]) - now
   if wait > ttl / 2 then
@@ -209,8 +211,7 @@ for _, c in ipairs({{KEYS[5], 'm:' .. key}, {KEYS[7], 'meanms'}}) do
 end
 shift_tat(KEYS[6], tonumber(ARGV[9]), tonumber(ARGV[10]))
 shift_tat(KEYS[8], tonumber(ARGV[11]), tonumber(ARGV[12]))
-local reserved = num(redis.call('HGET', KEYS[2], rid))
-release(KEYS[1], KEYS[2], KEYS[3], KEYS[4], rid)
+local reserved = release(KEYS[1], KEYS[2], KEYS[3], KEYS[4], rid) or 0
 local acct = redis.call('HMGET', KEYS[1], 'seeded', 'granted', 'used', 'pending', 'reserved',
   'unlimited')
 if not acct[1] then return cost end
@@ -265,31 +266,55 @@ end
 return 1
 """
 
+# KEYS: owner ; ARGV: lease_ms
+# This process's owner lease (sent in the renewal's pipeline with the RENEW calls).
+OWNER = """
+redis.call('SET', KEYS[1], 1, 'PX', tonumber(ARGV[1]))
+return 1
+"""
+
 _BOOKS = """
 local function num(x) return tonumber(x or '0') or 0 end
-local function forget_pending(acct, pend, pendt, pendo, pendk, rid)
-  local pending = redis.call('HGET', pend, rid)
-  if not pending then return false end
-  redis.call('HDEL', pend, rid)
-  redis.call('ZREM', pendt, rid)
-  redis.call('HDEL', pendo, rid)
-  redis.call('HINCRBY', acct, 'pending', -tonumber(pending))
-  local capped = redis.call('HGET', pendk, rid)
-  if capped then
-    redis.call('HDEL', pendk, rid)
-    local bar = string.find(capped, '|', 1, true)
-    local c = 'c:' .. string.sub(capped, 1, bar - 1) .. ':'
-    local tag = string.sub(capped, bar + 1)
-    local f = redis.call('HMGET', acct, c .. 'pstart', c .. 'epoch')
-    local current = (f[1] or '0') .. '|' .. (f[2] or '0')
-    if not string.find(tag, '|', 1, true) then current = f[1] end  -- tagged before epochs
-    -- a charge of an earlier period (or of the cap before its period kind changed): that
-    -- count was dropped when the cap rolled or changed
-    if tag == current then
-      redis.call('HINCRBY', acct, c .. 'pending', -tonumber(pending))
+-- forget the pending charges of ``ids`` (those that have one: returned) with one call per
+-- structure for all of them
+local function forget_pending(acct, pend, pendt, pendo, pendk, ids)
+  if #ids == 0 then return {} end
+  local charges = redis.call('HMGET', pend, unpack(ids))
+  local found, amounts, total, seen = {}, {}, 0, {}
+  for i = 1, #ids do
+    if charges[i] and not seen[ids[i]] then  -- an id given twice is forgotten once
+      seen[ids[i]] = true
+      found[#found + 1] = ids[i]
+      amounts[#found] = tonumber(charges[i])
+      total = total + amounts[#found]
     end
   end
-  return true
+  if #found == 0 then return found end
+  redis.call('HDEL', pend, unpack(found))
+  redis.call('ZREM', pendt, unpack(found))
+  redis.call('HDEL', pendo, unpack(found))
+  redis.call('HINCRBY', acct, 'pending', -total)
+  local tags = redis.call('HMGET', pendk, unpack(found))
+  local tagged = {}
+  for i = 1, #found do
+    local capped = tags[i]
+    if capped then
+      tagged[#tagged + 1] = found[i]
+      local bar = string.find(capped, '|', 1, true)
+      local c = 'c:' .. string.sub(capped, 1, bar - 1) .. ':'
+      local tag = string.sub(capped, bar + 1)
+      local f = redis.call('HMGET', acct, c .. 'pstart', c .. 'epoch')
+      local current = (f[1] or '0') .. '|' .. (f[2] or '0')
+      if not string.find(tag, '|', 1, true) then current = f[1] end  -- tagged before epochs
+      -- a charge of an earlier period (or of the cap before its period kind changed): that
+      -- count was dropped when the cap rolled or changed
+      if tag == current then
+        redis.call('HINCRBY', acct, c .. 'pending', -amounts[i])
+      end
+    end
+  end
+  if #tagged > 0 then redis.call('HDEL', pendk, unpack(tagged)) end
+  return found
 end
 local function take_used(acct, used)
   if tonumber(used) > num(redis.call('HGET', acct, 'used')) then
@@ -332,9 +357,9 @@ WRITTEN = (
 if redis.call('HEXISTS', KEYS[1], 'seeded') == 0 then return 0 end
 local ncaps = tonumber(ARGV[3])
 local first = 4 + 3 * ncaps
-for i = first, #ARGV do
-  forget_pending(KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], ARGV[i])
-end
+local ids = {}
+for i = first, #ARGV do ids[#ids + 1] = ARGV[i] end
+forget_pending(KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], ids)
 take_used(KEYS[1], ARGV[2])
 for i = 4, first - 1, 3 do take_cap(KEYS[1], ARGV[i], ARGV[i + 1], ARGV[i + 2]) end
 keep_listed(KEYS[2], KEYS[6], ARGV[1])
@@ -380,10 +405,13 @@ if redis.call('HEXISTS', KEYS[1], 'seeded') == 0 then return {0, 0} end
 local moved, dropped = 0, 0
 local ncaps = tonumber(ARGV[3])
 local first = 4 + 3 * ncaps
+local ids, written = {}, {}
 for i = first, #ARGV, 2 do
-  if forget_pending(KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], ARGV[i]) then
-    if ARGV[i + 1] == '1' then moved = moved + 1 else dropped = dropped + 1 end
-  end
+  ids[#ids + 1] = ARGV[i]
+  written[ARGV[i]] = ARGV[i + 1] == '1'
+end
+for _, rid in ipairs(forget_pending(KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], ids)) do
+  if written[rid] then moved = moved + 1 else dropped = dropped + 1 end
 end
 take_used(KEYS[1], ARGV[2])
 for i = 4, first - 1, 3 do take_cap(KEYS[1], ARGV[i], ARGV[i + 1], ARGV[i + 2]) end

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 from redis.exceptions import RedisError
 
 from relaygate.accounting import redis_lua
+from relaygate.accounting.redis_batch import Args, Batcher, Script
 from relaygate.tasks import cancel_and_wait
 
 if TYPE_CHECKING:
@@ -161,18 +162,17 @@ class Upkeep:
     async def renew(self) -> None:
         """Renew this process's owner lease and every live request's lease: one round trip."""
         gate = self.gate
-        pipe = gate.client.pipeline(transaction=False)
-        pipe.set(gate.owner_key, 1, px=gate.lease_ms)
+        scripts = gate.scripts
+        calls: list[tuple[Script, Args, Args]] = [
+            (scripts.owner, [gate.owner_key], [gate.lease_ms])
+        ]
         for (account_id, key_id), request_ids in self.leases.renewable(gate.max_hold_seconds):
-            await gate.scripts.renew(
-                keys=[
-                    *gate.keys_of(account_id, "resexp", "conc"),
-                    *gate.key_keys(account_id, key_id, "conc"),
-                ],
-                args=[gate.lease_ms, *request_ids],
-                client=pipe,
-            )
-        await pipe.execute()
+            keys = [
+                *gate.keys_of(account_id, "resexp", "conc"),
+                *gate.key_keys(account_id, key_id, "conc"),
+            ]
+            calls.append((scripts.renew, keys, [gate.lease_ms, *request_ids]))
+        await scripts.run(calls)
 
     async def report(self, by_account: Mapping[str, Collection[str]]) -> None:
         """Report rows newly in the store (request ids by account) to Redis, with each
@@ -180,19 +180,18 @@ class Upkeep:
         committed. Raises if the store or Redis fails; sending it again is harmless."""
         gate = self.gate
         used, caps = await gate.store.spent(list(by_account))
-        pipe = gate.client.pipeline(transaction=False)
+        calls: list[tuple[Script, Args, Args]] = []
         for account_id, request_ids in by_account.items():
             if account_id not in used:
                 continue  # no such account (any more): nothing to count
             ids = list(request_ids)
             books = _books(account_id, used[account_id], caps.get(account_id, []))
+            keys = [*gate.keys_of(account_id, "acct", *_PEND), gate.pendaccts]
             for start in range(0, max(len(ids), 1), _REPORT_CHUNK):
-                await gate.scripts.written(
-                    keys=[*gate.keys_of(account_id, "acct", *_PEND), gate.pendaccts],
-                    args=[*books, *ids[start : start + _REPORT_CHUNK]],
-                    client=pipe,
+                calls.append(
+                    (gate.scripts.written, keys, [*books, *ids[start : start + _REPORT_CHUNK]])
                 )
-        await pipe.execute()
+        await gate.scripts.run(calls)
 
     async def report_again(self) -> bool:
         """Send the reports that could not reach Redis (kept again if it still fails); False
@@ -219,19 +218,18 @@ class Upkeep:
         moved = dropped = 0
         for start in range(0, len(ids), _CHUNK):
             chunk = ids[start : start + _CHUNK]
-            pipe = gate.client.pipeline(transaction=False)
-            for account_id in chunk:
-                await gate.scripts.stale(
-                    keys=[
-                        *gate.keys_of(account_id, "pendt", "pendo", "pend", "pendk"),
-                        gate.pendaccts,
-                    ],
-                    args=[int(self.reconcile_seconds * 1000), _STALE_LIMIT, account_id],
-                    client=pipe,
+            age_ms = int(self.reconcile_seconds * 1000)
+            calls: list[tuple[Script, Args, Args]] = [
+                (
+                    gate.scripts.stale,
+                    [*gate.keys_of(account_id, "pendt", "pendo", "pend", "pendk"), gate.pendaccts],
+                    [age_ms, _STALE_LIMIT, account_id],
                 )
+                for account_id in chunk
+            ]
             found = {
                 account_id: _pairs(result)
-                for account_id, result in zip(chunk, await pipe.execute(), strict=True)
+                for account_id, result in zip(chunk, await gate.scripts.run(calls), strict=True)
                 if result
             }
             if found:
@@ -251,7 +249,7 @@ class Upkeep:
         costs = await gate.store.ledger_costs([rid for pairs in found.values() for rid, _ in pairs])
         # read after the rows were looked up: it counts every row found
         used, caps = await gate.store.spent(list(found))
-        pipe = gate.client.pipeline(transaction=False)
+        calls: list[tuple[Script, Args, Args]] = []
         for account_id, pairs in found.items():
             args = _books(account_id, used.get(account_id, -1), caps.get(account_id, []))
             for rid, owner in pairs:
@@ -259,12 +257,9 @@ class Upkeep:
                     args += [rid, 1]
                 elif owner not in alive:
                     args += [rid, 0]
-            await gate.scripts.reconcile(
-                keys=[*gate.keys_of(account_id, "acct", *_PEND), gate.pendaccts],
-                args=args,
-                client=pipe,
-            )
-        results = await pipe.execute()
+            keys = [*gate.keys_of(account_id, "acct", *_PEND), gate.pendaccts]
+            calls.append((gate.scripts.reconcile, keys, args))
+        results = await gate.scripts.run(calls)
         return sum(int(r[0]) for r in results), sum(int(r[1]) for r in results)
 
 
@@ -285,16 +280,33 @@ def _pairs(flat: Sequence[bytes]) -> list[tuple[str, str]]:
 
 
 class Scripts:
-    """The registered Lua scripts (:mod:`relaygate.accounting.redis_lua`)."""
+    """The Lua scripts (:mod:`relaygate.accounting.redis_lua`), called by ``EVALSHA``: the
+    request path's batched per event-loop turn (:meth:`call`), the upkeep's in pipelines of
+    their own (:meth:`run`)."""
 
-    def __init__(self, client: Any) -> None:
-        register = client.register_script
-        self.admit = register(redis_lua.ADMIT)
-        self.cancel = register(redis_lua.CANCEL)
-        self.settle = register(redis_lua.SETTLE)
-        self.written = register(redis_lua.WRITTEN)
-        self.sync = register(redis_lua.SYNC)
-        self.sync_cap = register(redis_lua.SYNC_CAP)
-        self.renew = register(redis_lua.RENEW)
-        self.stale = register(redis_lua.STALE)
-        self.reconcile = register(redis_lua.RECONCILE)
+    def __init__(self, client: Any, timeout: float) -> None:
+        self.batch = Batcher(client, timeout)
+        self.admit = Script(redis_lua.ADMIT)
+        self.cancel = Script(redis_lua.CANCEL)
+        self.settle = Script(redis_lua.SETTLE)
+        self.written = Script(redis_lua.WRITTEN)
+        self.sync = Script(redis_lua.SYNC)
+        self.sync_cap = Script(redis_lua.SYNC_CAP)
+        self.renew = Script(redis_lua.RENEW)
+        self.owner = Script(redis_lua.OWNER)
+        self.stale = Script(redis_lua.STALE)
+        self.reconcile = Script(redis_lua.RECONCILE)
+
+    def call(self, script: Script, keys: Args, args: Args) -> asyncio.Future[Any]:
+        """One call, sent with the others of this event-loop turn."""
+        return self.batch.call(script, keys, args)
+
+    async def run(self, calls: Sequence[tuple[Script, Args, Args]]) -> list[Any]:
+        """Calls sent now in one pipeline; raises the first call's error."""
+        if not calls:
+            return []
+        replies = await self.batch.run(calls)
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
+        return replies

@@ -51,13 +51,23 @@ class BodyBudget:
             task.add_done_callback(share.release)
         return share
 
+    def hold(self, size: int, limit: int) -> None:
+        """Hold ``size`` more bytes for the current request until its task ends (what it reads
+        besides its body: a stored conversation it continues), or raise 503 when the process
+        cannot. No key slot is taken (the request's admission holds one)."""
+        share = _Share(self, None)
+        share.grow(size, limit)
+        task = asyncio.current_task()
+        if task is not None:
+            task.add_done_callback(share.release)
+
 
 class _Share:
-    """One request's part of the :class:`BodyBudget`."""
+    """One request's part of the :class:`BodyBudget` (``key_id``: ``None`` for bytes alone)."""
 
     __slots__ = ("budget", "bytes", "key_id")
 
-    def __init__(self, budget: BodyBudget, key_id: str) -> None:
+    def __init__(self, budget: BodyBudget, key_id: str | None) -> None:
         self.budget = budget
         self.key_id = key_id
         self.bytes = 0
@@ -78,6 +88,8 @@ class _Share:
         budget = self.budget
         budget.bytes -= self.bytes
         self.bytes = 0
+        if self.key_id is None:
+            return
         count = budget.per_key.pop(self.key_id, 1) - 1
         if count > 0:
             budget.per_key[self.key_id] = count

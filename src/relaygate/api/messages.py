@@ -13,6 +13,8 @@ and writes no ledger row.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +27,7 @@ from relaygate.api.pipeline import Decoded, Route, credentials, serve
 from relaygate.errors import InsufficientQuota, InvalidRequest, excerpt
 from relaygate.media.dataurl import is_data_url
 from relaygate.protocol.anthropic_messages.decode import MessagesDecoded, decode_messages
+from relaygate.protocol.anthropic_messages.documents import document_tokens
 from relaygate.protocol.anthropic_messages.errors import ANTHROPIC_ERRORS
 from relaygate.protocol.anthropic_messages.priced import allowed_betas, check_priced_parts
 from relaygate.protocol.anthropic_messages.render import MessageStream, message_body
@@ -82,9 +85,11 @@ class MessagesRoute(Route):
         native = Native(
             "messages", messages.body, native_headers(scope, gw.settings.messages_betas)
         )
+        documents = document_tokens(messages.body)
         return Decoded(
-            messages.internal, messages.chat, native, messages.cache_writes, extra=messages
-        )
+            messages.internal, messages.chat, native, messages.cache_writes, extra=messages,
+            prompt_bytes=len(body) + documents if documents else None,
+        )  # fmt: skip
 
     def check(self, decoded: Decoded, model: CatalogModel) -> None:
         messages: MessagesDecoded = decoded.extra
@@ -181,11 +186,11 @@ messages = partial(serve, MESSAGES)
 async def count_tokens(gw: Gateway, scope: Scope, receive: Receive, send: Send) -> None:
     """The prompt's tokens: an Anthropic upstream's count, else relaygate's estimate.
 
-    The body is read within the key's share of the bodies in flight, as every route's. A call
-    that reaches an upstream (on relaygate's credential) takes a rate-limit slot through the
-    gate (a permit that reserves nothing and is settled at no cost: it counts against the
-    key's RPM and concurrency), and a key with nothing to spend gets 402, as ``/v1/messages``
-    does."""
+    The body is read within the key's share of the bodies in flight, as every route's. Every
+    call, counted upstream (on relaygate's credential) or estimated, takes a rate-limit slot
+    through the gate (a permit that reserves nothing and is settled at no cost: it counts
+    against the key's RPM and concurrency), and a key with nothing to spend gets 402, as
+    ``/v1/messages`` does."""
     key = gw.keys.authenticate(credentials(MESSAGES, scope))
     access: Access | None = scope.get(ACCESS_SCOPE)  # the request log's record
     if access is not None:
@@ -208,7 +213,10 @@ async def count_tokens(gw: Gateway, scope: Scope, receive: Receive, send: Send) 
             await _count_upstream(gw, key, counter, provider.settings.model or model.name,
                                   decoded.body, scope, send)  # fmt: skip
             return
-    guess = prompt_token_guess(decoded.internal, model.settings.image_token_estimate)
+    async with _permit(gw, key, "estimated"):
+        guess = prompt_token_guess(
+            decoded.internal, model.settings.image_token_estimate, model.pixels
+        )
     await send_bytes(
         send,
         200,
@@ -227,16 +235,24 @@ async def _count_upstream(
     send: Send,
 ) -> None:
     """Ask an upstream to count, holding a rate-limit slot that reserves no credit."""
+    headers = native_headers(scope, gw.settings.messages_betas)
+    async with _permit(gw, key, "counted upstream"):
+        status, answer = await counter({**body, "model": upstream_model}, headers)
+    await send_bytes(send, status, answer)
+
+
+@asynccontextmanager
+async def _permit(gw: Gateway, key: KeyRecord, how: str) -> AsyncIterator[None]:
+    """A rate-limit slot that reserves no credit (settled at no cost), for a key with
+    something to spend (402 otherwise)."""
     balance = await gw.admissions.gate.balance(key)
     if not balance.is_unlimited and balance.remaining <= 0:
         raise InsufficientQuota(
             "Insufficient quota: the key has nothing left to spend (its account's balance,"
-            " within the key's spend cap), so its prompts are not counted upstream"
+            f" within the key's spend cap), so its prompts are not {how}"
         )
-    headers = native_headers(scope, gw.settings.messages_betas)
     hold = await gw.admissions.gate.admit(key, 0, 0, completion_id(None, "count_"))
     try:
-        status, answer = await counter({**body, "model": upstream_model}, headers)
+        yield
     finally:
         await gw.admissions.gate.settle(hold, 0, 0)
-    await send_bytes(send, status, answer)

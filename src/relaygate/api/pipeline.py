@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import msgspec
 
+from relaygate import tracing
 from relaygate.access import SCOPE_KEY as ACCESS_SCOPE
 from relaygate.accounting.fields import check_price_fields
 from relaygate.api.http import Receive, Scope, Send, header, read_body, send_bytes
@@ -67,7 +68,10 @@ class Decoded:
     """What the route's own checks need (its dialect's decoded request)."""
     prompt_bytes: int | None = None
     """The size of what the request sends upstream, which bounds its prompt (the credit
-    reservation): the client's body (``None``), or more (a stored conversation continued)."""
+    reservation): the client's body (``None``), or more (a stored conversation continued, the
+    pages of a PDF)."""
+    deferred: bool = False
+    """The route completes the request once it is admitted (:meth:`Route.admitted`)."""
 
 
 def check_for_model(request: ChatRequest, model: CatalogModel) -> None:
@@ -111,6 +115,10 @@ class Route:
         """:meth:`decode`, for a route that needs the store to decode (the Responses route
         reads a stored conversation)."""
         return self.decode(body, scope)
+
+    async def admitted(self, gw: Gateway, decoded: Decoded, ticket: Ticket) -> None:
+        """Complete a ``deferred`` request once it is admitted (the Responses route reads the
+        stored conversation it continues only then); an error releases the admission."""
 
     def client_param(self, decoded: Decoded, param: str) -> str:
         """Where in the client's own body a part of the internal request came from (an image
@@ -171,6 +179,8 @@ async def serve(route: Route, gw: Gateway, scope: Scope, receive: Receive, send:
         key = gw.keys.authenticate(credentials(route, scope))
     if access is not None:
         access.key = key
+    if tracing.enabled:
+        tracing.authenticated(key)
     settings = gw.settings
     body = await read_body(
         scope, receive, settings.max_request_bytes,
@@ -183,6 +193,8 @@ async def serve(route: Route, gw: Gateway, scope: Scope, receive: Receive, send:
     model = gw.catalog.resolve(request.model, key)
     if access is not None:
         access.model, access.model_known = model.name, True
+    if tracing.enabled:
+        tracing.requested(route.api, request)
     if decoded.extra is not None:
         route.check(decoded, model)
     check_for_model(request, model)
@@ -192,12 +204,23 @@ async def serve(route: Route, gw: Gateway, scope: Scope, receive: Receive, send:
     if not any(candidate.upstreams for candidate in chain):
         raise no_upstream(model)
     request_id = completion_id(None, route.id_prefix)
+    if tracing.enabled:
+        tracing.begin("relaygate.admission")
     ticket = await gw.admissions.admit(
         key, model, request, len(body) if decoded.prompt_bytes is None else decoded.prompt_bytes,
         request_id, chain[1:],
         api=route.api, cache_writes=decoded.cache_writes,
     )  # fmt: skip
     ticket.access = access
+    if decoded.deferred:
+        try:
+            await route.admitted(gw, decoded, ticket)
+        except BaseException:
+            await gw.admissions.cancel(ticket)
+            raise
+        request = decoded.request
+    if tracing.enabled:
+        tracing.admitted(ticket)
     raw = decoded.raw
     if ticket.output_limit is not None:
         # no limit asked, and the worst case was more than the key can spend: the upstream is

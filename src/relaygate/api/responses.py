@@ -7,11 +7,12 @@ resolved here, from relaygate's own store (``stored_responses``), and only for t
 account; an answer is stored (before its end reaches the client, so that the next request can
 continue it at once) unless the request says ``store: false``.
 
-The stored history is read before admission (the request admitted includes it), so even a key
-without credit or over its rate limit causes that read: one per request, and bounded (at most
-``max_request_bytes`` less the body), since a history that with the request's body exceeds
-``max_request_bytes`` is refused (400) without being read. The history's size is added to
-the body's for the reservation (``Decoded.prompt_bytes``): it is sent upstream.
+Only the stored history's size is read before admission: it is added to the body's for the
+reservation (``Decoded.prompt_bytes``: it is sent upstream), and a history that with the
+request's body exceeds ``max_request_bytes`` is refused (400) without being read. The history
+itself is read once the request is admitted (a key without credit or over its rate limit
+causes no such read), its bytes held among the bodies in flight
+(``max_body_bytes_in_flight``: 503 when the process holds too many).
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ import time
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from relaygate.api.http import Scope
+from relaygate.accounting.estimate import prompt_token_guess
+from relaygate.api.http import BODIES, Scope
 from relaygate.api.pipeline import Decoded, Route, check_for_model, serve
 from relaygate.errors import InvalidRequest, excerpt
 from relaygate.protocol.assemble import decode_literals
@@ -51,6 +53,7 @@ if TYPE_CHECKING:
     from relaygate.protocol.assemble import Collected
     from relaygate.routing.catalog import CatalogModel
     from relaygate.store.records import KeyRecord
+    from relaygate.store.responses_sql import ResponseStore
 
 
 _IMAGE_PARAM = re.compile(r"messages\[(\d+)\]\.content\[(\d+)\]")
@@ -59,7 +62,17 @@ _IMAGE_PARAM = re.compile(r"messages\[(\d+)\]\.content\[(\d+)\]")
 class Conversation:
     """What the route keeps of one request between decoding and the end of its answer."""
 
-    __slots__ = ("call", "items", "key_id", "owner", "places", "positions", "store", "stream")
+    __slots__ = (
+        "call",
+        "history_bytes",
+        "items",
+        "key_id",
+        "owner",
+        "places",
+        "positions",
+        "store",
+        "stream",
+    )
 
     def __init__(self, call: ResponsesCall, items: list[dict[str, Any]], places: ImagePlaces):
         self.call = call
@@ -73,6 +86,8 @@ class Conversation:
         self.store = False
         """Whether the answer is stored (storage on, and not ``store: false``)."""
         self.stream: ResponsesStream | None = None
+        self.history_bytes = 0
+        """The size of the stored history continued (read once the request is admitted)."""
 
 
 def client_items(call: ResponsesCall) -> list[dict[str, Any]]:
@@ -107,48 +122,89 @@ class ResponsesRoute(Route):
 
     async def load(self, gw: Gateway, key: KeyRecord, body: bytes, scope: Scope) -> Decoded:
         call = decode_responses_request(body)
-        history: list[dict[str, Any]] = []
-        history_bytes = 0
         asked = call.request.previous_response_id
         owner = owner_of(key)
+        decoded = self._decoded(call, [])
+        decoded.prompt_bytes = len(body)
         if asked is not None:
-            if gw.responses is None:
-                raise InvalidRequest(
-                    "previous_response_id needs stored responses, which are off on this gateway"
-                    " (setting stored_responses); send the whole conversation as input",
-                    param="previous_response_id",
-                )
-            # Read before admission (the history is part of the request admitted), and bounded:
-            # a conversation longer than what may still be sent is not read at all.
-            room = gw.settings.max_request_bytes - len(body)
-            found = await gw.responses.load_sized(asked, owner, max(room, 0))
-            if found is None:
-                raise InvalidRequest(
-                    f"Previous response with id {excerpt(asked)} not found: it is unknown,"
-                    " expired, or not this account's",
-                    param="previous_response_id",
-                )
-            if found.items is None:
-                limit = gw.settings.max_request_bytes
-                raise InvalidRequest(
-                    f"The conversation is too long to continue: its stored history"
-                    f" ({found.size} bytes) and this request ({len(body)} bytes) are more than"
-                    f" {limit} bytes (setting max_request_bytes); start a new conversation",
-                    param="previous_response_id",
-                )
-            history, history_bytes = found.items, found.size
-        decoded = self._decoded(call, history)
-        # the reservation is bounded by what goes upstream: the stored history too
-        decoded.prompt_bytes = len(body) + history_bytes
+            # Only the history's size is read before admission (the request admitted includes
+            # it); the history itself is read once admitted (:meth:`admitted`).
+            size = await self._responses(gw).size(asked, owner)
+            self._check_stored(gw, asked, len(body), size)
+            assert size is not None
+            decoded.prompt_bytes += size
+            decoded.extra.history_bytes = size
+            decoded.deferred = True
+        self._prepare(gw, decoded, owner, key.id)
+        return decoded
+
+    async def admitted(self, gw: Gateway, decoded: Decoded, ticket: Ticket) -> None:
+        """Read the stored history of a continued conversation, its bytes held among the
+        bodies in flight (503 when the process holds too many), and decode the request
+        with it; the model's checks are made again (400 for what the history holds)."""
+        conversation: Conversation = decoded.extra
+        call = conversation.call
+        settings = gw.settings
+        asked = call.request.previous_response_id
+        assert asked is not None
+        assert decoded.prompt_bytes is not None
+        body_size = decoded.prompt_bytes - conversation.history_bytes
+        BODIES.hold(conversation.history_bytes, settings.max_body_bytes_in_flight)
+        room = settings.max_request_bytes - body_size
+        found = await self._responses(gw).load_sized(asked, conversation.owner, max(room, 0))
+        self._check_stored(gw, asked, body_size, None if found is None else found.size)
+        assert found is not None
+        assert found.items is not None  # it was not too long
+        loaded = self._decoded(call, found.items)
+        decoded.request, decoded.raw, decoded.native = loaded.request, loaded.raw, loaded.native
+        decoded.extra = loaded.extra
+        loaded.extra.history_bytes = found.size
+        self._prepare(gw, decoded, conversation.owner, conversation.key_id)
+        self.check(decoded, ticket.model)
+        model = ticket.model
+        ticket.prompt_guess = prompt_token_guess(
+            decoded.request, model.settings.image_token_estimate, model.pixels
+        )
+
+    @staticmethod
+    def _responses(gw: Gateway) -> ResponseStore:
+        if gw.responses is None:
+            raise InvalidRequest(
+                "previous_response_id needs stored responses, which are off on this gateway"
+                " (setting stored_responses); send the whole conversation as input",
+                param="previous_response_id",
+            )
+        return gw.responses
+
+    @staticmethod
+    def _check_stored(gw: Gateway, asked: str, body_size: int, size: int | None) -> None:
+        """400 for a stored conversation not found (``size`` ``None``: unknown, expired or
+        another account's), or too long to continue with a body of ``body_size`` bytes."""
+        if size is None:
+            raise InvalidRequest(
+                f"Previous response with id {excerpt(asked)} not found: it is unknown,"
+                " expired, or not this account's",
+                param="previous_response_id",
+            )
+        limit = gw.settings.max_request_bytes
+        if size + body_size > limit:
+            raise InvalidRequest(
+                f"The conversation is too long to continue: its stored history"
+                f" ({size} bytes) and this request ({body_size} bytes) are more than"
+                f" {limit} bytes (setting max_request_bytes); start a new conversation",
+                param="previous_response_id",
+            )
+
+    def _prepare(self, gw: Gateway, decoded: Decoded, owner: str, key_id: str) -> None:
+        call = decoded.extra.call
         conversation: Conversation = decoded.extra
         conversation.owner = owner
-        conversation.key_id = key.id
+        conversation.key_id = key_id
         conversation.store = gw.responses is not None and call.request.store is not False
         if conversation.store and decoded.native is not None and call.request.reasoning:
             include = list(decoded.native.body.get("include") or [])
             if "reasoning.encrypted_content" not in include:
                 decoded.native.body["include"] = [*include, "reasoning.encrypted_content"]
-        return decoded
 
     def _decoded(self, call: ResponsesCall, history: list[dict[str, Any]]) -> Decoded:
         items = [check_item(raw, "previous_response_id") for raw in history] + call.items

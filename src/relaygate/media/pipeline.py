@@ -26,6 +26,7 @@ from typing import Any
 import aiohttp
 from yarl import URL
 
+from relaygate import tracing
 from relaygate.errors import ApiError, InvalidRequest, excerpt
 from relaygate.media.addresses import AddressPolicy
 from relaygate.media.cache import ImageCache
@@ -137,11 +138,15 @@ class ImagePipeline:
         found = images_of(request)
         if not found:
             return PreparedImages(raw)
+        if tracing.enabled:
+            tracing.begin("relaygate.images", {"relaygate.image_count": len(found)})
         self._check_count(request, found, vision)
         budget = Budget(self.settings.max_total_bytes)
         slots = [self._slot(m, p, part, budget) for m, p, part in found]
         await self._fetch_all(slots, budget, key)
         images = tuple(_prepared(slot) for slot in slots)
+        if tracing.enabled:
+            tracing.end("relaygate.images", {"relaygate.image_bytes": budget.used})
         return PreparedImages(rewrite_images(raw, images, inline=inline), images)
 
     def _check_count(

@@ -10,6 +10,7 @@ bound a reservation can use before the image's dimensions are known.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 
 BASE_TOKENS = 85
 TILE_TOKENS = 170
@@ -22,6 +23,22 @@ TILE_FORMULA_PROVIDERS = frozenset({"openai", "azure", "simulator"})
 simulator that stands in for them); Anthropic and Gemini count images their own way."""
 MAX_IMAGE_TOKENS = BASE_TOKENS + TILE_TOKENS * 8
 """The most any image costs: after scaling it is at most 768 x 2048, which is 2 x 4 tiles."""
+PIXELS_PER_TOKEN = 750
+MAX_PIXEL_IMAGE_TOKENS = 1_600
+"""Anthropic's published estimate of an image's tokens is width x height / 750, and an image
+above about 1.15 megapixels (~1,600 tokens) is scaled down first: a 1092 x 1092 image is
+~1,590 tokens where the tile formula gives 765."""
+
+
+def pixel_image_tokens(width: int, height: int) -> int:
+    """Prompt tokens of a ``width`` x ``height`` image by Anthropic's estimate (see above)."""
+    return min(MAX_PIXEL_IMAGE_TOKENS, -(-width * height // PIXELS_PER_TOKEN))
+
+
+def bills_by_pixels(providers: Iterable[str]) -> bool:
+    """Whether an upstream among ``providers`` (their names) is not a tile-formula one: its
+    images are then reserved by :func:`pixel_image_tokens` too (the larger figure)."""
+    return any(name not in TILE_FORMULA_PROVIDERS for name in providers)
 
 
 def scaled_size(width: int, height: int) -> tuple[int, int]:
@@ -56,9 +73,12 @@ __all__ = [
     "BASE_TOKENS",
     "LOW_DETAIL_TOKENS",
     "MAX_IMAGE_TOKENS",
+    "MAX_PIXEL_IMAGE_TOKENS",
     "TILE_FORMULA_PROVIDERS",
     "TILE_TOKENS",
+    "bills_by_pixels",
     "image_token_bound",
     "image_tokens",
+    "pixel_image_tokens",
     "scaled_size",
 ]

@@ -85,7 +85,8 @@ class Collected:
     choices: dict[int, _ChoiceState] = field(default_factory=dict)
     usage: TokenUsage | None = None
     deltas: int = 0
-    """Content, reasoning and tool-call deltas received (about one token each)."""
+    """Output tokens received, estimated: one a content, reasoning or tool-call delta (about
+    one token each), and a relayed answer's by its bytes (:attr:`Passthrough.tokens`)."""
     body: bytes | None = None
     """The upstream's own non-streamed body, when it answered in the client's dialect."""
     image_tokens: int = 0
@@ -121,7 +122,7 @@ class Collected:
         elif type(event) is Passthrough:
             if event.body:
                 self.body = event.data
-            self.deltas += event.deltas
+            self.deltas += event.tokens
 
     def _add_encoded(self, literals: list[bytes]) -> None:
         state = self._choice(0)
@@ -147,15 +148,17 @@ class Collected:
         call.function.arguments += event.arguments
 
     def usage_or_estimate(self, prompt_guess: int) -> TokenUsage:
-        """The upstream's usage, or for an answer cut short: the prompt estimate plus the
-        tokens received. :attr:`image_tokens` fills in an ``image_tokens`` the upstream did
-        not report, within the prompt's tokens."""
+        """The upstream's usage, or for an answer cut short (or one that told none): the prompt
+        estimate plus the tokens received; a ``partial`` usage is completed the same way.
+        :attr:`image_tokens` fills in an ``image_tokens`` the upstream did not report, within
+        the prompt's tokens."""
         usage = self.usage
         if usage is None:
             usage = TokenUsage(prompt_tokens=prompt_guess, completion_tokens=self.deltas)
         elif usage.partial:
             output = max(usage.completion_tokens, self.deltas)
-            usage = replace(usage, completion_tokens=output, partial=False)
+            prompt = usage.prompt_tokens or prompt_guess
+            usage = replace(usage, prompt_tokens=prompt, completion_tokens=output, partial=False)
         if self.image_tokens and not usage.image_tokens:
             usage = replace(usage, image_tokens=min(self.image_tokens, usage.prompt_tokens))
         return usage

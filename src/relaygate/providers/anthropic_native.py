@@ -7,7 +7,9 @@ option (the client's ``anthropic-version`` when it is unset, else the default):
 the priced parts the model allows (:mod:`relaygate.protocol.anthropic_messages.priced`) reach
 the upstream as sent. The answer comes back as
 :class:`~relaygate.providers.base.Passthrough` bytes, a stream's reads as they arrive; only
-its usage is read (``message_start`` and ``message_delta``), for billing. An error event before
+its usage is read (``message_start`` and ``message_delta``), for billing; an answer that tells
+none is billed by the estimate, and one cut short by its prompt figures and the bytes of the
+deltas relayed. An error event before
 any content is an error status (the next upstream may be tried); one after it is relayed, and
 ends the stream (:class:`RelayedError`).
 """
@@ -23,9 +25,17 @@ import msgspec
 
 from relaygate.errors import InvalidRequest, UpstreamProtocolError, UpstreamStatus
 from relaygate.providers.anthropic_usage import ERROR_STATUS, Usage, merge_usage, usage_from
-from relaygate.providers.base import DONE, STARTED, Batch, Event, Passthrough, ProviderRequest
+from relaygate.providers.base import (
+    DONE,
+    STARTED,
+    Batch,
+    Event,
+    Passthrough,
+    ProviderRequest,
+    TokenUsage,
+)
 from relaygate.providers.http import decode_upstream, upstream_message, upstream_word
-from relaygate.providers.reading import too_large
+from relaygate.providers.reading import LineSplitter
 
 if TYPE_CHECKING:
     from relaygate.providers.anthropic import AnthropicProvider
@@ -50,6 +60,9 @@ class _Body(msgspec.Struct):
     """The part of a message relaygate reads (in ``message_start``, and a whole answer)."""
 
     usage: Usage | None = None
+    content: msgspec.Raw = msgspec.Raw()
+    """The answer's content blocks, undecoded: their size is its output's, when no usage is
+    told."""
 
 
 class _Event(msgspec.Struct):
@@ -85,6 +98,36 @@ def _watched_lines(text: bytes) -> list[tuple[int, bytes]]:
     return sorted(found.items())
 
 
+_DELTA = b'"content_block_delta"'
+_DELTA_FRAME = len(
+    b'data: {"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":""}}'
+)
+"""The bytes of a text delta's line around its text (thinking and tool input deltas have a
+few more)."""
+
+
+def _delta_tokens(text: bytes) -> int:
+    """The output tokens of the content deltas in ``text`` (complete lines), for an answer cut
+    short: each delta line's bytes past a text delta's framing, 4 a token (as
+    :func:`~relaygate.providers.anthropic_usage.usage_from` counts thinking), at least one a
+    delta. Only the delta lines are visited, found by one C search each."""
+    tokens = 0
+    at = text.find(_DELTA)
+    while at >= 0:
+        end = text.find(b"\n", at)
+        start = text.rfind(b"\n", 0, at) + 1
+        tokens += max(1, (end - start - _DELTA_FRAME + 3) // 4)
+        at = text.find(_DELTA, end)
+    return tokens
+
+
+def billed(usage: Usage) -> TokenUsage:
+    """The usage an answer told, marked ``partial`` when it did not tell its input side (the
+    prompt is then billed by the estimate, not as 0)."""
+    tokens = usage_from(usage)
+    return tokens if usage.input_tokens is not None else replace(tokens, partial=True)
+
+
 def request_body(request: ProviderRequest) -> bytes:
     assert request.native is not None
     return _encoder.encode({**request.native.body, "model": request.upstream_model})
@@ -111,9 +154,7 @@ class _Reader:
     def __init__(self, provider: AnthropicProvider) -> None:
         self.provider = provider
         self.usage = Usage()
-        self.limit = provider.settings.max_line_bytes
-        self.partial = b""
-        """The start of a line the next read finishes."""
+        self.lines = LineSplitter(provider.settings.max_line_bytes, provider.label)
         self.stopped = False
         self.content = False
         self.error: _ErrorDetail | None = None
@@ -121,18 +162,15 @@ class _Reader:
     def read(self, piece: bytes) -> list[Event]:
         """The events of one read: its bytes, and the answer's usage: its input side (marked
         ``partial``) once ``message_start`` has told it, all of it once ``message_delta`` has
-        (cumulative).
+        (cumulative; marked ``partial`` too when the input side was never told).
 
-        The read's complete lines are scanned once, in C, for the events relaygate reads;
-        the many content deltas between them are counted, never decoded."""
-        data = self.partial + piece if self.partial else piece
-        end = data.rfind(b"\n") + 1
-        text, self.partial = data[:end], data[end:]
-        if len(self.partial) > self.limit:
-            raise too_large(self.provider.label, "a stream line", self.limit, "max_line_bytes")
-        if not end:
+        The lines the read completes are scanned once, in C, for the events relaygate reads;
+        the many content deltas between them are measured (:func:`_delta_tokens`), never
+        decoded."""
+        text = self.lines.text(piece)
+        if not text:
             return [Passthrough(piece)]
-        deltas = text.count(b'"content_block_delta"')
+        tokens = _delta_tokens(text)
         if not self.content and b'"content_block' in text:
             self.content = True
         told = started = False
@@ -151,9 +189,9 @@ class _Reader:
                 self.error = event.error or _ErrorDetail()
                 if not self.content or text.find(b'"content_block') > start:
                     self.content = False  # the error came before any content
-        batch: list[Event] = [Passthrough(piece, deltas)]
+        batch: list[Event] = [Passthrough(piece, tokens)]
         if told:
-            batch.append(usage_from(self.usage))
+            batch.append(billed(self.usage))
         elif started:  # a stream cut short is billed these prompt figures, not the estimate
             batch.append(replace(usage_from(self.usage), partial=True))
         return batch
@@ -180,8 +218,13 @@ async def relay_events(
         if not request.stream:
             yield STARTED
             data = await provider.read_body(response)
-            usage = decode_upstream(_body_decoder, data, provider.label, "a body").usage
-            yield (Passthrough(data, body=True), usage_from(usage or Usage()))
+            body = decode_upstream(_body_decoder, data, provider.label, "a body")
+            usage = body.usage
+            if usage is None:  # billed by the estimate: the prompt's, and the content's bytes / 4
+                output = -(-len(body.content) // 4)
+                yield (Passthrough(data, output, body=True),)
+            else:
+                yield (Passthrough(data, body=True), billed(usage))
         else:
             async for batch in _stream(provider, response):
                 yield batch

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import math
+from typing import Annotated
 
 import msgspec
 
@@ -21,22 +22,24 @@ ERROR_STATUS = {
     "overloaded_error": 529,
 }
 _CHARS_PER_TOKEN = 4
+Count = Annotated[int, msgspec.Meta(ge=0)]
+"""A token count: a negative one is an upstream protocol error, never a credit."""
 
 
 class OutputDetails(msgspec.Struct):
-    thinking_tokens: int | None = None
+    thinking_tokens: Count | None = None
 
 
 class CacheCreation(msgspec.Struct):
-    ephemeral_5m_input_tokens: int | None = None
-    ephemeral_1h_input_tokens: int | None = None
+    ephemeral_5m_input_tokens: Count | None = None
+    ephemeral_1h_input_tokens: Count | None = None
 
 
 class Usage(msgspec.Struct):
-    input_tokens: int | None = None
-    output_tokens: int | None = None
-    cache_read_input_tokens: int | None = None
-    cache_creation_input_tokens: int | None = None
+    input_tokens: Count | None = None
+    output_tokens: Count | None = None
+    cache_read_input_tokens: Count | None = None
+    cache_creation_input_tokens: Count | None = None
     output_tokens_details: OutputDetails | None = None
     cache_creation: CacheCreation | None = None
 

@@ -104,17 +104,19 @@ class TokenUsage:
     ``cache_write_1h``."""
     partial: bool = False
     """Only the input side is known yet (Anthropic's ``message_start``): an answer cut short
-    is billed these prompt figures and, for output, at least the deltas received."""
+    is billed these prompt figures and, for output, at least the deltas received. A partial
+    usage with no prompt tokens did not tell its input side: the prompt is the estimate."""
 
 
 @dataclass(slots=True)
 class Passthrough:
     """Bytes of the upstream's answer in the client's own dialect, relayed as they came (a
-    stream's read, or a whole non-streamed body). ``deltas`` counts the content deltas among
-    them (for billing a stream cut short)."""
+    stream's read, or a whole non-streamed body). ``tokens`` estimates the output tokens of the
+    content deltas among them, by their bytes (for billing a stream cut short, or an answer
+    that tells no usage)."""
 
     data: bytes
-    deltas: int = 0
+    tokens: int = 0
     body: bool = False
     """The whole body of a non-streamed answer (kept to be sent); a stream's reads are not."""
 

@@ -7,7 +7,8 @@ never sees another account's ids), ``store: false`` (relaygate keeps what is kep
 relaygate stores the answer, ``reasoning.encrypted_content`` in ``include`` (so that the
 stored reasoning can be sent back). The answer comes back as
 :class:`~relaygate.providers.base.Passthrough` bytes, a stream's reads as they arrive; only the
-final event (``response.completed``, ``.incomplete`` or ``.failed``) is decoded, for its usage.
+final event (``response.completed``, ``.incomplete`` or ``.failed``) is decoded, for its usage;
+an answer that tells none is billed by the estimate, one cut short by the bytes of its deltas.
 An ``error`` or ``response.failed`` event before any output is an error status (the next
 upstream may be tried); one after it is relayed as it came, and ends the stream.
 """
@@ -15,7 +16,7 @@ upstream may be tried); one after it is relayed as it came, and ends the stream.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Annotated
 
 import aiohttp
 import msgspec
@@ -45,17 +46,21 @@ class RelayedError(UpstreamProtocolError):
     relayed = True
 
 
+_Count = Annotated[int, msgspec.Meta(ge=0)]
+"""A token count: a negative one is an upstream protocol error, never a credit."""
+
+
 class _InputDetails(msgspec.Struct):
-    cached_tokens: int | None = None
+    cached_tokens: _Count | None = None
 
 
 class _OutputDetails(msgspec.Struct):
-    reasoning_tokens: int | None = None
+    reasoning_tokens: _Count | None = None
 
 
 class _Usage(msgspec.Struct):
-    input_tokens: int | None = None
-    output_tokens: int | None = None
+    input_tokens: _Count | None = None
+    output_tokens: _Count | None = None
     input_tokens_details: _InputDetails | None = None
     output_tokens_details: _OutputDetails | None = None
 
@@ -70,6 +75,8 @@ class _Response(msgspec.Struct):
     status: str | None = None
     usage: _Usage | None = None
     error: _Error | None = None
+    output: msgspec.Raw = msgspec.Raw()
+    """The output items, undecoded: their size is the output's, when no usage is told."""
 
 
 class _Event(msgspec.Struct):
@@ -79,14 +86,37 @@ class _Event(msgspec.Struct):
     message: str | None = None
 
 
+class _Kind(msgspec.Struct):
+    type: str = ""
+
+
 _event_decoder = msgspec.json.Decoder(_Event)
+_kind_decoder = msgspec.json.Decoder(_Kind)
 _response_decoder = msgspec.json.Decoder(_Response)
 _FINAL = (b"response.completed", b"response.incomplete", b"response.failed", b"error")
 """The events whose payload is decoded; every other one is relayed unread."""
+_FINAL_TYPES = frozenset(name.decode() for name in _FINAL)
+_DELTA = b'"delta":"'
 
 
-def usage_from(usage: _Usage | None) -> TokenUsage:
-    usage = usage or _Usage()
+def _delta_tokens(line: bytes) -> int:
+    """The output tokens of a delta event's data line, for an answer cut short: its ``delta``
+    string's bytes, 4 a token, at least one. Inside a JSON string every quote is escaped, so
+    ``"delta":"`` and ``","`` are found only as tokens."""
+    at = line.find(_DELTA)
+    if at < 0:
+        return 1
+    start = at + len(_DELTA)
+    end = line.find(b'","', start)
+    if end < 0:
+        end = len(line) - 2  # the string ends the object: ..."}
+    return max(1, (end - start + 3) // 4)
+
+
+def usage_from(usage: _Usage | None) -> TokenUsage | None:
+    """The usage told, or ``None`` when the answer told none: the estimate is billed."""
+    if usage is None:
+        return None
     cached = usage.input_tokens_details.cached_tokens if usage.input_tokens_details else None
     reasoning = (
         usage.output_tokens_details.reasoning_tokens if usage.output_tokens_details else None
@@ -118,27 +148,31 @@ class _Reader:
         self.content = False
 
     def read(self, piece: bytes) -> list[Event]:
-        deltas = 0
+        tokens = 0
         for line in self.lines.feed(piece):
             if line.startswith(b"event:"):
                 self.name = line[6:].strip()
-                if self.name.endswith(b".delta"):
-                    deltas += 1
-                    self.content = True
                 continue
             if not line.startswith(b"data:"):
                 continue
             name = self.name
-            if not name:  # no event lines: the type is in the payload
-                name = next((n for n in _FINAL if b'"' + n + b'"' in line[:200]), b"")
-                if b'.delta"' in line[:200]:
-                    deltas += 1
-                    self.content = True
-            if name in _FINAL:
+            if name:
+                final = name in _FINAL
+                delta = name.endswith(b".delta")
+            else:  # no event lines: the type is in the payload, decoded (its only field)
+                data = line[5:].strip()
+                kind = decode_upstream(_kind_decoder, data, self.provider.label, "an event").type
+                final = kind in _FINAL_TYPES
+                delta = kind.endswith(".delta")
+            if delta:
+                tokens += _delta_tokens(line)
+                self.content = True
+            elif final:
                 self._final(line[5:].strip())
-        batch: list[Event] = [Passthrough(piece, deltas)]
-        if self.final is not None:
-            batch.append(usage_from(self.final.usage))
+        batch: list[Event] = [Passthrough(piece, tokens)]
+        usage = usage_from(self.final.usage) if self.final is not None else None
+        if usage is not None:
+            batch.append(usage)
         return batch
 
     def _final(self, data: bytes) -> None:
@@ -169,7 +203,12 @@ async def relay_events(provider: OpenAIProvider, request: ProviderRequest) -> As
             yield STARTED
             data = await provider.read_body(response)
             body = decode_upstream(_response_decoder, data, provider.label, "a body")
-            yield (Passthrough(data, body=True), usage_from(body.usage), DONE)
+            usage = usage_from(body.usage)
+            if usage is None:  # billed by the estimate: the prompt's, and the output's bytes / 4
+                output = -(-len(body.output) // 4)
+                yield (Passthrough(data, output, body=True), DONE)
+            else:
+                yield (Passthrough(data, body=True), usage, DONE)
         else:
             async for batch in _stream(provider, response):
                 yield batch

@@ -3,10 +3,10 @@
 * :func:`read_body` reads a non-streamed body up to a byte limit: a declared ``Content-Length``
   above it fails before anything is read, and the count is kept as the body streams in
   (after any content decoding), whatever the header said.
-* :class:`LineSplitter` cuts a stream into lines. The bytes of an unfinished line are appended
-  to one growing buffer and never scanned again (each network read is split once), so a long
-  line costs time in proportion to its length, not to its length times the number of reads;
-  a line longer than the limit fails as soon as it is seen.
+* :class:`LineSplitter` cuts a stream into lines (or texts of whole lines). The bytes of an
+  unfinished line are appended to one growing buffer and never scanned again (each network
+  read is split once), so a long line costs time in proportion to its length, not to its
+  length times the number of reads; a line longer than the limit fails as soon as it is seen.
 
 Both raise :class:`~relaygate.errors.UpstreamProtocolError` (502 ``upstream_error``) with
 relaygate's own sentence: nothing of what the upstream sent is repeated.
@@ -85,6 +85,29 @@ class LineSplitter:
             partial += tail
             self._check(len(partial))
         return lines
+
+    def text(self, piece: bytes) -> bytes:
+        """The complete lines that ``piece`` finishes as one text, each with its ``\\n`` (empty
+        when it finishes none): for a reader that scans a read's lines at once. Only the new
+        bytes are searched, and a read of whole lines is returned as it is. The unfinished
+        line is held to the limit."""
+        end = piece.rfind(b"\n") + 1
+        partial = self._partial
+        if not end:
+            partial += piece
+            self._check(len(partial))
+            return b""
+        if partial:
+            self._check(len(partial) + piece.find(b"\n"))
+            partial += piece[:end]
+            text = bytes(partial)
+            partial.clear()
+        else:
+            text = piece if end == len(piece) else piece[:end]
+        if end < len(piece):
+            partial += piece[end:]
+            self._check(len(partial))
+        return text
 
     def rest(self) -> bytes:
         """The last line, if the stream ended without its newline (empty otherwise)."""

@@ -10,6 +10,7 @@ import aiohttp
 
 from relaygate.accounting.prices import Price
 from relaygate.errors import NotFound, PermissionDenied, excerpt
+from relaygate.media.tokens import bills_by_pixels
 from relaygate.providers.base import Provider
 from relaygate.providers.registry import provider_class
 from relaygate.routing.health import Clock, HealthPolicy, UpstreamHealth
@@ -25,8 +26,12 @@ class CatalogModel:
     upstreams: list[Provider]
     health: list[UpstreamHealth] = field(default_factory=list)
     """One tracker per upstream, in the same order (built with default policies if omitted)."""
+    pixels: bool = field(init=False)
+    """An upstream counts images by their pixels, not OpenAI's tiles (the reservation's image
+    allowance: :func:`~relaygate.accounting.estimate.image_token_allowance`)."""
 
     def __post_init__(self) -> None:
+        self.pixels = bills_by_pixels(provider.name for provider in self.upstreams)
         for provider in self.upstreams[len(self.health) :]:
             policy = HealthPolicy.from_settings(provider.settings)
             self.health.append(UpstreamHealth(provider.label, policy))

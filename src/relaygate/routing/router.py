@@ -44,6 +44,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
+from relaygate import tracing
 from relaygate.accounting.estimate import prompt_token_guess
 from relaygate.errors import (
     ApiError,
@@ -245,7 +246,11 @@ async def open_upstream(
                         skipped.append(candidate)
                         continue
                     tried.append(candidate)
+                if tracing.enabled:
+                    tracing.attempt(candidate.provider, model.name, request, candidate.tries)
                 opened = await _attempt(candidate, route)
+                if tracing.enabled:
+                    tracing.attempted(opened, candidate.error)
                 if opened is not None:
                     return opened
                 if candidate.may_retry():
@@ -418,7 +423,7 @@ def _cut(
     if request.stream:
         log.warning("upstream %s broke off a streamed answer: %s", provider.label, error)
         return
-    guess = prompt_token_guess(request.request, model.settings.image_token_estimate)
+    guess = prompt_token_guess(request.request, model.settings.image_token_estimate, model.pixels)
     usage = _collected(received).usage_or_estimate(guess)
     tokens = usage.prompt_tokens + usage.completion_tokens
     if route.metrics is not None:

@@ -8,6 +8,8 @@ deleted by :meth:`ResponseStore.purge`, which the gateway runs at most once per
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -22,6 +24,7 @@ PURGE_EVERY_SECONDS = 60.0
 """The least time between two purges of expired responses by one process."""
 
 _items = msgspec.json.Decoder(list[dict[str, Any]])
+_NO_LOCK = contextlib.nullcontext()
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +43,8 @@ class ResponseStore:
         self.store = store
         self.retention = retention_seconds
         self._next_purge = 0.0
+        self._sizing = asyncio.Semaphore(1)
+        """SQLite reads a text whole to tell its length: one such read at a time."""
 
     async def save(
         self,
@@ -102,6 +107,25 @@ class ResponseStore:
         if max_bytes is not None and len(encoded) > max_bytes:
             return Stored(None, len(encoded))
         return Stored(_items.decode(encoded), len(encoded))
+
+    async def size(self, response_id: str, owner: str, now: float | None = None) -> int | None:
+        """The encoded size of ``owner``'s stored conversation (as :meth:`load` finds it), or
+        ``None``, without reading it into Python: PostgreSQL tells its bytes from the stored
+        value's header; SQLite (3.43 would tell bytes with ``octet_length``) counts its
+        characters (never more than its bytes) by reading it whole in C, one read at a time."""
+        now = time.time() if now is None else now
+        column = stored_responses.c.conversation
+        postgres = self.store.engine.dialect.name == "postgresql"
+        query = select(func.octet_length(column) if postgres else func.length(column)).where(
+            and_(
+                stored_responses.c.id == response_id,
+                stored_responses.c.account_id == owner,
+                stored_responses.c.expires_at > int(now),
+            )
+        )
+        async with self._sizing if not postgres else _NO_LOCK, self.store.engine.connect() as conn:
+            size = (await conn.execute(query)).scalar_one_or_none()
+        return None if size is None else int(size)
 
     async def purge(self, now: float | None = None) -> int:
         """Delete every expired response; returns how many."""
