@@ -16,6 +16,8 @@ from typing import Any
 import aiohttp
 
 from relaygate import admin, console
+from relaygate.access import SCOPE_KEY as ACCESS_SCOPE
+from relaygate.access import UNLOGGED, Access, RequestLog, client_text
 from relaygate.accounting.admission import Admissions
 from relaygate.accounting.gate import Gate, MemoryGate
 from relaygate.accounting.journal import Journal
@@ -121,6 +123,9 @@ class Gateway:
         """Models with no upstream (nor a fallback that has one): left out of /v1/models."""
         self.store = SqlStore(settings.database_url)
         self.metrics = Metrics()
+        self.request_log = RequestLog(
+            self.metrics, settings.request_log, json=settings.log_format == "json"
+        )
         self.gate = make_gate(settings, self.metrics, self.store)
         self.ledger = LedgerWriter(
             self.store,
@@ -194,6 +199,7 @@ class Gateway:
         self.alerts = LowBalanceAlerts(self.store, self.session, self.settings)
         self.alerts.start()
         self.purge.start()
+        self.metrics.start()
         self.keys.start()
         self._watch_stop_signals()
         if isinstance(self.gate, RedisGate):
@@ -269,6 +275,7 @@ class Gateway:
         await self.images.close()
         await self.session.close()
         await self.store.close()
+        self.metrics.close()
         if self.tracing is not None:
             await self.tracing.close()  # the spans still queued are exported
 
@@ -294,17 +301,19 @@ class _Tracked:
     Not a coroutine of its own: the bookkeeping is done when it is called, and the server's
     ``send`` is what the caller awaits (one coroutine a message, not two)."""
 
-    __slots__ = ("finished", "headers", "send", "started")
+    __slots__ = ("finished", "headers", "send", "started", "status")
 
     def __init__(self, send: Send) -> None:
         self.send = send
         self.started = self.finished = False
+        self.status = 0
         self.headers: Iterable[tuple[bytes, bytes]] = ()
         """The response's headers, once started."""
 
     def __call__(self, message: Message) -> Awaitable[None]:
         if message["type"] == "http.response.start":
             self.started = True
+            self.status = message["status"]
             self.headers = message.get("headers", ())
         elif not message.get("more_body", False):
             self.finished = True
@@ -335,20 +344,26 @@ def _uncancel() -> None:
         task.uncancel()
 
 
-async def _end_at_deadline(gw: Gateway, send: _Tracked, shape: ErrorShape) -> None:
+async def _end_at_deadline(
+    gw: Gateway, send: _Tracked, shape: ErrorShape, access: Access | None
+) -> None:
     """End a request cut by the shutdown deadline: 503, or an SSE error event when its stream
     has started (never a truncated body). Its row was settled as ``cancelled``."""
     error = ServiceUnavailable(
         "Service unavailable: the server is shutting down and this request ran past its grace"
         " period"
     )
-    await _end_with(gw, send, error, shape)
+    await _end_with(gw, send, error, shape, access)
 
 
-async def _end_with(gw: Gateway, send: _Tracked, error: ApiError, shape: ErrorShape) -> None:
+async def _end_with(
+    gw: Gateway, send: _Tracked, error: ApiError, shape: ErrorShape, access: Access | None
+) -> None:
     """Answer ``error``, or end the response under way with it: one response per request, and
     a stream ends with an SSE error event (never a clean end)."""
     gw.metrics.responded(error.status, error.type)
+    if access is not None:
+        access.error = error.type
     if not send.started:
         await send_error(send, error, shape)
     elif not send.finished:
@@ -384,6 +399,7 @@ class App:
             if origin is not None and gw.cors.allowed(origin):
                 send = gw.cors.wrap(send, origin)
         send = _Tracked(send)
+        access: Access | None = None
         try:
             if methods is None and gw.settings.console and (path + "/").startswith(CONSOLE):
                 gw.metrics.responded(await CONSOLE_ROUTER.dispatch(gw, scope, receive, send))
@@ -391,11 +407,15 @@ class App:
             if methods is None and (path + "/").startswith(admin.PREFIX + "/"):
                 gw.metrics.responded(await admin.ROUTER.dispatch(gw, scope, receive, send))
                 return
+            if path not in UNLOGGED:
+                access = scope[ACCESS_SCOPE] = Access(scope["method"], path)
             if methods is None and path.startswith(MODEL_PREFIX):
                 methods = {"GET": info.retrieve_model}
             if methods is None and path.startswith(responses.PREFIX):
                 methods = {"GET": responses.retrieve, "DELETE": responses.delete}
             if methods is None:
+                if access is not None:
+                    access.path = client_text(path)
                 raise NotFound(f"Unknown route: {scope['method']} {excerpt(scope['path'])}")
             handler = methods.get(scope["method"])
             if handler is None and scope["method"] == "HEAD":
@@ -416,16 +436,21 @@ class App:
             gw.metrics.responded(200)
         except ApiError as exc:
             gw.metrics.responded(exc.status, exc.type)
+            if access is not None:
+                access.error = exc.type
             await send_error(send, exc, SHAPES.get(path, CONTRACT))
         except asyncio.CancelledError:
             if not gw.admissions.deadline_passed:
                 raise
             _uncancel()
-            await _end_at_deadline(gw, send, SHAPES.get(path, CONTRACT))
+            await _end_at_deadline(gw, send, SHAPES.get(path, CONTRACT), access)
         except Exception:
             log.exception("unhandled error on %s %s", scope["method"], path)
             error = InternalError("Internal server error")
-            await _end_with(gw, send, error, SHAPES.get(path, CONTRACT))
+            await _end_with(gw, send, error, SHAPES.get(path, CONTRACT), access)
+        finally:
+            if access is not None:
+                gw.request_log.done(access, send.status)
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:

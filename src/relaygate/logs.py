@@ -10,12 +10,20 @@ starts at the left margin is always the start of a record.
 ``log_level`` applies to relaygate's own loggers (``relaygate.*``, and the HTTP server's start-up
 and shutdown lines, shown as ``relaygate.server``); libraries (aiosqlite, SQLAlchemy, asyncio,
 redis, aiohttp, ...) log warnings and errors only, unless ``log_debug_loggers`` names them.
+
+The request log (``relaygate.access``, see :mod:`relaygate.access`) is at ``info`` whatever
+``log_level`` is, unless ``request_log`` is off. ``log_format: json`` writes every record as one
+JSON object a line: ``time``, ``level``, ``logger``, ``message`` (and ``exception``), plus a
+request's fields.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterable
+
+import msgspec
 
 from relaygate.redaction import REDACTOR, Redactor, escape_controls
 
@@ -60,6 +68,59 @@ class RedactingFilter(logging.Filter):
         return True
 
 
+class JsonFormatter(logging.Formatter):
+    """One JSON object a record (``log_format: json``)."""
+
+    _encode = msgspec.json.Encoder().encode
+
+    def format(self, record: logging.LogRecord) -> str:
+        fields = getattr(record, "fields", None)
+        out: dict[str, object] = {
+            "time": self.formatTime(record),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": "request" if fields is not None else record.getMessage(),
+        }
+        if fields is not None:
+            out.update(fields)
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        if record.exc_text:
+            out["exception"] = record.exc_text
+        if record.stack_info:
+            out["stack"] = record.stack_info
+        return self._encode(out).decode()
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        seconds = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+        return f"{seconds}.{int(record.msecs):03d}Z"
+
+
+class TextFormatter(logging.Formatter):
+    """``date time LEVEL logger: message``, the date and time formatted once a second (the
+    request log writes a line per request)."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+        self._second = -1
+        self._stamp = ""
+
+    def format(self, record: logging.LogRecord) -> str:
+        if record.exc_info or record.exc_text or record.stack_info:
+            return super().format(record)
+        # what the format string makes, without its general machinery (a line per request)
+        record.message = message = record.getMessage()
+        return f"{self.formatTime(record)} {record.levelname} {record.name}: {message}"
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        second = int(record.created)
+        if second != self._second:
+            self._stamp = time.strftime("%Y-%m-%d %H:%M:%S", self.converter(second))
+            self._second = second
+        return f"{self._stamp},{int(record.msecs):03d}"
+
+
+ACCESS_LOGGER = "relaygate.access"
 _SHOWN_AS = {"uvicorn": "relaygate.server", "uvicorn.error": "relaygate.server"}
 """uvicorn's start-up and shutdown lines come from ``uvicorn.error``, errors or not."""
 OWN_LOGGERS = ("relaygate", "uvicorn", "uvicorn.error")
@@ -68,19 +129,25 @@ LIBRARY_FLOOR = logging.WARNING
 
 
 def configure_logging(
-    level: str, secrets: Iterable[str] = (), extra_loggers: Iterable[str] = ()
+    level: str,
+    secrets: Iterable[str] = (),
+    extra_loggers: Iterable[str] = (),
+    log_format: str = "text",
+    request_log: bool = True,
 ) -> RedactingFilter:
     """One stderr handler on the root logger, redacting; uvicorn's loggers propagate to it.
 
     ``level`` is given to relaygate's own loggers and to ``extra_loggers`` (libraries named in
-    ``log_debug_loggers``); the root logger, hence every other library, stays at warning (or
+    ``log_debug_loggers``); ``relaygate.access`` is at ``info`` while ``request_log`` is on,
+    else off. The root logger, hence every other library, stays at warning (or
     ``level``, when that is higher). ``secrets`` (see
     :func:`relaygate.redaction.configured_secrets`) are registered with the process's redactor,
     which error messages sent to clients use too."""
     root = logging.getLogger()
     redactor = RedactingFilter(secrets)
     handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    json = log_format == "json"
+    handler.setFormatter(JsonFormatter() if json else TextFormatter())
     handler.addFilter(redactor)
     for old in list(root.handlers):
         if getattr(old, "_relaygate", False):
@@ -96,6 +163,7 @@ def configure_logging(
         logger.setLevel(logging.NOTSET)
     for name in (*OWN_LOGGERS, *extra_loggers):
         logging.getLogger(name).setLevel(number)
+    logging.getLogger(ACCESS_LOGGER).setLevel(logging.INFO if request_log else logging.CRITICAL + 1)
     return redactor
 
 

@@ -1,15 +1,121 @@
-"""Prometheus metrics, one registry per app (so several apps can live in one test process)."""
+"""Prometheus metrics, one registry per app (so several apps can live in one test process).
+
+Under ``relaygate serve --workers N`` the values live in prometheus_client's multiprocess files
+(``PROMETHEUS_MULTIPROC_DIR``, a folder the parent process makes and removes): every worker's
+``/metrics`` then answers with the sum over all workers. A gauge says how its workers' values
+combine (``multiprocess_mode``). With one process the registry is rendered as it is.
+
+No ``_created`` series: they are left out of what is rendered (per registry; the library's
+global switch is not touched, so other apps in the process keep theirs).
+"""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+import asyncio
+import os
+from bisect import bisect_left
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.metrics_core import Metric
+from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
+
+if TYPE_CHECKING:
+    from relaygate.access import Access
 
 CONTENT_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
+MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"
+"""prometheus_client's variable: set, the values are kept in files in that folder."""
+DURATION_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300)
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+TOKEN_KINDS = ("input", "output", "cached", "reasoning", "cache_write")
+PUBLISH_SECONDS = 1.0
+"""Under ``--workers N``, how stale another worker's request metrics may be in a scrape."""
+
+
+def multiprocess_dir() -> str | None:
+    """The multiprocess folder this process writes its values to, if any."""
+    return os.environ.get(MULTIPROCESS_DIR) or None
+
+
+class _WithoutCreated:
+    """A registry's metrics without their ``_created`` samples."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+
+    def collect(self) -> Iterator[Metric]:
+        for metric in self.registry.collect():
+            samples = [s for s in metric.samples if not s.name.endswith("_created")]
+            if len(samples) != len(metric.samples):
+                metric.samples = samples
+            yield metric
+
+
+class _Pending:
+    """Observations of one histogram not yet published: counts per bucket (the last one
+    ``+Inf``) and their sum. Observing is a ``bisect`` and two additions: the
+    library's ``observe`` costs many times that, and runs for every request."""
+
+    __slots__ = ("bounds", "child", "counts", "sum")
+
+    def __init__(self, child: Any, bounds: tuple[float, ...]) -> None:
+        self.child = child
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)
+        self.sum = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect_left(self.bounds, value)] += 1  # buckets are ``le``: bound >= value
+        self.sum += value
+
+    def publish(self) -> None:
+        counts = self.counts
+        if any(counts):
+            # the child's own values (its buckets, ``+Inf`` last, and its sum): the library has
+            # no call that adds several observations at once
+            for value, count in zip(self.child._buckets, counts, strict=True):
+                if count:
+                    value.inc(count)
+            self.child._sum.inc(self.sum)
+            self.counts = [0] * len(counts)
+            self.sum = 0.0
+
+
+class _PerRoute:
+    """The request metrics of one (model, upstream): gathered as plain numbers on the hot
+    path, published to the library's children when read (:meth:`Metrics.publish`)."""
+
+    __slots__ = ("cost", "duration", "first_token", "histograms", "totals", "upstream")
+
+    def __init__(self, metrics: Metrics, model: str, upstream: str) -> None:
+        self.duration = _Pending(metrics.duration.labels(model, upstream), DURATION_BUCKETS)
+        self.first_token = _Pending(metrics.first_token.labels(model, upstream), LATENCY_BUCKETS)
+        self.upstream = _Pending(metrics.upstream_latency.labels(model, upstream), LATENCY_BUCKETS)
+        self.histograms = (self.duration, self.first_token, self.upstream)
+        self.cost = [metrics.cost.labels(model, upstream)] + [
+            metrics.tokens.labels(model, upstream, kind) for kind in TOKEN_KINDS
+        ]
+        self.totals = [0] * len(self.cost)
+        """Not yet published: the cost, then the tokens of each kind."""
+
+    def publish(self) -> None:
+        for histogram in self.histograms:
+            histogram.publish()
+        totals = self.totals
+        if any(totals):
+            for child, total in zip(self.cost, totals, strict=True):
+                if total:
+                    child.inc(total)
+            self.totals = [0] * len(totals)
 
 
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        self.shared = multiprocess_dir() is not None
+        """The values are the workers' together (multiprocess mode)."""
         self.routing = RoutingMetrics(self.registry)
         self.responses = Counter(
             "relaygate_responses",
@@ -27,11 +133,13 @@ class Metrics:
             "relaygate_ledger_pending_rows",
             "Settled requests waiting to be written to the ledger.",
             registry=self.registry,
+            multiprocess_mode="livesum",
         )
         self.uncharged = Gauge(
             "relaygate_uncharged_micros",
             "Cost that exceeded a reservation plus the balance and could not be charged.",
             registry=self.registry,
+            multiprocess_mode="sum",
         )
         self.without_redis = Counter(
             "relaygate_limit_decisions_without_redis",
@@ -49,15 +157,89 @@ class Metrics:
             "1 for the state each upstream is in (healthy, ejected, probing), 0 for the others.",
             ["model", "upstream", "state"],
             registry=self.registry,
+            multiprocess_mode="livemax",
         )
         self.upstream_ejections = Gauge(
             "relaygate_upstream_ejections",
             "Times each upstream was taken out of rotation since start-up.",
             ["model", "upstream"],
             registry=self.registry,
+            multiprocess_mode="sum",
         )
         self._labels: dict[tuple[int, str], Counter] = {}
         self._answered: dict[tuple[str, str], Counter] = {}
+        self._request_metrics()
+
+    def _request_metrics(self) -> None:
+        """What each request adds (:meth:`request_done`): durations, tokens, cost."""
+        labels = ["model", "upstream"]
+        self.duration = Histogram(
+            "relaygate_request_duration_seconds",
+            "Requests of the API from arrival to the end of the answer, by model and upstream"
+            " (both empty for requests refused before a model was known).",
+            labels,
+            registry=self.registry,
+            buckets=DURATION_BUCKETS,
+        )
+        self.first_token = Histogram(
+            "relaygate_time_to_first_token_seconds",
+            "Streamed requests from arrival to the first part of the answer from the upstream.",
+            labels,
+            registry=self.registry,
+            buckets=LATENCY_BUCKETS,
+        )
+        self.upstream_latency = Histogram(
+            "relaygate_upstream_latency_seconds",
+            "From sending a request upstream to its answer's headers (retries and fallbacks"
+            " included).",
+            labels,
+            registry=self.registry,
+            buckets=LATENCY_BUCKETS,
+        )
+        self.tokens = Counter(
+            "relaygate_tokens",
+            "Tokens of settled requests by kind (input, output, cached, reasoning,"
+            " cache_write), as charged.",
+            [*labels, "kind"],
+            registry=self.registry,
+        )
+        self.cost = Counter(
+            "relaygate_cost_micros",
+            "What settled requests were charged, in micro-units of the currency.",
+            labels,
+            registry=self.registry,
+        )
+        self._routes: dict[tuple[str | None, str | None], _PerRoute] = {}
+        self._timer: asyncio.TimerHandle | None = None
+
+    def request_done(self, access: Access, ended: float) -> None:
+        """One request of the API ended (see :mod:`relaygate.access`)."""
+        # A model a client named and the catalog does not have is not a label value.
+        model = access.model if access.model_known else None
+        route = self._routes.get((model, access.upstream))
+        if route is None:
+            route = self._routes[(model, access.upstream)] = _PerRoute(
+                self, model or "", access.upstream or ""
+            )
+        route.duration.observe(ended - access.started)
+        if access.upstream_answered:
+            route.upstream.observe(access.upstream_answered - access.upstream_called)
+        if access.first_token:
+            route.first_token.observe(access.first_token - access.started)
+        if access.cost is not None:
+            totals = route.totals
+            totals[0] += access.cost
+            totals[1] += access.input_tokens
+            totals[2] += access.output_tokens
+            totals[3] += access.cached_tokens
+            totals[4] += access.reasoning_tokens
+            totals[5] += access.cache_write_tokens
+
+    def publish(self) -> None:
+        """Hand what requests gathered to the library (before a scrape; every
+        :data:`PUBLISH_SECONDS` under ``--workers N``, where any worker may be scraped)."""
+        for route in self._routes.values():
+            route.publish()
 
     def responded(self, status: int, error_type: str = "") -> None:
         child = self._labels.get((status, error_type))
@@ -74,7 +256,33 @@ class Metrics:
         child.inc()
 
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        """The text exposition: this registry's, or every worker's together."""
+        self.publish()
+        if self.shared:
+            registry = CollectorRegistry()
+            MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+            return generate_latest(registry)
+        return generate_latest(_WithoutCreated(self.registry))
+
+    def start(self) -> None:
+        """Under ``--workers N``: publish every :data:`PUBLISH_SECONDS` (from the event loop)."""
+        if self.shared:
+            loop = asyncio.get_running_loop()
+
+            def tick() -> None:
+                self.publish()
+                self._timer = loop.call_later(PUBLISH_SECONDS, tick)
+
+            self._timer = loop.call_later(PUBLISH_SECONDS, tick)
+
+    def close(self) -> None:
+        """This worker is ending: what it gathered is published, its live gauges leave the
+        sum."""
+        if self._timer is not None:
+            self._timer.cancel()
+        self.publish()
+        if self.shared:
+            mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]
 
 
 # --- routing: answers cut after they started, attempts relaygate paid for and did not charge ---

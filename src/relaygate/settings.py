@@ -247,6 +247,13 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     log_debug_loggers: list[str] = msgspec.field(default_factory=list)
     """Library loggers that follow ``log_level`` too, e.g. ``[sqlalchemy.engine, aiosqlite]``
     (each with its children); every other library logs warnings and errors only."""
+    log_format: Literal["text", "json"] = "text"
+    """``text`` (``date time LEVEL logger: message``) or ``json`` (one JSON object a line, the
+    request log's fields as the object's own)."""
+    request_log: bool = True
+    """One line per request on the ``relaygate.access`` logger (id, key id, model, upstream,
+    status, latency, tokens, cost; never a key), whatever ``log_level`` is; ``false`` turns
+    it off."""
     operator_token: str | None = None
     """The credential of the operator endpoints, ``GET /health/details`` and ``GET /metrics``
     (``Authorization: Bearer <operator_token>``; at least 16 characters). Unset, both answer
@@ -428,6 +435,7 @@ _ENV_OVERRIDES = {
     "RELAYGATE_DATABASE_URL": "database_url",
     "RELAYGATE_REDIS_URL": "redis_url",
     "RELAYGATE_LOG_LEVEL": "log_level",
+    "RELAYGATE_LOG_FORMAT": "log_format",
     "RELAYGATE_OPERATOR_TOKEN": "operator_token",
     "RELAYGATE_PUBLIC_URL": "public_url",
 }

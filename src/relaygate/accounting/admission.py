@@ -8,6 +8,7 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from relaygate import tracing
 from relaygate.accounting.estimate import (
@@ -23,6 +24,9 @@ from relaygate.protocol.types import ChatRequest
 from relaygate.providers.base import TokenUsage
 from relaygate.routing.catalog import CatalogModel
 from relaygate.store.records import KeyRecord, LedgerRow
+
+if TYPE_CHECKING:
+    from relaygate.access import Access
 
 log = logging.getLogger("relaygate.accounting")
 
@@ -52,6 +56,8 @@ class Ticket:
     """The prompt tokens of the request's images by their real sizes, with OpenAI's tile
     formula, once the upstream that answers is known to bill by it (else 0): the usage's
     ``image_tokens`` when the upstream does not report them."""
+    access: Access | None = None
+    """The request log's record of the request: settling fills in its usage and cost."""
 
 
 NO_BILLING_PAGE = (
@@ -230,6 +236,8 @@ class Admissions:
             # Also when the shutdown deadline cancels the gate call: the row is written.
             self.uncharged_micros += cost - charged
             self._append_row(ticket, usage, status, upstream, upstream_model, charged, parts)
+            if ticket.access is not None:
+                ticket.access.settled(ticket, usage, charged, status, upstream)
         journal = self.ledger.journal
         if journal is not None and journal.fsync == "always":
             durable = journal.durable()  # on disk before the response ends (a group commit)

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from relaygate.access import SCOPE_KEY as ACCESS_SCOPE
 from relaygate.accounting.estimate import prompt_token_guess
 from relaygate.api.http import Receive, Scope, Send, read_body, send_bytes
 from relaygate.api.pipeline import Decoded, Route, credentials, serve
@@ -37,6 +38,7 @@ from relaygate.providers.base import Native, TokenUsage
 from relaygate.routing.catalog import CatalogModel
 
 if TYPE_CHECKING:
+    from relaygate.access import Access
     from relaygate.accounting.admission import Ticket
     from relaygate.app import Gateway
     from relaygate.media.pipeline import PreparedImages
@@ -190,13 +192,20 @@ async def count_tokens(gw: Gateway, scope: Scope, receive: Receive, send: Send) 
     against the key's RPM and concurrency), and a key with nothing to spend gets 402, as
     ``/v1/messages`` does."""
     key = gw.keys.authenticate(credentials(MESSAGES, scope))
+    access: Access | None = scope.get(ACCESS_SCOPE)  # the request log's record
+    if access is not None:
+        access.key = key
     settings = gw.settings
     body = await read_body(
         scope, receive, settings.max_request_bytes,
         key.id, key.max_concurrency, settings.max_body_bytes_in_flight,
     )  # fmt: skip
     decoded = decode_messages(body, count=True)
+    if access is not None:
+        access.model = decoded.request.model
     model = gw.catalog.resolve(decoded.request.model, key)
+    if access is not None:
+        access.model, access.model_known = model.name, True
     for provider in model.upstreams:
         counter = getattr(provider, "count_tokens", None)
         if counter is not None:

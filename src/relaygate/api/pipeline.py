@@ -19,11 +19,13 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from time import perf_counter
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import msgspec
 
 from relaygate import tracing
+from relaygate.access import SCOPE_KEY as ACCESS_SCOPE
 from relaygate.accounting.fields import check_price_fields
 from relaygate.api.http import Receive, Scope, Send, header, read_body, send_bytes
 from relaygate.api.stream import StreamRenderer, stream_answer
@@ -40,6 +42,7 @@ from relaygate.routing.fallback import fallback_chain, open_chain
 from relaygate.routing.router import AnswerCancelled, Opened, no_upstream
 
 if TYPE_CHECKING:
+    from relaygate.access import Access
     from relaygate.accounting.admission import Ticket
     from relaygate.app import Gateway
     from relaygate.media.pipeline import PreparedImages
@@ -169,10 +172,13 @@ def credentials(route: Route, scope: Scope) -> bytes | None:
 async def serve(route: Route, gw: Gateway, scope: Scope, receive: Receive, send: Send) -> None:
     """Serve one request of ``route`` (see the module docstring); a route's handler is this
     with its route bound (``functools.partial``: no frame of its own on the hot path)."""
+    access: Access | None = scope.get(ACCESS_SCOPE)  # the request log's record
     if route.key_header is None:
         key = gw.keys.authenticate(header(scope, b"authorization"))
     else:
         key = gw.keys.authenticate(credentials(route, scope))
+    if access is not None:
+        access.key = key
     if tracing.enabled:
         tracing.authenticated(key)
     settings = gw.settings
@@ -182,7 +188,11 @@ async def serve(route: Route, gw: Gateway, scope: Scope, receive: Receive, send:
     )  # fmt: skip
     decoded = await route.load(gw, key, body, scope)
     request = decoded.request
+    if access is not None:
+        access.model, access.stream = request.model, request.stream
     model = gw.catalog.resolve(request.model, key)
+    if access is not None:
+        access.model, access.model_known = model.name, True
     if tracing.enabled:
         tracing.requested(route.api, request)
     if decoded.extra is not None:
@@ -201,6 +211,7 @@ async def serve(route: Route, gw: Gateway, scope: Scope, receive: Receive, send:
         request_id, chain[1:],
         api=route.api, cache_writes=decoded.cache_writes,
     )  # fmt: skip
+    ticket.access = access
     if decoded.deferred:
         try:
             await route.admitted(gw, decoded, ticket)
@@ -243,6 +254,8 @@ async def serve(route: Route, gw: Gateway, scope: Scope, receive: Receive, send:
         native=decoded.native,
     )
     gw.admissions.going_upstream(ticket)
+    if access is not None:
+        access.upstream_called = perf_counter()
     try:
         ticket.model, opened = await open_chain(chain, call, gw.metrics.routing)
     except BaseException as exc:
@@ -253,6 +266,8 @@ async def serve(route: Route, gw: Gateway, scope: Scope, receive: Receive, send:
             usage = exc.received.usage_or_estimate(ticket.prompt_guess)
         await gw.admissions.settle(ticket, usage, status, upstream, call.upstream_model)
         raise
+    if access is not None:
+        access.upstream_answered = perf_counter()
     gw.metrics.upstream_answered(ticket.model.name, opened.provider.label)
     if prepared.images and opened.provider.name in TILE_FORMULA_PROVIDERS:
         ticket.image_tokens = prepared.tokens

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from time import perf_counter
 from typing import Protocol
 
 from relaygate.accounting.admission import Admissions, Ticket
@@ -148,9 +149,11 @@ class _Client:
     """The client's side of a stream. Its head (200, SSE, who answered) is sent with the first
     bytes, so that the head and the first chunk leave in one write."""
 
-    __slots__ = ("_head", "_send", "keepalive", "watch")
+    __slots__ = ("_head", "_send", "first", "keepalive", "watch")
 
     def __init__(self, send: Send, head: Message, watch: ClientWatch, keepalive: bytes) -> None:
+        self.first = 0.0
+        """When the first batch of the answer arrived (``perf_counter``)."""
         self._send = send
         self._head: Message | None = head
         self.watch = watch
@@ -247,6 +250,8 @@ async def stream_answer(
     except UpstreamError as exc:
         status = "upstream_error"
         last = writer.error(exc)
+        if ticket.access is not None:
+            ticket.access.error = exc.type
     except asyncio.CancelledError:
         if not client.watch.drained():
             raise
@@ -257,6 +262,8 @@ async def stream_answer(
         last = writer.error(InternalError("Internal server error"))
     finally:
         client.watch.close()
+        if ticket.access is not None:
+            ticket.access.first_token = client.first
         try:
             await _close(events)
         finally:
@@ -291,6 +298,7 @@ async def _relay(
     out: list[bytes] = []
     watch = client.watch
     batch = await _first_batch(events, keepalive_seconds, client)
+    client.first = perf_counter()
     while batch is not None:
         if watch.gone:
             for event in batch:

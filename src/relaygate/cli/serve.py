@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import functools
 import logging
 import os
 import resource
+import shutil
 import socket
 import sys
+import tempfile
+from collections.abc import Iterator
 
 import click
 import msgspec
@@ -29,6 +33,7 @@ from relaygate.cli.common import (
 from relaygate.console.signin import setup_url
 from relaygate.errors import ConfigError
 from relaygate.logs import configure_logging
+from relaygate.metrics import MULTIPROCESS_DIR
 from relaygate.redaction import configured_secrets
 from relaygate.serving import HttpProtocol, Limits
 from relaygate.settings import Settings, load_settings, unserved_models
@@ -112,7 +117,13 @@ def announce_setup(settings: Settings) -> None:
 
 
 def _prepare(settings: Settings, source: str) -> App:
-    configure_logging(settings.log_level, configured_secrets(settings), settings.log_debug_loggers)
+    configure_logging(
+        settings.log_level,
+        configured_secrets(settings),
+        settings.log_debug_loggers,
+        log_format=settings.log_format,
+        request_log=settings.request_log,
+    )
     return create_app(settings, source)
 
 
@@ -200,7 +211,26 @@ def serve(config: str | None, host: str, port: int, workers: int) -> None:
         workers=workers,
         **options,  # type: ignore[arg-type]
     )
-    run_server(workers_config, listener)
+    with shared_metrics():
+        run_server(workers_config, listener)
+
+
+@contextlib.contextmanager
+def shared_metrics() -> Iterator[None]:
+    """The workers keep their metrics in one folder (prometheus_client's multiprocess mode), so
+    that each worker's ``/metrics`` answers for all of them: a temporary folder, removed at the
+    end, unless ``PROMETHEUS_MULTIPROC_DIR`` names one (then it is the operator's to empty
+    between runs). Set before the workers start: they read it as they import the library."""
+    if os.environ.get(MULTIPROCESS_DIR):
+        yield
+        return
+    folder = tempfile.mkdtemp(prefix="relaygate-metrics-")
+    os.environ[MULTIPROCESS_DIR] = folder
+    try:
+        yield
+    finally:
+        del os.environ[MULTIPROCESS_DIR]
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _new_store(settings: Settings) -> bool:

@@ -175,6 +175,7 @@ class HttpProtocol(asyncio.Protocol):
             warnings.warn("connections", "max_connections reached: a connection was refused")
             self._mode = _DROP
             self.transport.write(wire.TOO_MANY_CONNECTIONS)
+            wire.log_refusal(wire.TOO_MANY_CONNECTIONS)
             self._close()
             return
         self.state.connections.add(self)
@@ -272,6 +273,8 @@ class HttpProtocol(asyncio.Protocol):
         """Answer ``answer`` and close: the request being read cannot be served."""
         status = answer[9:12].decode()
         warnings.warn(status, f"{reason}: answered {status} and closed")
+        if answer is not wire.BODY_TIMEOUT:  # a head: its request never reached the app
+            wire.log_refusal(answer)
         self._mode = _DROP
         self.closing = True
         self.pipeline.clear()

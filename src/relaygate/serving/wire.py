@@ -7,6 +7,8 @@ from typing import Any
 
 import msgspec
 
+from relaygate import access
+
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 TOKEN = b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 """The characters of a header name (names are checked joined with nothing between them)."""
@@ -54,6 +56,12 @@ def refusal(status: int, kind: str, message: str, retry_after: int | None = None
             body,
         )
     )
+
+
+def log_refusal(answer: bytes) -> None:
+    """The request log's line for a refusal (``answer``, made by :func:`refusal`)."""
+    error = msgspec.json.decode(answer.partition(b"\r\n\r\n")[2])["error"]
+    access.refused(error["code"], error["type"])
 
 
 INTERNAL_ERROR = refusal(500, "internal_server_error", "Internal server error")
