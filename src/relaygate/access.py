@@ -26,6 +26,7 @@ import re
 from time import perf_counter, time_ns
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from relaygate import logs
 from relaygate.redaction import REDACTOR, escape_controls
 
 if TYPE_CHECKING:
@@ -266,7 +267,13 @@ _STARTED: int = int(logging._startTime * 1e9)  # type: ignore[attr-defined]
 
 def emit(message: str, fields: dict[str, Any] | None) -> None:
     """Log one request's record. Its text needs no redaction (keys are named by id, what the
-    client chose is redacted already), so the handler's filter lets it through as it is."""
+    client chose is redacted already), so the handler's filter lets it through as it is.
+    Under :func:`relaygate.logs.configure_logging`, straight to its handler's stream, once per
+    loop turn (:class:`relaygate.logs.RequestLines`)."""
+    lines = logs.REQUEST_LINES
+    if lines is not None:
+        lines.write(message, fields)
+        return
     record = _Record(message)
     record._relaygate_clean = True
     if fields is not None:

@@ -19,9 +19,13 @@ request's fields.
 
 from __future__ import annotations
 
+import asyncio
+import atexit
+import contextlib
 import logging
 import time
 from collections.abc import Iterable
+from typing import Any
 
 import msgspec
 
@@ -120,6 +124,76 @@ class TextFormatter(logging.Formatter):
         return f"{self._stamp},{int(record.msecs):03d}"
 
 
+class RequestLines:
+    """The request log's lines, written to the handler's stream once per event-loop turn.
+
+    A request's line is clean already (keys named by id, client text redacted and cut), so it
+    does not need the handler's filter; and a line per request through ``logging``'s general
+    machinery (the logger hierarchy, the handler's lock, a write and a flush each) cost more
+    than the rest of the request log together. The lines of one loop turn are joined and
+    written in one write, before the loop waits for I/O again (``call_soon``); outside a
+    running loop, and at exit, at once. Format and time stamps are the handler's formatter's
+    (:class:`TextFormatter` or :class:`JsonFormatter`)."""
+
+    def __init__(self, handler: logging.StreamHandler[Any], json: bool) -> None:
+        self.handler = handler
+        self.json = json
+        self.pending: list[str] = []
+        self._second = -1
+        self._stamp = ""
+
+    def write(self, message: str, fields: dict[str, Any] | None) -> None:
+        now = time.time()
+        second = int(now)
+        millis = int((now - second) * 1000)
+        if self.json:
+            seconds = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+            out: dict[str, object] = {
+                "time": f"{seconds}.{millis:03d}Z",
+                "level": "INFO",
+                "logger": ACCESS_LOGGER,
+                "message": "request",
+            }
+            if fields is not None:
+                out.update(fields)
+            line = JsonFormatter._encode(out).decode()
+        else:
+            if second != self._second:
+                self._stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(second))
+                self._second = second
+            line = f"{self._stamp},{millis:03d} INFO {ACCESS_LOGGER}: {message}"
+        pending = self.pending
+        pending.append(line)
+        if len(pending) == 1:
+            try:
+                asyncio.get_running_loop().call_soon(self.flush)
+            except RuntimeError:  # no loop running in this thread: now
+                self.flush()
+
+    def flush(self) -> None:
+        if not self.pending:
+            return
+        text = "\n".join(self.pending) + "\n"
+        self.pending.clear()
+        handler = self.handler
+        # as logging does, a broken stream does not fail the request
+        with handler.lock or contextlib.nullcontext(), contextlib.suppress(Exception):
+            handler.stream.write(text)
+            handler.flush()
+
+
+REQUEST_LINES: RequestLines | None = None
+"""Set by :func:`configure_logging` (the process's one handler); ``None``: records go through
+``logging`` (an app embedded elsewhere, tests capturing records)."""
+
+
+def _flush_request_lines() -> None:
+    if REQUEST_LINES is not None:
+        REQUEST_LINES.flush()
+
+
+atexit.register(_flush_request_lines)
+
 ACCESS_LOGGER = "relaygate.access"
 _SHOWN_AS = {"uvicorn": "relaygate.server", "uvicorn.error": "relaygate.server"}
 """uvicorn's start-up and shutdown lines come from ``uvicorn.error``, errors or not."""
@@ -164,6 +238,9 @@ def configure_logging(
     for name in (*OWN_LOGGERS, *extra_loggers):
         logging.getLogger(name).setLevel(number)
     logging.getLogger(ACCESS_LOGGER).setLevel(logging.INFO if request_log else logging.CRITICAL + 1)
+    global REQUEST_LINES
+    _flush_request_lines()
+    REQUEST_LINES = RequestLines(handler, json)
     return redactor
 
 
