@@ -346,18 +346,10 @@ class OpenAIProvider(HttpJsonProvider):
                 run, lines_of_run = [], []
                 head, foot = template.head, template.foot
                 start, foot_length = template.start, template.foot_length
-            if not line.startswith(b"data:"):
-                continue
-            data = line[5:].strip()
-            if data == b"[DONE]":
-                stream.finished = True
-                batch.append(DONE)
+            if not self._line_read(batch, line, stream):
                 return batch
-            if data:
-                if not self._data_read(batch, data, line, stream):
-                    return batch
-                head, foot = template.head, template.foot  # perhaps learned just now
-                start, foot_length = template.start, template.foot_length
+            head, foot = template.head, template.foot  # perhaps learned just now
+            start, foot_length = template.start, template.foot_length
         if run:
             self._run_read(batch, run, lines_of_run, stream)
         return batch
@@ -372,6 +364,19 @@ class OpenAIProvider(HttpJsonProvider):
             return True
         batch += self._read_slowly(lines, stream)
         return stream.failed is None and not stream.finished
+
+    def _line_read(self, batch: list[Event], line: bytes, stream: _StreamState) -> bool:
+        """Add the events of a line that is not a template line (a ``data:`` line, the
+        ``[DONE]`` that ends the stream; any other line is skipped); whether the batch goes
+        on."""
+        if not line.startswith(b"data:"):
+            return True
+        data = line[5:].strip()
+        if data == b"[DONE]":
+            stream.finished = True
+            batch.append(DONE)
+            return False
+        return not data or self._data_read(batch, data, line, stream)
 
     def _data_read(
         self, batch: list[Event], data: bytes, line: bytes, stream: _StreamState
@@ -403,14 +408,7 @@ class OpenAIProvider(HttpJsonProvider):
                 run.append(literal)
                 continue
             run = None
-            if not line.startswith(b"data:"):
-                continue
-            data = line[5:].strip()
-            if data == b"[DONE]":
-                stream.finished = True
-                batch.append(DONE)
-                break
-            if data and not self._data_read(batch, data, line, stream):
+            if not self._line_read(batch, line, stream):
                 break
         return batch
 
