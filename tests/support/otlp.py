@@ -3,9 +3,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
@@ -15,6 +14,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span as ProtoSpan
+
+from tests.providers.server import ThreadedServer
 
 
 def _value(value: AnyValue) -> Any:
@@ -41,48 +42,22 @@ class ReceivedSpan:
     end: int
 
 
-@dataclass
-class OtlpReceiver:
-    spans: list[ReceivedSpan] = field(default_factory=list)
-    posts: list[dict[str, str]] = field(default_factory=list)
-    """The headers of every export received."""
+class OtlpReceiver(ThreadedServer[None]):
+    """The receiver; :class:`~tests.providers.server.ThreadedServer` runs it."""
 
-    def __post_init__(self) -> None:
-        self._loop = asyncio.new_event_loop()
-        self._ready = threading.Event()
-        self._thread = threading.Thread(target=self._serve, daemon=True)
+    def __init__(self) -> None:
+        super().__init__(None)
+        self.spans: list[ReceivedSpan] = []
+        self.posts: list[dict[str, str]] = []
+        """The headers of every export received."""
         self._lock = threading.Lock()
-        self.port = 0
 
-    def start(self) -> OtlpReceiver:
-        self._thread.start()
-        self._ready.wait(10)
-        return self
+    def routes(self, app: web.Application) -> None:
+        app.router.add_post("/v1/traces", self._export)
 
     @property
     def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.port}/v1/traces"
-
-    def stop(self) -> None:
-        async def shutdown() -> None:
-            await self._runner.cleanup()
-
-        asyncio.run_coroutine_threadsafe(shutdown(), self._loop).result(10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
-        self._loop.close()
-
-    def _serve(self) -> None:
-        asyncio.set_event_loop(self._loop)
-        app = web.Application()
-        app.router.add_post("/v1/traces", self._export)
-        self._runner = web.AppRunner(app, access_log=None)
-        self._loop.run_until_complete(self._runner.setup())
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        self._loop.run_until_complete(site.start())
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self._ready.set()
-        self._loop.run_forever()
+        return f"{self.root}/v1/traces"
 
     async def _export(self, request: web.Request) -> web.Response:
         if request.content_type != "application/x-protobuf":
