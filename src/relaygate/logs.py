@@ -96,8 +96,12 @@ class JsonFormatter(logging.Formatter):
         return self._encode(out).decode()
 
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
-        seconds = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-        return f"{seconds}.{int(record.msecs):03d}Z"
+        return self.stamp(int(record.created), int(record.msecs))
+
+    @staticmethod
+    def stamp(second: int, millis: int) -> str:
+        """UTC, ISO 8601, to the millisecond."""
+        return f"{time.strftime('%Y-%m-%dT%H:%M:%S', time.gmtime(second))}.{millis:03d}Z"
 
 
 class TextFormatter(logging.Formatter):
@@ -117,11 +121,14 @@ class TextFormatter(logging.Formatter):
         return f"{self.formatTime(record)} {record.levelname} {record.name}: {message}"
 
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
-        second = int(record.created)
+        return self.stamp(int(record.created), int(record.msecs))
+
+    def stamp(self, second: int, millis: int) -> str:
+        """Local time, to the millisecond; the date and time formatted once a second."""
         if second != self._second:
             self._stamp = time.strftime("%Y-%m-%d %H:%M:%S", self.converter(second))
             self._second = second
-        return f"{self._stamp},{int(record.msecs):03d}"
+        return f"{self._stamp},{millis:03d}"
 
 
 class RequestLines:
@@ -139,17 +146,16 @@ class RequestLines:
         self.handler = handler
         self.json = json
         self.pending: list[str] = []
-        self._second = -1
-        self._stamp = ""
+        formatter = handler.formatter
+        self.text = formatter if isinstance(formatter, TextFormatter) else TextFormatter()
 
     def write(self, message: str, fields: dict[str, Any] | None) -> None:
         now = time.time()
         second = int(now)
         millis = int((now - second) * 1000)
         if self.json:
-            seconds = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
             out: dict[str, object] = {
-                "time": f"{seconds}.{millis:03d}Z",
+                "time": JsonFormatter.stamp(second, millis),
                 "level": "INFO",
                 "logger": ACCESS_LOGGER,
                 "message": "request",
@@ -158,10 +164,7 @@ class RequestLines:
                 out.update(fields)
             line = JsonFormatter._encode(out).decode()
         else:
-            if second != self._second:
-                self._stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(second))
-                self._second = second
-            line = f"{self._stamp},{millis:03d} INFO {ACCESS_LOGGER}: {message}"
+            line = f"{self.text.stamp(second, millis)} INFO {ACCESS_LOGGER}: {message}"
         pending = self.pending
         pending.append(line)
         if len(pending) == 1:
