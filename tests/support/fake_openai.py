@@ -127,9 +127,7 @@ class FakeOpenAI(ThreadedServer[Behavior]):
         if b.first_delay:
             await asyncio.sleep(b.first_delay)
         if b.reasoning:
-            await emit(
-                {"choices": [{"index": 0, "delta": {"reasoning_content": b.reasoning}}]}
-            )
+            await emit({"choices": [{"index": 0, "delta": {"reasoning_content": b.reasoning}}]})
         pieces = split(b.text, b.chunks) if b.text else []
         for i, piece in enumerate(pieces):
             if b.cut_after is not None and i >= b.cut_after:
@@ -140,8 +138,9 @@ class FakeOpenAI(ThreadedServer[Behavior]):
                 await asyncio.sleep(b.chunk_delay)
             await emit({"choices": [{"index": 0, "delta": {"content": piece}}]})
         if b.tool_call:
-            await emit({"choices": [{"index": 0, "delta": {"tool_calls": [
-                {"index": 0, **b.tool_call}]}}]})
+            await emit(
+                {"choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, **b.tool_call}]}}]}
+            )
         await emit({"choices": [{"index": 0, "delta": {}, "finish_reason": b.finish_reason}]})
         if b.send_usage and (body.get("stream_options") or {}).get("include_usage"):
             await emit({"choices": [], "usage": self._usage(b)})
@@ -149,4 +148,3 @@ class FakeOpenAI(ThreadedServer[Behavior]):
         await response.write_eof()
         self.completed += 1
         return response
-

@@ -56,9 +56,7 @@ def http(
 class GatewayProcess:
     """``relaygate serve`` started with ``config`` (a dict written as YAML)."""
 
-    def __init__(
-        self, directory: Path, config: dict[str, Any], args: tuple[str, ...] = ()
-    ) -> None:
+    def __init__(self, directory: Path, config: dict[str, Any], args: tuple[str, ...] = ()) -> None:
         self.directory = directory
         self.args = args
         config = {
@@ -83,8 +81,17 @@ class GatewayProcess:
         self._log_start = self._log.tell()
         try:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "relaygate", "serve", "--config", str(self.config_path),
-                 "--port", str(self.port), *self.args],
+                [
+                    sys.executable,
+                    "-m",
+                    "relaygate",
+                    "serve",
+                    "--config",
+                    str(self.config_path),
+                    "--port",
+                    str(self.port),
+                    *self.args,
+                ],
                 stdout=self._log,
                 stderr=subprocess.STDOUT,
                 cwd=self.directory,
