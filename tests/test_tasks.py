@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-from relaygate.tasks import cancel_and_wait
+from relaygate.tasks import cancel_and_wait, stop_task
 
 
 async def _loses_its_first_cancel(ended: list[str]) -> None:
@@ -37,3 +37,25 @@ async def test_tasks_already_done_and_ordinary_ones_end_at_once() -> None:
     await cancel_and_wait([done, sleeper])
     assert sleeper.cancelled()
     assert not done.cancelled()
+
+
+async def test_a_loop_that_ignores_its_stop_is_cancelled_until_it_ends() -> None:
+    stop = asyncio.Event()
+    ended: list[str] = []
+    task = asyncio.create_task(_loses_its_first_cancel(ended))
+    await asyncio.sleep(0)
+    async with asyncio.timeout(60):
+        await stop_task(task, stop, grace=0)
+    assert stop.is_set()
+    assert task.cancelled()
+    assert ended == ["ended"]
+
+
+async def test_a_loop_that_stops_when_asked_is_not_cancelled() -> None:
+    stop = asyncio.Event()
+    task = asyncio.create_task(stop.wait())
+    await asyncio.sleep(0)
+    async with asyncio.timeout(60):
+        await stop_task(task, stop, grace=60)
+    assert task.done()
+    assert not task.cancelled()

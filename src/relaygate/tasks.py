@@ -8,7 +8,8 @@ cancelled: measured here, 713 of 3,000 cancels of a task sending one ``SET`` wer
 6.4 to 8.1 alike). A loop task that lost its cancel sleeps and calls again, and a plain
 ``cancel(); await gather(...)`` then waits for it forever.
 
-:func:`cancel_and_wait` cancels again until each task has ended.
+:func:`cancel_and_wait` cancels again until each task has ended; :func:`stop_task` first asks a
+loop task to stop and gives it time to finish what it is doing.
 """
 
 from __future__ import annotations
@@ -29,3 +30,13 @@ async def cancel_and_wait(tasks: Iterable[asyncio.Task[Any]]) -> None:
         for task in pending:
             task.cancel()
         _, pending = await asyncio.wait(pending, timeout=RECANCEL_SECONDS)
+
+
+async def stop_task(task: asyncio.Task[Any], stop: asyncio.Event, grace: float) -> None:
+    """Stop a loop ``task`` that ends when ``stop`` is set: set it, let a pass under way finish
+    for ``grace`` seconds, then cancel the task (as :func:`cancel_and_wait`) and wait until it
+    has ended. Its result or exception is dropped."""
+    stop.set()
+    await asyncio.wait({task}, timeout=grace)
+    await cancel_and_wait([task])
+    await asyncio.gather(task, return_exceptions=True)  # retrieved, so never reported unseen

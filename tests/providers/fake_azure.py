@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from tests.support.fake_openai import FakeOpenAI
+from tests.support.fake_openai import Behavior, FakeOpenAI
 
 API_KEY = "azure-upstream-SECRET-0123456789"
 DEPLOYMENT = "gpt-5-prod"
@@ -18,8 +18,8 @@ class FakeAzure(FakeOpenAI):
     """The OpenAI fake's behaviours, reached the Azure way; ``queries`` records each request's
     query string."""
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
+    def __init__(self, default: Behavior | None = None) -> None:
+        super().__init__(default)
         self.queries: list[dict[str, str]] = []
 
     @property

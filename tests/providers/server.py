@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Self, TypeVar
 
 from aiohttp import web
+from multidict import CIMultiDict
 
 R = TypeVar("R")
 
@@ -20,7 +22,8 @@ R = TypeVar("R")
 class Received:
     path: str
     query: dict[str, str]
-    headers: dict[str, str]
+    headers: Mapping[str, str]
+    """Looked up without regard to case, as HTTP names them."""
     body: dict[str, Any]
 
 
@@ -41,7 +44,7 @@ class ThreadedServer(Generic[R]):
     def routes(self, app: web.Application) -> None:
         raise NotImplementedError
 
-    def start(self) -> ThreadedServer[R]:
+    def start(self) -> Self:
         self._thread.start()
         if not self._ready.wait(10):
             raise RuntimeError("the fake upstream did not start")
@@ -71,7 +74,7 @@ class ThreadedServer(Generic[R]):
 
     async def record(self, request: web.Request) -> dict[str, Any]:
         body: dict[str, Any] = await request.json()
-        headers = {k.lower(): v for k, v in request.headers.items()}
+        headers = CIMultiDict(request.headers)
         self.received.append(Received(request.path, dict(request.query), headers, body))
         return body
 

@@ -8,7 +8,7 @@ import json
 
 from aiohttp import web
 
-from tests.support.fake_openai import Behavior, FakeOpenAI, Received
+from tests.support.fake_openai import Behavior, FakeOpenAI
 
 CUT_STREAM = Behavior(text="this answer is cut short", chunks=5, cut_after=2)
 
@@ -17,8 +17,7 @@ class CuttingOpenAI(FakeOpenAI):
     """Every answer starts and is cut (see the module docstring)."""
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
-        body = await request.json()
-        self.received.append(Received(request.path, dict(request.headers), body))
+        body = await self.record(request)
         if body.get("stream"):
             return await self._stream(request, body, CUT_STREAM)
         payload = json.dumps(self._completion(body, Behavior())).encode()

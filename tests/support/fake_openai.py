@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
+
+from tests.providers.server import ThreadedServer, split
 
 
 @dataclass
@@ -43,72 +44,31 @@ class Behavior:
     """A ``Set-Cookie`` header for the answer."""
 
 
-@dataclass
-class Received:
-    path: str
-    headers: dict[str, str]
-    body: dict[str, Any]
+class FakeOpenAI(ThreadedServer[Behavior]):
+    """The chat-completions fake; :class:`~tests.providers.server.ThreadedServer` runs it and
+    records each request in ``received``."""
 
-
-@dataclass
-class FakeOpenAI:
-    default: Behavior = field(default_factory=Behavior)
-    script: list[Behavior] = field(default_factory=list)
-    received: list[Received] = field(default_factory=list)
-    completed: int = 0
-    """Responses the server finished writing (streams included)."""
-
-    def __post_init__(self) -> None:
-        self._loop = asyncio.new_event_loop()
-        self._ready = threading.Event()
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-        self.port = 0
-
-    # --- lifecycle -----------------------------------------------------------------------
-
-    def start(self) -> FakeOpenAI:
-        self._thread.start()
-        self._ready.wait(10)
-        return self
+    def __init__(
+        self, default: Behavior | None = None, script: list[Behavior] | None = None
+    ) -> None:
+        super().__init__(Behavior() if default is None else default)
+        self.script.extend(script or ())
+        self.completed = 0
+        """Responses the server finished writing (streams included)."""
 
     @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/v1"
-
-    def stop(self) -> None:
-        async def shutdown() -> None:
-            await self._runner.cleanup()
-
-        asyncio.run_coroutine_threadsafe(shutdown(), self._loop).result(10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
-        self._loop.close()
+        return f"{self.root}/v1"
 
     def routes(self, app: web.Application) -> None:
         """The server's routes (a subclass serves the same behaviours elsewhere)."""
         app.router.add_post("/v1/chat/completions", self._handle)
 
-    def _serve(self) -> None:
-        asyncio.set_event_loop(self._loop)
-        app = web.Application()
-        self.routes(app)
-        self._runner = web.AppRunner(app, access_log=None)
-        self._loop.run_until_complete(self._runner.setup())
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        self._loop.run_until_complete(site.start())
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self._ready.set()
-        self._loop.run_forever()
-
     # --- behaviour -----------------------------------------------------------------------
 
-    def _next(self) -> Behavior:
-        return self.script.pop(0) if self.script else self.default
-
     async def _handle(self, request: web.Request) -> web.StreamResponse:
-        body = await request.json()
-        self.received.append(Received(request.path, dict(request.headers), body))
-        b = self._next()
+        body = await self.record(request)
+        b = self.next_reply()
         if b.status != 200:
             headers = {"retry-after": b.retry_after} if b.retry_after else {}
             text = b.error_body or json.dumps({"error": {"message": "fake failure"}})
@@ -167,10 +127,8 @@ class FakeOpenAI:
         if b.first_delay:
             await asyncio.sleep(b.first_delay)
         if b.reasoning:
-            await emit(
-                {"choices": [{"index": 0, "delta": {"reasoning_content": b.reasoning}}]}
-            )
-        pieces = _split(b.text, b.chunks)
+            await emit({"choices": [{"index": 0, "delta": {"reasoning_content": b.reasoning}}]})
+        pieces = split(b.text, b.chunks) if b.text else []
         for i, piece in enumerate(pieces):
             if b.cut_after is not None and i >= b.cut_after:
                 # an abrupt end: the connection closes without finish_reason or [DONE]
@@ -180,8 +138,9 @@ class FakeOpenAI:
                 await asyncio.sleep(b.chunk_delay)
             await emit({"choices": [{"index": 0, "delta": {"content": piece}}]})
         if b.tool_call:
-            await emit({"choices": [{"index": 0, "delta": {"tool_calls": [
-                {"index": 0, **b.tool_call}]}}]})
+            await emit(
+                {"choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, **b.tool_call}]}}]}
+            )
         await emit({"choices": [{"index": 0, "delta": {}, "finish_reason": b.finish_reason}]})
         if b.send_usage and (body.get("stream_options") or {}).get("include_usage"):
             await emit({"choices": [], "usage": self._usage(b)})
@@ -189,8 +148,3 @@ class FakeOpenAI:
         await response.write_eof()
         self.completed += 1
         return response
-
-
-def _split(text: str, parts: int) -> list[str]:
-    size = max(1, -(-len(text) // max(1, parts)))
-    return [text[i : i + size] for i in range(0, len(text), size)]

@@ -17,7 +17,8 @@ import pydantic
 from aiohttp import web
 from openai.types.responses.response_create_params import ResponseCreateParamsBase
 
-from tests.support.fake_openai import Behavior, FakeOpenAI, Received, _split
+from tests.providers.server import split
+from tests.support.fake_openai import Behavior, FakeOpenAI
 
 REQUEST: pydantic.TypeAdapter[Any] = pydantic.TypeAdapter(ResponseCreateParamsBase)
 
@@ -37,14 +38,13 @@ class FakeResponses(FakeOpenAI):
         app.router.add_post("/openai/v1/responses", self._responses)  # Azure's
 
     async def _responses(self, request: web.Request) -> web.StreamResponse:
-        body = await request.json()
-        self.received.append(Received(request.path, dict(request.headers), body))
+        body = await self.record(request)
         try:
             check_request(body)
         except pydantic.ValidationError as exc:
             self.invalid.append(str(exc))
             return web.json_response({"error": {"message": "invalid request"}}, status=400)
-        b = self._next()
+        b = self.next_reply()
         if b.status != 200:
             text = b.error_body or json.dumps({"error": {"message": "fake failure"}})
             return web.Response(status=b.status, text=text)
@@ -116,7 +116,7 @@ def _events(final: dict[str, Any], b: Behavior) -> list[dict[str, Any] | None]:
                     "part": {"type": "output_text", "text": "", "annotations": []},
                 }
             )
-            for n, piece in enumerate(_split(b.text, b.chunks)):
+            for n, piece in enumerate(split(b.text, b.chunks)):
                 if b.cut_after is not None and n >= b.cut_after:
                     events.append(None)
                     return events

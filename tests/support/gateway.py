@@ -56,9 +56,7 @@ def http(
 class GatewayProcess:
     """``relaygate serve`` started with ``config`` (a dict written as YAML)."""
 
-    def __init__(
-        self, directory: Path, config: dict[str, Any], args: tuple[str, ...] = ()
-    ) -> None:
+    def __init__(self, directory: Path, config: dict[str, Any], args: tuple[str, ...] = ()) -> None:
         self.directory = directory
         self.args = args
         config = {
@@ -76,29 +74,62 @@ class GatewayProcess:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self) -> GatewayProcess:
+    def start(self, timeout: float = 30) -> GatewayProcess:
+        """Run ``relaygate serve`` and wait until ``/health`` answers 200. On failure the
+        process is ended, the log closed, and the error carries the tail of this start's log."""
         self._log = self.log_path.open("ab")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "relaygate", "serve", "--config", str(self.config_path),
-             "--port", str(self.port), *self.args],
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            cwd=self.directory,
-        )
-        deadline = time.monotonic() + 30
+        self._log_start = self._log.tell()
+        try:
+            self.process = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "relaygate",
+                    "serve",
+                    "--config",
+                    str(self.config_path),
+                    "--port",
+                    str(self.port),
+                    *self.args,
+                ],
+                stdout=self._log,
+                stderr=subprocess.STDOUT,
+                cwd=self.directory,
+            )
+            self._wait_healthy(timeout)
+        except BaseException as exc:
+            self._end()
+            if not isinstance(exc, RuntimeError):
+                raise
+            raise RuntimeError(f"{exc}; the end of its log:\n{self.log_tail()}") from None
+        return self
+
+    def _wait_healthy(self, timeout: float) -> None:
+        assert self.process is not None
+        deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"relaygate exited at start-up:\n{self.logs()}")
+                raise RuntimeError(f"relaygate exited at start-up ({self.process.returncode})")
             try:
                 if http("GET", f"{self.url}/health", timeout=1)[0] == 200:
-                    return self
+                    return
             except OSError:
                 pass
             time.sleep(0.05)
-        raise RuntimeError(f"relaygate did not start:\n{self.logs()}")
+        raise RuntimeError(f"relaygate did not start within {timeout} s")
+
+    def log_tail(self, lines: int = 40) -> str:
+        """The last ``lines`` lines the latest start wrote to the log."""
+        with self.log_path.open("rb") as log:
+            log.seek(self._log_start)
+            text = log.read().decode(errors="replace")
+        return "\n".join(text.splitlines()[-lines:])
 
     def stop(self) -> None:
         """SIGTERM, and wait for the graceful shutdown (in-flight requests, ledger flush)."""
+        self._end()
+
+    def _end(self) -> None:
         if self.process is not None and self.process.poll() is None:
             self.process.terminate()
             try:

@@ -45,6 +45,7 @@ from relaygate.store.alerts_sql import (
     record_attempt,
 )
 from relaygate.store.sql import SqlStore
+from relaygate.tasks import stop_task
 
 log = logging.getLogger("relaygate.alerts")
 
@@ -263,11 +264,7 @@ class LowBalanceAlerts:
         task, self._task = self._task, None
         if task is None:
             return
-        self._stop.set()
-        done, _ = await asyncio.wait({task}, timeout=CLOSE_WAIT_SECONDS)
-        if not done:
-            task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+        await stop_task(task, self._stop, CLOSE_WAIT_SECONDS)
 
     async def run_once(self) -> None:
         """One check and one delivery pass. A failure (the store unreachable, say) is logged,

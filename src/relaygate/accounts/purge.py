@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from relaygate.settings import Settings
 from relaygate.store import identity_sql
 from relaygate.store.sql import SqlStore
+from relaygate.tasks import stop_task
 
 log = logging.getLogger("relaygate.accounts")
 
@@ -66,11 +67,7 @@ class PeriodicPurge:
         task, self._task = self._task, None
         if task is None:
             return
-        self._stop.set()
-        done, _ = await asyncio.wait({task}, timeout=CLOSE_WAIT_SECONDS)
-        if not done:
-            task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+        await stop_task(task, self._stop, CLOSE_WAIT_SECONDS)
 
     async def run_once(self) -> Purged | None:
         """One pass; a failure (the store unreachable) is logged, with its traceback the first

@@ -3,7 +3,6 @@ redeems it."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from decimal import Decimal
 
 import click
@@ -12,19 +11,7 @@ from relaygate.accounts import codes as business
 from relaygate.accounts.accounts import usd_micros
 from relaygate.admin.schemas import code_created_view, code_view
 from relaygate.cli.accounts import as_json, run
-from relaygate.cli.common import config_option, settings_or_exit, usd_type
-
-
-def _expiry(ctx: object, param: object, value: str | None) -> int | None:
-    if value is None:
-        return None
-    try:
-        moment = datetime.fromisoformat(value)
-    except ValueError:
-        raise click.BadParameter(f"{value[:64]!r} is not an ISO 8601 date-time") from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return int(moment.timestamp())
+from relaygate.cli.common import config_option, settings_or_exit, time_type, usd_type
 
 
 @click.group()
@@ -38,7 +25,7 @@ def codes() -> None:
 @click.option(
     "--amount", "amount", callback=usd_type, required=True, metavar="USD", help="Each code's worth."
 )
-@click.option("--expires-at", callback=_expiry, default=None, metavar="ISO8601")
+@click.option("--expires-at", callback=time_type, default=None, metavar="ISO8601")
 @click.option("--json", "json_out", is_flag=True, help="Print a JSON array.")
 def create(
     config: str | None, count: int, amount: Decimal, expires_at: int | None, json_out: bool

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import sys
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any, TypeVar
@@ -207,3 +208,18 @@ def parse_usd(value: str) -> Decimal:
 
 def usd_type(ctx: Any, param: Any, value: str | None) -> Decimal | None:
     return None if value is None else parse_usd(value)
+
+
+def time_type(ctx: Any, param: Any, value: str | None) -> int | None:
+    """An ISO 8601 date-time option (``--expires-at``) as Unix seconds; UTC unless it says."""
+    if value is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter(
+            f"{value[:64]!r} is not an ISO 8601 date-time (e.g. 2027-01-31T00:00:00Z)"
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return int(moment.timestamp())

@@ -16,6 +16,7 @@ from relaygate.cli.common import (
     config_option,
     fail,
     settings_or_exit,
+    time_type,
     usd_type,
     with_store,
 )
@@ -23,20 +24,6 @@ from relaygate.keys.tokens import display_prefix, hash_key, new_key, new_key_id
 from relaygate.store.periods import period_start
 from relaygate.store.records import AccountRecord, KeyRecord
 from relaygate.store.sql import SqlStore
-
-
-def _parse_expiry(ctx: object, param: object, value: str | None) -> int | None:
-    if value is None:
-        return None
-    try:
-        moment = datetime.fromisoformat(value)
-    except ValueError:
-        raise click.BadParameter(
-            f"{value!r} is not an ISO 8601 date-time (e.g. 2027-01-31T00:00:00Z)"
-        ) from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return int(moment.timestamp())
 
 
 def _iso(seconds: int | None) -> str | None:
@@ -108,7 +95,7 @@ def keys() -> None:
     "--expires-at",
     "expires_at",
     default=None,
-    callback=_parse_expiry,
+    callback=time_type,
     metavar="ISO8601",
     help="When the key stops working.",
 )

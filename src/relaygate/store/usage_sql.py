@@ -34,6 +34,17 @@ class Filters:
     key_id: str | None = None
     model: str | None = None
 
+    def narrow(self, query: Any, columns: Any) -> Any:
+        """``query`` restricted to these filters, on ``columns`` (the rollups' or the
+        ledger's), in the order account, key, model."""
+        if self.account_id is not None:
+            query = query.where(columns.account_id == self.account_id)
+        if self.key_id is not None:
+            query = query.where(columns.key_id == self.key_id)
+        if self.model is not None:
+            query = query.where(columns.model == self.model)
+        return query
+
 
 def hour_floor(ms: int) -> int:
     return ms - ms % HOUR_MS
@@ -107,13 +118,7 @@ def report_query(filters: Filters, group_by: str, level: Level, start: int, end:
         .where(r.level == int(level), r.bucket >= start, r.bucket < end)
         .group_by(group)
     )
-    if filters.account_id is not None:
-        query = query.where(r.account_id == filters.account_id)
-    if filters.key_id is not None:
-        query = query.where(r.key_id == filters.key_id)
-    if filters.model is not None:
-        query = query.where(r.model == filters.model)
-    return query
+    return filters.narrow(query, r)
 
 
 def sqlite_hinted(sql: str, filters: Filters) -> str:
@@ -221,12 +226,7 @@ def ledger_page_query(
     backwards (ties on created_at sorted by request id as they are read)."""
     c = ledger.c
     query = select(ledger).order_by(c.created_at.desc(), c.request_id.desc()).limit(limit)
-    if filters.account_id is not None:
-        query = query.where(c.account_id == filters.account_id)
-    if filters.key_id is not None:
-        query = query.where(c.key_id == filters.key_id)
-    if filters.model is not None:
-        query = query.where(c.model == filters.model)
+    query = filters.narrow(query, c)
     if status is not None:
         query = query.where(c.status == status)
         if status != "ok":  # the words of the partial index's condition, so that it is used
