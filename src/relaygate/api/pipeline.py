@@ -39,7 +39,7 @@ from relaygate.protocol.validate import images_of, reparse
 from relaygate.providers.base import Native, ProviderRequest, TokenUsage
 from relaygate.routing.catalog import CatalogModel
 from relaygate.routing.fallback import fallback_chain, open_chain
-from relaygate.routing.router import AnswerCancelled, Opened, no_upstream
+from relaygate.routing.router import AnswerCancelled, Opened, Replay, no_upstream, open_upstream
 
 if TYPE_CHECKING:
     from relaygate.access import Access
@@ -107,6 +107,18 @@ class Route:
     key_header: ClassVar[bytes | None] = None
     """A header holding the bare key (Anthropic's ``x-api-key``), read before
     ``Authorization: Bearer``."""
+
+    loads: ClassVar[bool] = False
+    """The route overrides :meth:`load` (set for each subclass): else the pipeline calls
+    :meth:`decode` itself, with no coroutine in between."""
+    finishes: ClassVar[bool] = False
+    """The route overrides :meth:`finish` (set for each subclass): else there is no last step
+    to await."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.loads = cls.load is not Route.load
+        cls.finishes = cls.finish is not Route.finish
 
     def decode(self, body: bytes, scope: Scope) -> Decoded:
         raise NotImplementedError
@@ -186,7 +198,10 @@ async def serve(route: Route, gw: Gateway, scope: Scope, receive: Receive, send:
         scope, receive, settings.max_request_bytes,
         key.id, key.max_concurrency, settings.max_body_bytes_in_flight,
     )  # fmt: skip
-    decoded = await route.load(gw, key, body, scope)
+    if route.loads:
+        decoded = await route.load(gw, key, body, scope)
+    else:  # the route decodes without the store: no coroutine for it
+        decoded = route.decode(body, scope)
     request = decoded.request
     if access is not None:
         access.model, access.stream = request.model, request.stream
@@ -201,7 +216,10 @@ async def serve(route: Route, gw: Gateway, scope: Scope, receive: Receive, send:
     chain = fallback_chain(gw.catalog, model, request, key)
     if len(chain) > 1:
         chain = route.fallbacks(decoded, chain)
-    if not any(candidate.upstreams for candidate in chain):
+    for candidate in chain:  # (``any`` over a generator throws GeneratorExit into it)
+        if candidate.upstreams:
+            break
+    else:
         raise no_upstream(model)
     request_id = completion_id(None, route.id_prefix)
     if tracing.enabled:
@@ -254,10 +272,14 @@ async def serve(route: Route, gw: Gateway, scope: Scope, receive: Receive, send:
         native=decoded.native,
     )
     gw.admissions.going_upstream(ticket)
+    routing = gw.metrics.routing
     if access is not None:
         access.upstream_called = perf_counter()
     try:
-        ticket.model, opened = await open_chain(chain, call, gw.metrics.routing)
+        if len(chain) == 1:  # no fallback: open_chain's one step, without its coroutine
+            ticket.model, opened = chain[0], await open_upstream(chain[0], call, metrics=routing)
+        else:
+            ticket.model, opened = await open_chain(chain, call, routing)
     except BaseException as exc:
         upstream = exc.upstream if isinstance(exc, UpstreamError) else ""
         usage, status = None, "upstream_error"
@@ -281,7 +303,9 @@ async def serve(route: Route, gw: Gateway, scope: Scope, receive: Receive, send:
             receive,
             settings.stream_keepalive_seconds,
             settings.disconnect_drain_seconds,
-            before_end=lambda: route.finish(gw, ticket, decoded, None),
+            before_end=(lambda: route.finish(gw, ticket, decoded, None))
+            if route.finishes
+            else None,
         )
     else:
         await _complete_answer(gw, route, ticket, decoded, opened, send)
@@ -291,11 +315,18 @@ async def _complete_answer(
     gw: Gateway, route: Route, ticket: Ticket, decoded: Decoded, opened: Opened, send: Send
 ) -> None:
     collected = Collected(image_tokens=ticket.image_tokens)
+    add = collected.add
     status = "cancelled"
+    events = opened.events
     try:
-        async for batch in opened.events:
-            for event in batch:
-                collected.add(event)
+        if type(events) is Replay:  # read whole by the router: its batches, without awaiting
+            for batch in events.batches:
+                for event in batch:
+                    add(event)
+        else:
+            async for batch in events:
+                for event in batch:
+                    add(event)
         status = "ok"
     except UpstreamError:
         status = "upstream_error"
@@ -313,12 +344,14 @@ async def _complete_answer(
             ticket, usage, status, opened.provider.label, opened.upstream_model
         )
     assert usage is not None
-    try:  # before the body is rendered, so that the body can say what it did
-        await route.finish(gw, ticket, decoded, collected)
-    except Exception:
-        # The answer is paid for: the client gets it (a 500 would make it retry and pay again),
-        # as a stream's does (stream_answer's before_end); the route's last step is lost.
-        log.exception("answer %s: the route's last step failed", ticket.request_id)
+    if route.finishes:
+        try:  # before the body is rendered, so that the body can say what it did
+            await route.finish(gw, ticket, decoded, collected)
+        except Exception:
+            # The answer is paid for: the client gets it (a 500 would make it retry and pay
+            # again), as a stream's does (stream_answer's before_end); the route's last step is
+            # lost.
+            log.exception("answer %s: the route's last step failed", ticket.request_id)
     body = route.body(ticket, collected, usage, decoded)
     await send_bytes(
         send,
