@@ -100,6 +100,7 @@ class Admissions:
         *,
         api: str = "chat",
         cache_writes: bool = False,
+        images: list[ImagePart] | None = None,
     ) -> Ticket:
         """Take a rate-limit slot and reserve the worst-case cost, or raise 429/402/503 having
         taken neither. ``cache_writes``: the prompt may be written to the upstream's cache,
@@ -107,9 +108,12 @@ class Admissions:
 
         A request that sets no output limit, whose worst case the key cannot afford, is
         admitted with the output limit the money affords instead (``Ticket.output_limit``) when
-        clamping is on and that limit is at least ``clamp_min_output_tokens``."""
+        clamping is on and that limit is at least ``clamp_min_output_tokens``. ``images``:
+        the request's image parts (:func:`~relaygate.accounting.estimate.image_parts`), when
+        the caller has them."""
         self.ledger.check_capacity()
-        images = image_parts(request)  # once, for the guess and every bound
+        if images is None:  # the request's image parts, once, for the guess and every bound
+            images = image_parts(request)
         estimate = model.settings.image_token_estimate
         guess = prompt_token_guess(request, estimate, model.pixels, images)
         candidates = (model, *fallbacks)

@@ -30,12 +30,13 @@ from relaygate.accounting.fields import check_price_fields
 from relaygate.api.http import Receive, Scope, Send, header, read_body, send_bytes
 from relaygate.api.stream import StreamRenderer, stream_answer
 from relaygate.errors import ApiError, InvalidRequest, UpstreamError
+from relaygate.media.pipeline import PreparedImages
 from relaygate.media.tokens import TILE_FORMULA_PROVIDERS
 from relaygate.protocol.assemble import Collected
 from relaygate.protocol.ids import completion_id
 from relaygate.protocol.render import CONTRACT, ErrorShape
 from relaygate.protocol.types import ChatRequest
-from relaygate.protocol.validate import images_of, reparse
+from relaygate.protocol.validate import ImageAt, images_of, reparse
 from relaygate.providers.base import Native, ProviderRequest, TokenUsage
 from relaygate.routing.catalog import CatalogModel
 from relaygate.routing.fallback import fallback_chain, open_chain
@@ -45,7 +46,6 @@ if TYPE_CHECKING:
     from relaygate.access import Access
     from relaygate.accounting.admission import Ticket
     from relaygate.app import Gateway
-    from relaygate.media.pipeline import PreparedImages
     from relaygate.store.records import KeyRecord
 
 log = logging.getLogger("relaygate.pipeline")
@@ -74,26 +74,31 @@ class Decoded:
     """The route completes the request once it is admitted (:meth:`Route.admitted`)."""
 
 
-def check_for_model(request: ChatRequest, model: CatalogModel) -> None:
-    """Checks that depend on the model: images, output length, price-changing fields."""
+def check_for_model(request: ChatRequest, model: CatalogModel) -> list[ImageAt]:
+    """Checks that depend on the model: images, output length, price-changing fields.
+    Returns the request's images (:func:`~relaygate.protocol.validate.images_of`)."""
     images = images_of(request)
-    if images and not model.settings.vision:
+    settings = model.settings
+    if images and not settings.vision:
         m, p, _ = images[0]
         raise InvalidRequest(
             f"Model {model.name!r} does not accept images (image_url parts); use a vision model",
             param=f"messages[{m}].content[{p}]",
         )
-    limit = model.settings.max_output_tokens
-    for field, asked in (
-        ("max_tokens", request.max_tokens),
-        ("max_completion_tokens", request.max_completion_tokens),
-    ):
-        if asked is not None and asked > limit:
-            raise InvalidRequest(
-                f"{field} is too large: {asked} (model {model.name!r} allows at most {limit})",
-                param=field,
-            )
-    check_price_fields(request, model.name, model.settings)
+    limit = settings.max_output_tokens
+    if request.max_tokens is not None and request.max_tokens > limit:
+        raise _too_large(model, "max_tokens", request.max_tokens, limit)
+    if request.max_completion_tokens is not None and request.max_completion_tokens > limit:
+        raise _too_large(model, "max_completion_tokens", request.max_completion_tokens, limit)
+    check_price_fields(request, model.name, settings)
+    return images
+
+
+def _too_large(model: CatalogModel, field: str, asked: int, limit: int) -> InvalidRequest:
+    return InvalidRequest(
+        f"{field} is too large: {asked} (model {model.name!r} allows at most {limit})",
+        param=field,
+    )
 
 
 class Route:
@@ -212,7 +217,7 @@ async def serve(route: Route, gw: Gateway, scope: Scope, receive: Receive, send:
         tracing.requested(route.api, request)
     if decoded.extra is not None:
         route.check(decoded, model)
-    check_for_model(request, model)
+    images = check_for_model(request, model)
     chain = fallback_chain(gw.catalog, model, request, key)
     if len(chain) > 1:
         chain = route.fallbacks(decoded, chain)
@@ -228,6 +233,7 @@ async def serve(route: Route, gw: Gateway, scope: Scope, receive: Receive, send:
         key, model, request, len(body) if decoded.prompt_bytes is None else decoded.prompt_bytes,
         request_id, chain[1:],
         api=route.api, cache_writes=decoded.cache_writes,
+        images=[part for _, _, part in images] if images else [],
     )  # fmt: skip
     ticket.access = access
     if decoded.deferred:
@@ -250,9 +256,12 @@ async def serve(route: Route, gw: Gateway, scope: Scope, receive: Receive, send:
         # Images are fetched and checked after admission, so a key's limits also cap the
         # fetches it can cause; nothing has reached an upstream yet.
         forward = settings.images.forward_urls
-        prepared = await gw.images.prepare(
-            request, raw, vision=model.settings.vision, inline=not forward, key=key.id
-        )
+        if images or decoded.deferred:  # (a deferred request may have changed since)
+            prepared = await gw.images.prepare(
+                request, raw, vision=model.settings.vision, inline=not forward, key=key.id
+            )
+        else:  # what prepare finds in a request without images, without its coroutine
+            prepared = PreparedImages(raw)
         if prepared.raw is not raw:
             request = reparse(prepared.raw)
         if prepared.images:
