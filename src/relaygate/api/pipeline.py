@@ -27,7 +27,7 @@ import msgspec
 from relaygate import tracing
 from relaygate.access import SCOPE_KEY as ACCESS_SCOPE
 from relaygate.accounting.fields import check_price_fields
-from relaygate.api.http import Receive, Scope, Send, header, read_body, send_bytes
+from relaygate.api.http import JSON, Receive, Scope, Send, header, read_body
 from relaygate.api.stream import StreamRenderer, stream_answer
 from relaygate.errors import ApiError, InvalidRequest, UpstreamError
 from relaygate.media.pipeline import PreparedImages
@@ -190,13 +190,14 @@ async def serve(route: Route, gw: Gateway, scope: Scope, receive: Receive, send:
     """Serve one request of ``route`` (see the module docstring); a route's handler is this
     with its route bound (``functools.partial``: no frame of its own on the hot path)."""
     access: Access | None = scope.get(ACCESS_SCOPE)  # the request log's record
+    traced = tracing.enabled  # (set once at start: one look-up per request, not one a step)
     if route.key_header is None:
         key = gw.keys.authenticate(header(scope, b"authorization"))
     else:
         key = gw.keys.authenticate(credentials(route, scope))
     if access is not None:
         access.key = key
-    if tracing.enabled:
+    if traced:
         tracing.authenticated(key)
     settings = gw.settings
     body = await read_body(
@@ -213,7 +214,7 @@ async def serve(route: Route, gw: Gateway, scope: Scope, receive: Receive, send:
     model = gw.catalog.resolve(request.model, key)
     if access is not None:
         access.model, access.model_known = model.name, True
-    if tracing.enabled:
+    if traced:
         tracing.requested(route.api, request)
     if decoded.extra is not None:
         route.check(decoded, model)
@@ -227,7 +228,7 @@ async def serve(route: Route, gw: Gateway, scope: Scope, receive: Receive, send:
     else:
         raise no_upstream(model)
     request_id = completion_id(None, route.id_prefix)
-    if tracing.enabled:
+    if traced:
         tracing.begin("relaygate.admission")
     ticket = await gw.admissions.admit(
         key, model, request, len(body) if decoded.prompt_bytes is None else decoded.prompt_bytes,
@@ -243,7 +244,7 @@ async def serve(route: Route, gw: Gateway, scope: Scope, receive: Receive, send:
             await gw.admissions.cancel(ticket)
             raise
         request = decoded.request
-    if tracing.enabled:
+    if traced:
         tracing.admitted(ticket)
     raw = decoded.raw
     if ticket.output_limit is not None:
@@ -362,16 +363,16 @@ async def _complete_answer(
             # lost.
             log.exception("answer %s: the route's last step failed", ticket.request_id)
     body = route.body(ticket, collected, usage, decoded)
-    await send_bytes(
-        send,
-        200,
-        body,
-        headers=[
-            (b"x-request-id", ticket.request_id.encode()),
-            (b"x-relaygate-upstream", opened.provider.label.encode()),
-            (b"x-relaygate-model", ticket.model.name.encode()),
-        ],
-    )
+    headers = [
+        (b"content-type", JSON),
+        (b"content-length", b"%d" % len(body)),
+        (b"x-request-id", ticket.request_id.encode()),
+        (b"x-relaygate-upstream", opened.provider.label.encode()),
+        (b"x-relaygate-model", ticket.model.name.encode()),
+    ]
+    # send_bytes' two messages, without its coroutine
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 def now() -> int:
