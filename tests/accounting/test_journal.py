@@ -332,3 +332,26 @@ async def test_a_kept_segment_is_cut_to_its_records(tmp_path: Path) -> None:
     assert recovered is not None
     assert [row.request_id for row in recovered.rows] == ["req-1"]
     Journal.release(recovered)
+
+
+async def test_records_given_as_values_are_those_of_the_fields_one_by_one(
+    tmp_path: Path,
+) -> None:
+    """The request path hands the journal the values it built a row from, and an admission's
+    fields as one tuple: the records are byte for byte those the row and the fields give."""
+    row = _row(1)
+    values = (row.request_id, "key-1", "m", 0, False, 5, 4, "chat")
+    by_field, by_values = Journal(tmp_path / "a", "no"), Journal(tmp_path / "b", "no")
+    for journal in (by_field, by_values):
+        journal.open()
+    by_field.admitted(*values)
+    by_field.settled(row)
+    by_values.admitted_values(values)
+    by_values.settled(row, tuple(asdict(row).values()))
+    contents = []
+    for journal in (by_field, by_values):
+        (path,) = journal.directory.glob("*.journal")
+        contents.append(path.read_bytes().rstrip(b"\0"))
+        await journal.close(keep=False)
+    assert contents[0] == contents[1]
+    assert contents[0].count(b"\n") == 3  # the header, the admission, the row

@@ -24,10 +24,11 @@ from relaygate.errors import (
     UpstreamError,
     UpstreamsRateLimited,
 )
+from relaygate.providers.base import TextDelta
 from relaygate.providers.openai import OpenAIProvider
 from relaygate.routing.catalog import CatalogModel
 from relaygate.routing.health import HealthPolicy, State, UpstreamHealth
-from relaygate.routing.router import MAX_RETRY_WAIT, Opened, open_upstream, route_order
+from relaygate.routing.router import MAX_RETRY_WAIT, Opened, Replay, open_upstream, route_order
 from relaygate.settings import ModelSettings, Pricing, UpstreamSettings
 from tests.providers.support import call
 from tests.routing.support import Clock
@@ -363,3 +364,18 @@ async def test_one_request_is_one_outcome_however_many_attempts(
     assert len(primary.received) == 4
     snapshot = model.health[0].snapshot()
     assert (snapshot["window_requests"], snapshot["state"]) == (1, "healthy")
+
+
+# --- a non-streamed answer ----------------------------------------------------------------------
+
+
+async def test_a_non_streamed_answer_is_handed_over_as_its_batches_read_whole(
+    primary: FakeOpenAI, session: aiohttp.ClientSession, clock: Clock, sleeps: Sleeps
+) -> None:
+    """The pipeline reads ``Replay.batches`` instead of awaiting each batch; the same batches
+    come out of iterating it."""
+    opened = await route(model_of(session, clock, upstream("primary", primary.base_url)), sleeps)
+    assert isinstance(opened.events, Replay)
+    batches = opened.events.batches
+    assert any(isinstance(e, TextDelta) and e.text == "from primary" for b in batches for e in b)
+    assert [batch async for batch in opened.events] == batches

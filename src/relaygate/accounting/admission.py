@@ -12,15 +12,17 @@ from typing import TYPE_CHECKING
 
 from relaygate import tracing
 from relaygate.accounting.estimate import (
+    image_parts,
     output_token_bound,
     prompt_token_bound,
     prompt_token_guess,
 )
 from relaygate.accounting.gate import Gate, Hold, Unaffordable
+from relaygate.accounting.journal_format import ROW_FIELDS
 from relaygate.accounting.ledger import LedgerWriter
 from relaygate.accounting.prices import micros_to_usd
 from relaygate.errors import InsufficientQuota
-from relaygate.protocol.types import ChatRequest
+from relaygate.protocol.types import ChatRequest, ImagePart
 from relaygate.providers.base import TokenUsage
 from relaygate.routing.catalog import CatalogModel
 from relaygate.store.records import KeyRecord, LedgerRow
@@ -98,6 +100,7 @@ class Admissions:
         *,
         api: str = "chat",
         cache_writes: bool = False,
+        images: list[ImagePart] | None = None,
     ) -> Ticket:
         """Take a rate-limit slot and reserve the worst-case cost, or raise 429/402/503 having
         taken neither. ``cache_writes``: the prompt may be written to the upstream's cache,
@@ -105,20 +108,30 @@ class Admissions:
 
         A request that sets no output limit, whose worst case the key cannot afford, is
         admitted with the output limit the money affords instead (``Ticket.output_limit``) when
-        clamping is on and that limit is at least ``clamp_min_output_tokens``."""
+        clamping is on and that limit is at least ``clamp_min_output_tokens``. ``images``:
+        the request's image parts (:func:`~relaygate.accounting.estimate.image_parts`), when
+        the caller has them."""
         self.ledger.check_capacity()
-        guess = prompt_token_guess(request, model.settings.image_token_estimate, model.pixels)
+        if images is None:  # the request's image parts, once, for the guess and every bound
+            images = image_parts(request)
+        estimate = model.settings.image_token_estimate
+        guess = prompt_token_guess(request, estimate, model.pixels, images)
         candidates = (model, *fallbacks)
         output_limit: int | None = None
         for attempt in range(3):  # what is available may shrink between tries: try again
             # The reservation covers the dearest model that may answer (fallbacks included).
-            worst, dearest, prompt_bound = max(
-                (
-                    _worst_case(c, request, body_size, output_limit, cache_writes)
-                    for c in candidates
-                ),
-                key=lambda case: case[0],
-            )
+            if fallbacks:
+                worst, dearest, prompt_bound = max(
+                    [
+                        _worst_case(c, request, body_size, output_limit, cache_writes, images)
+                        for c in candidates
+                    ],
+                    key=_first,
+                )
+            else:  # most requests: no generator, no key function
+                worst, dearest, prompt_bound = _worst_case(
+                    model, request, body_size, output_limit, cache_writes, images
+                )
             try:
                 hold = await self.gate.admit(key, guess, worst, request_id)
                 break
@@ -177,17 +190,17 @@ class Admissions:
         """The request is about to reach an upstream (its images fetched): journal it. If the
         process dies before it settles, its prompt estimate is charged (status
         ``interrupted``), as a disconnect with nothing received is, at its tier's price."""
+        ledger = self.ledger
+        if ledger.journal is None:
+            return
         model = ticket.model
         price = model.price if ticket.tier is None else model.price.for_tier(ticket.tier)
         guess = ticket.prompt_guess
-        self.ledger.admitted(
-            ticket.request_id,
-            ticket.key.id,
-            model.name,
-            ticket.stream,
-            guess,
-            price.worst_case(guess, 0),
-            ticket.api,
+        created = int(time.time() * 1000)
+        cost = price.worst_case(guess, 0)
+        request_id, key_id, stream = ticket.request_id, ticket.key.id, ticket.stream
+        ledger.admitted_values(
+            (request_id, key_id, model.name, created, stream, guess, cost, ticket.api)
         )
 
     async def cancel(self, ticket: Ticket) -> None:
@@ -222,7 +235,10 @@ class Admissions:
             status = "cancelled"
             usage = usage or TokenUsage(prompt_tokens=ticket.prompt_guess)
         usage = usage or TokenUsage()
-        parts = ticket.model.price.for_tier(ticket.tier).cost_parts(usage)
+        price = ticket.model.price
+        if ticket.tier is not None:
+            price = price.for_tier(ticket.tier)
+        parts = price.cost_parts(usage)
         cost = sum(parts)
         tokens = usage.prompt_tokens + usage.completion_tokens
         charged = cost
@@ -235,7 +251,7 @@ class Admissions:
         finally:
             # Also when the shutdown deadline cancels the gate call: the row is written.
             self.uncharged_micros += cost - charged
-            self._append_row(ticket, usage, status, upstream, upstream_model, charged, parts)
+            self._append_row(ticket, usage, status, upstream, upstream_model, charged, cost, parts)
             if ticket.access is not None:
                 ticket.access.settled(ticket, usage, charged, status, upstream)
         journal = self.ledger.journal
@@ -255,38 +271,72 @@ class Admissions:
         upstream: str,
         upstream_model: str,
         charged: int,
+        cost: int,
         parts: tuple[int, int, int, int],
     ) -> None:
-        if charged < sum(parts):
+        if charged < cost:
             parts = _clamp_parts(parts, charged)
-        self.ledger.append(
-            LedgerRow(
-                request_id=ticket.request_id,
-                key_id=ticket.key.id,
-                model=ticket.model.name,
-                upstream=upstream,
-                upstream_model=upstream_model,
-                created_at=int(time.time() * 1000),
-                status=status,
-                cost_micros=charged,
-                latency_ms=int((time.monotonic() - ticket.started) * 1000),
-                stream=ticket.stream,
-                prompt_tokens=usage.prompt_tokens,
-                cached_tokens=usage.cached_tokens,
-                completion_tokens=usage.completion_tokens,
-                reasoning_tokens=usage.reasoning_tokens,
-                image_tokens=usage.image_tokens,
-                prompt_audio_tokens=usage.prompt_audio_tokens,
-                completion_audio_tokens=usage.completion_audio_tokens,
-                account_id=ticket.key.account_id,
-                input_cost_micros=parts[0],
-                cached_cost_micros=parts[1],
-                output_cost_micros=parts[2],
-                reasoning_cost_micros=parts[3],
-                api=ticket.api,
-                cache_write_tokens=usage.cache_write_tokens + usage.cache_write_1h_tokens,
-            )
+        key = ticket.key
+        # The row's fields in ROW_FIELDS order (checked at import), built once: the row is made
+        # from them and the journal encodes them as they are.
+        values = (
+            ticket.request_id,
+            key.id,
+            ticket.model.name,
+            upstream,
+            upstream_model,
+            int(time.time() * 1000),
+            status,
+            charged,
+            int((time.monotonic() - ticket.started) * 1000),
+            ticket.stream,
+            usage.prompt_tokens,
+            usage.cached_tokens,
+            usage.completion_tokens,
+            usage.reasoning_tokens,
+            usage.image_tokens,
+            usage.prompt_audio_tokens,
+            usage.completion_audio_tokens,
+            key.account_id,
+            parts[0],
+            parts[1],
+            parts[2],
+            parts[3],
+            ticket.api,
+            usage.cache_write_tokens + usage.cache_write_1h_tokens,
         )
+        self.ledger.append(LedgerRow(*values), values)
+
+
+_ROW_ORDER = (
+    "request_id",
+    "key_id",
+    "model",
+    "upstream",
+    "upstream_model",
+    "created_at",
+    "status",
+    "cost_micros",
+    "latency_ms",
+    "stream",
+    "prompt_tokens",
+    "cached_tokens",
+    "completion_tokens",
+    "reasoning_tokens",
+    "image_tokens",
+    "prompt_audio_tokens",
+    "completion_audio_tokens",
+    "account_id",
+    "input_cost_micros",
+    "cached_cost_micros",
+    "output_cost_micros",
+    "reasoning_cost_micros",
+    "api",
+    "cache_write_tokens",
+)
+"""The order :meth:`Admissions._append_row` builds a row's values in."""
+if _ROW_ORDER != ROW_FIELDS:  # pragma: no cover - a field added to LedgerRow but not here
+    raise RuntimeError("Admissions._append_row builds a LedgerRow of other fields than it has")
 
 
 def _clamp_parts(parts: tuple[int, int, int, int], charged: int) -> tuple[int, int, int, int]:
@@ -306,21 +356,29 @@ def _cancelling() -> bool:
     return task is not None and task.cancelling() > 0
 
 
+def _first(case: tuple[int, CatalogModel, int]) -> int:
+    return case[0]
+
+
 def _worst_case(
     model: CatalogModel,
     request: ChatRequest,
     body_size: int,
     output_limit: int | None = None,
     cache_writes: bool = False,
+    images: list[ImagePart] | None = None,
 ) -> tuple[int, CatalogModel, int]:
+    settings = model.settings
     prompt_bound = prompt_token_bound(
-        request, body_size, model.settings.image_token_estimate, model.pixels
+        request, body_size, settings.image_token_estimate, model.pixels, images
     )
-    model_max = model.settings.max_output_tokens
+    model_max = settings.max_output_tokens
     if output_limit is not None:
         model_max = min(model_max, output_limit)
     output_bound = output_token_bound(request, model_max)
-    price = model.price.for_tier(request.service_tier)
+    price = model.price
+    if request.service_tier is not None:
+        price = price.for_tier(request.service_tier)
     return price.worst_case(prompt_bound, output_bound, cache_writes), model, prompt_bound
 
 

@@ -33,7 +33,7 @@ def _text_bytes(request: ChatRequest) -> int:
     for message in request.messages:
         content = message.content
         if isinstance(content, str):
-            total += len(content.encode())
+            total += len(content) if content.isascii() else len(content.encode())
         elif content is not None:
             for part in content:
                 if isinstance(part, TextPart):
@@ -79,21 +79,39 @@ def _image_allowance(part: ImagePart, per_image: int, pixels: bool) -> int:
 
 
 def prompt_token_bound(
-    request: ChatRequest, body_size: int, image_tokens: int, pixels: bool = False
+    request: ChatRequest,
+    body_size: int,
+    image_tokens: int,
+    pixels: bool = False,
+    images: list[ImagePart] | None = None,
 ) -> int:
     """An upper bound of the prompt tokens (see the module docstring); ``image_tokens`` is the
-    allowance for one image of unknown size (``pixels``: see :func:`image_token_allowance`)."""
-    images = image_parts(request)
+    allowance for one image of unknown size (``pixels``: see :func:`image_token_allowance`).
+    ``images``: the request's :func:`image_parts`, when the caller has them already."""
+    if images is None:
+        images = image_parts(request)
+    if not images:
+        return max(1, body_size)
     url_bytes = sum(len(part.image_url.url) for part in images)
     return max(1, body_size - url_bytes) + image_token_allowance(images, image_tokens, pixels)
 
 
-def prompt_token_guess(request: ChatRequest, image_tokens: int = 0, pixels: bool = False) -> int:
-    """A realistic estimate of the prompt tokens (about four bytes a token)."""
+def prompt_token_guess(
+    request: ChatRequest,
+    image_tokens: int = 0,
+    pixels: bool = False,
+    images: list[ImagePart] | None = None,
+) -> int:
+    """A realistic estimate of the prompt tokens (about four bytes a token); ``images``: as
+    for :func:`prompt_token_bound`."""
     text = _text_bytes(request)
     overhead = _MESSAGE_OVERHEAD * len(request.messages) + 3
-    images = image_token_allowance(image_parts(request), image_tokens, pixels)
-    return text // _BYTES_PER_TOKEN + overhead + images
+    if images is None:
+        images = image_parts(request)
+    if not images:
+        return text // _BYTES_PER_TOKEN + overhead
+    allowance = image_token_allowance(images, image_tokens, pixels)
+    return text // _BYTES_PER_TOKEN + overhead + allowance
 
 
 def output_token_bound(request: ChatRequest, model_max: int) -> int:

@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from relaygate.accounting.credits import MemoryCreditBook, Reservation
-from relaygate.limits.memory import MemoryLimiter, Permit, has_limits
+from relaygate.limits.memory import MemoryLimiter, Permit
 from relaygate.store.records import AccountRecord, KeyRecord, LedgerRow
 
 ACCOUNT = "key's account"
@@ -147,11 +147,11 @@ class MemoryGate(Gate):
         self.credits.load(record.id, record.granted_micros, record.used_micros, record.unlimited)
 
     async def admit(self, key: KeyRecord, tokens: int, amount: int, request_id: str) -> Hold:
-        account_id = account_of(key)
+        account_id = key.account_id or key.id  # account_of
         account = self.accounts(account_id)
         permit = self.limiter.acquire(key, tokens)
         account_permit = None
-        if account is not None and has_limits(account):
+        if account is not None and (account.rpm or account.tpm or account.max_concurrency):
             try:
                 account_permit = self.limiter.acquire(account, tokens, who=ACCOUNT)
             except BaseException:

@@ -48,7 +48,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from relaygate.accounting.journal_format import (
     Foreign,
@@ -68,6 +68,10 @@ from relaygate.store.records import LedgerRow
 log = logging.getLogger("relaygate.journal")
 
 FsyncPolicy = Literal["always", "everysec", "no"]
+
+AdmittedValues = tuple[str, str, str, int, bool, int, int, str]
+"""An admission record's fields: request id, key id, model, created (ms), stream, prompt
+estimate, its cost, api (:data:`~relaygate.accounting.journal_format.ADMITTED_FIELDS`)."""
 
 SEGMENT_BYTES = 1 << 20
 """A segment is rotated once it is this large (and removed once the store holds its rows)."""
@@ -427,12 +431,17 @@ class Journal:
     ) -> None:
         """A request may now reach an upstream: the prompt estimate and its cost are its charge
         if the process dies before it settles (a row of ``api``, the API the client called)."""
-        buffer = self._admitted_record
         values = (request_id, key_id, model, created_at, stream, prompt_tokens, cost, api)
+        self.admitted_values(values)
+
+    def admitted_values(self, values: AdmittedValues) -> None:
+        """:meth:`admitted` with its arguments as one tuple (in :data:`ADMITTED_FIELDS` order),
+        as the request path builds it: no call passes them one by one."""
+        buffer = self._admitted_record
         encode_into(values, buffer, 1)
         buffer.append(10)  # b"\n"
         record = bytes(buffer)
-        self.inflight[request_id] = record
+        self.inflight[values[0]] = record
         self._append(record)
 
     def cancelled(self, request_id: str) -> None:
@@ -440,13 +449,15 @@ class Journal:
         if self.inflight.pop(request_id, None) is not None:
             self._append(b"C" + encode_id(request_id) + b"\n")
 
-    def settled(self, row: LedgerRow) -> None:
-        """The request's row, durable before its response ends (raises OSError if it is not)."""
+    def settled(self, row: LedgerRow, values: tuple[Any, ...] | None = None) -> None:
+        """The request's row, durable before its response ends (raises OSError if it is not).
+        ``values``: the row's field values in :data:`ROW_FIELDS` order, when the caller built
+        the row from them (not read back field by field)."""
         inflight = self.inflight
         if inflight:
             inflight.pop(row.request_id, None)
         record = self._settled_record
-        encode_into(row_values(row), record, 1)
+        encode_into(row_values(row) if values is None else values, record, 1)
         record.append(10)  # b"\n"
         self._append(record)
 

@@ -17,10 +17,11 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import msgspec
 
-from relaygate.accounting.journal import Journal
+from relaygate.accounting.journal import AdmittedValues, Journal
 from relaygate.accounting.journal_format import Recovered
 from relaygate.errors import ServiceUnavailable
 from relaygate.outage import Outage
@@ -72,11 +73,12 @@ class LedgerWriter:
         self._closing = False
         self._lock = asyncio.Lock()
 
-    def append(self, row: LedgerRow) -> None:
-        """Queue ``row`` for the store, having written it to the journal."""
+    def append(self, row: LedgerRow, values: tuple[Any, ...] | None = None) -> None:
+        """Queue ``row`` for the store, having written it to the journal (``values``: its
+        field values in order, when the caller has them: :meth:`Journal.settled`)."""
         if self.journal is not None:
             try:
-                self.journal.settled(row)
+                self.journal.settled(row, values)
             except OSError as exc:
                 self._journal_failed(row, exc)
         self.pending.append(row)
@@ -112,13 +114,19 @@ class LedgerWriter:
     ) -> None:
         """A request was admitted: the prompt estimate (``cost``) is its charge if the process
         dies before it settles (a row of ``api``)."""
+        if self.journal is not None:
+            created = int(time.time() * 1000)
+            self.admitted_values(
+                (request_id, key_id, model, created, stream, prompt_tokens, cost, api)
+            )
+
+    def admitted_values(self, values: AdmittedValues) -> None:
+        """:meth:`admitted` with the journal's admission record as one tuple (the request
+        path's form: the fields are not passed on one by one)."""
         journal = self.journal
         if journal is not None:
             try:
-                created = int(time.time() * 1000)
-                journal.admitted(
-                    request_id, key_id, model, created, stream, prompt_tokens, cost, api
-                )
+                journal.admitted_values(values)
             except OSError as exc:
                 journal.failures += 1
                 if journal.failures == 1:

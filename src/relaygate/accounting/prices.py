@@ -117,17 +117,25 @@ class Price:
         and reasoning, each at its price, in micro-USD: they sum to :meth:`cost` exactly (each
         part is the rise of the rounded-up running total, so rounding lands once, not four
         times)."""
-        cached = min(usage.cached_tokens, usage.prompt_tokens)
-        reasoning = min(usage.reasoning_tokens, usage.completion_tokens)
-        running = (usage.prompt_tokens - cached) * self.input
+        prompt, completion = usage.prompt_tokens, usage.completion_tokens
+        cached = min(usage.cached_tokens, prompt)
+        reasoning = min(usage.reasoning_tokens, completion)
+        running = (prompt - cached) * self.input
         if usage.cache_write_tokens or usage.cache_write_1h_tokens:
             running += self._writes(usage)[1]  # cache writes are input, at their own prices
-        first = self._micros(running)
-        running += cached * self.cached_input
-        second = self._micros(running)
-        running += (usage.completion_tokens - reasoning) * self.output
-        third = self._micros(running)
-        fourth = self._micros(running + reasoning * self.output)
+        second_running = running + cached * self.cached_input
+        third_running = second_running + (completion - reasoning) * self.output
+        fourth_running = third_running + reasoning * self.output
+        if self.multiplier is _ONE:  # _micros spelled out: no call per part
+            first = -(-running // _PICO_PER_MICRO)
+            second = -(-second_running // _PICO_PER_MICRO)
+            third = -(-third_running // _PICO_PER_MICRO)
+            fourth = -(-fourth_running // _PICO_PER_MICRO)
+        else:
+            first = self._micros(running)
+            second = self._micros(second_running)
+            third = self._micros(third_running)
+            fourth = self._micros(fourth_running)
         return first, second - first, third - second, fourth - third
 
     def worst_case(self, prompt_tokens: int, output_tokens: int, writes: bool = False) -> int:
@@ -135,6 +143,8 @@ class Price:
         may be written to the upstream's cache (at the dearer of input and the write prices)."""
         prompt_price = max(self.input, *self.write_prices) if writes else self.input
         pico = prompt_tokens * prompt_price + output_tokens * self.output
+        if self.multiplier is _ONE:
+            return -(-pico // _PICO_PER_MICRO)
         return self._micros(pico)
 
     def affordable_output_tokens(self, available_micros: int, prompt_tokens: int) -> int:

@@ -139,9 +139,12 @@ async def read_body(
             raise RequestTooLarge(f"Request body too large: at most {limit} bytes are accepted")
         if share is not None and size > share.bytes:
             share.grow(size, in_flight_limit)  # type: ignore[arg-type]
-        chunks.append(chunk)
         if not message.get("more_body", False):
+            if not chunks and type(chunk) is bytes:
+                return chunk  # the whole body in one message (the usual case): no join
+            chunks.append(chunk)
             break
+        chunks.append(chunk)
     return b"".join(chunks)
 
 

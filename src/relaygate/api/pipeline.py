@@ -27,25 +27,25 @@ import msgspec
 from relaygate import tracing
 from relaygate.access import SCOPE_KEY as ACCESS_SCOPE
 from relaygate.accounting.fields import check_price_fields
-from relaygate.api.http import Receive, Scope, Send, header, read_body, send_bytes
+from relaygate.api.http import JSON, Receive, Scope, Send, header, read_body
 from relaygate.api.stream import StreamRenderer, stream_answer
 from relaygate.errors import ApiError, InvalidRequest, UpstreamError
+from relaygate.media.pipeline import PreparedImages
 from relaygate.media.tokens import TILE_FORMULA_PROVIDERS
 from relaygate.protocol.assemble import Collected
 from relaygate.protocol.ids import completion_id
 from relaygate.protocol.render import CONTRACT, ErrorShape
 from relaygate.protocol.types import ChatRequest
-from relaygate.protocol.validate import images_of, reparse
+from relaygate.protocol.validate import ImageAt, images_of, reparse
 from relaygate.providers.base import Native, ProviderRequest, TokenUsage
 from relaygate.routing.catalog import CatalogModel
 from relaygate.routing.fallback import fallback_chain, open_chain
-from relaygate.routing.router import AnswerCancelled, Opened, no_upstream
+from relaygate.routing.router import AnswerCancelled, Opened, Replay, no_upstream, open_upstream
 
 if TYPE_CHECKING:
     from relaygate.access import Access
     from relaygate.accounting.admission import Ticket
     from relaygate.app import Gateway
-    from relaygate.media.pipeline import PreparedImages
     from relaygate.store.records import KeyRecord
 
 log = logging.getLogger("relaygate.pipeline")
@@ -74,26 +74,31 @@ class Decoded:
     """The route completes the request once it is admitted (:meth:`Route.admitted`)."""
 
 
-def check_for_model(request: ChatRequest, model: CatalogModel) -> None:
-    """Checks that depend on the model: images, output length, price-changing fields."""
+def check_for_model(request: ChatRequest, model: CatalogModel) -> list[ImageAt]:
+    """Checks that depend on the model: images, output length, price-changing fields.
+    Returns the request's images (:func:`~relaygate.protocol.validate.images_of`)."""
     images = images_of(request)
-    if images and not model.settings.vision:
+    settings = model.settings
+    if images and not settings.vision:
         m, p, _ = images[0]
         raise InvalidRequest(
             f"Model {model.name!r} does not accept images (image_url parts); use a vision model",
             param=f"messages[{m}].content[{p}]",
         )
-    limit = model.settings.max_output_tokens
-    for field, asked in (
-        ("max_tokens", request.max_tokens),
-        ("max_completion_tokens", request.max_completion_tokens),
-    ):
-        if asked is not None and asked > limit:
-            raise InvalidRequest(
-                f"{field} is too large: {asked} (model {model.name!r} allows at most {limit})",
-                param=field,
-            )
-    check_price_fields(request, model.name, model.settings)
+    limit = settings.max_output_tokens
+    if request.max_tokens is not None and request.max_tokens > limit:
+        raise _too_large(model, "max_tokens", request.max_tokens, limit)
+    if request.max_completion_tokens is not None and request.max_completion_tokens > limit:
+        raise _too_large(model, "max_completion_tokens", request.max_completion_tokens, limit)
+    check_price_fields(request, model.name, settings)
+    return images
+
+
+def _too_large(model: CatalogModel, field: str, asked: int, limit: int) -> InvalidRequest:
+    return InvalidRequest(
+        f"{field} is too large: {asked} (model {model.name!r} allows at most {limit})",
+        param=field,
+    )
 
 
 class Route:
@@ -107,6 +112,18 @@ class Route:
     key_header: ClassVar[bytes | None] = None
     """A header holding the bare key (Anthropic's ``x-api-key``), read before
     ``Authorization: Bearer``."""
+
+    loads: ClassVar[bool] = False
+    """The route overrides :meth:`load` (set for each subclass): else the pipeline calls
+    :meth:`decode` itself, with no coroutine in between."""
+    finishes: ClassVar[bool] = False
+    """The route overrides :meth:`finish` (set for each subclass): else there is no last step
+    to await."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.loads = cls.load is not Route.load
+        cls.finishes = cls.finish is not Route.finish
 
     def decode(self, body: bytes, scope: Scope) -> Decoded:
         raise NotImplementedError
@@ -173,43 +190,51 @@ async def serve(route: Route, gw: Gateway, scope: Scope, receive: Receive, send:
     """Serve one request of ``route`` (see the module docstring); a route's handler is this
     with its route bound (``functools.partial``: no frame of its own on the hot path)."""
     access: Access | None = scope.get(ACCESS_SCOPE)  # the request log's record
+    traced = tracing.enabled  # (set once at start: one look-up per request, not one a step)
     if route.key_header is None:
         key = gw.keys.authenticate(header(scope, b"authorization"))
     else:
         key = gw.keys.authenticate(credentials(route, scope))
     if access is not None:
         access.key = key
-    if tracing.enabled:
+    if traced:
         tracing.authenticated(key)
     settings = gw.settings
     body = await read_body(
         scope, receive, settings.max_request_bytes,
         key.id, key.max_concurrency, settings.max_body_bytes_in_flight,
     )  # fmt: skip
-    decoded = await route.load(gw, key, body, scope)
+    if route.loads:
+        decoded = await route.load(gw, key, body, scope)
+    else:  # the route decodes without the store: no coroutine for it
+        decoded = route.decode(body, scope)
     request = decoded.request
     if access is not None:
         access.model, access.stream = request.model, request.stream
     model = gw.catalog.resolve(request.model, key)
     if access is not None:
         access.model, access.model_known = model.name, True
-    if tracing.enabled:
+    if traced:
         tracing.requested(route.api, request)
     if decoded.extra is not None:
         route.check(decoded, model)
-    check_for_model(request, model)
+    images = check_for_model(request, model)
     chain = fallback_chain(gw.catalog, model, request, key)
     if len(chain) > 1:
         chain = route.fallbacks(decoded, chain)
-    if not any(candidate.upstreams for candidate in chain):
+    for candidate in chain:  # (``any`` over a generator throws GeneratorExit into it)
+        if candidate.upstreams:
+            break
+    else:
         raise no_upstream(model)
     request_id = completion_id(None, route.id_prefix)
-    if tracing.enabled:
+    if traced:
         tracing.begin("relaygate.admission")
     ticket = await gw.admissions.admit(
         key, model, request, len(body) if decoded.prompt_bytes is None else decoded.prompt_bytes,
         request_id, chain[1:],
         api=route.api, cache_writes=decoded.cache_writes,
+        images=[part for _, _, part in images] if images else [],
     )  # fmt: skip
     ticket.access = access
     if decoded.deferred:
@@ -219,7 +244,7 @@ async def serve(route: Route, gw: Gateway, scope: Scope, receive: Receive, send:
             await gw.admissions.cancel(ticket)
             raise
         request = decoded.request
-    if tracing.enabled:
+    if traced:
         tracing.admitted(ticket)
     raw = decoded.raw
     if ticket.output_limit is not None:
@@ -232,9 +257,12 @@ async def serve(route: Route, gw: Gateway, scope: Scope, receive: Receive, send:
         # Images are fetched and checked after admission, so a key's limits also cap the
         # fetches it can cause; nothing has reached an upstream yet.
         forward = settings.images.forward_urls
-        prepared = await gw.images.prepare(
-            request, raw, vision=model.settings.vision, inline=not forward, key=key.id
-        )
+        if images or decoded.deferred:  # (a deferred request may have changed since)
+            prepared = await gw.images.prepare(
+                request, raw, vision=model.settings.vision, inline=not forward, key=key.id
+            )
+        else:  # what prepare finds in a request without images, without its coroutine
+            prepared = PreparedImages(raw)
         if prepared.raw is not raw:
             request = reparse(prepared.raw)
         if prepared.images:
@@ -254,10 +282,14 @@ async def serve(route: Route, gw: Gateway, scope: Scope, receive: Receive, send:
         native=decoded.native,
     )
     gw.admissions.going_upstream(ticket)
+    routing = gw.metrics.routing
     if access is not None:
         access.upstream_called = perf_counter()
     try:
-        ticket.model, opened = await open_chain(chain, call, gw.metrics.routing)
+        if len(chain) == 1:  # no fallback: open_chain's one step, without its coroutine
+            ticket.model, opened = chain[0], await open_upstream(chain[0], call, metrics=routing)
+        else:
+            ticket.model, opened = await open_chain(chain, call, routing)
     except BaseException as exc:
         upstream = exc.upstream if isinstance(exc, UpstreamError) else ""
         usage, status = None, "upstream_error"
@@ -281,7 +313,9 @@ async def serve(route: Route, gw: Gateway, scope: Scope, receive: Receive, send:
             receive,
             settings.stream_keepalive_seconds,
             settings.disconnect_drain_seconds,
-            before_end=lambda: route.finish(gw, ticket, decoded, None),
+            before_end=(lambda: route.finish(gw, ticket, decoded, None))
+            if route.finishes
+            else None,
         )
     else:
         await _complete_answer(gw, route, ticket, decoded, opened, send)
@@ -291,11 +325,18 @@ async def _complete_answer(
     gw: Gateway, route: Route, ticket: Ticket, decoded: Decoded, opened: Opened, send: Send
 ) -> None:
     collected = Collected(image_tokens=ticket.image_tokens)
+    add = collected.add
     status = "cancelled"
+    events = opened.events
     try:
-        async for batch in opened.events:
-            for event in batch:
-                collected.add(event)
+        if type(events) is Replay:  # read whole by the router: its batches, without awaiting
+            for batch in events.batches:
+                for event in batch:
+                    add(event)
+        else:
+            async for batch in events:
+                for event in batch:
+                    add(event)
         status = "ok"
     except UpstreamError:
         status = "upstream_error"
@@ -313,23 +354,25 @@ async def _complete_answer(
             ticket, usage, status, opened.provider.label, opened.upstream_model
         )
     assert usage is not None
-    try:  # before the body is rendered, so that the body can say what it did
-        await route.finish(gw, ticket, decoded, collected)
-    except Exception:
-        # The answer is paid for: the client gets it (a 500 would make it retry and pay again),
-        # as a stream's does (stream_answer's before_end); the route's last step is lost.
-        log.exception("answer %s: the route's last step failed", ticket.request_id)
+    if route.finishes:
+        try:  # before the body is rendered, so that the body can say what it did
+            await route.finish(gw, ticket, decoded, collected)
+        except Exception:
+            # The answer is paid for: the client gets it (a 500 would make it retry and pay
+            # again), as a stream's does (stream_answer's before_end); the route's last step is
+            # lost.
+            log.exception("answer %s: the route's last step failed", ticket.request_id)
     body = route.body(ticket, collected, usage, decoded)
-    await send_bytes(
-        send,
-        200,
-        body,
-        headers=[
-            (b"x-request-id", ticket.request_id.encode()),
-            (b"x-relaygate-upstream", opened.provider.label.encode()),
-            (b"x-relaygate-model", ticket.model.name.encode()),
-        ],
-    )
+    headers = [
+        (b"content-type", JSON),
+        (b"content-length", b"%d" % len(body)),
+        (b"x-request-id", ticket.request_id.encode()),
+        (b"x-relaygate-upstream", opened.provider.label.encode()),
+        (b"x-relaygate-model", ticket.model.name.encode()),
+    ]
+    # send_bytes' two messages, without its coroutine
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 def now() -> int:

@@ -104,8 +104,9 @@ class KeyCache:
             raise AuthenticationFailed("Invalid or expired token: this API key is not known")
         if record.revoked_at is not None:
             raise AuthenticationFailed("Invalid or expired token: this API key has been revoked")
-        now = time.time() if now is None else now
-        if record.expires_at is not None and record.expires_at <= now:
+        if record.expires_at is not None and record.expires_at <= (
+            time.time() if now is None else now
+        ):
             raise AuthenticationFailed("Invalid or expired token: this API key has expired")
         account = self.accounts.get(record.account_id)
         if account is None and record.account_id:

@@ -63,7 +63,8 @@ class MemoryLimiter:
         state = self._keys.get(key.id)
         if state is None:
             state = self._keys[key.id] = _KeyState()
-        if state.limits != (key.rpm, key.tpm):
+        limits = state.limits
+        if limits[0] != key.rpm or limits[1] != key.tpm:
             state.rpm = Gcra(key.rpm) if key.rpm else None
             state.tpm = Gcra(key.tpm) if key.tpm else None
             state.limits = (key.rpm, key.tpm)
@@ -81,33 +82,32 @@ class MemoryLimiter:
                 f"Rate limit exceeded: this {who} allows {key.max_concurrency} concurrent requests",
                 retry_after=state.mean_held or 1,
             )
+        rpm, tpm = state.rpm, state.tpm
         rpm_tat = tpm_tat = None
-        if state.rpm is not None:
-            ok, rpm_tat, wait = state.rpm.peek(now, 1)
+        rpm_before = tpm_before = 0.0
+        if rpm is not None:
+            ok, rpm_tat, wait = rpm.peek(now, 1)
             if not ok:
                 raise RateLimited(
                     f"Rate limit exceeded: this {who} allows {key.rpm} requests per minute",
                     retry_after=wait,
                 )
-        if state.tpm is not None:
-            ok, tpm_tat, wait = state.tpm.peek(now, tokens)
+            rpm_before = rpm.tat
+        if tpm is not None:
+            ok, tpm_tat, wait = tpm.peek(now, tokens)
             if not ok:
                 raise RateLimited(
                     f"Rate limit exceeded: this {who} allows {key.tpm} tokens per minute",
                     retry_after=wait,
                 )
-        permit = Permit(key.id, tokens, started=now)
-        permit.previous = (
-            state.rpm.tat if state.rpm else 0.0,
-            state.tpm.tat if state.tpm else 0.0,
-        )
-        if state.rpm is not None and rpm_tat is not None:
-            state.rpm.tat = rpm_tat
-        if state.tpm is not None and tpm_tat is not None:
-            state.tpm.tat = tpm_tat
-        permit.rpm_tat, permit.tpm_tat = rpm_tat, tpm_tat
+            tpm_before = tpm.tat
+        # both checks passed: take both (a refusal above took nothing)
+        if rpm is not None:
+            rpm.tat = rpm_tat  # type: ignore[assignment]
+        if tpm is not None:
+            tpm.tat = tpm_tat  # type: ignore[assignment]
         state.inflight += 1
-        return permit
+        return Permit(key.id, tokens, now, rpm_tat, tpm_tat, (rpm_before, tpm_before))
 
     def cancel(self, permit: Permit) -> None:
         """Undo an admission that another check refused (nothing was sent upstream)."""

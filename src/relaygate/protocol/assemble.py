@@ -112,6 +112,8 @@ class Collected:
             self.deltas += 1
         elif type(event) is Done:
             pass  # every stream's last event: known at once (a failed ``isinstance`` costs more)
+        elif type(event) is TokenUsage:
+            self.usage = event  # every answer's: known at once too
         elif isinstance(event, Finish):
             self._choice(event.index).finish = event.reason
         elif isinstance(event, TokenUsage):
@@ -172,8 +174,11 @@ class Collected:
         choices = []
         for index in sorted(self.choices) or [0]:
             state = self.choices.get(index) or _ChoiceState()
-            tools = [state.tools[i] for i in sorted(state.tools)] or None
-            text = "".join(state.text + decode_literals(state.encoded or []))
+            tools = [state.tools[i] for i in sorted(state.tools)] if state.tools else None
+            pieces = state.text
+            if state.encoded:
+                pieces = pieces + decode_literals(state.encoded)
+            text = "".join(pieces)
             message = ResponseMessage(
                 role="assistant",
                 content=text if text or not tools else None,

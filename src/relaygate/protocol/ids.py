@@ -12,12 +12,14 @@ _PAIRS = [_ALPHABET[r % 62] + _ALPHABET[r // 62] for r in range(62 * 62)]
 _cache: tuple[int, str] = (0, "")
 _ID_BYTES = 10
 _POOL_SIZE = 256 * _ID_BYTES
-_pool = memoryview(b"")
+_pool = b""
+_taken = 0
+"""The bytes of ``_pool`` already used (each id's are used once)."""
 
 
 def _forget_pool() -> None:
-    global _pool
-    _pool = memoryview(b"")
+    global _pool, _taken
+    _pool, _taken = b"", 0
 
 
 os.register_at_fork(after_in_child=_forget_pool)  # a forked child never repeats its parent's
@@ -25,12 +27,13 @@ os.register_at_fork(after_in_child=_forget_pool)  # a forked child never repeats
 
 def _random_bytes() -> bytes:
     """``_ID_BYTES`` from the OS's CSPRNG, drawn 256 ids at a time: one system call, not one
-    per request."""
-    global _pool
-    if len(_pool) < _ID_BYTES:
-        _pool = memoryview(os.urandom(_POOL_SIZE))
-    chunk, _pool = _pool[:_ID_BYTES], _pool[_ID_BYTES:]
-    return chunk.tobytes()
+    per request (and one slice of the pool per id)."""
+    global _pool, _taken
+    start = _taken
+    if start + _ID_BYTES > len(_pool):
+        _pool, start = os.urandom(_POOL_SIZE), 0
+    _taken = start + _ID_BYTES
+    return _pool[start : start + _ID_BYTES]
 
 
 def _stamp(now: int) -> str:

@@ -195,9 +195,13 @@ def reparse(raw: dict[str, Any]) -> ChatRequest:
     return msgspec.convert(raw, ChatRequest)
 
 
-def images_of(request: ChatRequest) -> list[tuple[int, int, ImagePart]]:
+ImageAt = tuple[int, int, ImagePart]
+"""An image part and where it is: (message index, part index, part)."""
+
+
+def images_of(request: ChatRequest) -> list[ImageAt]:
     """Every image part as (message index, part index, part)."""
-    found: list[tuple[int, int, ImagePart]] = []
+    found: list[ImageAt] = []
     for m, message in enumerate(request.messages):
         if isinstance(message, UserMessage) and isinstance(message.content, list):
             for p, part in enumerate(message.content):

@@ -143,8 +143,17 @@ class UpstreamHealth:
             return
         if self.state is State.EJECTED:
             return  # a request that started before the ejection: its verdict is already in
-        self._count(now, ok)
-        self._prune(now)
+        buckets = self._buckets
+        if ok and buckets and buckets[-1].start <= now < buckets[-1].start + self._width:
+            # the usual outcome, in the current bucket: _count and _prune without their calls
+            # (only the first bucket may have left the window)
+            buckets[-1].total += 1
+            self._total += 1
+            if buckets[0].start + self._width <= now - self.policy.window_seconds:
+                self._prune(now)
+        else:
+            self._count(now, ok)
+            self._prune(now)
         total = self._total
         if total >= self.policy.min_requests and self._failures / total >= self.policy.failure_rate:
             self._eject(now)

@@ -234,11 +234,17 @@ async def open_upstream(
         raise no_upstream(model)
     rng = rng or _random
     route = _Route(model, request, metrics)
-    queue = [_Candidate(model.upstreams[i], model.health[i]) for i in route_order(model, rng)]
+    upstreams = model.upstreams
+    if len(upstreams) == 1:  # most models: no order to draw, no retries to compare
+        queue = [_Candidate(upstreams[0], model.health[0])]
+        rounds = 1 + upstreams[0].settings.retries
+    else:
+        queue = [_Candidate(upstreams[i], model.health[i]) for i in route_order(model, rng)]
+        rounds = 1 + max([p.settings.retries for p in upstreams])
     tried: list[_Candidate] = []
     skipped: list[_Candidate] = []
     try:
-        for round_ in range(1 + max(p.settings.retries for p in model.upstreams)):
+        for round_ in range(rounds):
             retry: list[_Candidate] = []
             for candidate in queue:
                 if candidate.tries == 0:
@@ -279,7 +285,7 @@ def _round_wait(round_: int, retry: list[_Candidate], rng: random.Random) -> flo
 async def _attempt(candidate: _Candidate, route: _Route) -> Opened | None:
     """One attempt on one upstream: the opened answer, or ``None`` with ``candidate.error``;
     :class:`AnswerCancelled` (with what was received) when the request is cancelled. The
-    batches of a non-streamed answer are read whole here (:func:`_collect`)."""
+    batches of a non-streamed answer are read whole here."""
     provider = candidate.provider
     candidate.tries += 1
     candidate.error = None
@@ -299,9 +305,21 @@ async def _attempt(candidate: _Candidate, route: _Route) -> Opened | None:
             return None
         if request.stream:
             return Opened(provider, upstream_model, _Watched(events, candidate, route))
-        if not await _collect(events, candidate, route, received):
+        # The rest of a started non-streamed answer: broken off by the upstream, it is a failed
+        # attempt like any other, and an unbilled one. An answer read to its end needs no
+        # ``aclose``. (Read here rather than in a coroutine of its own: one less per answer.)
+        try:
+            async for batch in events:
+                received.append(batch)
+        except UpstreamError as exc:
+            candidate.fail(exc)
+            _cut(candidate, route, exc, received)
+            await _aclose(events)
             return None
-    except UpstreamError as exc:  # raised by the first ``anext``: _collect handles its own
+        except BaseException:
+            await _aclose(events)
+            raise
+    except UpstreamError as exc:  # raised by the first ``anext``: the rest handles its own
         candidate.fail(exc)
         _log_failure(provider, exc)
         if isinstance(exc, UpstreamStatus) and exc.upstream_status in _CLIENT_FAULT:
@@ -322,27 +340,7 @@ async def _attempt(candidate: _Candidate, route: _Route) -> Opened | None:
         await _aclose(events)
         raise AnswerCancelled(route.model, provider.label, _collected(received)) from None
     candidate.record(True)
-    return Opened(provider, upstream_model, _Replay(received))
-
-
-async def _collect(
-    events: AsyncIterator[Batch], candidate: _Candidate, route: _Route, batches: list[Batch]
-) -> bool:
-    """Read the rest of a started non-streamed answer into ``batches``: ``False`` (with
-    ``candidate.error``) when the upstream broke it off, a failed attempt like any other, and
-    an unbilled one. An answer read to its end needs no ``aclose``."""
-    try:
-        async for batch in events:
-            batches.append(batch)
-    except UpstreamError as exc:
-        candidate.fail(exc)
-        _cut(candidate, route, exc, batches)
-        await _aclose(events)
-        return False
-    except BaseException:
-        await _aclose(events)
-        raise
-    return True
+    return Opened(provider, upstream_model, Replay(received))
 
 
 def _collected(batches: Sequence[Batch]) -> Collected:
@@ -353,16 +351,19 @@ def _collected(batches: Sequence[Batch]) -> Collected:
     return collected
 
 
-class _Replay:
+class Replay:
     """The batches of a non-streamed answer read whole, as the answer's events (a plain
-    iterator, not an async generator: no event-loop hooks; closing drops what is left)."""
+    iterator, not an async generator: no event-loop hooks; closing drops what is left).
+    ``batches`` holds them all: a reader that finds a :class:`Replay` reads that list
+    instead (no coroutine, no ``StopAsyncIteration`` per answer)."""
 
-    __slots__ = ("_batches",)
+    __slots__ = ("_batches", "batches")
 
     def __init__(self, batches: list[Batch]) -> None:
+        self.batches = batches
         self._batches = iter(batches)
 
-    def __aiter__(self) -> _Replay:
+    def __aiter__(self) -> Replay:
         return self
 
     async def __anext__(self) -> Batch:

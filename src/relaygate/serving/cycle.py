@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import operator
 from typing import TYPE_CHECKING, Any
 
 from relaygate.api.http import Headers, Message
@@ -18,8 +19,11 @@ if TYPE_CHECKING:
     from relaygate.serving.protocol import HttpProtocol
 
 _DISCONNECT: Message = {"type": "http.disconnect"}
-_FRAMING = frozenset((b"content-length", b"transfer-encoding", b"connection"))
-"""Header names that change how a response is framed or whether the connection is kept."""
+_LAST_CHUNK = b"\r\n0\r\n\r\n"
+"""What ends a chunked body's last piece: its CRLF, then the zero-length chunk."""
+_name = operator.itemgetter(0)
+_value = operator.itemgetter(1)
+_lower = operator.methodcaller("lower")
 _encoded_defaults: tuple[object, bytes] = (None, b"")
 
 
@@ -126,28 +130,30 @@ class Cycle:
             raise RuntimeError(f"Expected ASGI message 'http.response.body', got {kind!r}")
         body: bytes = message.get("body", b"")
         more: bool = message.get("more_body", False)
-        out = self._frame(body, more)
-        if self.head is not None:
-            out = self.head + out
+        if self.chunked and body:  # a stream's piece: _frame's chunk, without its call
+            out = b"".join((b"%x\r\n" % len(body), body, b"\r\n" if more else _LAST_CHUNK))
+        else:
+            out = self._frame(body, more)
+        head = self.head
+        if head is not None:
+            out = head + out
             self.head = None
         if out:
             conn.transport.write(out)
         if not more:
             self.complete = True
-            self.wake()
+            if self.waiter is not None:
+                self.wake()
             conn.response_complete(self)
 
     def _head(self, status: int, headers: Headers) -> bytes:
         """The status line and headers; the framing of the body is decided here (and only once
         the headers are known to be valid: a refused head changes nothing)."""
-        names: list[bytes] = []
-        values: list[bytes] = []
-        for name, value in headers:
-            names.append(name.lower())
-            values.append(value)
+        names: list[bytes] = list(map(_lower, map(_name, headers)))  # no loop in Python
+        values: list[bytes] = list(map(_value, headers))
         length: bytes | None = None
         chunked = close = False
-        if not _FRAMING.isdisjoint(names):  # (a stream's head has none of them)
+        if b"transfer-encoding" in names or b"connection" in names:
             for name, value in zip(names, values):  # noqa: B905 (built together; no keyword parsing)
                 if name == b"content-length":
                     length = value
@@ -155,6 +161,8 @@ class Cycle:
                     chunked = b"chunked" in value.lower()
                 elif name == b"connection" and b"close" in value.lower():
                     close = True
+        elif b"content-length" in names:  # the usual framing: found in C, the last one wins
+            length = values[~names[::-1].index(b"content-length")]
         if not valid_headers(names, values) or (length is not None and not length.isdigit()):
             raise RuntimeError("Invalid HTTP response header name or value")
         self.remaining = None if length is None else int(length)
@@ -189,7 +197,7 @@ class Cycle:
         if self.chunked:
             if not body:
                 return b"" if more else b"0\r\n\r\n"
-            end = b"\r\n" if more else b"\r\n0\r\n\r\n"
+            end = b"\r\n" if more else _LAST_CHUNK
             return b"".join((b"%x\r\n" % len(body), body, end))
         if self.remaining is not None:
             self.remaining -= len(body)

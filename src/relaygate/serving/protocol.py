@@ -74,6 +74,7 @@ class HttpProtocol(asyncio.Protocol):
     __slots__ = (
         "__weakref__",
         "_closer",
+        "_counted",
         "_deadline",
         "_drain_left",
         "_drained",
@@ -150,7 +151,8 @@ class HttpProtocol(asyncio.Protocol):
         self._head_bytes = 0
         """Bytes of the current head, counted when it spans reads (never 0 then)."""
         self._head_parsed = 0
-        """The request line and the headers parsed so far (httptools holds the one being read)."""
+        """The bytes of the first ``_counted`` headers parsed (see :meth:`_parsed`)."""
+        self._counted = 0
         self._fresh = False
         """The current head began in the read being parsed."""
         self._fed = 0
@@ -244,7 +246,7 @@ class HttpProtocol(asyncio.Protocol):
     def _head_arriving(self, size: int) -> None:
         """After bytes that left a head incomplete (``size`` of them all part of it)."""
         self._head_bytes += size or 1
-        if max(self._head_bytes, self._head_parsed) > self.limits.max_head_bytes:
+        if max(self._head_bytes, self._parsed()) > self.limits.max_head_bytes:
             self._refuse(wire.HEAD_TOO_LARGE, "a request head over max_head_bytes")
         elif self.cycle is None and (self._deadline is None or self._waiting != _HEAD):
             self._wait(_HEAD, self.limits.head_timeout)
@@ -330,18 +332,28 @@ class HttpProtocol(asyncio.Protocol):
         self._in_head = True
         self._fresh = True
         self._head_bytes = 0
-        self._head_parsed = 0
+        self._head_parsed = self._counted = 0
 
     def on_url(self, url: bytes) -> None:
         self._url += url
-        self._head_parsed += len(url)
 
     def on_header(self, name: bytes, value: bytes) -> None:
         name = name.lower()
         if name == b"expect" and value.lower() == b"100-continue":
             self._expect = True
         self._headers.append((name, value))
-        self._head_parsed += len(name) + len(value) + 4
+
+    def _parsed(self) -> int:
+        """The request line and the headers parsed so far (httptools holds the one being
+        read), counted when a bound is checked rather than on every header: each header is
+        counted once, however many reads the head spans."""
+        headers = self._headers
+        if self._counted < len(headers):
+            fresh = headers[self._counted :]
+            self._head_parsed += sum(len(name) + len(value) for name, value in fresh)
+            self._head_parsed += 4 * len(fresh)
+            self._counted = len(headers)
+        return len(self._url) + self._head_parsed
 
     def on_headers_complete(self) -> None:
         self._in_head = False
@@ -350,7 +362,7 @@ class HttpProtocol(asyncio.Protocol):
         # Counted only if the head spanned reads or its read was large (a read holding a whole
         # head is its bound).
         limit = self.limits.max_head_bytes
-        if (self._head_bytes or self._fed > limit) and self._head_parsed > limit:
+        if (self._head_bytes or self._fed > limit) and self._parsed() > limit:
             self._refuse(wire.HEAD_TOO_LARGE, "a request head over max_head_bytes")
             raise _Refused
         url = self._url
