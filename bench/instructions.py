@@ -129,7 +129,7 @@ def measure(args: argparse.Namespace, workdir: Path) -> dict[str, float]:
         stderr=subprocess.DEVNULL,
     )
     try:
-        wait_port(port, timeout=300)
+        wait_port(port, timeout=1200)  # callgrind starts slowly on a busy machine
         path, payload = _request(args.route, args.stream)
         headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
 

@@ -110,7 +110,41 @@ class Access:
     def line(self, status: int, ended: float) -> str:
         """The record as a text line: what :func:`text_line` makes of :meth:`fields`, built
         directly (it runs for every request). Ids and error types are relaygate's own (plain
-        tokens); names from the config are checked once and remembered."""
+        tokens); names from the config are checked once and remembered.
+
+        A request that was settled after its upstream answered, without an error (nearly
+        every request), is one f-string (cheaper than a ``%`` of a tuple, or a list of parts
+        joined); any other takes :meth:`_any_line`."""
+        key = self.key
+        model = self.model
+        if (
+            self.cost is None
+            or self.error is not None
+            or not self.upstream_answered
+            or key is None
+            or self.request_id is None
+            or self.upstream is None
+            or self.outcome is None
+            or not self.model_known
+            or model is None
+        ):
+            return self._any_line(status, ended)
+        started = self.started
+        account = f" account_id={key.account_id}" if key.account_id else ""
+        ttft = f" ttft_us={int((self.first_token - started) * 1e6)}" if self.first_token else ""
+        return (
+            f"request_id={self.request_id} key_id={key.id}{account}"
+            f" {_route(self.method, self.path, model, self.upstream)} status={status}"
+            f" outcome={self.outcome} stream={'true' if self.stream else 'false'}"
+            f" latency_us={int((ended - started) * 1e6)}"
+            f" upstream_us={int((self.upstream_answered - self.upstream_called) * 1e6)}{ttft}"
+            f" input_tokens={self.input_tokens} output_tokens={self.output_tokens}"
+            f" cached_tokens={self.cached_tokens} reasoning_tokens={self.reasoning_tokens}"
+            f" cache_write_tokens={self.cache_write_tokens} cost_micros={self.cost}"
+        )
+
+    def _any_line(self, status: int, ended: float) -> str:
+        """:meth:`line` of any record, field by field."""
         parts = []
         if self.request_id is not None:
             parts.append(f"request_id={self.request_id}")
@@ -215,6 +249,24 @@ def _known(value: str) -> str:
         shown = _value(value)
         if len(_KNOWN) < _KNOWN_MOST:  # a client's unknown paths do not grow it without end
             _KNOWN[value] = shown
+    return shown
+
+
+_ROUTES: dict[tuple[str, str, str, str], str] = {}
+
+
+def _route(method: str, path: str, model: str, upstream: str) -> str:
+    """``method=... path=... model=... upstream=...`` of a settled request (a route of the
+    API, a catalog model, a configured upstream: a small set), remembered."""
+    key = (method, path, model, upstream)
+    shown = _ROUTES.get(key)
+    if shown is None:
+        shown = (
+            f"method={_known(method)} path={_known(path)} model={_known(model)}"
+            f" upstream={_known(upstream)}"
+        )
+        if len(_ROUTES) < _KNOWN_MOST:
+            _ROUTES[key] = shown
     return shown
 
 
