@@ -21,6 +21,8 @@ of concurrent requests). ``--src`` runs another checkout's relaygate (an A/B aga
 mock upstream (which answers every POST 200).
 ``--no-request-log`` turns the request log off (``request_log: false``): the difference to a
 run with it on is what the log's lines cost (the request metrics are kept either way).
+``--keep FILE`` copies the measured window's callgrind dump there (``callgrind_annotate`` it
+to see which C functions the instructions ran in).
 ``--route`` picks the request: chat completions (the default), ``POST /v1/responses`` translated
 to the chat-completions upstream, or passed through to the mock's ``/v1/responses``.
 """
@@ -31,6 +33,7 @@ import argparse
 import http.client
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -162,6 +165,8 @@ def measure(args: argparse.Namespace, workdir: Path) -> dict[str, float]:
     n = args.requests
     result = {f"redis_{name}_per_request": (after[name] - before[name]) / n for name in after}
     dump = next(path for path in sorted(workdir.glob("callgrind.out.*")))
+    if args.keep is not None:
+        shutil.copyfile(dump, args.keep)
     for line in dump.read_text().splitlines():
         if line.startswith("totals:"):
             result["instructions_per_request"] = int(line.split()[1]) / n
@@ -185,6 +190,9 @@ def main() -> None:
         dest="request_log",
         action="store_false",
         help="with the request log off (request_log: false)",
+    )
+    parser.add_argument(
+        "--keep", type=Path, default=None, help="copy the measured window's callgrind dump here"
     )
     parser.add_argument(
         "--route", choices=("chat", "responses", "responses-passthrough"), default="chat"
