@@ -165,6 +165,8 @@ class Metrics:
             registry=self.registry,
             multiprocess_mode="sum",
         )
+        self._labels: dict[tuple[int, str], Counter] = {}
+        self._answers: dict[tuple[str, str], Counter] = {}
         self._responded: dict[tuple[int, str], int] = {}
         """Responses not yet published, by (status, error type)."""
         self._answered: dict[tuple[str, str], int] = {}
@@ -254,23 +256,42 @@ class Metrics:
         for route in self._routes.values():
             route.publish()
         responded, self._responded = self._responded, {}
-        for (status, error_type), count in responded.items():
-            self.responses.labels(str(status), error_type).inc(count)
+        for key, count in responded.items():
+            self._response_child(key).inc(count)
         answered, self._answered = self._answered, {}
-        for (model, upstream), count in answered.items():
-            self.upstream.labels(model, upstream).inc(count)
+        for pair, count in answered.items():
+            self._answer_child(pair).inc(count)
 
     def responded(self, status: int, error_type: str = "") -> None:
-        """A response was sent: counted here, published with the request metrics."""
-        counts = self._responded
+        """A response was sent: counted as a plain number, published with the request metrics
+        (under ``--workers N`` at once: a scrape of any worker shows every worker's)."""
         key = (status, error_type)
+        if self.shared:
+            self._response_child(key).inc()
+            return
+        counts = self._responded
         counts[key] = counts.get(key, 0) + 1
 
     def upstream_answered(self, model: str, upstream: str) -> None:
-        """An upstream accepted a request: counted here, published with the request metrics."""
+        """An upstream accepted a request: counted as :meth:`responded` counts."""
+        route = (model, upstream)
+        if self.shared:
+            self._answer_child(route).inc()
+            return
         counts = self._answered
-        key = (model, upstream)
-        counts[key] = counts.get(key, 0) + 1
+        counts[route] = counts.get(route, 0) + 1
+
+    def _response_child(self, key: tuple[int, str]) -> Counter:
+        child = self._labels.get(key)
+        if child is None:
+            child = self._labels[key] = self.responses.labels(str(key[0]), key[1])
+        return child
+
+    def _answer_child(self, route: tuple[str, str]) -> Counter:
+        child = self._answers.get(route)
+        if child is None:
+            child = self._answers[route] = self.upstream.labels(*route)
+        return child
 
     def render(self) -> bytes:
         """The text exposition: this registry's, or every worker's together."""
