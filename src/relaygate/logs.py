@@ -23,6 +23,7 @@ import asyncio
 import atexit
 import contextlib
 import logging
+import threading
 import time
 from collections.abc import Iterable
 from typing import Any
@@ -146,6 +147,9 @@ class RequestLines:
         self.handler = handler
         self.json = json
         self.pending: list[str] = []
+        self.loop: asyncio.AbstractEventLoop | None = None
+        """The loop the last flush was scheduled on, and its thread."""
+        self.thread = 0
         formatter = handler.formatter
         self.text = formatter if isinstance(formatter, TextFormatter) else TextFormatter()
 
@@ -171,10 +175,25 @@ class RequestLines:
         pending = self.pending
         pending.append(line)
         if len(pending) == 1:
-            try:
-                asyncio.get_running_loop().call_soon(self.flush)
-            except RuntimeError:  # no loop running in this thread: now
-                self.flush()
+            loop = self.loop
+            if loop is not None and loop.is_running() and threading.get_ident() == self.thread:
+                loop.call_soon(self.flush)
+            else:
+                self._schedule()
+
+    def _schedule(self) -> None:
+        """Flush at the end of this loop turn, or now when no loop runs in this thread. The
+        loop is remembered: ``asyncio.get_running_loop()`` asks the system for the process's
+        id (``getpid``) each time, a system call per request when requests come one by
+        one."""
+        try:
+            self.loop = asyncio.get_running_loop()
+        except RuntimeError:  # no loop running in this thread: now
+            self.loop = None
+            self.flush()
+            return
+        self.thread = threading.get_ident()
+        self.loop.call_soon(self.flush)
 
     def flush(self) -> None:
         pending = self.pending
