@@ -130,11 +130,12 @@ class Access:
         ):
             return self._any_line(status, ended)
         started = self.started
+        route = (self.method, self.path, model, self.upstream)
         account = f" account_id={key.account_id}" if key.account_id else ""
         ttft = f" ttft_us={int((self.first_token - started) * 1e6)}" if self.first_token else ""
         return (
             f"request_id={self.request_id} key_id={key.id}{account}"
-            f" {_route(self.method, self.path, model, self.upstream)} status={status}"
+            f" {_ROUTES.get(route) or _route(route)} status={status}"
             f" outcome={self.outcome} stream={'true' if self.stream else 'false'}"
             f" latency_us={int((ended - started) * 1e6)}"
             f" upstream_us={int((self.upstream_answered - self.upstream_called) * 1e6)}{ttft}"
@@ -255,18 +256,16 @@ def _known(value: str) -> str:
 _ROUTES: dict[tuple[str, str, str, str], str] = {}
 
 
-def _route(method: str, path: str, model: str, upstream: str) -> str:
+def _route(route: tuple[str, str, str, str]) -> str:
     """``method=... path=... model=... upstream=...`` of a settled request (a route of the
-    API, a catalog model, a configured upstream: a small set), remembered."""
-    key = (method, path, model, upstream)
-    shown = _ROUTES.get(key)
-    if shown is None:
-        shown = (
-            f"method={_known(method)} path={_known(path)} model={_known(model)}"
-            f" upstream={_known(upstream)}"
-        )
-        if len(_ROUTES) < _KNOWN_MOST:
-            _ROUTES[key] = shown
+    API, a catalog model, a configured upstream: a small set), remembered in :data:`_ROUTES`."""
+    method, path, model, upstream = route
+    shown = (
+        f"method={_known(method)} path={_known(path)} model={_known(model)}"
+        f" upstream={_known(upstream)}"
+    )
+    if len(_ROUTES) < _KNOWN_MOST:
+        _ROUTES[route] = shown
     return shown
 
 
@@ -290,6 +289,10 @@ class RequestLog:
         if self.enabled and ACCESS.isEnabledFor(logging.INFO):
             if self.json:
                 emit("request", access.fields(status, ended))
+                return
+            lines = logs.REQUEST_LINES
+            if lines is not None:  # what :func:`emit` does, without a call more per request
+                lines.write(access.line(status, ended), None)
             else:
                 emit(access.line(status, ended), None)
 
