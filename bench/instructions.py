@@ -3,7 +3,7 @@ machine is doing.
 
     python -m bench.instructions [--requests 300] [--warmup 200] [--stream]
                                  [--redis-url redis://127.0.0.1:6379/0] [--connections 1]
-                                 [--src PATH] [--otel [RATIO]]
+                                 [--src PATH] [--otel [RATIO]] [--no-request-log]
                                  [--route chat|responses|responses-passthrough]
 
 It starts the mock upstream and relaygate (key auth, rate limits, credit reservation and the
@@ -19,6 +19,10 @@ Needs valgrind (Debian's ``valgrind`` package); a run takes about a minute.
 of concurrent requests). ``--src`` runs another checkout's relaygate (an A/B against main).
 ``--otel`` turns tracing on (``RATIO``: its ``sample_ratio``, 1 by default), exporting to the
 mock upstream (which answers every POST 200).
+``--no-request-log`` turns the request log off (``request_log: false``): the difference to a
+run with it on is what the log's lines cost (the request metrics are kept either way).
+``--keep FILE`` copies the measured window's callgrind dump there (``callgrind_annotate`` it
+to see which C functions the instructions ran in).
 ``--route`` picks the request: chat completions (the default), ``POST /v1/responses`` translated
 to the chat-completions upstream, or passed through to the mock's ``/v1/responses``.
 """
@@ -29,6 +33,7 @@ import argparse
 import http.client
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -39,7 +44,11 @@ from bench.run import ROOT, RedisProbe, Stack, body, free_port, wait_port
 
 
 def _config(
-    workdir: Path, upstream_port: int, redis_url: str | None = None, otel: float | None = None
+    workdir: Path,
+    upstream_port: int,
+    redis_url: str | None = None,
+    otel: float | None = None,
+    request_log: bool = True,
 ) -> Path:
     config = workdir / "relaygate.yaml"
     upstream = {
@@ -56,6 +65,7 @@ def _config(
         "ledger_flush_seconds": 600,
         "key_refresh_seconds": 600,
         "models": {"bench-0ms": model, "bench-passthrough": passthrough},
+        "request_log": request_log,
     }
     if redis_url:
         settings["redis_url"] = redis_url
@@ -109,7 +119,7 @@ def measure(args: argparse.Namespace, workdir: Path) -> dict[str, float]:
     stack = Stack(workdir)
     mock_port, port = free_port(), free_port()
     stack.spawn("-m", "bench.mock_upstream", "--port", str(mock_port), port=mock_port)
-    config = _config(workdir, mock_port, args.redis_url, args.otel)
+    config = _config(workdir, mock_port, args.redis_url, args.otel, args.request_log)
     key = _create_key(config, workdir, args.src or ROOT / "src")
     out = workdir / "callgrind.out"
     valgrind = ("valgrind", "--tool=callgrind", f"--callgrind-out-file={out}")
@@ -122,7 +132,7 @@ def measure(args: argparse.Namespace, workdir: Path) -> dict[str, float]:
         stderr=subprocess.DEVNULL,
     )
     try:
-        wait_port(port, timeout=300)
+        wait_port(port, timeout=1200)  # callgrind starts slowly on a busy machine
         path, payload = _request(args.route, args.stream)
         headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
 
@@ -155,6 +165,8 @@ def measure(args: argparse.Namespace, workdir: Path) -> dict[str, float]:
     n = args.requests
     result = {f"redis_{name}_per_request": (after[name] - before[name]) / n for name in after}
     dump = next(path for path in sorted(workdir.glob("callgrind.out.*")))
+    if args.keep is not None:
+        shutil.copyfile(dump, args.keep)
     for line in dump.read_text().splitlines():
         if line.startswith("totals:"):
             result["instructions_per_request"] = int(line.split()[1]) / n
@@ -174,6 +186,15 @@ def main() -> None:
         "--otel", type=float, nargs="?", const=1.0, help="with tracing on, at this sample_ratio"
     )
     parser.add_argument(
+        "--no-request-log",
+        dest="request_log",
+        action="store_false",
+        help="with the request log off (request_log: false)",
+    )
+    parser.add_argument(
+        "--keep", type=Path, default=None, help="copy the measured window's callgrind dump here"
+    )
+    parser.add_argument(
         "--route", choices=("chat", "responses", "responses-passthrough"), default="chat"
     )
     args = parser.parse_args()
@@ -182,6 +203,8 @@ def main() -> None:
     mode = "streaming" if args.stream else "non-streaming"
     if args.otel is not None:
         mode += f", traced (sample_ratio {args.otel:g})"
+    if not args.request_log:
+        mode += ", request log off"
     gate = "Redis" if args.redis_url else "in-process"
     print(
         f"{out['instructions_per_request'] / 1000:.1f}k instructions per {mode}"

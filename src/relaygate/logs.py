@@ -23,6 +23,7 @@ import asyncio
 import atexit
 import contextlib
 import logging
+import threading
 import time
 from collections.abc import Iterable
 from typing import Any
@@ -146,14 +147,17 @@ class RequestLines:
         self.handler = handler
         self.json = json
         self.pending: list[str] = []
+        self.loop: asyncio.AbstractEventLoop | None = None
+        """The loop the last flush was scheduled on, and its thread."""
+        self.thread = 0
         formatter = handler.formatter
         self.text = formatter if isinstance(formatter, TextFormatter) else TextFormatter()
 
     def write(self, message: str, fields: dict[str, Any] | None) -> None:
-        now = time.time()
-        second = int(now)
-        millis = int((now - second) * 1000)
+        now = time.time_ns()
+        second = now // 1_000_000_000
         if self.json:
+            millis = now // 1_000_000 % 1000
             out: dict[str, object] = {
                 "time": JsonFormatter.stamp(second, millis),
                 "level": "INFO",
@@ -164,25 +168,53 @@ class RequestLines:
                 out.update(fields)
             line = JsonFormatter._encode(out).decode()
         else:
-            line = f"{self.text.stamp(second, millis)} INFO {ACCESS_LOGGER}: {message}"
+            text = self.text
+            if second != text._second:
+                text.stamp(second, 0)  # the formatter's date and time of this second
+            line = f"{text._stamp},{_MILLIS[now // 1_000_000 % 1000]} {_ACCESS_HEAD}{message}"
         pending = self.pending
         pending.append(line)
         if len(pending) == 1:
-            try:
-                asyncio.get_running_loop().call_soon(self.flush)
-            except RuntimeError:  # no loop running in this thread: now
-                self.flush()
+            loop = self.loop
+            if loop is not None and loop.is_running() and threading.get_ident() == self.thread:
+                loop.call_soon(self.flush)
+            else:
+                self._schedule()
+
+    def _schedule(self) -> None:
+        """Flush at the end of this loop turn, or now when no loop runs in this thread. The
+        loop is remembered: ``asyncio.get_running_loop()`` asks the system for the process's
+        id (``getpid``) each time, a system call per request when requests come one by
+        one."""
+        try:
+            self.loop = asyncio.get_running_loop()
+        except RuntimeError:  # no loop running in this thread: now
+            self.loop = None
+            self.flush()
+            return
+        self.thread = threading.get_ident()
+        self.loop.call_soon(self.flush)
 
     def flush(self) -> None:
-        if not self.pending:
+        pending = self.pending
+        if not pending:
             return
-        text = "\n".join(self.pending) + "\n"
-        self.pending.clear()
+        pending.append("")  # the last line's end
+        text = "\n".join(pending)
+        pending.clear()
         handler = self.handler
         # as logging does, a broken stream does not fail the request
-        with handler.lock or contextlib.nullcontext(), contextlib.suppress(Exception):
-            handler.stream.write(text)
-            handler.flush()
+        try:
+            with handler.lock or contextlib.nullcontext():
+                stream = handler.stream
+                stream.write(text)
+                stream.flush()  # what ``handler.flush()`` does, under the lock held
+        except Exception:  # noqa: S110
+            pass
+
+
+_MILLIS = tuple(f"{millis:03d}" for millis in range(1000))
+"""A time stamp's milliseconds, as the text format writes them."""
 
 
 REQUEST_LINES: RequestLines | None = None
@@ -198,6 +230,7 @@ def _flush_request_lines() -> None:
 atexit.register(_flush_request_lines)
 
 ACCESS_LOGGER = "relaygate.access"
+_ACCESS_HEAD = f"INFO {ACCESS_LOGGER}: "
 _SHOWN_AS = {"uvicorn": "relaygate.server", "uvicorn.error": "relaygate.server"}
 """uvicorn's start-up and shutdown lines come from ``uvicorn.error``, errors or not."""
 OWN_LOGGERS = ("relaygate", "uvicorn", "uvicorn.error")

@@ -55,26 +55,25 @@ class _WithoutCreated:
 
 class _Pending:
     """Observations of one histogram not yet published: counts per bucket (the last one
-    ``+Inf``) and their sum. Observing is a ``bisect`` and two additions: the
-    library's ``observe`` costs many times that, and runs for every request."""
+    ``+Inf``) and their sum. Observing is a ``bisect`` and two additions, made in
+    :meth:`Metrics.request_done` itself: the library's ``observe`` costs many times that,
+    and runs for every request."""
 
     __slots__ = ("bounds", "child", "counts", "sum")
 
     def __init__(self, child: Any, bounds: tuple[float, ...]) -> None:
         self.child = child
-        self.bounds = bounds
+        self.bounds = tuple(float(bound) for bound in bounds)
+        """As floats: ``bisect`` compares a float with a float faster than with an int."""
         self.counts = [0] * (len(bounds) + 1)
         self.sum = 0.0
-
-    def observe(self, value: float) -> None:
-        self.counts[bisect_left(self.bounds, value)] += 1  # buckets are ``le``: bound >= value
-        self.sum += value
 
     def publish(self) -> None:
         counts = self.counts
         if any(counts):
             # the child's own values (its buckets, ``+Inf`` last, and its sum): the library has
-            # no call that adds several observations at once
+            # no call that adds several observations at once (``observe`` once per request,
+            # when published, would cost what gathering saves)
             for value, count in zip(self.child._buckets, counts, strict=True):
                 if count:
                     value.inc(count)
@@ -87,13 +86,12 @@ class _PerRoute:
     """The request metrics of one (model, upstream): gathered as plain numbers on the hot
     path, published to the library's children when read (:meth:`Metrics.publish`)."""
 
-    __slots__ = ("cost", "duration", "first_token", "histograms", "totals", "upstream")
+    __slots__ = ("cost", "duration", "first_token", "totals", "upstream")
 
     def __init__(self, metrics: Metrics, model: str, upstream: str) -> None:
         self.duration = _Pending(metrics.duration.labels(model, upstream), DURATION_BUCKETS)
         self.first_token = _Pending(metrics.first_token.labels(model, upstream), LATENCY_BUCKETS)
         self.upstream = _Pending(metrics.upstream_latency.labels(model, upstream), LATENCY_BUCKETS)
-        self.histograms = (self.duration, self.first_token, self.upstream)
         self.cost = [metrics.cost.labels(model, upstream)] + [
             metrics.tokens.labels(model, upstream, kind) for kind in TOKEN_KINDS
         ]
@@ -101,8 +99,9 @@ class _PerRoute:
         """Not yet published: the cost, then the tokens of each kind."""
 
     def publish(self) -> None:
-        for histogram in self.histograms:
-            histogram.publish()
+        self.duration.publish()
+        self.first_token.publish()
+        self.upstream.publish()
         totals = self.totals
         if any(totals):
             for child, total in zip(self.cost, totals, strict=True):
@@ -167,7 +166,11 @@ class Metrics:
             multiprocess_mode="sum",
         )
         self._labels: dict[tuple[int, str], Counter] = {}
-        self._answered: dict[tuple[str, str], Counter] = {}
+        self._answers: dict[tuple[str, str], Counter] = {}
+        self._responded: dict[tuple[int, str], int] = {}
+        """Responses not yet published, by (status, error type)."""
+        self._answered: dict[tuple[str, str], int] = {}
+        """Upstream answers not yet published, by (model, upstream)."""
         self._request_metrics()
 
     def _request_metrics(self) -> None:
@@ -212,20 +215,32 @@ class Metrics:
         self._routes: dict[tuple[str | None, str | None], _PerRoute] = {}
         self._timer: asyncio.TimerHandle | None = None
 
+    def _route(self, model: str | None, upstream: str | None) -> _PerRoute:
+        route = self._routes[(model, upstream)] = _PerRoute(self, model or "", upstream or "")
+        return route
+
     def request_done(self, access: Access, ended: float) -> None:
-        """One request of the API ended (see :mod:`relaygate.access`)."""
+        """One request of the API ended (see :mod:`relaygate.access`). It runs for every
+        request: each histogram's ``observe`` is written out here (a ``bisect`` and two
+        additions), not called."""
         # A model a client named and the catalog does not have is not a label value.
         model = access.model if access.model_known else None
-        route = self._routes.get((model, access.upstream))
-        if route is None:
-            route = self._routes[(model, access.upstream)] = _PerRoute(
-                self, model or "", access.upstream or ""
-            )
-        route.duration.observe(ended - access.started)
+        route = self._routes.get((model, access.upstream)) or self._route(model, access.upstream)
+        started = access.started
+        seconds = ended - started
+        pending = route.duration
+        pending.counts[bisect_left(pending.bounds, seconds)] += 1  # ``le``: bound >= value
+        pending.sum += seconds
         if access.upstream_answered:
-            route.upstream.observe(access.upstream_answered - access.upstream_called)
+            seconds = access.upstream_answered - access.upstream_called
+            pending = route.upstream
+            pending.counts[bisect_left(pending.bounds, seconds)] += 1
+            pending.sum += seconds
         if access.first_token:
-            route.first_token.observe(access.first_token - access.started)
+            seconds = access.first_token - started
+            pending = route.first_token
+            pending.counts[bisect_left(pending.bounds, seconds)] += 1
+            pending.sum += seconds
         if access.cost is not None:
             totals = route.totals
             totals[0] += access.cost
@@ -240,20 +255,43 @@ class Metrics:
         :data:`PUBLISH_SECONDS` under ``--workers N``, where any worker may be scraped)."""
         for route in self._routes.values():
             route.publish()
+        responded, self._responded = self._responded, {}
+        for key, count in responded.items():
+            self._response_child(key).inc(count)
+        answered, self._answered = self._answered, {}
+        for pair, count in answered.items():
+            self._answer_child(pair).inc(count)
 
     def responded(self, status: int, error_type: str = "") -> None:
-        child = self._labels.get((status, error_type))
-        if child is None:
-            child = self._labels[(status, error_type)] = self.responses.labels(
-                str(status), error_type
-            )
-        child.inc()
+        """A response was sent: counted as a plain number, published with the request metrics
+        (under ``--workers N`` at once: a scrape of any worker shows every worker's)."""
+        key = (status, error_type)
+        if self.shared:
+            self._response_child(key).inc()
+            return
+        counts = self._responded
+        counts[key] = counts.get(key, 0) + 1
 
     def upstream_answered(self, model: str, upstream: str) -> None:
-        child = self._answered.get((model, upstream))
+        """An upstream accepted a request: counted as :meth:`responded` counts."""
+        route = (model, upstream)
+        if self.shared:
+            self._answer_child(route).inc()
+            return
+        counts = self._answered
+        counts[route] = counts.get(route, 0) + 1
+
+    def _response_child(self, key: tuple[int, str]) -> Counter:
+        child = self._labels.get(key)
         if child is None:
-            child = self._answered[(model, upstream)] = self.upstream.labels(model, upstream)
-        child.inc()
+            child = self._labels[key] = self.responses.labels(str(key[0]), key[1])
+        return child
+
+    def _answer_child(self, route: tuple[str, str]) -> Counter:
+        child = self._answers.get(route)
+        if child is None:
+            child = self._answers[route] = self.upstream.labels(*route)
+        return child
 
     def render(self) -> bytes:
         """The text exposition: this registry's, or every worker's together."""

@@ -8,6 +8,8 @@ import json
 import logging
 import re
 
+import pytest
+
 from relaygate.logs import RequestLines
 
 
@@ -76,3 +78,30 @@ async def test_json_lines_carry_the_fields_and_flush_writes_what_is_pending() ->
     await asyncio.sleep(0)
     await asyncio.sleep(0)
     assert stream.writes == 1  # the scheduled flush found nothing left
+
+
+def test_the_running_loop_is_asked_for_once_not_per_turn(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``asyncio.get_running_loop()`` makes a ``getpid`` system call: the loop is remembered,
+    and asked for again only when another loop runs (the lines still reach each one's turn)."""
+    asked = []
+    running = asyncio.get_running_loop
+
+    def counted() -> asyncio.AbstractEventLoop:
+        asked.append(1)
+        return running()
+
+    monkeypatch.setattr(asyncio, "get_running_loop", counted)
+    target, stream = handler()
+    lines = RequestLines(target, json=False)
+
+    async def turns() -> None:
+        for n in range(3):
+            lines.write(f"request_id=r{n} status=200", None)
+            await asyncio.sleep(0)
+            await asyncio.sleep(0)
+
+    asyncio.run(turns())
+    assert (len(asked), stream.writes) == (1, 3)
+    asyncio.run(turns())  # a new loop in the same thread
+    assert (len(asked), stream.writes) == (2, 6)
+    assert len(stream.getvalue().splitlines()) == 6

@@ -7,12 +7,15 @@ import http.client
 import json
 import shlex
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
 from relaygate.access import Access, text_line
 from relaygate.metrics import Metrics
+from relaygate.providers.base import TokenUsage
+from relaygate.store.records import KeyRecord
 from tests.support.gateway import GatewayProcess
 
 SIMULATOR = {
@@ -248,3 +251,79 @@ def test_histogram_buckets_and_totals_are_published_when_read() -> None:
     assert f'relaygate_tokens_total{{kind="output",{route}}} 12.0' in text
     assert "_created" not in text
     assert metrics.render().decode() == text  # published once: a second read adds nothing
+
+
+def settled_access(
+    *,
+    stream: bool = False,
+    account: str = "acct_1",
+    upstream: str = "openai",
+    answered: bool = True,
+    error: str | None = None,
+) -> Access:
+    """A record filled as the pipeline and settlement fill it."""
+    access = Access("POST", CHAT)
+    access.key = KeyRecord(
+        id="key_1", name="k", key_hash="h", prefix="p", created_at=0, account_id=account
+    )
+    access.model, access.model_known, access.stream = "gpt-x", True, stream
+    access.upstream_called = access.started + 0.001
+    if answered:
+        access.upstream_answered = access.started + 0.0123456
+    if stream:
+        access.first_token = access.started + 0.02
+    access.error = error
+    ticket: Any = SimpleNamespace(request_id="chatcmpl-1", model=SimpleNamespace(name="gpt-x"))
+    usage = TokenUsage(
+        prompt_tokens=7, completion_tokens=24, cached_tokens=2, reasoning_tokens=3,
+        cache_write_tokens=1, cache_write_1h_tokens=1,
+    )  # fmt: skip
+    access.settled(ticket, usage, 11, "ok" if error is None else "upstream_error", upstream)
+    return access
+
+
+def unsettled_access() -> Access:
+    access = Access("POST", "/v1/no where")
+    access.model, access.error = 'no"such', "not_found_error"
+    return access
+
+
+@pytest.mark.parametrize(
+    "access",
+    [
+        pytest.param(settled_access(), id="settled"),
+        pytest.param(settled_access(stream=True), id="streamed"),
+        pytest.param(settled_access(account=""), id="no-account"),
+        pytest.param(settled_access(upstream="my upstream"), id="quoted-upstream"),
+        pytest.param(settled_access(upstream=""), id="no-upstream"),
+        pytest.param(settled_access(answered=False, error="upstream_error"), id="no-answer"),
+        pytest.param(settled_access(stream=True, error="upstream_error"), id="stream-error"),
+        pytest.param(unsettled_access(), id="unsettled"),
+        pytest.param(Access("GET", "/v1/models"), id="bare"),
+    ],
+)
+def test_a_line_is_its_fields_written_as_text(access: Access) -> None:
+    """The line a request's record writes directly (a settled request's in one f-string) is
+    what the generic writer makes of its fields, which the JSON format carries."""
+    ended = access.started + 0.5
+    line = access.line(200, ended)
+    assert line == text_line(access.fields(200, ended))
+    assert access.line(200, ended) == line  # the second time from what was remembered
+
+
+def test_responses_and_upstream_answers_are_published_when_read() -> None:
+    metrics = Metrics()
+    metrics.responded(200)
+    metrics.responded(200)
+    metrics.responded(404, "not_found_error")
+    metrics.upstream_answered("m", "u")
+    metrics.upstream_answered("m", "u")
+    metrics.upstream_answered("m", "v")
+    text = metrics.render().decode()
+    assert 'relaygate_responses_total{status="200",type=""} 2.0' in text
+    assert 'relaygate_responses_total{status="404",type="not_found_error"} 1.0' in text
+    assert 'relaygate_upstream_answers_total{model="m",upstream="u"} 2.0' in text
+    assert 'relaygate_upstream_answers_total{model="m",upstream="v"} 1.0' in text
+    assert metrics.render().decode() == text  # published once: a second read adds nothing
+    metrics.responded(200)
+    assert 'relaygate_responses_total{status="200",type=""} 3.0' in metrics.render().decode()
