@@ -35,6 +35,7 @@ from relaygate.protocol.openai_responses.decode import (
 )
 from relaygate.protocol.openai_responses.items import InputImage, MessageItem, check_item
 from relaygate.protocol.openai_responses.render import ResponseWriter
+from relaygate.protocol.openai_responses.stored import stored_body
 from relaygate.protocol.openai_responses.stream import (
     Answer,
     ResponsesStream,
@@ -310,8 +311,8 @@ class ResponsesRoute(Route):
     def body(
         self, ticket: Ticket, collected: Collected, usage: TokenUsage, decoded: Decoded
     ) -> bytes:
-        if collected.body is not None:
-            return collected.body
+        if collected.body is not None:  # passed through: it says what relaygate did
+            return stored_body(collected.body, decoded.extra.store)
         writer = self._writer(ticket, decoded, False)
         replay(writer, collected)
         return encoder.encode(writer.response(writer.status(), usage))
@@ -339,6 +340,7 @@ class ResponsesRoute(Route):
             conversation.store = False
             return
         response_id, output, response = found
+        response["store"] = True  # (a Responses upstream's says false: it was asked not to)
         conversation.store = False  # until it is saved
         await gw.responses.save(
             response_id,
