@@ -5,7 +5,9 @@ and keeps the client's own body for upstreams that speak Responses (OpenAI; Azur
 ``responses`` option), which get it with ``model`` rewritten. ``previous_response_id`` is
 resolved here, from relaygate's own store (``stored_responses``), and only for the key's own
 account; an answer is stored (before its end reaches the client, so that the next request can
-continue it at once) unless the request says ``store: false``.
+continue it at once) unless the request says ``store: false``. The answer's ``store`` says
+which, a passed-through one's too (its upstream, asked not to store, says ``false``:
+:mod:`relaygate.protocol.openai_responses.stored`).
 
 Only the stored history's size is read before admission: it is added to the body's for the
 reservation (``Decoded.prompt_bytes``: it is sent upstream), and a history that with the
