@@ -593,6 +593,41 @@ def test_a_stored_response_is_retrieved_and_deleted_by_its_own_account_only(
         sdk.responses.create(model="gpt-5.2", input="x", previous_response_id=answer.id)
 
 
+def test_a_passed_through_answer_says_whether_relaygate_stores_it(
+    make: Callable[..., GatewayProcess], upstream: FakeResponses
+) -> None:
+    """A Responses upstream is asked not to store, and says so; the client reads what relaygate
+    does: ``store: true`` when it keeps the answer, in the body and in each streamed event that
+    carries the Response object, and ``false`` when asked not to."""
+    gateway = make(stored_responses=True, stored_response_seconds=3600)
+    key = gateway.create_key("--credits", "10")
+    sdk = client(gateway, key)
+    upstream.default = Behavior(text="native answer", chunks=5)
+    kept = sdk.responses.create(model="gpt-native", input="keep it")
+    assert kept.store is True
+    assert sdk.responses.retrieve(kept.id).store is True
+    assert sdk.responses.create(model="gpt-native", input="x", store=False).store is False
+    carriers = ("response.created", "response.in_progress", "response.completed")
+    finals = {}
+    for store in (True, False):
+        with sdk.responses.stream(model="gpt-native", input="go", store=store) as stream:
+            events = list(stream)
+            finals[store] = stream.get_final_response()
+        said = [e.response.store for e in events if e.type in carriers]  # type: ignore[union-attr]
+        assert said == [store, store, store]
+        deltas = [e.delta for e in events if e.type == "response.output_text.delta"]
+        assert "".join(deltas) == finals[store].output_text == "native answer"
+        assert finals[store].store is store
+    assert all(r.body["store"] is False for r in upstream.received)  # asked not to store
+    assert sdk.responses.retrieve(finals[True].id).store is True
+    go_on = sdk.responses.create(
+        model="gpt-native", input="go on", previous_response_id=finals[True].id
+    )
+    assert go_on.store is True
+    with pytest.raises(openai.NotFoundError):
+        sdk.responses.retrieve(finals[False].id)
+
+
 def test_sdk_delete_and_retrieve_without_storage_are_404(
     gateway: GatewayProcess, key: dict[str, Any]
 ) -> None:

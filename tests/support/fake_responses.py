@@ -87,6 +87,7 @@ def _response(body: dict[str, Any], b: Behavior) -> dict[str, Any]:
         "model": body["model"], "output": output, "parallel_tool_calls": True,
         "tool_choice": "auto", "tools": body.get("tools", []), "error": None,
         "incomplete_details": None, "instructions": body.get("instructions"),
+        "store": body.get("store", True),  # as OpenAI: what it was asked
         "usage": {
             "input_tokens": b.prompt_tokens,
             "input_tokens_details": {"cached_tokens": b.cached_tokens, "cache_write_tokens": 0},

@@ -5,7 +5,9 @@ and keeps the client's own body for upstreams that speak Responses (OpenAI; Azur
 ``responses`` option), which get it with ``model`` rewritten. ``previous_response_id`` is
 resolved here, from relaygate's own store (``stored_responses``), and only for the key's own
 account; an answer is stored (before its end reaches the client, so that the next request can
-continue it at once) unless the request says ``store: false``.
+continue it at once) unless the request says ``store: false``. The answer's ``store`` says
+which, a passed-through one's too (its upstream, asked not to store, says ``false``:
+:mod:`relaygate.protocol.openai_responses.stored`).
 
 Only the stored history's size is read before admission: it is added to the body's for the
 reservation (``Decoded.prompt_bytes``: it is sent upstream), and a history that with the
@@ -35,6 +37,7 @@ from relaygate.protocol.openai_responses.decode import (
 )
 from relaygate.protocol.openai_responses.items import InputImage, MessageItem, check_item
 from relaygate.protocol.openai_responses.render import ResponseWriter
+from relaygate.protocol.openai_responses.stored import stored_body
 from relaygate.protocol.openai_responses.stream import (
     Answer,
     ResponsesStream,
@@ -310,8 +313,8 @@ class ResponsesRoute(Route):
     def body(
         self, ticket: Ticket, collected: Collected, usage: TokenUsage, decoded: Decoded
     ) -> bytes:
-        if collected.body is not None:
-            return collected.body
+        if collected.body is not None:  # passed through: it says what relaygate did
+            return stored_body(collected.body, decoded.extra.store)
         writer = self._writer(ticket, decoded, False)
         replay(writer, collected)
         return encoder.encode(writer.response(writer.status(), usage))
@@ -339,6 +342,7 @@ class ResponsesRoute(Route):
             conversation.store = False
             return
         response_id, output, response = found
+        response["store"] = True  # (a Responses upstream's says false: it was asked not to)
         conversation.store = False  # until it is saved
         await gw.responses.save(
             response_id,

@@ -48,6 +48,15 @@ def item_id(prefix: str) -> str:
     return completion_id(prefix=f"{prefix}_")
 
 
+def _usage_json(usage: TokenUsage) -> bytes:
+    """:func:`usage_object`, encoded."""
+    prompt, completion = usage.prompt_tokens, usage.completion_tokens
+    return _USAGE % (
+        prompt, usage.cached_tokens, usage.cache_write_tokens + usage.cache_write_1h_tokens,
+        completion, usage.reasoning_tokens, prompt + completion,
+    )  # fmt: skip
+
+
 def usage_object(usage: TokenUsage) -> dict[str, Any]:
     """Responses usage: cached tokens inside input, reasoning tokens inside output."""
     return {
@@ -90,16 +99,46 @@ _MESSAGE_CLOSED = (
     b'"part":{"type":"output_text","text":%s,"annotations":[],"logprobs":[]}}\n\n'
     b"event: response.output_item.done\n"
     b'data: {"type":"response.output_item.done","sequence_number":%d,"output_index":%d,'
-    b'"item":{"id":"%s","type":"message","status":"%s","role":"assistant",'
-    b'"content":[{"type":"output_text","text":%s,"annotations":[],"logprobs":[]}]}}\n\n'
+    b'"item":%s}\n\n'
 )
-"""The events that finish a message item: its text encoded once, the rest written out (the
-message item as :meth:`_Item.body` makes it)."""
+"""The events that finish a message item: its text encoded once, the item as
+:data:`_MESSAGE_ITEM` makes it."""
+_MESSAGE_ITEM = (
+    b'{"id":"%s","type":"message","status":"%s","role":"assistant",'
+    b'"content":[{"type":"output_text","text":%s,"annotations":[],"logprobs":[]}]}'
+)
+"""A finished message item (as :meth:`_Item.body` makes it): the item in
+``response.output_item.done``, and in the final Response's ``output``."""
+_ITEM_DONE = (
+    b"event: response.output_item.done\n"
+    b'data: {"output_index":%d,"item":%s,"type":"response.output_item.done",'
+    b'"sequence_number":%d}\n\n'
+)
+"""``response.output_item.done`` of a reasoning or function call item (the fields in the order
+:meth:`ResponseWriter._event` writes them)."""
 _IN_PROGRESS = (
     b'{"id":%s,"object":"response","created_at":%d,"status":"in_progress","error":null,'
     b'"incomplete_details":null,"output":[],"usage":null,'
 )
 """The Response object's changing part while in progress (as :meth:`ResponseWriter._state`)."""
+_FINISHED = (
+    b'{"id":%s,"object":"response","created_at":%d,"status":"%s","error":null,'
+    b'"incomplete_details":%s,"output":[%s],"usage":%s,"completed_at":%d,'
+)
+"""The Response object's changing part once completed or incomplete (as
+:meth:`ResponseWriter._state`): the output items each encoded once, when they finished."""
+_USAGE = (
+    b'{"input_tokens":%d,"input_tokens_details":{"cached_tokens":%d,"cache_write_tokens":%d},'
+    b'"output_tokens":%d,"output_tokens_details":{"reasoning_tokens":%d},"total_tokens":%d}'
+)
+"""The usage (as :func:`usage_object`)."""
+_STARTED = (
+    b'event: response.created\ndata: {"type":"response.created","sequence_number":%d,'
+    b'"response":%s}\n\n'
+    b'event: response.in_progress\ndata: {"type":"response.in_progress","sequence_number":%d,'
+    b'"response":%s}\n\n'
+)
+"""``response.created`` and ``response.in_progress``: the same snapshot, numbered in turn."""
 _INCOMPLETE = {"length": "max_output_tokens", "content_filter": "content_filter"}
 
 
@@ -117,6 +156,9 @@ class _Item:
     done: bool = False
     template: bytes = b""
     """The item's text delta event (:data:`_TEXT_EVENT`; messages, when streamed)."""
+    json: bytes = b""
+    """The finished item, encoded when its stream closed it (saying ``json_status``)."""
+    json_status: str = ""
 
     def full_text(self) -> str:
         if self.encoded:
@@ -183,7 +225,12 @@ class ResponseWriter:
         self.calls: dict[int, _Item] = {}
         self.finish: str | None = None
         self.usage: TokenUsage | None = None
-        self._names = {flat_name(ns, tool.name): (ns, tool.name) for ns, tool in call.tools if ns}
+        self._names = (
+            {flat_name(ns, tool.name): (ns, tool.name) for ns, tool in call.tools if ns}
+            if call.tools
+            else {}
+        )
+        self._id_json = encoder.encode(response_id)
         self._settings_json: bytes | None = None
 
     # --- events ------------------------------------------------------------------------------
@@ -197,16 +244,9 @@ class ResponseWriter:
     def start(self) -> bytes:
         """``response.created`` and ``response.in_progress``."""
         snapshot = self.response_bytes("in_progress")
-        out = b""
-        for kind in (b"response.created", b"response.in_progress"):
-            out += b'event: %s\ndata: {"type":"%s","sequence_number":%d,"response":%s}\n\n' % (
-                kind,
-                kind,
-                self.seq,
-                snapshot,
-            )
-            self.seq += 1
-        return out
+        seq = self.seq
+        self.seq = seq + 2
+        return _STARTED % (seq, snapshot, seq + 1, snapshot)
 
     def feed(self, event: Event) -> bytes | None:
         """Take one provider event; the stream's bytes for it (``None``: nothing to send yet,
@@ -330,13 +370,15 @@ class ResponseWriter:
         where = {"item_id": item.id, "output_index": item.index}
         text = item.full_text()
         out = b""
+        item.json_status = status
         if item.kind == "message":
             seq, index, id_, encoded = self.seq, item.index, item.id.encode(), encoder.encode(text)
             self.seq = seq + 3
+            item.json = _MESSAGE_ITEM % (id_, status.encode(), encoded)
             return _MESSAGE_CLOSED % (
                 seq, id_, index, encoded,
                 seq + 1, id_, index, encoded,
-                seq + 2, index, id_, status.encode(), encoded,
+                seq + 2, index, item.json,
             )  # fmt: skip
         if item.kind == "reasoning":
             part = {"type": "reasoning_text", "text": text}
@@ -350,9 +392,8 @@ class ResponseWriter:
             out += self._event(
                 "response.function_call_arguments.done", {**where, "arguments": text}
             )
-        return out + self._event(
-            "response.output_item.done", {"output_index": item.index, "item": item.body(status)}
-        )
+        item.json = encoder.encode(item.body(status))
+        return out + _ITEM_DONE % (item.index, item.json, self._next())
 
     # --- the end -----------------------------------------------------------------------------
 
@@ -361,7 +402,7 @@ class ResponseWriter:
 
     def end(self, usage: TokenUsage) -> bytes:
         """Every open item finished, then ``response.completed`` (or ``.incomplete``)."""
-        out = b"".join(self._close(item) for item in self.items if not item.done)
+        out = b"".join([self._close(item) for item in self.items if not item.done])
         status = self.status()
         kind = b"response.%s" % status.encode()
         return out + b'event: %s\ndata: {"type":"%s","sequence_number":%d,"response":%s}\n\n' % (
@@ -393,15 +434,38 @@ class ResponseWriter:
         return {**self._state(status, usage), **self._settings()}
 
     def response_bytes(self, status: str, usage: TokenUsage | None = None) -> bytes:
-        """:meth:`response`, encoded: the request's part is encoded once per answer, and the
-        snapshot in progress (``response.created``, ``.in_progress``) from a template."""
-        if self._settings_json is None:
-            self._settings_json = encoder.encode(self._settings())
+        """:meth:`response`, encoded: the request's part is encoded once per answer, the
+        snapshot in progress (``response.created``, ``.in_progress``) and the finished one
+        from templates, with each output item encoded once."""
+        settings = self._settings_json
+        if settings is None:
+            settings = self._settings_json = encoder.encode(self._settings())
+        if status == "completed" or status == "incomplete":
+            details = (
+                b'{"reason":"%s"}' % _INCOMPLETE[self.finish].encode()
+                if status == "incomplete" and self.finish
+                else b"null"
+            )
+            output = b",".join([self._item_json(item, status) for item in self.items])
+            return (
+                _FINISHED % (
+                    self._id_json, self.created_at, status.encode(), details, output,
+                    b"null" if usage is None else _usage_json(usage), int(time.time()),
+                )
+                + settings[1:]
+            )  # fmt: skip
         if status == "in_progress" and usage is None:
-            head = _IN_PROGRESS % (encoder.encode(self.id), self.created_at)
-            return head + self._settings_json[1:]
+            return _IN_PROGRESS % (self._id_json, self.created_at) + settings[1:]
         state = encoder.encode(self._state(status, usage))
-        return state[:-1] + b"," + self._settings_json[1:]
+        return state[:-1] + b"," + settings[1:]
+
+    @staticmethod
+    def _item_json(item: _Item, status: str) -> bytes:
+        """An output item of the finished response, encoded (once, when the stream closed
+        it saying the same status)."""
+        if item.json and item.json_status == status:
+            return item.json
+        return encoder.encode(item.body(status))
 
     def _state(self, status: str, usage: TokenUsage | None) -> dict[str, Any]:
         """The part of the Response object that changes as the answer goes on."""
