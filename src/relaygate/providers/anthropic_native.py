@@ -20,7 +20,6 @@ from collections.abc import AsyncIterator
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-import aiohttp
 import msgspec
 
 from relaygate.errors import InvalidRequest, UpstreamProtocolError, UpstreamStatus
@@ -34,11 +33,17 @@ from relaygate.providers.base import (
     ProviderRequest,
     TokenUsage,
 )
-from relaygate.providers.http import decode_upstream, upstream_message, upstream_word
+from relaygate.providers.http import (
+    TransportError,
+    decode_upstream,
+    upstream_message,
+    upstream_word,
+)
 from relaygate.providers.reading import LineSplitter
 
 if TYPE_CHECKING:
     from relaygate.providers.anthropic import AnthropicProvider
+    from relaygate.upstream_http import Response
 
 _encoder = msgspec.json.Encoder()
 _CLIENT_FAULT = {400, 404, 413, 422}
@@ -236,16 +241,13 @@ async def relay_events(
             response.close()
 
 
-async def _stream(
-    provider: AnthropicProvider, response: aiohttp.ClientResponse
-) -> AsyncIterator[Batch]:
+async def _stream(provider: AnthropicProvider, response: Response) -> AsyncIterator[Batch]:
     reader = _Reader(provider)
-    pieces = response.content.iter_any()
     try:
-        piece = await anext(pieces, None)
-    except (TimeoutError, aiohttp.ClientError) as exc:
+        piece = await response.receive()
+    except TransportError as exc:
         raise provider.broke_off(exc, "before its stream started", retryable=True) from None
-    if piece is None:
+    if not piece:
         raise provider.cut()
     batch = reader.read(piece)
     if reader.error is not None and not reader.content:
@@ -262,10 +264,10 @@ async def _stream(
         if reader.stopped:
             return
         try:
-            piece = await anext(pieces, None)
-        except (TimeoutError, aiohttp.ClientError) as exc:
+            piece = await response.receive()
+        except TransportError as exc:
             raise provider.broke_off(exc, "mid-stream") from None
-        if piece is None:
+        if not piece:
             raise provider.cut()
         batch = reader.read(piece)
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Annotated
 
-import aiohttp
 import msgspec
 
 from relaygate.errors import UpstreamProtocolError
@@ -31,11 +30,17 @@ from relaygate.providers.base import (
     ProviderRequest,
     TokenUsage,
 )
-from relaygate.providers.http import decode_upstream, upstream_message, upstream_word
+from relaygate.providers.http import (
+    TransportError,
+    decode_upstream,
+    upstream_message,
+    upstream_word,
+)
 from relaygate.providers.reading import LineSplitter
 
 if TYPE_CHECKING:
     from relaygate.providers.openai import OpenAIProvider
+    from relaygate.upstream_http import Response
 
 _encoder = msgspec.json.Encoder()
 
@@ -220,22 +225,19 @@ async def relay_events(provider: OpenAIProvider, request: ProviderRequest) -> As
             response.close()
 
 
-async def _next(provider: OpenAIProvider, pieces: AsyncIterator[bytes], when: str) -> bytes:
+async def _next(provider: OpenAIProvider, response: Response, when: str) -> bytes:
     try:
-        piece = await anext(pieces, None)
-    except (TimeoutError, aiohttp.ClientError) as exc:
+        piece = await response.receive()
+    except TransportError as exc:
         raise provider.broke_off(exc, when, retryable=when != "mid-stream") from None
-    if piece is None:
+    if not piece:
         raise provider.cut()
     return piece
 
 
-async def _stream(
-    provider: OpenAIProvider, response: aiohttp.ClientResponse
-) -> AsyncIterator[Batch]:
+async def _stream(provider: OpenAIProvider, response: Response) -> AsyncIterator[Batch]:
     reader = _Reader(provider)
-    pieces = response.content.iter_any()
-    batch = reader.read(await _next(provider, pieces, "before its stream started"))
+    batch = reader.read(await _next(provider, response, "before its stream started"))
     if reader.failed is not None and not reader.content:
         # a failure before any output: an error status (it may be retried elsewhere)
         error = reader.failed
@@ -251,4 +253,4 @@ async def _stream(
             raise reader.failure()
         if final is not None:
             return
-        batch = reader.read(await _next(provider, pieces, "mid-stream"))
+        batch = reader.read(await _next(provider, response, "mid-stream"))

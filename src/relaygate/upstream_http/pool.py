@@ -260,6 +260,12 @@ class UpstreamClient:
         if any(pool.idle for pool in self.pools.values()):
             self.sweep_later()
 
+    async def __aenter__(self) -> UpstreamClient:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
     async def close(self) -> None:
         """Close every connection, idle or in use; requests after this fail to connect."""
         self.closed = True
