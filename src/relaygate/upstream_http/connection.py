@@ -93,10 +93,12 @@ class Connection(asyncio.Protocol):
             return
         try:
             self._parser.feed_data(data)
-        except HttpClientError as exc:
-            self._fail(exc)
         except httptools.HttpParserError as exc:
-            self._fail(RemoteProtocolError(f"the answer is not valid HTTP/1.1 ({exc})"))
+            cause = exc.__context__  # what a callback raised (a head too large, a bad encoding)
+            if isinstance(cause, HttpClientError):
+                self._fail(cause)
+            else:
+                self._fail(RemoteProtocolError(f"the answer is not valid HTTP/1.1 ({exc})"))
         else:
             if response is None and self.response is None:
                 self._head_bytes += len(data)
@@ -186,9 +188,11 @@ class Connection(asyncio.Protocol):
             transport.write(data)
         try:
             while self.response is None:
-                if self._error is not None:
-                    raise self._error
-                await self.wait()
+                try:
+                    await self.wait()
+                except HttpClientError:
+                    if self.response is None:
+                        raise  # else the body's reader meets it
         except BaseException:
             self.done(False)
             raise
