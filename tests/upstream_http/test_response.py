@@ -231,3 +231,12 @@ async def test_a_fast_upstream_is_held_to_the_bound() -> None:
         response.release()
         assert await _read_all(await client.post(upstream.url(), b"{}", {})) == b"ok"
     assert upstream.connections == 1
+
+
+async def test_an_interim_answer_is_skipped() -> None:
+    early = b"HTTP/1.1 103 Early Hints\r\nLink: </a>; rel=preload\r\n\r\n"
+    async with Upstream(replying(early, answer(b"final"))) as upstream, UpstreamClient() as client:
+        response = await client.post(upstream.url(), b"{}", {})
+        assert response.status == 200
+        assert await _read_all(response) == b"final"
+        response.release()

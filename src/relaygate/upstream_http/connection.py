@@ -142,6 +142,10 @@ class Connection(asyncio.Protocol):
     def on_headers_complete(self) -> None:
         if self._head_bytes > MAX_HEAD_BYTES:
             raise HeadTooLarge("the answer's head is larger than 64 KiB")
+        status = self._parser.get_status_code()
+        if status < 200:  # an interim answer (103 Early Hints, ...): the real one follows
+            self._headers = []
+            return
         headers = Headers()
         for raw_name, raw_value in self._headers:
             name = raw_name.decode("latin-1").lower()
@@ -149,14 +153,15 @@ class Connection(asyncio.Protocol):
             previous = headers.get(name)
             headers[name] = value if previous is None else f"{previous}, {value}"
         self._headers = []
-        self.response = Response(self, self._parser.get_status_code(), headers)
+        self.response = Response(self, status, headers)
 
     def on_body(self, body: bytes) -> None:
-        assert self.response is not None
-        self.response.feed(body)
+        if self.response is not None:
+            self.response.feed(body)
 
     def on_message_complete(self) -> None:
-        assert self.response is not None
+        if self.response is None:
+            return  # the end of an interim answer
         self._reusable = self._keep and self._parser.should_keep_alive()
         self.response.finish()
 

@@ -82,8 +82,11 @@ class Target:
 
     async def post(self, body: bytes) -> Response:
         """Send ``body`` and return the answer once its head has come."""
-        head = self.head + b"%d\r\n\r\n" % len(body)
-        data: bytes | list[bytes] = head + body if len(body) <= _SMALL_BODY else [head, body]
+        data: bytes | list[bytes]
+        if len(body) <= _SMALL_BODY:
+            data = b"%b%d\r\n\r\n%b" % (self.head, len(body), body)
+        else:
+            data = [self.head + b"%d\r\n\r\n" % len(body), body]
         return await self.pool.send(self, data)
 
 

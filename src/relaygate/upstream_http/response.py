@@ -114,7 +114,7 @@ class Response:
                     return
             self._pending = self._pending + data if self._pending else data
             self._inflate()
-        if self._size > HIGH_WATER and not self._paused and self._conn is not None:
+        if (self._size > HIGH_WATER or self._pending) and not self._paused and self._conn:
             self._paused = True
             self._conn.pause_reading()
 
@@ -138,7 +138,8 @@ class Response:
                 self._chunks.append(out)
                 self._size += len(out)
             elif len(tail) == len(data):
-                break  # nothing more comes out of it (data past the end of the stream)
+                data = b""  # nothing more comes out of it (bytes past the end): dropped
+                break
             data = tail
         self._pending = data
         if not data and self._complete:
@@ -178,7 +179,7 @@ class Response:
                 self._size = 0
                 if self._pending:
                     self._inflate()
-                if self._paused and self._size <= HIGH_WATER and self._conn is not None:
+                if self._paused and not self._pending and self._conn is not None:
                     self._paused = False
                     self._conn.resume_reading()
                 return data
