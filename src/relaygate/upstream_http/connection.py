@@ -115,7 +115,7 @@ class Connection(asyncio.Protocol):
                 self._error = ConnectionClosed(
                     "the connection closed before the answer", before_answer=not self.received
                 )
-            elif not response.complete and not self._ends_at_close(response):
+            elif not response.received_all and not self._ends_at_close(response):
                 self._error = ConnectionClosed("the connection closed before the answer ended")
         self._wake()
 
