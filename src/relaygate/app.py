@@ -50,6 +50,7 @@ from relaygate.settings import Settings, unserved_models
 from relaygate.store.responses_sql import ResponseStore
 from relaygate.store.sql import SqlStore
 from relaygate.tracing import Tracing
+from relaygate.upstream_http import UpstreamClient
 
 log = logging.getLogger("relaygate")
 
@@ -110,7 +111,10 @@ class Gateway:
     lifespan."""
 
     catalog: Catalog
-    session: aiohttp.ClientSession
+    upstreams: UpstreamClient
+    """The providers' HTTP client (keep-alive pools to every upstream)."""
+    webhooks: aiohttp.ClientSession
+    """The alert webhooks' HTTP session (off the request path, so aiohttp's)."""
     alerts: LowBalanceAlerts
 
     def __init__(self, settings: Settings) -> None:
@@ -183,20 +187,15 @@ class Gateway:
         await self.ledger.start()
         await self.keys.refresh()
         log.debug("key cache: %d keys loaded", len(self.keys.by_id))
-        connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, enable_cleanup_closed=True)
-        # No cookie jar: cookies an upstream sets must not ride along on other keys' requests
-        # (and matching them costs every request).
-        self.session = aiohttp.ClientSession(
-            connector=connector,
-            auto_decompress=True,
-            trust_env=False,
-            cookie_jar=aiohttp.DummyCookieJar(),
-        )
-        self.catalog = Catalog(self.settings, self.session)
+        # No cookies, proxies from the environment or redirects: cookies an upstream sets must
+        # not ride along on other keys' requests.
+        self.upstreams = UpstreamClient()
+        self.webhooks = aiohttp.ClientSession(trust_env=False, cookie_jar=aiohttp.DummyCookieJar())
+        self.catalog = Catalog(self.settings, self.upstreams)
         for name, model in self.catalog.models.items():
             labels = ", ".join(p.label for p in model.upstreams) or "none"
             log.debug("model %s: upstreams %s", name, labels)
-        self.alerts = LowBalanceAlerts(self.store, self.session, self.settings)
+        self.alerts = LowBalanceAlerts(self.store, self.webhooks, self.settings)
         self.alerts.start()
         self.purge.start()
         self.metrics.start()
@@ -273,7 +272,8 @@ class Gateway:
         await self.ledger.close()
         await self.gate.close()
         await self.images.close()
-        await self.session.close()
+        await self.upstreams.close()
+        await self.webhooks.close()
         await self.store.close()
         self.metrics.close()
         if self.tracing is not None:

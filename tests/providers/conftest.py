@@ -6,9 +6,9 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
-import aiohttp
 import pytest
 
+from relaygate.upstream_http import UpstreamClient
 from tests.providers import fake_anthropic, fake_gemini
 from tests.providers.fake_anthropic import FakeAnthropic
 from tests.providers.fake_azure import FakeAzure
@@ -95,6 +95,6 @@ def gateway_key(provider_gateway: GatewayProcess) -> str:
 
 
 @pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as client:
+async def session() -> AsyncIterator[UpstreamClient]:
+    async with UpstreamClient() as client:
         yield client

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import aiohttp
 import pytest
 
 from relaygate.errors import (
@@ -25,6 +24,7 @@ from relaygate.providers.base import (
     ToolCallDelta,
 )
 from relaygate.settings import UpstreamSettings
+from relaygate.upstream_http import UpstreamClient
 from tests.providers import fake_anthropic
 from tests.providers.fake_anthropic import FakeAnthropic, Reply, ToolUse, request_problems
 from tests.providers.support import PNG, WEATHER, call, collect, completion, drain
@@ -47,7 +47,7 @@ def translate(body: dict[str, Any], **options: Any) -> dict[str, Any]:
 
 
 def provider(
-    fake: FakeAnthropic, session: aiohttp.ClientSession, **settings: Any
+    fake: FakeAnthropic, session: UpstreamClient, **settings: Any
 ) -> AnthropicProvider:
     config = {
         "provider": "anthropic",
@@ -300,7 +300,7 @@ def test_requests_anthropic_cannot_take_are_a_400(field: str, value: Any) -> Non
 
 @pytest.mark.parametrize("stream", [False, True], ids=["complete", "stream"])
 async def test_text_answer_with_cache_usage(
-    anthropic_upstream: FakeAnthropic, session: aiohttp.ClientSession, stream: bool
+    anthropic_upstream: FakeAnthropic, session: UpstreamClient, stream: bool
 ) -> None:
     anthropic_upstream.default = Reply(
         text="Hi there, friend.", input_tokens=10, output_tokens=6, cache_read=100, cache_write=50
@@ -328,7 +328,7 @@ async def test_text_answer_with_cache_usage(
 
 @pytest.mark.parametrize("stream", [False, True], ids=["complete", "stream"])
 async def test_thinking_and_tool_use(
-    anthropic_upstream: FakeAnthropic, session: aiohttp.ClientSession, stream: bool
+    anthropic_upstream: FakeAnthropic, session: UpstreamClient, stream: bool
 ) -> None:
     anthropic_upstream.default = Reply(
         thinking="The user wants weather.",
@@ -363,7 +363,7 @@ async def test_thinking_and_tool_use(
 
 
 async def test_reasoning_tokens_are_estimated_when_the_api_does_not_report_them(
-    anthropic_upstream: FakeAnthropic, session: aiohttp.ClientSession
+    anthropic_upstream: FakeAnthropic, session: UpstreamClient
 ) -> None:
     anthropic_upstream.default = Reply(thinking="x" * 40, text="ok", output_tokens=30)
     events = await collect(provider(anthropic_upstream, session), call(body_for()))
@@ -386,7 +386,7 @@ async def test_reasoning_tokens_are_estimated_when_the_api_does_not_report_them(
 @pytest.mark.parametrize("stream", [False, True], ids=["complete", "stream"])
 async def test_stop_reasons_map_to_finish_reasons(
     anthropic_upstream: FakeAnthropic,
-    session: aiohttp.ClientSession,
+    session: UpstreamClient,
     stop_reason: str,
     finish: str,
     stream: bool,
@@ -400,7 +400,7 @@ async def test_stop_reasons_map_to_finish_reasons(
 
 
 async def test_an_error_event_mid_stream_ends_it_with_an_error(
-    anthropic_upstream: FakeAnthropic, session: aiohttp.ClientSession
+    anthropic_upstream: FakeAnthropic, session: UpstreamClient
 ) -> None:
     anthropic_upstream.default = Reply(error_mid_stream="overloaded_error")
     seen: list[Event] = []
@@ -412,7 +412,7 @@ async def test_an_error_event_mid_stream_ends_it_with_an_error(
 
 
 async def test_an_error_event_before_any_content_may_be_retried(
-    anthropic_upstream: FakeAnthropic, session: aiohttp.ClientSession
+    anthropic_upstream: FakeAnthropic, session: UpstreamClient
 ) -> None:
     anthropic_upstream.default = Reply(error_first="overloaded_error")
     events = provider(anthropic_upstream, session).events(call(body_for(stream=True)))
@@ -423,7 +423,7 @@ async def test_an_error_event_before_any_content_may_be_retried(
 
 
 async def test_a_cut_stream_is_an_error_not_a_clean_end(
-    anthropic_upstream: FakeAnthropic, session: aiohttp.ClientSession
+    anthropic_upstream: FakeAnthropic, session: UpstreamClient
 ) -> None:
     anthropic_upstream.default = Reply(cut=True)
     with pytest.raises((UpstreamProtocolError, UpstreamUnreachable)) as caught:
@@ -442,7 +442,7 @@ async def test_a_cut_stream_is_an_error_not_a_clean_end(
 )
 async def test_error_statuses(
     anthropic_upstream: FakeAnthropic,
-    session: aiohttp.ClientSession,
+    session: UpstreamClient,
     status: int,
     kind: str,
     retryable: bool,
@@ -460,7 +460,7 @@ async def test_error_statuses(
 
 
 async def test_wrong_credentials_are_named_and_not_retryable(
-    anthropic_upstream: FakeAnthropic, session: aiohttp.ClientSession
+    anthropic_upstream: FakeAnthropic, session: UpstreamClient
 ) -> None:
     wrong = provider(anthropic_upstream, session, api_key="sk-ant-wrong-key-000000")
     with pytest.raises(UpstreamStatus) as caught:
@@ -472,7 +472,7 @@ async def test_wrong_credentials_are_named_and_not_retryable(
 
 
 async def test_api_version_2026_10_21_without_sampling_fields(
-    anthropic_upstream: FakeAnthropic, session: aiohttp.ClientSession
+    anthropic_upstream: FakeAnthropic, session: UpstreamClient
 ) -> None:
     newer = provider(anthropic_upstream, session, options={"version": "2026-10-21"})
     events = await collect(newer, call(body_for(temperature=0.2, top_k=4)))
@@ -482,7 +482,7 @@ async def test_api_version_2026_10_21_without_sampling_fields(
     assert "temperature" not in sent.body
 
 
-async def test_unreachable_upstream(session: aiohttp.ClientSession) -> None:
+async def test_unreachable_upstream(session: UpstreamClient) -> None:
     settings = UpstreamSettings(
         provider="anthropic", base_url=f"http://127.0.0.1:{free_port()}", api_key="k"
     )

@@ -6,20 +6,20 @@ from __future__ import annotations
 from importlib.metadata import entry_points
 from typing import Any
 
-import aiohttp
 import pytest
 
 from relaygate.errors import UpstreamStatus
 from relaygate.providers.azure import DEFAULT_API_VERSION, AzureProvider
 from relaygate.providers.registry import GROUP, provider_class
 from relaygate.settings import UpstreamSettings
+from relaygate.upstream_http import UpstreamClient
 from tests.providers import fake_azure
 from tests.providers.fake_azure import FakeAzure
 from tests.providers.support import call, collect, completion
 from tests.support.fake_openai import Behavior
 
 
-def provider(fake: FakeAzure, session: aiohttp.ClientSession, **settings: Any) -> AzureProvider:
+def provider(fake: FakeAzure, session: UpstreamClient, **settings: Any) -> AzureProvider:
     config: dict[str, Any] = {
         "provider": "azure",
         "name": "azure-upstream",
@@ -34,7 +34,7 @@ def provider(fake: FakeAzure, session: aiohttp.ClientSession, **settings: Any) -
 
 @pytest.mark.parametrize("stream", [False, True], ids=["complete", "stream"])
 async def test_deployment_api_version_and_api_key(
-    azure_upstream: FakeAzure, session: aiohttp.ClientSession, stream: bool
+    azure_upstream: FakeAzure, session: UpstreamClient, stream: bool
 ) -> None:
     azure_upstream.default = Behavior(text="Hello from Azure.", prompt_tokens=9)
     body = {"model": "azure-gpt", "messages": [{"role": "user", "content": "hi"}], "stream": stream}
@@ -52,7 +52,7 @@ async def test_deployment_api_version_and_api_key(
 
 
 async def test_wrong_key_is_a_credentials_error(
-    azure_upstream: FakeAzure, session: aiohttp.ClientSession
+    azure_upstream: FakeAzure, session: UpstreamClient
 ) -> None:
     wrong = provider(azure_upstream, session, api_key="azure-wrong-key-000000")
     body = {"model": "azure-gpt", "messages": [{"role": "user", "content": "hi"}]}

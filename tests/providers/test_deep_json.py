@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 
-import aiohttp
 import pytest
 from aiohttp import web
 
@@ -27,6 +26,7 @@ from relaygate.providers.simulator import SimulatorProvider
 from relaygate.routing.catalog import CatalogModel
 from relaygate.routing.router import open_upstream
 from relaygate.settings import ModelSettings, Pricing, UpstreamSettings
+from relaygate.upstream_http import UpstreamClient
 from tests.providers.server import ThreadedServer
 from tests.providers.support import call, drain
 from tests.support.gateway import GatewayProcess
@@ -94,7 +94,7 @@ def answer(name: str, kind: str) -> Answer:
     return Answer(body=b"".join(b"data: " + e + b"\n\n" for e in events), stream=True)
 
 
-def deep_provider(name: str, server: DeepUpstream, session: aiohttp.ClientSession) -> Provider:
+def deep_provider(name: str, server: DeepUpstream, session: UpstreamClient) -> Provider:
     cls, path, _ = PROVIDERS[name]
     settings = UpstreamSettings(
         provider=name, name=f"deep-{name}", api_key="k", base_url=server.root + path, retries=0
@@ -120,7 +120,7 @@ async def test_deep_json_is_an_upstream_error(deep: DeepUpstream, name: str, kin
     stream = kind.endswith("stream-event")
     body = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "stream": stream}
     seen: list[Event] = []
-    async with aiohttp.ClientSession() as session:
+    async with UpstreamClient() as session:
         provider = deep_provider(name, deep, session)
         with pytest.raises(UpstreamError) as raised:
             await drain(provider.events(call(body)), seen)
@@ -142,7 +142,7 @@ async def test_deep_json_fails_over_and_counts_as_a_failure(
     stream = kind.endswith("stream-event")
     body = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "stream": stream}
     pricing = Pricing(input=Decimal(1), output=Decimal(1))
-    async with aiohttp.ClientSession() as session:
+    async with UpstreamClient() as session:
         model = CatalogModel(
             "m",
             ModelSettings(pricing=pricing),

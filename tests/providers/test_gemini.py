@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import aiohttp
 import pytest
 
 from relaygate.errors import (
@@ -23,6 +22,7 @@ from relaygate.providers.gemini import (
     build_body,
 )
 from relaygate.settings import UpstreamSettings
+from relaygate.upstream_http import UpstreamClient
 from tests.providers import fake_gemini
 from tests.providers.fake_gemini import FakeGemini, Reply, request_problems
 from tests.providers.support import PNG, WEATHER, call, collect, completion
@@ -38,7 +38,7 @@ def translate(body: dict[str, Any], **options: Any) -> dict[str, Any]:
     return translated
 
 
-def provider(fake: FakeGemini, session: aiohttp.ClientSession, **settings: Any) -> GeminiProvider:
+def provider(fake: FakeGemini, session: UpstreamClient, **settings: Any) -> GeminiProvider:
     config = {
         "provider": "gemini",
         "name": "gemini-upstream",
@@ -191,7 +191,7 @@ def test_non_function_tools_are_a_400() -> None:
 
 @pytest.mark.parametrize("stream", [False, True], ids=["complete", "stream"])
 async def test_text_answer_and_usage(
-    gemini_upstream: FakeGemini, session: aiohttp.ClientSession, stream: bool
+    gemini_upstream: FakeGemini, session: UpstreamClient, stream: bool
 ) -> None:
     gemini_upstream.default = Reply(
         text="Hello there.",
@@ -222,7 +222,7 @@ async def test_text_answer_and_usage(
 
 @pytest.mark.parametrize("stream", [False, True], ids=["complete", "stream"])
 async def test_thoughts_and_a_function_call(
-    gemini_upstream: FakeGemini, session: aiohttp.ClientSession, stream: bool
+    gemini_upstream: FakeGemini, session: UpstreamClient, stream: bool
 ) -> None:
     gemini_upstream.default = Reply(
         thoughts="Weather means the tool.",
@@ -269,7 +269,7 @@ async def test_thoughts_and_a_function_call(
 @pytest.mark.parametrize("stream", [False, True], ids=["complete", "stream"])
 async def test_finish_reasons(
     gemini_upstream: FakeGemini,
-    session: aiohttp.ClientSession,
+    session: UpstreamClient,
     reason: str,
     finish: str,
     stream: bool,
@@ -281,7 +281,7 @@ async def test_finish_reasons(
 
 @pytest.mark.parametrize("stream", [False, True], ids=["complete", "stream"])
 async def test_a_blocked_prompt_is_content_filter(
-    gemini_upstream: FakeGemini, session: aiohttp.ClientSession, stream: bool
+    gemini_upstream: FakeGemini, session: UpstreamClient, stream: bool
 ) -> None:
     gemini_upstream.default = Reply(block_reason="SAFETY", prompt_tokens=12, candidates_tokens=0)
     events = await collect(provider(gemini_upstream, session), call(body_for(stream=stream)))
@@ -295,7 +295,7 @@ async def test_a_blocked_prompt_is_content_filter(
 
 
 async def test_a_bad_key_is_a_credentials_error_not_a_bad_request(
-    gemini_upstream: FakeGemini, session: aiohttp.ClientSession
+    gemini_upstream: FakeGemini, session: UpstreamClient
 ) -> None:
     wrong = provider(gemini_upstream, session, api_key="AIza-wrong-key-0000000")
     with pytest.raises(UpstreamStatus) as caught:
@@ -306,7 +306,7 @@ async def test_a_bad_key_is_a_credentials_error_not_a_bad_request(
 
 
 async def test_429_with_retry_after(
-    gemini_upstream: FakeGemini, session: aiohttp.ClientSession
+    gemini_upstream: FakeGemini, session: UpstreamClient
 ) -> None:
     gemini_upstream.default = Reply(
         status=429, error_status="RESOURCE_EXHAUSTED", error_message="quota", retry_after="2"
@@ -325,7 +325,7 @@ async def test_429_with_retry_after(
     ],
 )
 async def test_a_broken_stream_is_an_error_not_a_clean_end(
-    gemini_upstream: FakeGemini, session: aiohttp.ClientSession, reply: Reply
+    gemini_upstream: FakeGemini, session: UpstreamClient, reply: Reply
 ) -> None:
     gemini_upstream.default = reply
     with pytest.raises((UpstreamProtocolError, UpstreamUnreachable)) as caught:

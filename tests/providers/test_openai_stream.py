@@ -8,7 +8,6 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
-import aiohttp
 import pytest
 from aiohttp import web
 
@@ -17,6 +16,7 @@ from relaygate.protocol.assemble import ChunkWriter, Collected
 from relaygate.providers.base import EncodedText, Event, TextDelta, TokenUsage
 from relaygate.providers.openai import OpenAIProvider
 from relaygate.settings import UpstreamSettings
+from relaygate.upstream_http import UpstreamClient
 from tests.providers.server import ThreadedServer
 from tests.providers.support import call, collect, drain
 
@@ -80,7 +80,7 @@ def stream_lines(texts: list[str], vary: bool = False, **dumps: Any) -> list[byt
     return lines
 
 
-def provider_for(sse: RawSse, session: aiohttp.ClientSession) -> OpenAIProvider:
+def provider_for(sse: RawSse, session: UpstreamClient) -> OpenAIProvider:
     settings = UpstreamSettings(provider="openai", api_key="sk-up", base_url=sse.root + "/v1")
     return OpenAIProvider(settings, session)
 
@@ -89,7 +89,7 @@ BODY = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "stream":
 
 
 async def answer(
-    sse: RawSse, session: aiohttp.ClientSession, lines: list[bytes], end: bytes = b"\n\n"
+    sse: RawSse, session: UpstreamClient, lines: list[bytes], end: bytes = b"\n\n"
 ) -> tuple[list[Event], bytes]:
     """The provider's events for ``lines`` (each followed by ``end``), and the SSE bytes a
     client gets from them."""
@@ -122,7 +122,7 @@ def client_text(sent: bytes) -> str:
     ids=["ascii-escaped", "utf8", "compact", "crlf"],
 )
 async def test_repeated_text_chunks_pass_through_and_read_back_exactly(
-    sse: RawSse, session: aiohttp.ClientSession, dumps: dict[str, Any], end: bytes
+    sse: RawSse, session: UpstreamClient, dumps: dict[str, Any], end: bytes
 ) -> None:
     events, sent = await answer(sse, session, stream_lines(TEXTS, **dumps), end)
     passed = [lit for e in events if isinstance(e, EncodedText) for lit in e.literals]
@@ -139,7 +139,7 @@ async def test_repeated_text_chunks_pass_through_and_read_back_exactly(
 
 
 async def test_chunks_that_differ_beyond_their_text_are_each_decoded(
-    sse: RawSse, session: aiohttp.ClientSession
+    sse: RawSse, session: UpstreamClient
 ) -> None:
     events, sent = await answer(sse, session, stream_lines(TEXTS, vary=True))
     assert not [e for e in events if isinstance(e, EncodedText)]
@@ -148,7 +148,7 @@ async def test_chunks_that_differ_beyond_their_text_are_each_decoded(
 
 
 async def test_a_chunk_like_the_template_but_with_more_choices_is_decoded(
-    sse: RawSse, session: aiohttp.ClientSession
+    sse: RawSse, session: UpstreamClient
 ) -> None:
     two = chunk({"content": "b"})
     two["choices"].append({"index": 1, "delta": {"content": "second"}, "finish_reason": None})
@@ -161,7 +161,7 @@ async def test_a_chunk_like_the_template_but_with_more_choices_is_decoded(
 
 
 async def test_a_chunk_with_a_bad_text_fails_as_an_upstream_error_after_the_ones_before(
-    sse: RawSse, session: aiohttp.ClientSession
+    sse: RawSse, session: UpstreamClient
 ) -> None:
     lines = stream_lines(["one", "two", "three"], separators=(",", ":"))
     # like the template, but a raw control character in the text: not JSON
@@ -178,7 +178,7 @@ async def test_a_chunk_with_a_bad_text_fails_as_an_upstream_error_after_the_ones
 
 
 async def test_an_error_chunk_ends_the_stream_after_the_text_read_with_it(
-    sse: RawSse, session: aiohttp.ClientSession
+    sse: RawSse, session: UpstreamClient
 ) -> None:
     lines = stream_lines(["one", "two"])[:3]
     lines.append(line({"error": {"message": "overloaded", "type": "server_error"}}))
@@ -190,7 +190,7 @@ async def test_an_error_chunk_ends_the_stream_after_the_text_read_with_it(
 
 
 async def test_a_last_line_without_its_newline_is_still_read(
-    sse: RawSse, session: aiohttp.ClientSession
+    sse: RawSse, session: UpstreamClient
 ) -> None:
     lines = stream_lines(["one", "two"])
     usage_line = lines[-2]
@@ -201,7 +201,7 @@ async def test_a_last_line_without_its_newline_is_still_read(
 
 
 async def test_a_text_the_template_cannot_take_mid_run_is_decoded_in_its_place(
-    sse: RawSse, session: aiohttp.ClientSession
+    sse: RawSse, session: UpstreamClient
 ) -> None:
     texts = ["one", "two", ', "quoted"', "three", "four"]
     events, sent = await answer(sse, session, stream_lines(texts))

@@ -11,7 +11,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import aiohttp
 import pytest
 from aiohttp import web
 
@@ -23,6 +22,7 @@ from relaygate.providers.http import HttpJsonProvider
 from relaygate.providers.openai import OpenAIProvider
 from relaygate.providers.reading import LineSplitter
 from relaygate.settings import UpstreamSettings
+from relaygate.upstream_http import UpstreamClient
 from tests.providers.server import ThreadedServer
 from tests.providers.support import call, drain
 from tests.support.gateway import GatewayProcess
@@ -91,7 +91,7 @@ STREAM_HEAD = b'data: {"type": "content_block_delta", "text": "'
 BODY_HEAD = b'{"choices": [{"message": {"content": "'
 
 
-def provider(name: str, server: Flooder, session: aiohttp.ClientSession, **limits: int) -> Provider:
+def provider(name: str, server: Flooder, session: UpstreamClient, **limits: int) -> Provider:
     cls, path = PROVIDERS[name]
     settings = UpstreamSettings(
         provider=name, name=f"broken-{name}", api_key="k", base_url=server.root + path, **limits
@@ -118,7 +118,7 @@ async def test_a_huge_stream_line_is_an_upstream_error_in_bounded_memory(
     flooder: Flooder, name: str
 ) -> None:
     flooder.reset(Flood(STREAM_HEAD, stream=True))
-    async with aiohttp.ClientSession() as session:
+    async with UpstreamClient() as session:
         upstream = provider(name, flooder, session, max_line_bytes=LIMIT)
         peak, _, error = await traced_peak(upstream, stream=True)
     assert error.message == (  # type: ignore[attr-defined]
@@ -135,7 +135,7 @@ async def test_a_huge_body_is_an_upstream_error_in_bounded_memory(
     flooder: Flooder, name: str, declared: bool
 ) -> None:
     flooder.reset(Flood(BODY_HEAD, declared=declared))
-    async with aiohttp.ClientSession() as session:
+    async with UpstreamClient() as session:
         upstream = provider(name, flooder, session, max_body_bytes=LIMIT)
         peak, _, error = await traced_peak(upstream, stream=False)
     assert error.message == (  # type: ignore[attr-defined]
@@ -150,7 +150,7 @@ async def test_answers_within_the_limits_are_read_whole(flooder: Flooder) -> Non
     answer = {"choices": [{"message": {"content": text}, "finish_reason": "stop"}]}
     flooder.reset(Flood(json.dumps(answer).encode(), size=0))
     body = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
-    async with aiohttp.ClientSession() as session:
+    async with UpstreamClient() as session:
         upstream = provider("openai", flooder, session, max_body_bytes=LIMIT)
         seen: list[Event] = []
         await drain(upstream.events(call(body)), seen)

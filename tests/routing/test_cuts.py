@@ -14,7 +14,6 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 from prometheus_client import CollectorRegistry
 
@@ -29,6 +28,7 @@ from relaygate.routing.fallback import open_chain
 from relaygate.routing.health import HealthPolicy, State, UpstreamHealth
 from relaygate.routing.router import Opened, open_upstream
 from relaygate.settings import ModelSettings, Pricing, UpstreamSettings
+from relaygate.upstream_http import UpstreamClient
 from tests.providers.support import call
 from tests.routing.cutting import CuttingOpenAI
 from tests.routing.support import Clock
@@ -60,8 +60,8 @@ def healthy() -> Iterator[FakeOpenAI]:
 
 
 @pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as client:
+async def session() -> AsyncIterator[UpstreamClient]:
+    async with UpstreamClient() as client:
         yield client
 
 
@@ -77,7 +77,7 @@ def upstream(name: str, url: str, **fields: Any) -> UpstreamSettings:
     )
 
 
-def model_of(session: aiohttp.ClientSession, *upstreams: UpstreamSettings) -> CatalogModel:
+def model_of(session: UpstreamClient, *upstreams: UpstreamSettings) -> CatalogModel:
     clock = Clock()
     providers = [OpenAIProvider(settings, session) for settings in upstreams]
     health = [
@@ -122,7 +122,7 @@ def sample(metrics: RoutingMetrics, name: str, **labels: str) -> float | None:
 async def test_a_cut_body_fails_over_and_is_recorded_as_unbilled(
     cutter: CuttingOpenAI,
     healthy: FakeOpenAI,
-    session: aiohttp.ClientSession,
+    session: UpstreamClient,
     metrics: RoutingMetrics,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -153,7 +153,7 @@ async def test_a_cut_body_fails_over_and_is_recorded_as_unbilled(
 
 
 async def test_the_cutting_upstream_is_ejected_after_min_requests(
-    cutter: CuttingOpenAI, healthy: FakeOpenAI, session: aiohttp.ClientSession
+    cutter: CuttingOpenAI, healthy: FakeOpenAI, session: UpstreamClient
 ) -> None:
     model = model_of(
         session,
@@ -170,7 +170,7 @@ async def test_the_cutting_upstream_is_ejected_after_min_requests(
 
 
 async def test_a_lone_cutting_upstream_is_a_502(
-    cutter: CuttingOpenAI, session: aiohttp.ClientSession, metrics: RoutingMetrics
+    cutter: CuttingOpenAI, session: UpstreamClient, metrics: RoutingMetrics
 ) -> None:
     model = model_of(session, upstream("cutter", cutter.base_url))
     with pytest.raises(UpstreamError) as caught:
@@ -183,7 +183,7 @@ async def test_a_lone_cutting_upstream_is_a_502(
 
 
 async def test_a_failed_attempt_then_a_cut_is_one_outcome(
-    healthy: FakeOpenAI, session: aiohttp.ClientSession
+    healthy: FakeOpenAI, session: UpstreamClient
 ) -> None:
     # a 500, then (on the retry) an answer cut mid-body: one request, one failure
     cutting = CuttingOpenAI(script=[Behavior(status=500)]).start()
@@ -201,7 +201,7 @@ async def test_a_failed_attempt_then_a_cut_is_one_outcome(
 
 
 async def test_a_fallback_model_answers_when_every_upstream_cuts(
-    cutter: CuttingOpenAI, healthy: FakeOpenAI, session: aiohttp.ClientSession
+    cutter: CuttingOpenAI, healthy: FakeOpenAI, session: UpstreamClient
 ) -> None:
     first = model_of(session, upstream("cutter", cutter.base_url))
     second = model_of(session, upstream("healthy", healthy.base_url))
@@ -214,7 +214,7 @@ async def test_a_fallback_model_answers_when_every_upstream_cuts(
 
 
 async def test_a_stream_is_judged_when_it_ends_not_when_it_opens(
-    healthy: FakeOpenAI, session: aiohttp.ClientSession
+    healthy: FakeOpenAI, session: UpstreamClient
 ) -> None:
     model = model_of(session, upstream("healthy", healthy.base_url))
     opened = await route(model, stream=True)
@@ -226,7 +226,7 @@ async def test_a_stream_is_judged_when_it_ends_not_when_it_opens(
 
 async def test_a_cut_stream_is_a_failure_of_its_upstream(
     cutter: CuttingOpenAI,
-    session: aiohttp.ClientSession,
+    session: UpstreamClient,
     metrics: RoutingMetrics,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -245,7 +245,7 @@ async def test_a_cut_stream_is_a_failure_of_its_upstream(
 
 
 async def test_a_stream_the_client_leaves_is_no_failure(
-    healthy: FakeOpenAI, session: aiohttp.ClientSession
+    healthy: FakeOpenAI, session: UpstreamClient
 ) -> None:
     healthy.default = Behavior(text="a long answer " * 20, chunks=20)
     model = model_of(session, upstream("healthy", healthy.base_url))

@@ -14,7 +14,6 @@ from collections.abc import AsyncIterator, Iterator
 from decimal import Decimal
 from typing import Any
 
-import aiohttp
 import pytest
 
 from relaygate.accounting.prices import Price
@@ -30,6 +29,7 @@ from relaygate.routing.catalog import CatalogModel
 from relaygate.routing.health import HealthPolicy, State, UpstreamHealth
 from relaygate.routing.router import MAX_RETRY_WAIT, Opened, Replay, open_upstream, route_order
 from relaygate.settings import ModelSettings, Pricing, UpstreamSettings
+from relaygate.upstream_http import UpstreamClient
 from tests.providers.support import call
 from tests.routing.support import Clock
 from tests.support.fake_openai import Behavior, FakeOpenAI
@@ -64,8 +64,8 @@ def secondary() -> Iterator[FakeOpenAI]:
 
 
 @pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as client:
+async def session() -> AsyncIterator[UpstreamClient]:
+    async with UpstreamClient() as client:
         yield client
 
 
@@ -91,7 +91,7 @@ def dead_url() -> str:
 
 
 def model_of(
-    session: aiohttp.ClientSession, clock: Clock, *upstreams: UpstreamSettings
+    session: UpstreamClient, clock: Clock, *upstreams: UpstreamSettings
 ) -> CatalogModel:
     providers = [OpenAIProvider(settings, session) for settings in upstreams]
     health = [
@@ -120,7 +120,7 @@ async def answered_by(model: CatalogModel, sleeps: Sleeps, seed: int = 1) -> str
 async def test_lower_priority_goes_first(
     primary: FakeOpenAI,
     secondary: FakeOpenAI,
-    session: aiohttp.ClientSession,
+    session: UpstreamClient,
     clock: Clock,
     sleeps: Sleeps,
 ) -> None:
@@ -137,7 +137,7 @@ async def test_lower_priority_goes_first(
 
 
 def test_weights_share_traffic_among_equal_priorities(
-    session: aiohttp.ClientSession, clock: Clock
+    session: UpstreamClient, clock: Clock
 ) -> None:
     model = model_of(
         session,
@@ -158,7 +158,7 @@ def test_weights_share_traffic_among_equal_priorities(
 
 
 async def test_primary_down_secondary_answers_at_once(
-    secondary: FakeOpenAI, session: aiohttp.ClientSession, clock: Clock, sleeps: Sleeps
+    secondary: FakeOpenAI, session: UpstreamClient, clock: Clock, sleeps: Sleeps
 ) -> None:
     model = model_of(
         session,
@@ -172,7 +172,7 @@ async def test_primary_down_secondary_answers_at_once(
 
 
 async def test_primary_429_then_recovers_after_its_retry_after(
-    primary: FakeOpenAI, session: aiohttp.ClientSession, clock: Clock, sleeps: Sleeps
+    primary: FakeOpenAI, session: UpstreamClient, clock: Clock, sleeps: Sleeps
 ) -> None:
     primary.script = [Behavior(status=429, retry_after="1.5")]
     model = model_of(session, clock, upstream("primary", primary.base_url))
@@ -183,7 +183,7 @@ async def test_primary_429_then_recovers_after_its_retry_after(
 
 
 async def test_a_retry_after_above_the_cap_is_not_waited_for(
-    primary: FakeOpenAI, session: aiohttp.ClientSession, clock: Clock, sleeps: Sleeps
+    primary: FakeOpenAI, session: UpstreamClient, clock: Clock, sleeps: Sleeps
 ) -> None:
     primary.default = Behavior(status=429, retry_after=str(MAX_RETRY_WAIT * 10))
     model = model_of(session, clock, upstream("primary", primary.base_url))
@@ -197,7 +197,7 @@ async def test_a_retry_after_above_the_cap_is_not_waited_for(
 
 
 async def test_5xx_is_retried_with_backoff_and_jitter(
-    primary: FakeOpenAI, session: aiohttp.ClientSession, clock: Clock, sleeps: Sleeps
+    primary: FakeOpenAI, session: UpstreamClient, clock: Clock, sleeps: Sleeps
 ) -> None:
     primary.script = [Behavior(status=503), Behavior(status=502)]
     model = model_of(session, clock, upstream("primary", primary.base_url, retries=2))
@@ -211,7 +211,7 @@ async def test_5xx_is_retried_with_backoff_and_jitter(
 async def test_all_down_is_a_502_after_the_retries(
     primary: FakeOpenAI,
     secondary: FakeOpenAI,
-    session: aiohttp.ClientSession,
+    session: UpstreamClient,
     clock: Clock,
     sleeps: Sleeps,
 ) -> None:
@@ -234,7 +234,7 @@ async def test_all_down_is_a_502_after_the_retries(
 async def test_rejected_credentials_are_logged_loudly_and_not_retried(
     primary: FakeOpenAI,
     secondary: FakeOpenAI,
-    session: aiohttp.ClientSession,
+    session: UpstreamClient,
     clock: Clock,
     sleeps: Sleeps,
     caplog: pytest.LogCaptureFixture,
@@ -259,7 +259,7 @@ async def test_rejected_credentials_are_logged_loudly_and_not_retried(
 async def test_a_request_the_upstream_calls_invalid_is_a_400_without_failover(
     primary: FakeOpenAI,
     secondary: FakeOpenAI,
-    session: aiohttp.ClientSession,
+    session: UpstreamClient,
     clock: Clock,
     sleeps: Sleeps,
 ) -> None:
@@ -282,7 +282,7 @@ async def test_a_request_the_upstream_calls_invalid_is_a_400_without_failover(
 async def test_a_failing_primary_is_ejected_probed_and_put_back(
     primary: FakeOpenAI,
     secondary: FakeOpenAI,
-    session: aiohttp.ClientSession,
+    session: UpstreamClient,
     clock: Clock,
     sleeps: Sleeps,
 ) -> None:
@@ -311,7 +311,7 @@ async def test_a_failing_primary_is_ejected_probed_and_put_back(
 async def test_a_failed_probe_falls_through_to_the_secondary(
     primary: FakeOpenAI,
     secondary: FakeOpenAI,
-    session: aiohttp.ClientSession,
+    session: UpstreamClient,
     clock: Clock,
     sleeps: Sleeps,
 ) -> None:
@@ -331,7 +331,7 @@ async def test_a_failed_probe_falls_through_to_the_secondary(
 
 
 async def test_every_upstream_out_of_rotation_is_a_503_with_a_suggestion(
-    session: aiohttp.ClientSession, clock: Clock, sleeps: Sleeps
+    session: UpstreamClient, clock: Clock, sleeps: Sleeps
 ) -> None:
     model = model_of(
         session,
@@ -355,7 +355,7 @@ async def test_every_upstream_out_of_rotation_is_a_503_with_a_suggestion(
 
 
 async def test_one_request_is_one_outcome_however_many_attempts(
-    primary: FakeOpenAI, session: aiohttp.ClientSession, clock: Clock, sleeps: Sleeps
+    primary: FakeOpenAI, session: UpstreamClient, clock: Clock, sleeps: Sleeps
 ) -> None:
     primary.default = Behavior(status=500)
     model = model_of(session, clock, upstream("primary", primary.base_url, retries=3))

@@ -17,7 +17,6 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import openai
 import pytest
 
@@ -30,6 +29,7 @@ from relaygate.routing.fallback import open_chain
 from relaygate.routing.health import HealthPolicy, State, UpstreamHealth
 from relaygate.routing.router import DEFAULT_RATE_WAIT, Opened, open_upstream
 from relaygate.settings import ModelSettings, Pricing, UpstreamSettings
+from relaygate.upstream_http import UpstreamClient
 from tests.providers.support import call
 from tests.routing.support import Clock
 from tests.support.fake_openai import Behavior, FakeOpenAI
@@ -59,8 +59,8 @@ def second() -> Iterator[FakeOpenAI]:
 
 
 @pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as client:
+async def session() -> AsyncIterator[UpstreamClient]:
+    async with UpstreamClient() as client:
         yield client
 
 
@@ -72,7 +72,7 @@ def upstream(name: str, url: str, **fields: Any) -> UpstreamSettings:
 
 
 def model_of(
-    session: aiohttp.ClientSession,
+    session: UpstreamClient,
     *upstreams: UpstreamSettings,
     name: str = "routed",
     clock: Clock | None = None,
@@ -149,7 +149,7 @@ def test_retry_after_ms_is_preferred_when_readable(
 
 
 async def test_every_upstream_429_is_a_429_with_the_soonest_retry_after(
-    first: FakeOpenAI, second: FakeOpenAI, session: aiohttp.ClientSession
+    first: FakeOpenAI, second: FakeOpenAI, session: UpstreamClient
 ) -> None:
     model = model_of(
         session, upstream("first", first.base_url), upstream("second", second.base_url, priority=1)
@@ -169,7 +169,7 @@ async def test_every_upstream_429_is_a_429_with_the_soonest_retry_after(
 
 
 async def test_a_429_without_retry_after_gets_the_default_wait(
-    first: FakeOpenAI, session: aiohttp.ClientSession
+    first: FakeOpenAI, session: UpstreamClient
 ) -> None:
     first.default = Behavior(status=429)
     model = model_of(session, upstream("first", first.base_url))
@@ -181,7 +181,7 @@ async def test_a_429_without_retry_after_gets_the_default_wait(
 
 
 async def test_an_http_date_retry_after_counts(
-    first: FakeOpenAI, second: FakeOpenAI, session: aiohttp.ClientSession
+    first: FakeOpenAI, second: FakeOpenAI, session: UpstreamClient
 ) -> None:
     first.default = Behavior(status=429, retry_after="60")
     second.default = Behavior(
@@ -197,7 +197,7 @@ async def test_an_http_date_retry_after_counts(
 
 
 async def test_429_and_5xx_is_a_503_with_the_rate_limited_one_s_wait(
-    first: FakeOpenAI, second: FakeOpenAI, session: aiohttp.ClientSession
+    first: FakeOpenAI, second: FakeOpenAI, session: UpstreamClient
 ) -> None:
     first.default = Behavior(status=500)
     model = model_of(
@@ -214,7 +214,7 @@ async def test_429_and_5xx_is_a_503_with_the_rate_limited_one_s_wait(
 
 
 async def test_429_next_to_an_ejected_upstream_is_a_503_with_the_soonest_wait(
-    first: FakeOpenAI, second: FakeOpenAI, session: aiohttp.ClientSession
+    first: FakeOpenAI, second: FakeOpenAI, session: UpstreamClient
 ) -> None:
     first.default = Behavior(status=500)
     model = model_of(
@@ -233,7 +233,7 @@ async def test_429_next_to_an_ejected_upstream_is_a_503_with_the_soonest_wait(
 
 
 async def test_a_chain_of_rate_limited_models_is_a_429(
-    first: FakeOpenAI, second: FakeOpenAI, session: aiohttp.ClientSession
+    first: FakeOpenAI, second: FakeOpenAI, session: UpstreamClient
 ) -> None:
     one = model_of(session, upstream("first", first.base_url))
     two = model_of(session, upstream("second", second.base_url), name="two")
@@ -244,7 +244,7 @@ async def test_a_chain_of_rate_limited_models_is_a_429(
 
 
 async def test_a_chain_of_a_rate_limited_and_a_failing_model_is_a_503(
-    first: FakeOpenAI, second: FakeOpenAI, session: aiohttp.ClientSession
+    first: FakeOpenAI, second: FakeOpenAI, session: UpstreamClient
 ) -> None:
     second.default = Behavior(status=502)
     one = model_of(session, upstream("first", first.base_url))
@@ -258,7 +258,7 @@ async def test_a_chain_of_a_rate_limited_and_a_failing_model_is_a_503(
 
 
 async def test_a_rate_limited_upstream_is_skipped_for_its_retry_after(
-    first: FakeOpenAI, second: FakeOpenAI, session: aiohttp.ClientSession
+    first: FakeOpenAI, second: FakeOpenAI, session: UpstreamClient
 ) -> None:
     clock = Clock()
     model = model_of(
@@ -286,7 +286,7 @@ async def test_a_rate_limited_upstream_is_skipped_for_its_retry_after(
 
 
 async def test_429s_are_no_failures_for_health(
-    first: FakeOpenAI, session: aiohttp.ClientSession
+    first: FakeOpenAI, session: UpstreamClient
 ) -> None:
     clock = Clock()
     model = model_of(session, upstream("first", first.base_url, health_min_requests=2), clock=clock)
@@ -302,7 +302,7 @@ async def test_429s_are_no_failures_for_health(
 
 
 async def test_a_probe_that_gets_a_429_leaves_the_upstream_out_of_rotation(
-    first: FakeOpenAI, session: aiohttp.ClientSession
+    first: FakeOpenAI, session: UpstreamClient
 ) -> None:
     """Before: the 429 counted as the trial's success and put the upstream back in rotation."""
     clock = Clock()
@@ -325,7 +325,7 @@ async def test_a_probe_that_gets_a_429_leaves_the_upstream_out_of_rotation(
 
 
 async def test_429s_do_not_dilute_the_failure_rate(
-    first: FakeOpenAI, session: aiohttp.ClientSession
+    first: FakeOpenAI, session: UpstreamClient
 ) -> None:
     """Three 500s among three 429s: 100% of the outcomes that say anything are failures.
     Before: 3 failures of 6 outcomes (50%, under the 60% threshold), still in rotation."""
@@ -340,7 +340,7 @@ async def test_429s_do_not_dilute_the_failure_rate(
 
 
 async def test_a_pause_lasts_at_most_a_cool_down(
-    first: FakeOpenAI, session: aiohttp.ClientSession
+    first: FakeOpenAI, session: UpstreamClient
 ) -> None:
     first.default = Behavior(status=429, retry_after="3600")
     model = model_of(session, upstream("first", first.base_url, health_cooldown_seconds=30))
@@ -356,7 +356,7 @@ async def test_a_pause_lasts_at_most_a_cool_down(
 
 @pytest.mark.parametrize("value", ["1e306", "1e20", "86401"])
 async def test_a_huge_retry_after_is_read_as_at_most_a_cool_down(
-    first: FakeOpenAI, session: aiohttp.ClientSession, value: str
+    first: FakeOpenAI, session: UpstreamClient, value: str
 ) -> None:
     """``Retry-After: 1e306`` once overflowed the ``retry-after-ms`` header (an unhandled
     ``OverflowError``: a 500), and ``1e20`` was passed on to clients as it was."""
@@ -392,7 +392,7 @@ def test_retry_headers_are_bounded_for_any_wait(
 
 
 async def test_a_429_without_retry_after_is_no_pause(
-    first: FakeOpenAI, session: aiohttp.ClientSession
+    first: FakeOpenAI, session: UpstreamClient
 ) -> None:
     first.default = Behavior(status=429)
     model = model_of(session, upstream("first", first.base_url))

@@ -36,7 +36,6 @@ import base64
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
-import aiohttp
 import msgspec
 
 from relaygate.errors import (
@@ -73,6 +72,7 @@ from relaygate.providers.base import (
 from relaygate.providers.http import (
     HttpJsonProvider,
     SseReader,
+    TransportError,
     decode_upstream,
     parse_data_url,
     tool_arguments,
@@ -80,6 +80,7 @@ from relaygate.providers.http import (
     upstream_word,
 )
 from relaygate.settings import UpstreamSettings
+from relaygate.upstream_http import UpstreamClient
 
 DEFAULT_BASE_URL = "https://api.anthropic.com"
 DEFAULT_VERSION = "2023-06-01"
@@ -448,7 +449,7 @@ class AnthropicProvider(HttpJsonProvider):
     name = "anthropic"
     supports_top_k = True
 
-    def __init__(self, settings: UpstreamSettings, session: aiohttp.ClientSession) -> None:
+    def __init__(self, settings: UpstreamSettings, session: UpstreamClient) -> None:
         super().__init__(settings, session)
         self.options = msgspec.convert(settings.options, AnthropicOptions)
 
@@ -530,7 +531,7 @@ class AnthropicProvider(HttpJsonProvider):
         (nothing has reached the client yet, so it may be retried)."""
         try:
             first = await reader.next()
-        except (TimeoutError, aiohttp.ClientError) as exc:
+        except TransportError as exc:
             raise self.broke_off(exc, "before its stream started", retryable=True) from None
         if first is None:
             raise UpstreamUnreachable(

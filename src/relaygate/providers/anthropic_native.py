@@ -20,13 +20,11 @@ from collections.abc import AsyncIterator
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-import aiohttp
 import msgspec
 
-from relaygate.errors import InvalidRequest, UpstreamProtocolError, UpstreamStatus
+from relaygate.errors import InvalidRequest, UpstreamStatus
 from relaygate.providers.anthropic_usage import ERROR_STATUS, Usage, merge_usage, usage_from
 from relaygate.providers.base import (
-    DONE,
     STARTED,
     Batch,
     Event,
@@ -34,21 +32,17 @@ from relaygate.providers.base import (
     ProviderRequest,
     TokenUsage,
 )
-from relaygate.providers.http import decode_upstream, upstream_message, upstream_word
+from relaygate.providers.http import (
+    decode_upstream,
+)
 from relaygate.providers.reading import LineSplitter
+from relaygate.providers.relay import RelayedError, relay_stream, relayed_failure
 
 if TYPE_CHECKING:
     from relaygate.providers.anthropic import AnthropicProvider
 
 _encoder = msgspec.json.Encoder()
 _CLIENT_FAULT = {400, 404, 413, 422}
-
-
-class RelayedError(UpstreamProtocolError):
-    """The upstream's error event, already relayed to the client as it came: the stream ends
-    without another error event."""
-
-    relayed = True
 
 
 class _ErrorDetail(msgspec.Struct):
@@ -196,14 +190,24 @@ class _Reader:
             batch.append(replace(usage_from(self.usage), partial=True))
         return batch
 
-    def failure(self) -> RelayedError:
-        error = self.error or _ErrorDetail()
-        detail = upstream_message(_encoder.encode({"error": {"message": error.message}}))
-        return RelayedError(
-            f"Upstream {self.provider.label} failed mid-stream: {upstream_word(error.type)}"
-            + (f": {detail}" if detail else ""),
-            upstream=self.provider.label,
-        )
+    @property
+    def ended(self) -> bool:
+        return self.stopped
+
+    @property
+    def done(self) -> bool:
+        return self.stopped
+
+    def early_error(self) -> tuple[int, bytes] | None:
+        if self.error is None or self.content:
+            return None
+        return ERROR_STATUS.get(self.error.type, 500), _encoder.encode({"error": self.error})
+
+    def failure(self) -> RelayedError | None:
+        error = self.error
+        if error is None:
+            return None
+        return relayed_failure(self.provider.label, error.type, error.message)
 
 
 async def relay_events(
@@ -226,7 +230,7 @@ async def relay_events(
             else:
                 yield (Passthrough(data, body=True), billed(usage))
         else:
-            async for batch in _stream(provider, response):
+            async for batch in relay_stream(provider, response, _Reader(provider)):
                 yield batch
         complete = True
     finally:
@@ -234,40 +238,6 @@ async def relay_events(
             response.release()
         else:
             response.close()
-
-
-async def _stream(
-    provider: AnthropicProvider, response: aiohttp.ClientResponse
-) -> AsyncIterator[Batch]:
-    reader = _Reader(provider)
-    pieces = response.content.iter_any()
-    try:
-        piece = await anext(pieces, None)
-    except (TimeoutError, aiohttp.ClientError) as exc:
-        raise provider.broke_off(exc, "before its stream started", retryable=True) from None
-    if piece is None:
-        raise provider.cut()
-    batch = reader.read(piece)
-    if reader.error is not None and not reader.content:
-        # an error before any content: an error status (it may be retried elsewhere)
-        status = ERROR_STATUS.get(reader.error.type, 500)
-        provider.raise_status(status, _encoder.encode({"error": reader.error}), None)
-    yield STARTED
-    while True:
-        if reader.stopped:
-            batch.append(DONE)
-        yield batch
-        if reader.error is not None:
-            raise reader.failure()
-        if reader.stopped:
-            return
-        try:
-            piece = await anext(pieces, None)
-        except (TimeoutError, aiohttp.ClientError) as exc:
-            raise provider.broke_off(exc, "mid-stream") from None
-        if piece is None:
-            raise provider.cut()
-        batch = reader.read(piece)
 
 
 async def count_tokens(

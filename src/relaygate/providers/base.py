@@ -11,7 +11,8 @@ A batch per read, rather than an event per ``yield``, costs each streamed read o
 provider's generator instead of one per token, and lets the stream relay write each read to the
 client in a single send.
 
-Providers never create HTTP sessions: they receive the app's shared :class:`aiohttp.ClientSession`.
+Providers never create HTTP clients: they receive the app's shared
+:class:`~relaygate.upstream_http.UpstreamClient`.
 Upstream failures are raised as :class:`relaygate.errors.UpstreamError` where they happen.
 """
 
@@ -21,13 +22,12 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, ClassVar
 
-import aiohttp
-
 from relaygate.protocol.types import ChatRequest
 from relaygate.protocol.validate import reparse
 
 if TYPE_CHECKING:
     from relaygate.media.pipeline import PreparedImages
+    from relaygate.upstream_http import UpstreamClient
 from relaygate.settings import UpstreamSettings
 
 
@@ -188,7 +188,7 @@ class Provider:
     fetches_image_urls: ClassVar[bool] = False
     """Whether the upstream downloads http(s) image URLs itself (else images go inline)."""
 
-    def __init__(self, settings: UpstreamSettings, session: aiohttp.ClientSession) -> None:
+    def __init__(self, settings: UpstreamSettings, session: UpstreamClient) -> None:
         self.settings = settings
         self.session = session
         self.label = settings.name or settings.provider

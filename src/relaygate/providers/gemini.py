@@ -25,7 +25,6 @@ from collections.abc import AsyncIterator
 from typing import Any, NoReturn
 from urllib.parse import quote
 
-import aiohttp
 import msgspec
 
 from relaygate.errors import InvalidRequest, UpstreamError, UpstreamProtocolError
@@ -60,6 +59,7 @@ from relaygate.providers.http import (
     upstream_message,
 )
 from relaygate.settings import UpstreamSettings
+from relaygate.upstream_http import UpstreamClient
 
 DEFAULT_BASE_URL = "https://generativelanguage.googleapis.com/v1beta"
 THINKING_BUDGETS = {
@@ -414,7 +414,7 @@ class GeminiProvider(HttpJsonProvider):
     name = "gemini"
     supports_top_k = True
 
-    def __init__(self, settings: UpstreamSettings, session: aiohttp.ClientSession) -> None:
+    def __init__(self, settings: UpstreamSettings, session: UpstreamClient) -> None:
         super().__init__(settings, session)
         self.options = msgspec.convert(settings.options, GeminiOptions)
 

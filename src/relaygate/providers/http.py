@@ -1,5 +1,9 @@
 """Plumbing shared by the JSON-over-HTTP providers (Anthropic, Gemini): the POST with its
-failures mapped to upstream errors, an SSE reader, and request-translation helpers."""
+failures mapped to upstream errors, an SSE reader, and request-translation helpers.
+
+Requests go through relaygate's upstream client (:mod:`relaygate.upstream_http`); its
+transport errors (:class:`~relaygate.upstream_http.HttpClientError`) become upstream errors
+here and in the providers' stream loops, named by their class."""
 
 from __future__ import annotations
 
@@ -13,7 +17,6 @@ from collections.abc import AsyncIterator, Mapping
 from typing import Any, NoReturn, TypeVar
 from urllib.parse import unquote_to_bytes
 
-import aiohttp
 import msgspec
 
 from relaygate.errors import (
@@ -26,9 +29,13 @@ from relaygate.errors import (
 )
 from relaygate.protocol.validate import decode_json
 from relaygate.providers.base import Provider
-from relaygate.providers.reading import LineSplitter, read_body
+from relaygate.providers.reading import LineSplitter, read_body, read_some
 from relaygate.redaction import REDACTOR
 from relaygate.settings import UpstreamSettings
+from relaygate.upstream_http import HttpClientError, Response, Target, UpstreamClient
+
+TransportError = (TimeoutError, HttpClientError)
+"""What reading an upstream's answer raises when the connection fails (named in the error)."""
 
 
 class _ErrorDetail(msgspec.Struct):
@@ -162,15 +169,15 @@ class SseReader:
     most ``limit`` bytes (:class:`~relaygate.providers.reading.LineSplitter`).
     """
 
-    def __init__(self, response: aiohttp.ClientResponse, limit: int, label: str) -> None:
-        self._pieces = response.content.iter_any()
+    def __init__(self, response: Response, limit: int, label: str) -> None:
+        self._response = response
         self._lines = LineSplitter(limit, label)
 
     async def next(self) -> list[bytes] | None:
         """The payloads of the next read that has any; ``None`` at the end of the stream."""
         while True:
-            piece = await anext(self._pieces, None)
-            if piece is None:
+            piece = await self._response.receive()
+            if not piece:
                 rest = self._lines.rest()
                 return [rest[5:].strip()] if rest.startswith(b"data:") else None
             lines = self._lines.feed(piece)
@@ -185,35 +192,32 @@ class HttpJsonProvider(Provider):
     The plumbing every HTTP provider shares (OpenAI, Azure, Anthropic, Gemini).
     """
 
-    _fixed: tuple[dict[str, str], aiohttp.ClientTimeout] | None = None
-
-    def __init__(self, settings: UpstreamSettings, session: aiohttp.ClientSession) -> None:
+    def __init__(self, settings: UpstreamSettings, session: UpstreamClient) -> None:
         super().__init__(settings, session)
         REDACTOR.add(self.secrets())  # whatever this upstream echoes of its key is redacted
+        self._targets: dict[str, Target] = {}
+        """The upstream's URLs with its own headers, each built once."""
 
     def headers(self) -> dict[str, str]:
         raise NotImplementedError
 
-    async def post(
-        self, url: str, body: bytes, headers: dict[str, str] | None = None
-    ) -> aiohttp.ClientResponse:
+    def target(self, url: str, headers: dict[str, str] | None = None) -> Target:
+        """``url`` with the upstream's own headers (built once), or with ``headers`` (a
+        pass-through's, built for this request)."""
+        if headers is None:
+            target = self._targets.get(url)
+            if target is None:
+                target = self._targets[url] = self.target(url, self.headers())
+            return target
+        settings = self.settings
+        return self.session.target(url, headers, settings.connect_timeout, settings.read_timeout)
+
+    async def post(self, url: str, body: bytes, headers: dict[str, str] | None = None) -> Response:
         """The upstream's 200 response; anything else raised as an upstream error.
         ``headers`` replace the upstream's own for this request (a pass-through's)."""
-        fixed = self._fixed
-        if fixed is None:  # the same for every request of this upstream: built once
-            settings = self.settings
-            timeout = aiohttp.ClientTimeout(
-                total=None, connect=settings.connect_timeout, sock_read=settings.read_timeout
-            )
-            fixed = self._fixed = (self.headers(), timeout)
-        if headers is None:
-            headers = fixed[0]
-        timeout = fixed[1]
         try:
-            response = await self.session.post(
-                url, data=body, headers=headers, timeout=timeout, allow_redirects=False
-            )
-        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            response = await self.target(url, headers).post(body)
+        except (TimeoutError, HttpClientError, OSError) as exc:
             raise UpstreamUnreachable(
                 f"Upstream AI service unavailable: {self.label} could not be reached"
                 f" ({type(exc).__name__})",
@@ -221,8 +225,8 @@ class HttpJsonProvider(Provider):
             ) from None
         if response.status != 200:
             try:
-                raw = await response.content.read(_MAX_ERROR_BODY)
-            except (TimeoutError, aiohttp.ClientError):
+                raw = await read_some(response, _MAX_ERROR_BODY)
+            except TransportError:
                 raw = b""
             finally:
                 response.release()
@@ -249,18 +253,18 @@ class HttpJsonProvider(Provider):
         """The next payloads of a stream that has started (``None`` at its end)."""
         try:
             return await reader.next()
-        except (TimeoutError, aiohttp.ClientError) as exc:
+        except TransportError as exc:
             raise self.broke_off(exc, "mid-stream") from None
 
-    def sse_reader(self, response: aiohttp.ClientResponse) -> SseReader:
+    def sse_reader(self, response: Response) -> SseReader:
         """A reader of ``response``'s stream, with this upstream's line limit."""
         return SseReader(response, self.settings.max_line_bytes, self.label)
 
-    async def read_body(self, response: aiohttp.ClientResponse) -> bytes:
+    async def read_body(self, response: Response) -> bytes:
         """The non-streamed answer, at most ``max_body_bytes`` of it (else an upstream error)."""
         try:
             return await read_body(response, self.settings.max_body_bytes, self.label)
-        except (TimeoutError, aiohttp.ClientError) as exc:
+        except TransportError as exc:
             raise self.broke_off(exc, "while answering") from None
 
     def broke_off(self, exc: BaseException, when: str, retryable: bool = False) -> UpstreamError:

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
-import aiohttp
 import msgspec
 
 from relaygate.errors import (
@@ -25,11 +24,17 @@ from relaygate.providers.base import (
     TokenUsage,
     ToolCallDelta,
 )
-from relaygate.providers.http import HttpJsonProvider, decode_upstream, upstream_message
+from relaygate.providers.http import (
+    HttpJsonProvider,
+    TransportError,
+    decode_upstream,
+    upstream_message,
+)
 from relaygate.providers.openai_responses import relay_events
 from relaygate.providers.reading import LineSplitter
 from relaygate.providers.text_template import TextTemplate, valid
 from relaygate.settings import UpstreamSettings
+from relaygate.upstream_http import Response
 
 
 class _Function(msgspec.Struct):
@@ -266,7 +271,7 @@ class OpenAIProvider(HttpJsonProvider):
             body["stream"] = False
         return body
 
-    async def _open(self, request: ProviderRequest) -> aiohttp.ClientResponse:
+    async def _open(self, request: ProviderRequest) -> Response:
         url = self._url
         if url is None:
             url = self._url = self.url()
@@ -287,8 +292,9 @@ class OpenAIProvider(HttpJsonProvider):
                 # async generator costs each network read another resume.
                 stream = _StreamState()
                 splitter = LineSplitter(self.settings.max_line_bytes, self.label)
+                receive = response.receive
                 try:
-                    async for piece in response.content.iter_any():
+                    while piece := await receive():
                         batch = self._read_lines(splitter.feed(piece), stream)
                         if batch:
                             yield batch
@@ -303,7 +309,7 @@ class OpenAIProvider(HttpJsonProvider):
                                 yield batch
                             if stream.failed is not None:
                                 raise stream.failed
-                except (TimeoutError, aiohttp.ClientError) as exc:
+                except TransportError as exc:
                     raise self.broke_off(exc, "mid-stream") from None
                 if not stream.finished and not stream.saw_finish:
                     raise self.cut()
@@ -412,7 +418,7 @@ class OpenAIProvider(HttpJsonProvider):
                 break
         return batch
 
-    async def _completion_events(self, response: aiohttp.ClientResponse) -> list[Event]:
+    async def _completion_events(self, response: Response) -> list[Event]:
         body = await self.read_body(response)
         return completion_events(decode_upstream(_completion_decoder, body, self.label, "a body"))
 

@@ -18,10 +18,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Annotated
 
-import aiohttp
 import msgspec
 
-from relaygate.errors import UpstreamProtocolError
 from relaygate.providers.base import (
     DONE,
     STARTED,
@@ -31,19 +29,16 @@ from relaygate.providers.base import (
     ProviderRequest,
     TokenUsage,
 )
-from relaygate.providers.http import decode_upstream, upstream_message, upstream_word
+from relaygate.providers.http import (
+    decode_upstream,
+)
 from relaygate.providers.reading import LineSplitter
+from relaygate.providers.relay import RelayedError, relay_stream, relayed_failure
 
 if TYPE_CHECKING:
     from relaygate.providers.openai import OpenAIProvider
 
 _encoder = msgspec.json.Encoder()
-
-
-class RelayedError(UpstreamProtocolError):
-    """The upstream's failure event, already relayed to the client as it came."""
-
-    relayed = True
 
 
 _Count = Annotated[int, msgspec.Meta(ge=0)]
@@ -184,14 +179,26 @@ class _Reader:
             if event.type == "response.failed":
                 self.failed = event.response.error or _Error()
 
-    def failure(self) -> RelayedError:
-        error = self.failed or _Error()
-        detail = upstream_message(_encoder.encode({"error": {"message": error.message or ""}}))
-        return RelayedError(
-            f"Upstream {self.provider.label} failed mid-stream: {upstream_word(error.code)}"
-            + (f": {detail}" if detail else ""),
-            upstream=self.provider.label,
-        )
+    @property
+    def ended(self) -> bool:
+        return self.final is not None
+
+    @property
+    def done(self) -> bool:
+        return self.final is not None and self.failed is None
+
+    def early_error(self) -> tuple[int, bytes] | None:
+        error = self.failed
+        if error is None or self.content:
+            return None
+        status = 429 if error.code == "rate_limit_exceeded" else 502
+        return status, _encoder.encode({"error": {"message": error.message}})
+
+    def failure(self) -> RelayedError | None:
+        error = self.failed
+        if error is None:
+            return None
+        return relayed_failure(self.provider.label, error.code, error.message)
 
 
 async def relay_events(provider: OpenAIProvider, request: ProviderRequest) -> AsyncIterator[Batch]:
@@ -210,7 +217,7 @@ async def relay_events(provider: OpenAIProvider, request: ProviderRequest) -> As
             else:
                 yield (Passthrough(data, body=True), usage, DONE)
         else:
-            async for batch in _stream(provider, response):
+            async for batch in relay_stream(provider, response, _Reader(provider)):
                 yield batch
         complete = True
     finally:
@@ -218,37 +225,3 @@ async def relay_events(provider: OpenAIProvider, request: ProviderRequest) -> As
             response.release()
         else:
             response.close()
-
-
-async def _next(provider: OpenAIProvider, pieces: AsyncIterator[bytes], when: str) -> bytes:
-    try:
-        piece = await anext(pieces, None)
-    except (TimeoutError, aiohttp.ClientError) as exc:
-        raise provider.broke_off(exc, when, retryable=when != "mid-stream") from None
-    if piece is None:
-        raise provider.cut()
-    return piece
-
-
-async def _stream(
-    provider: OpenAIProvider, response: aiohttp.ClientResponse
-) -> AsyncIterator[Batch]:
-    reader = _Reader(provider)
-    pieces = response.content.iter_any()
-    batch = reader.read(await _next(provider, pieces, "before its stream started"))
-    if reader.failed is not None and not reader.content:
-        # a failure before any output: an error status (it may be retried elsewhere)
-        error = reader.failed
-        status = 429 if error.code == "rate_limit_exceeded" else 502
-        provider.raise_status(status, _encoder.encode({"error": {"message": error.message}}), None)
-    yield STARTED
-    while True:
-        final = reader.final
-        if final is not None and reader.failed is None:
-            batch.append(DONE)
-        yield batch
-        if reader.failed is not None:
-            raise reader.failure()
-        if final is not None:
-            return
-        batch = reader.read(await _next(provider, pieces, "mid-stream"))

@@ -14,9 +14,8 @@ relaygate's own sentence: nothing of what the upstream sent is repeated.
 
 from __future__ import annotations
 
-import aiohttp
-
 from relaygate.errors import UpstreamProtocolError
+from relaygate.upstream_http import Response
 
 
 def _size_text(size: int) -> str:
@@ -36,20 +35,29 @@ def too_large(label: str, what: str, limit: int, setting: str) -> UpstreamProtoc
     )
 
 
-async def read_body(response: aiohttp.ClientResponse, limit: int, label: str) -> bytes:
+async def read_body(response: Response, limit: int, label: str) -> bytes:
     """The whole body of ``response``; more than ``limit`` bytes is an upstream error."""
     declared = response.content_length
-    if declared is not None and declared > limit and "Content-Encoding" not in response.headers:
+    if declared is not None and declared > limit and "content-encoding" not in response.headers:
         raise too_large(label, "a body", limit, "max_body_bytes")
     chunks: list[bytes] = []
     size = 0
-    content = response.content
-    while chunk := await content.readany():
+    while chunk := await response.receive():
         size += len(chunk)
         if size > limit:
             raise too_large(label, "a body", limit, "max_body_bytes")
         chunks.append(chunk)
-    return b"".join(chunks)
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+async def read_some(response: Response, limit: int) -> bytes:
+    """At most ``limit`` bytes of the body of ``response`` (an error status's excerpt)."""
+    chunks: list[bytes] = []
+    size = 0
+    while size < limit and (chunk := await response.receive()):
+        size += len(chunk)
+        chunks.append(chunk)
+    return b"".join(chunks)[:limit]
 
 
 class LineSplitter:
@@ -121,4 +129,4 @@ class LineSplitter:
             raise too_large(self.label, "a stream line", self.limit, "max_line_bytes")
 
 
-__all__ = ["LineSplitter", "read_body", "too_large"]
+__all__ = ["LineSplitter", "read_body", "read_some", "too_large"]

@@ -6,8 +6,6 @@ import difflib
 import time
 from dataclasses import dataclass, field
 
-import aiohttp
-
 from relaygate.accounting.prices import Price
 from relaygate.errors import NotFound, PermissionDenied, excerpt
 from relaygate.media.tokens import bills_by_pixels
@@ -16,6 +14,7 @@ from relaygate.providers.registry import provider_class
 from relaygate.routing.health import Clock, HealthPolicy, UpstreamHealth
 from relaygate.settings import ModelSettings, Settings
 from relaygate.store.records import KeyRecord
+from relaygate.upstream_http import UpstreamClient
 
 
 @dataclass(slots=True)
@@ -72,10 +71,10 @@ def closest(name: str, candidates: list[str]) -> str | None:
 
 
 class Catalog:
-    """Public models by name, each with its providers built on the shared session."""
+    """Public models by name, each with its providers built on the shared upstream client."""
 
     def __init__(
-        self, settings: Settings, session: aiohttp.ClientSession, clock: Clock = time.monotonic
+        self, settings: Settings, session: UpstreamClient, clock: Clock = time.monotonic
     ) -> None:
         self.models: dict[str, CatalogModel] = {}
         for name, config in settings.models.items():
