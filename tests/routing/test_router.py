@@ -370,7 +370,7 @@ async def test_one_request_is_one_outcome_however_many_attempts(
 
 
 async def test_a_non_streamed_answer_is_handed_over_as_its_batches_read_whole(
-    primary: FakeOpenAI, session: aiohttp.ClientSession, clock: Clock, sleeps: Sleeps
+    primary: FakeOpenAI, session: UpstreamClient, clock: Clock, sleeps: Sleeps
 ) -> None:
     """The pipeline reads ``Replay.batches`` instead of awaiting each batch; the same batches
     come out of iterating it."""
